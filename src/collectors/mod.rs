@@ -1,0 +1,388 @@
+//! Metric probes. One module per probe (or per procfs file shared by several probes); each has
+//! a pure parser (bytes in, values out) that is unit-tested and fuzzed, plus a small collector
+//! that reads the bytes for one network namespace and emits samples.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::RwLock;
+
+use regex::Regex;
+
+use crate::model::Sink;
+
+pub mod conntrack;
+pub mod fd;
+pub mod io;
+pub mod netdev;
+pub mod netlink;
+pub mod netstat;
+pub mod qdisc;
+pub mod snmp;
+pub mod sock;
+pub mod softnet;
+pub mod tcpsummary;
+
+/// Where a collector's data lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Node-global data (softnet): collected once per scrape, without entity labels.
+    Node,
+    /// Collected in every network namespace, with its entity labels.
+    Netns,
+}
+
+/// Why a collection failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CollectError {
+    /// The data source does not exist on this node (module not loaded, file absent). Reported
+    /// once as "not available"; not an error of the scrape.
+    NotAvailable(String),
+    /// Reading or parsing failed. The message names the file or request.
+    Failed(String),
+}
+
+impl fmt::Display for CollectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CollectError::NotAvailable(m) => write!(f, "not available: {m}"),
+            CollectError::Failed(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl std::error::Error for CollectError {}
+
+/// Everything a collector may use to read one network namespace.
+///
+/// File reads go through [`NetnsCtx::read_net`], which caches each file for the duration of
+/// one namespace's collection, so probes sharing a file (ip/icmp/tcp/udp all read `snmp`) read
+/// it once.
+pub struct NetnsCtx<'a> {
+    /// Network namespace inode.
+    pub inode: u64,
+    /// Directory with the namespace's `net` files: `/proc/<pid>/net`, or
+    /// `/proc/thread-self/net` when the collecting thread has entered the namespace.
+    pub net_dir: PathBuf,
+    /// Root of procfs (normally `/proc`), for per-process files.
+    pub proc_root: &'a Path,
+    /// True when the calling thread is inside the namespace: netlink sockets it opens talk to
+    /// that namespace's kernel state, and `/proc/sys/net` shows its sysctls.
+    pub entered: bool,
+    /// Thread-group ids of the processes in the namespace (sorted). Empty for a named netns
+    /// with no process.
+    pub pids: &'a [i32],
+    cache: RefCell<HashMap<&'static str, Result<Rc<Vec<u8>>, CollectError>>>,
+}
+
+impl<'a> NetnsCtx<'a> {
+    pub fn new(
+        inode: u64,
+        net_dir: PathBuf,
+        proc_root: &'a Path,
+        entered: bool,
+        pids: &'a [i32],
+    ) -> Self {
+        NetnsCtx {
+            inode,
+            net_dir,
+            proc_root,
+            entered,
+            pids,
+            cache: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// Read `<net_dir>/<rel>` (e.g. `snmp`, `stat/nf_conntrack`), cached per namespace. A
+    /// missing file is [`CollectError::NotAvailable`].
+    pub fn read_net(&self, rel: &'static str) -> Result<Rc<Vec<u8>>, CollectError> {
+        if let Some(r) = self.cache.borrow().get(rel) {
+            return r.clone();
+        }
+        let path = self.net_dir.join(rel);
+        let r = read_file(&path).map(Rc::new);
+        self.cache.borrow_mut().insert(rel, r.clone());
+        r
+    }
+}
+
+/// Read a whole file; a missing file is `NotAvailable`, other errors `Failed`, both naming the path.
+pub fn read_file(path: &Path) -> Result<Vec<u8>, CollectError> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(CollectError::NotAvailable(
+            format!("{} does not exist", path.display()),
+        )),
+        Err(e) => Err(CollectError::Failed(format!(
+            "reading {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// A metric probe.
+pub trait Collector: Send + Sync {
+    /// The probe name (`netdev`, `tcpext`...).
+    fn name(&self) -> &'static str;
+    fn scope(&self) -> Scope {
+        Scope::Netns
+    }
+    /// True if the probe can only work from inside the namespace (netlink, sysctls): the engine
+    /// then enters the namespace before calling it.
+    fn needs_entered(&self) -> bool {
+        false
+    }
+    /// Collect one namespace (or, for [`Scope::Node`], the node).
+    fn collect(&self, ctx: &NetnsCtx, out: &mut dyn Sink) -> Result<(), CollectError>;
+}
+
+/// A probe's YAML `args`, with KubeSkoop's case-insensitive keys. Every key must be consumed by
+/// the probe; [`ProbeArgs::finish`] rejects the rest by name.
+#[derive(Debug, Default, Clone)]
+pub struct ProbeArgs {
+    probe: String,
+    map: BTreeMap<String, (String, serde_norway::Value)>,
+}
+
+impl ProbeArgs {
+    pub fn new(probe: &str) -> Self {
+        ProbeArgs {
+            probe: probe.to_string(),
+            map: BTreeMap::new(),
+        }
+    }
+
+    /// Build from a YAML mapping. Keys are matched case-insensitively.
+    pub fn from_yaml(probe: &str, v: &serde_norway::Value) -> Result<Self, String> {
+        let mut a = ProbeArgs::new(probe);
+        match v {
+            serde_norway::Value::Null => {}
+            serde_norway::Value::Mapping(m) => {
+                for (k, v) in m {
+                    let key = k
+                        .as_str()
+                        .ok_or_else(|| format!("probe {probe}: args keys must be strings"))?;
+                    if a.map
+                        .insert(key.to_ascii_lowercase(), (key.to_string(), v.clone()))
+                        .is_some()
+                    {
+                        return Err(format!("probe {probe}: arg `{key}` given twice"));
+                    }
+                }
+            }
+            _ => return Err(format!("probe {probe}: args must be a mapping")),
+        }
+        Ok(a)
+    }
+
+    /// Take a string arg.
+    pub fn take_str(&mut self, key: &str) -> Result<Option<String>, String> {
+        match self.map.remove(&key.to_ascii_lowercase()) {
+            None => Ok(None),
+            Some((orig, serde_norway::Value::String(s))) => {
+                let _ = orig;
+                Ok(Some(s))
+            }
+            Some((orig, _)) => Err(format!(
+                "probe {}: arg `{orig}` must be a string",
+                self.probe
+            )),
+        }
+    }
+
+    /// Take a regex arg, compiled and anchored (`^(?:...)$`) like node_exporter's field filters.
+    pub fn take_regex(&mut self, key: &str) -> Result<Option<Regex>, String> {
+        match self.take_str(key)? {
+            None => Ok(None),
+            Some(s) => Regex::new(&format!("^(?:{s})$")).map(Some).map_err(|e| {
+                format!(
+                    "probe {}: arg `{key}` is not a valid regex: {e}",
+                    self.probe
+                )
+            }),
+        }
+    }
+
+    /// Fail if any arg was not consumed.
+    pub fn finish(self) -> Result<(), String> {
+        if let Some((_, (orig, _))) = self.map.into_iter().next() {
+            return Err(format!("probe {}: unknown arg `{orig}`", self.probe));
+        }
+        Ok(())
+    }
+}
+
+/// Selects kernel fields by an anchored regex, memoizing the answer per field name (the same
+/// few hundred names recur in every namespace, and a regex match per field per namespace would
+/// cost more than parsing).
+#[derive(Debug)]
+pub struct FieldFilter {
+    re: Regex,
+    memo: RwLock<HashMap<String, bool>>,
+}
+
+impl FieldFilter {
+    pub fn new(re: Regex) -> Self {
+        FieldFilter {
+            re,
+            memo: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Build from the probe's `fields` arg, falling back to `default` (a regex source).
+    pub fn from_args(args: &mut ProbeArgs, default: &str) -> Result<Self, String> {
+        let re = match args.take_regex("fields")? {
+            Some(r) => r,
+            None => {
+                Regex::new(&format!("^(?:{default})$")).expect("built-in default regex is valid")
+            }
+        };
+        Ok(Self::new(re))
+    }
+
+    pub fn pattern(&self) -> &str {
+        self.re.as_str()
+    }
+
+    pub fn matches(&self, field: &str) -> bool {
+        if let Some(&b) = self
+            .memo
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(field)
+        {
+            return b;
+        }
+        let b = self.re.is_match(field);
+        let mut m = self.memo.write().unwrap_or_else(|e| e.into_inner());
+        // Bound the memo: kernels print a few hundred names; garbage input must not grow it.
+        if m.len() < 4096 {
+            m.insert(field.to_string(), b);
+        }
+        b
+    }
+}
+
+/// Static description of a probe, for the registry and `netsleuth probes`.
+pub struct ProbeSpec {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// The default `fields` regex, if the probe filters fields.
+    pub default_fields: Option<&'static str>,
+    /// Whether the probe is in the default set (no config file).
+    pub default_enabled: bool,
+    pub build: fn(&mut ProbeArgs) -> Result<Box<dyn Collector>, String>,
+    /// Checks, on this host, whether the probe can run; `Err` says why not.
+    pub available: fn() -> Result<(), String>,
+}
+
+/// Every metric probe this build knows, in display order.
+pub fn registry() -> Vec<ProbeSpec> {
+    let mut v = Vec::new();
+    v.extend(netdev::specs());
+    v.extend(snmp::specs());
+    v.extend(netstat::specs());
+    v.extend(sock::specs());
+    v.extend(softnet::specs());
+    v.extend(tcpsummary::specs());
+    v.extend(io::specs());
+    v.extend(fd::specs());
+    v.extend(conntrack::specs());
+    v.extend(qdisc::specs());
+    v
+}
+
+/// Find a probe by name.
+pub fn find(name: &str) -> Option<ProbeSpec> {
+    registry().into_iter().find(|s| s.name == name)
+}
+
+/// Names of probes that exist in KubeSkoop but are eBPF probes or not built yet: a KubeSkoop
+/// config naming them must still load.
+pub const NOT_YET_AVAILABLE: &[&str] = &[
+    "packetloss",
+    "tcpreset",
+    "tcpretrans",
+    "socketlatency",
+    "softirq",
+    "netiftxlat",
+    "kernellatency",
+    "virtcmdlatency",
+    "flow",
+    "ipvs",
+    "rdma",
+];
+
+/// Parse a decimal integer field as found in procfs (optionally negative).
+pub fn parse_int(s: &[u8]) -> Option<crate::model::Value> {
+    use crate::model::Value;
+    let (neg, digits) = match s.first() {
+        Some(b'-') => (true, &s[1..]),
+        _ => (false, s),
+    };
+    if digits.is_empty() || digits.len() > 20 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    if neg {
+        if v > i64::MAX as u64 + 1 {
+            return None;
+        }
+        Some(Value::I64((v as i128).wrapping_neg() as i64))
+    } else {
+        Some(Value::U64(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Value;
+
+    #[test]
+    fn parse_int_edges() {
+        assert_eq!(parse_int(b"0"), Some(Value::U64(0)));
+        assert_eq!(parse_int(b"-1"), Some(Value::I64(-1)));
+        assert_eq!(
+            parse_int(b"18446744073709551615"),
+            Some(Value::U64(u64::MAX))
+        );
+        assert_eq!(parse_int(b"18446744073709551616"), None);
+        assert_eq!(
+            parse_int(b"-9223372036854775808"),
+            Some(Value::I64(i64::MIN))
+        );
+        assert_eq!(parse_int(b"-9223372036854775809"), None);
+        assert_eq!(parse_int(b""), None);
+        assert_eq!(parse_int(b"-"), None);
+        assert_eq!(parse_int(b"12a"), None);
+    }
+
+    #[test]
+    fn args_case_insensitive_and_unknown_rejected() {
+        let y: serde_norway::Value = serde_norway::from_str("{Fields: 'a|b', bogus: 1}").unwrap();
+        let mut a = ProbeArgs::from_yaml("tcpext", &y).unwrap();
+        let f = FieldFilter::from_args(&mut a, "x").unwrap();
+        assert!(f.matches("a") && f.matches("b") && !f.matches("ab"));
+        assert_eq!(a.finish().unwrap_err(), "probe tcpext: unknown arg `bogus`");
+    }
+
+    #[test]
+    fn bad_regex_named() {
+        let y: serde_norway::Value = serde_norway::from_str("{fields: '('}").unwrap();
+        let mut a = ProbeArgs::from_yaml("tcp", &y).unwrap();
+        let e = FieldFilter::from_args(&mut a, "x").unwrap_err();
+        assert!(
+            e.starts_with("probe tcp: arg `fields` is not a valid regex"),
+            "{e}"
+        );
+    }
+}
