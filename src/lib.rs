@@ -1,4 +1,15 @@
 //! netsleuth: per-network-namespace network observability exporter.
+//!
+//! Layout: `inventory` finds every network namespace; `collectors` hold one module per metric
+//! probe (pure parser + small reader); `engine` runs them in parallel and renders the page;
+//! `http` serves it; `config` and `cli` are thin.
 
+pub mod cli;
 pub mod collectors;
+pub mod config;
+pub mod engine;
+pub mod http;
+pub mod inventory;
 pub mod model;
+pub mod selfmetrics;
+pub mod sys;

@@ -55,6 +55,9 @@ impl fmt::Display for CollectError {
 
 impl std::error::Error for CollectError {}
 
+/// A cached file read.
+type FileResult = Result<Rc<Vec<u8>>, CollectError>;
+
 /// Everything a collector may use to read one network namespace.
 ///
 /// File reads go through [`NetnsCtx::read_net`], which caches each file for the duration of
@@ -74,7 +77,7 @@ pub struct NetnsCtx<'a> {
     /// Thread-group ids of the processes in the namespace (sorted). Empty for a named netns
     /// with no process.
     pub pids: &'a [i32],
-    cache: RefCell<HashMap<&'static str, Result<Rc<Vec<u8>>, CollectError>>>,
+    cache: RefCell<HashMap<&'static str, FileResult>>,
 }
 
 impl<'a> NetnsCtx<'a> {

@@ -1,0 +1,327 @@
+//! Command line: `netsleuth [serve] [flags]`, `netsleuth probes`, `--version`, `--help`.
+//! Flags follow Prometheus exporters (`--config.file`, `--web.listen-address`, `--log.level`).
+//! Bad flags or config: exit code 2 with a message naming the problem; nothing starts.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::collectors;
+use crate::config::Config;
+use crate::engine::{ActiveProbes, Engine};
+use crate::http;
+use crate::inventory::Inventory;
+use crate::selfmetrics::VERSION;
+
+pub const DEFAULT_LISTEN: &str = ":9102";
+
+const HELP: &str = "\
+netsleuth: network observability per network namespace, for Prometheus.
+
+Usage:
+  netsleuth [serve] [flags]   run the exporter (default)
+  netsleuth probes [flags]    list every probe, whether it can run here, and why not
+  netsleuth --version
+  netsleuth --help
+
+Flags:
+  --config.file=PATH          YAML configuration (KubeSkoop exporter configs load unchanged);
+                              without it the default probe set runs
+  --web.listen-address=ADDR   where to serve /metrics (default :9102)
+  --log.level=LEVEL           error, warn, info (default) or debug
+
+Signals: SIGHUP reloads the configuration file; SIGTERM/SIGINT exit.
+";
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Serve,
+    Probes,
+    Version,
+    Help,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Args {
+    pub command: Command,
+    pub config_file: Option<PathBuf>,
+    pub listen_address: Option<String>,
+    pub log_level: log::LevelFilter,
+}
+
+/// Parse the command line (without the program name).
+pub fn parse_args(argv: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_args(argv);
+    let mut args = Args {
+        command: Command::Serve,
+        config_file: None,
+        listen_address: None,
+        log_level: log::LevelFilter::Info,
+    };
+    let mut saw_command = false;
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
+            Long("config.file") => {
+                let v: PathBuf = p.value().map_err(|e| e.to_string())?.into();
+                args.config_file = Some(v);
+            }
+            Long("web.listen-address") => {
+                let v = p
+                    .value()
+                    .map_err(|e| e.to_string())?
+                    .string()
+                    .map_err(|e| e.to_string())?;
+                http::parse_listen_address(&v).map_err(|e| format!("--web.listen-address: {e}"))?;
+                args.listen_address = Some(v);
+            }
+            Long("log.level") => {
+                let v = p
+                    .value()
+                    .map_err(|e| e.to_string())?
+                    .string()
+                    .map_err(|e| e.to_string())?;
+                args.log_level = match v.to_ascii_lowercase().as_str() {
+                    "error" => log::LevelFilter::Error,
+                    "warn" => log::LevelFilter::Warn,
+                    "info" => log::LevelFilter::Info,
+                    "debug" => log::LevelFilter::Debug,
+                    _ => {
+                        return Err(format!(
+                            "--log.level: `{v}` is not one of error, warn, info, debug"
+                        ))
+                    }
+                };
+            }
+            Long("version") => args.command = Command::Version,
+            Long("help") | Short('h') => args.command = Command::Help,
+            Value(v) if !saw_command => {
+                saw_command = true;
+                match v.to_str() {
+                    Some("serve") => args.command = Command::Serve,
+                    Some("probes") => args.command = Command::Probes,
+                    Some("help") => args.command = Command::Help,
+                    Some("version") => args.command = Command::Version,
+                    _ => {
+                        return Err(format!(
+                            "unknown command `{}` (expected serve or probes)",
+                            v.to_string_lossy()
+                        ))
+                    }
+                }
+            }
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    Ok(args)
+}
+
+fn load_config(args: &Args) -> Result<Config, String> {
+    match &args.config_file {
+        Some(p) => Config::load(p).map_err(|e| e.to_string()),
+        None => Ok(Config::default_config()),
+    }
+}
+
+/// Entry point; returns the process exit code.
+pub fn main() -> i32 {
+    let args = match parse_args(std::env::args_os().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("netsleuth: {e}\nRun `netsleuth --help` for usage.");
+            return 2;
+        }
+    };
+    env_logger::Builder::new()
+        .filter_level(args.log_level)
+        .parse_env("NETSLEUTH_LOG")
+        .init();
+    match args.command {
+        Command::Help => {
+            print!("{HELP}");
+            0
+        }
+        Command::Version => {
+            println!("netsleuth {VERSION}");
+            0
+        }
+        Command::Probes => match load_config(&args) {
+            Ok(cfg) => {
+                print_probes(&cfg);
+                0
+            }
+            Err(e) => {
+                eprintln!("netsleuth: {e}");
+                2
+            }
+        },
+        Command::Serve => serve(args),
+    }
+}
+
+fn print_probes(cfg: &Config) {
+    let enabled: Vec<&str> = cfg.probes.iter().map(|p| p.name.as_str()).collect();
+    println!(
+        "{:<12} {:<8} {:<10} DETAILS",
+        "PROBE", "ENABLED", "AVAILABLE"
+    );
+    for spec in collectors::registry() {
+        let on = if enabled.contains(&spec.name) {
+            "yes"
+        } else {
+            "no"
+        };
+        let (avail, why) = match (spec.available)() {
+            Ok(()) => ("yes", spec.description.to_string()),
+            Err(e) => ("no", e),
+        };
+        println!("{:<12} {:<8} {:<10} {}", spec.name, on, avail, why);
+        if let Some(f) = spec.default_fields {
+            println!("{:<12} {:<8} {:<10}   default fields: {f}", "", "", "");
+        }
+    }
+    for name in collectors::NOT_YET_AVAILABLE {
+        let on = if cfg
+            .deferred_probes
+            .iter()
+            .any(|d| d == name || d == &format!("event:{name}"))
+        {
+            "yes"
+        } else {
+            "no"
+        };
+        println!(
+            "{name:<12} {on:<8} {:<10} KubeSkoop probe not implemented in this build yet",
+            "no"
+        );
+    }
+}
+
+fn serve(args: Args) -> i32 {
+    let cfg = match load_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("netsleuth: {e}");
+            return 2;
+        }
+    };
+    let listen = args
+        .listen_address
+        .clone()
+        .or_else(|| cfg.listen_address.clone())
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let addrs = match http::parse_listen_address(&listen) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("netsleuth: {e}");
+            return 2;
+        }
+    };
+    for d in &cfg.deferred_probes {
+        log::warn!("probe {d} is configured but not implemented in this build; ignored");
+    }
+    let server = match http::bind(&addrs) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("netsleuth: {e}");
+            return 1;
+        }
+    };
+    let inventory = Arc::new(Inventory::new("/proc", &cfg.netns_dirs));
+    let refresh = cfg.refresh_interval;
+    let names: Vec<String> = cfg.probes.iter().map(|p| p.name.clone()).collect();
+    let engine = Engine::new(cfg, inventory.clone());
+    match server.server_addr().to_ip() {
+        Some(a) => log::info!(
+            "netsleuth {VERSION} listening on {a}; probes: {}",
+            names.join(", ")
+        ),
+        None => log::info!("netsleuth {VERSION} listening"),
+    }
+
+    // Background rescans keep the inventory warm between scrapes.
+    {
+        let inventory = inventory.clone();
+        let _ = std::thread::Builder::new()
+            .name("inventory".into())
+            .spawn(move || loop {
+                std::thread::sleep(refresh);
+                inventory.refresh();
+            });
+    }
+
+    let _http = http::serve(server, engine.clone(), 4);
+    run_signals(&args, &engine)
+}
+
+/// Handle signals on the main thread: SIGHUP reloads, SIGTERM/SIGINT exit 0.
+fn run_signals(args: &Args, engine: &Arc<Engine>) -> i32 {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    use std::sync::atomic::Ordering;
+    let mut signals = match signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot install signal handlers: {e}");
+            return 1;
+        }
+    };
+    for sig in signals.forever() {
+        match sig {
+            SIGHUP => match load_config(args) {
+                Ok(cfg) => {
+                    let names: Vec<String> = cfg.probes.iter().map(|p| p.name.clone()).collect();
+                    engine.set_probes(ActiveProbes::from_config(cfg));
+                    engine.stats.last_reload_ok.store(1, Ordering::Relaxed);
+                    log::info!("configuration reloaded; probes: {}", names.join(", "));
+                }
+                Err(e) => {
+                    engine.stats.last_reload_ok.store(0, Ordering::Relaxed);
+                    engine.stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                    log::error!("configuration reload failed, keeping the running one: {e}");
+                }
+            },
+            _ => {
+                log::info!("signal {sig}: exiting");
+                return 0;
+            }
+        }
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(v: &[&str]) -> Result<Args, String> {
+        parse_args(v.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn flags() {
+        let a = p(&[
+            "--config.file=/x.yaml",
+            "--web.listen-address",
+            "127.0.0.1:1",
+            "--log.level=debug",
+        ])
+        .unwrap();
+        assert_eq!(a.command, Command::Serve);
+        assert_eq!(a.config_file, Some(PathBuf::from("/x.yaml")));
+        assert_eq!(a.listen_address.as_deref(), Some("127.0.0.1:1"));
+        assert_eq!(p(&["probes"]).unwrap().command, Command::Probes);
+        assert_eq!(p(&["--version"]).unwrap().command, Command::Version);
+    }
+
+    #[test]
+    fn bad_flags_named() {
+        assert!(p(&["--nope"]).unwrap_err().contains("--nope"));
+        assert!(p(&["--log.level=loud"])
+            .unwrap_err()
+            .contains("--log.level"));
+        assert!(p(&["--web.listen-address=:abc"])
+            .unwrap_err()
+            .contains("--web.listen-address"));
+        assert!(p(&["frobnicate"]).unwrap_err().contains("frobnicate"));
+    }
+}

@@ -1,0 +1,324 @@
+//! Configuration: YAML in KubeSkoop's shape (`metrics.probes` as names or `{name, args}`), so a
+//! KubeSkoop exporter config loads unchanged, extended with our own keys. Unknown keys are
+//! rejected with their name; bad values name the key.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::collectors::{self, Collector, ProbeArgs};
+
+/// The config file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawConfig {
+    // KubeSkoop keys, accepted so its configs load unchanged.
+    debug_mode: Option<bool>,
+    address: Option<String>,
+    port: Option<u16>,
+    enable_controller: Option<bool>,
+    controller_addr: Option<String>,
+    #[serde(default)]
+    metrics: RawMetrics,
+    event: Option<RawEvent>,
+    // Our own keys.
+    #[serde(default)]
+    inventory: RawInventory,
+    #[serde(default)]
+    collection: RawCollection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawMetrics {
+    /// `None` = key absent (default probe set); `Some(vec![])` = explicitly no probes.
+    probes: Option<Vec<serde_norway::Value>>,
+    #[serde(default)]
+    additional_labels: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawEvent {
+    #[serde(default)]
+    probes: Vec<serde_norway::Value>,
+    #[serde(default)]
+    sinks: Vec<serde_norway::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawInventory {
+    /// Background rescan period, e.g. `10s`.
+    refresh_interval: Option<String>,
+    /// A scrape rescans namespaces when the last scan is older than this, e.g. `500ms`.
+    max_staleness: Option<String>,
+    /// Folders holding named-netns bind mounts.
+    netns_dirs: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawCollection {
+    /// Worker threads collecting namespaces in parallel.
+    workers: Option<usize>,
+    /// Upper bound for one scrape's collection, e.g. `8s` (a scraper's own timeout header
+    /// lowers it).
+    timeout: Option<String>,
+}
+
+/// A metric probe as configured.
+pub struct ProbeConfig {
+    pub name: String,
+    pub collector: Box<dyn Collector>,
+}
+
+impl std::fmt::Debug for ProbeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProbeConfig")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub probes: Vec<ProbeConfig>,
+    /// Probes named in the config that this build cannot run yet (eBPF probes): kept so
+    /// `netsleuth probes` and the log can say so.
+    pub deferred_probes: Vec<String>,
+    /// Listen address from the file (KubeSkoop's `address`/`port`), used unless the flag is given.
+    pub listen_address: Option<String>,
+    pub debug: bool,
+    pub refresh_interval: Duration,
+    pub max_staleness: Duration,
+    pub netns_dirs: Vec<String>,
+    pub workers: usize,
+    pub timeout: Duration,
+}
+
+/// Config errors name the key or probe at fault.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+/// Parse a duration like `500ms`, `10s`, `2m`, `1h` (Prometheus style).
+pub fn parse_duration(key: &str, s: &str) -> Result<Duration, ConfigError> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = match num.parse() {
+        Ok(n) => n,
+        Err(_) => {
+            return err(format!(
+                "{key}: `{s}` is not a duration (like 500ms, 10s, 2m)"
+            ))
+        }
+    };
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return err(format!("{key}: `{s}` has no valid unit (ms, s, m, h)")),
+    };
+    Ok(d)
+}
+
+impl Config {
+    /// The configuration without a file: the default probe set.
+    pub fn default_config() -> Config {
+        Self::from_raw(RawConfig::default()).expect("the built-in default configuration is valid")
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?;
+        Self::parse(&text)
+            .map_err(|e| ConfigError(format!("config file {}: {}", path.display(), e.0)))
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        if text.len() > 1 << 20 {
+            return err("larger than 1 MiB");
+        }
+        let raw: RawConfig = if text.trim().is_empty() {
+            RawConfig::default()
+        } else {
+            serde_norway::from_str(text).map_err(|e| ConfigError(e.to_string()))?
+        };
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
+        let mut probes = Vec::new();
+        let mut deferred = Vec::new();
+        match &raw.metrics.probes {
+            None => {
+                for spec in collectors::registry()
+                    .into_iter()
+                    .filter(|s| s.default_enabled)
+                {
+                    let mut args = ProbeArgs::new(spec.name);
+                    let c = (spec.build)(&mut args).map_err(ConfigError)?;
+                    probes.push(ProbeConfig {
+                        name: spec.name.to_string(),
+                        collector: c,
+                    });
+                }
+            }
+            Some(list) => {
+                for (i, entry) in list.iter().enumerate() {
+                    let (name, args) = probe_entry(&format!("metrics.probes[{i}]"), entry)?;
+                    if probes.iter().any(|p: &ProbeConfig| p.name == name) {
+                        return err(format!(
+                            "metrics.probes[{i}]: probe `{name}` is listed twice"
+                        ));
+                    }
+                    match collectors::find(&name) {
+                        Some(spec) => {
+                            let mut a = ProbeArgs::from_yaml(&name, &args)
+                                .map_err(|e| ConfigError(format!("metrics.probes[{i}]: {e}")))?;
+                            let c = (spec.build)(&mut a)
+                                .map_err(|e| ConfigError(format!("metrics.probes[{i}]: {e}")))?;
+                            a.finish()
+                                .map_err(|e| ConfigError(format!("metrics.probes[{i}]: {e}")))?;
+                            probes.push(ProbeConfig { name, collector: c });
+                        }
+                        None if collectors::NOT_YET_AVAILABLE.contains(&name.as_str()) => {
+                            deferred.push(name)
+                        }
+                        None => {
+                            let known: Vec<&str> =
+                                collectors::registry().iter().map(|s| s.name).collect();
+                            return err(format!(
+                                "metrics.probes[{i}]: unknown probe `{name}` (known: {})",
+                                known.join(", ")
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(ev) = &raw.event {
+            for (i, entry) in ev.probes.iter().enumerate() {
+                let (name, _) = probe_entry(&format!("event.probes[{i}]"), entry)?;
+                if !collectors::NOT_YET_AVAILABLE.contains(&name.as_str()) && name != "biolatency" {
+                    return err(format!("event.probes[{i}]: unknown event probe `{name}`"));
+                }
+                deferred.push(format!("event:{name}"));
+            }
+            for (i, entry) in ev.sinks.iter().enumerate() {
+                let (name, _) = probe_entry(&format!("event.sinks[{i}]"), entry)?;
+                if !["stderr", "file", "loki"].contains(&name.as_str()) {
+                    return err(format!(
+                        "event.sinks[{i}]: unknown sink `{name}` (known: stderr, file, loki)"
+                    ));
+                }
+            }
+        }
+        for (i, l) in raw.metrics.additional_labels.iter().enumerate() {
+            if !l.contains('=') {
+                return err(format!(
+                    "metrics.additionalLabels[{i}]: `{l}` is not `name=value`"
+                ));
+            }
+        }
+        let listen_address = match (&raw.address, raw.port) {
+            (Some(a), _) if !a.is_empty() => Some(a.trim_start_matches("tcp://").to_string()),
+            (_, Some(p)) => Some(format!(":{p}")),
+            _ => None,
+        };
+        let _ = (&raw.enable_controller, &raw.controller_addr);
+        let refresh_interval = match &raw.inventory.refresh_interval {
+            Some(s) => parse_duration("inventory.refreshInterval", s)?,
+            None => Duration::from_secs(10),
+        };
+        let max_staleness = match &raw.inventory.max_staleness {
+            Some(s) => parse_duration("inventory.maxStaleness", s)?,
+            None => Duration::from_millis(500),
+        };
+        let workers = raw.collection.workers.unwrap_or_else(default_workers);
+        if workers == 0 || workers > 256 {
+            return err(format!(
+                "collection.workers: {workers} is out of range (1..=256)"
+            ));
+        }
+        let timeout = match &raw.collection.timeout {
+            Some(s) => parse_duration("collection.timeout", s)?,
+            None => Duration::from_secs(8),
+        };
+        if timeout.is_zero() {
+            return err("collection.timeout: must be positive");
+        }
+        Ok(Config {
+            probes,
+            deferred_probes: deferred,
+            listen_address,
+            debug: raw.debug_mode.unwrap_or(false),
+            refresh_interval,
+            max_staleness,
+            netns_dirs: raw
+                .inventory
+                .netns_dirs
+                .unwrap_or_else(|| vec!["/run/netns".to_string(), "/var/run/netns".to_string()]),
+            workers,
+            timeout,
+        })
+    }
+}
+
+fn default_workers() -> usize {
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    (n * 2).clamp(2, 16)
+}
+
+/// A probe/sink list entry: a bare name or `{name, args}`.
+fn probe_entry(
+    at: &str,
+    v: &serde_norway::Value,
+) -> Result<(String, serde_norway::Value), ConfigError> {
+    use serde_norway::Value;
+    match v {
+        Value::String(s) => Ok((s.clone(), Value::Null)),
+        Value::Mapping(m) => {
+            let mut name = None;
+            let mut args = Value::Null;
+            for (k, v) in m {
+                match k.as_str() {
+                    Some("name") => match v {
+                        Value::String(s) => name = Some(s.clone()),
+                        _ => return err(format!("{at}.name: must be a string")),
+                    },
+                    Some("args") => args = v.clone(),
+                    Some(other) => {
+                        return err(format!("{at}: unknown key `{other}` (expected name, args)"))
+                    }
+                    None => return err(format!("{at}: keys must be strings")),
+                }
+            }
+            match name {
+                Some(n) => Ok((n, args)),
+                None => err(format!("{at}: missing `name`")),
+            }
+        }
+        _ => err(format!(
+            "{at}: must be a probe name or a mapping with `name` and `args`"
+        )),
+    }
+}

@@ -1,0 +1,523 @@
+//! The scrape engine: collects every namespace in parallel on a bounded worker pool, merges the
+//! results, adds self-metrics and renders the page. Concurrent scrapes share one collection; a
+//! slow or vanished namespace never fails or stalls the scrape past its deadline.
+
+use std::collections::BTreeMap;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use crate::collectors::{CollectError, Collector, NetnsCtx, Scope};
+use crate::config::Config;
+use crate::inventory::{self, Entity, Inventory, Snapshot};
+use crate::model::{Families, MetricKind, Sink, Value};
+use crate::selfmetrics;
+use crate::sys;
+
+/// The probes in use; swapped whole on config reload.
+pub struct ActiveProbes {
+    pub netns: Vec<Arc<dyn Collector>>,
+    pub node: Vec<Arc<dyn Collector>>,
+}
+
+impl ActiveProbes {
+    pub fn from_config(cfg: Config) -> ActiveProbes {
+        let mut netns = Vec::new();
+        let mut node = Vec::new();
+        for p in cfg.probes {
+            let c: Arc<dyn Collector> = Arc::from(p.collector);
+            match c.scope() {
+                Scope::Netns => netns.push(c),
+                Scope::Node => node.push(c),
+            }
+        }
+        ActiveProbes { netns, node }
+    }
+
+    fn needs_entered(&self) -> bool {
+        self.netns.iter().any(|c| c.needs_entered())
+    }
+}
+
+/// Outcome of one collector in one namespace.
+#[derive(Clone, Debug)]
+struct ProbeRun {
+    elapsed: Duration,
+    result: Result<(), CollectError>,
+}
+
+/// Outcome of one namespace.
+struct JobResult {
+    families: Families,
+    runs: Vec<ProbeRun>,
+    vanished: bool,
+}
+
+struct Job {
+    index: usize,
+    entity: Arc<Entity>,
+    probes: Arc<ActiveProbes>,
+    deadline: Instant,
+    reply: Sender<(usize, JobResult)>,
+}
+
+/// Counters kept across scrapes.
+#[derive(Default)]
+pub struct Stats {
+    pub vanished: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub scrapes: AtomicU64,
+    pub reloads_failed: AtomicU64,
+    pub last_reload_ok: AtomicU64,
+    pub identity_changes: AtomicU64,
+}
+
+struct Pending {
+    done: Mutex<Option<Arc<String>>>,
+    cv: Condvar,
+}
+
+pub struct Engine {
+    probes: RwLock<Arc<ActiveProbes>>,
+    inventory: Arc<Inventory>,
+    jobs: Sender<Job>,
+    inflight: Mutex<Option<Arc<Pending>>>,
+    max_staleness: Duration,
+    timeout: Duration,
+    pub stats: Arc<Stats>,
+    started: Instant,
+}
+
+impl Engine {
+    pub fn new(cfg: Config, inventory: Arc<Inventory>) -> Arc<Engine> {
+        let workers = cfg.workers;
+        let max_staleness = cfg.max_staleness;
+        let timeout = cfg.timeout;
+        let (tx, rx) = bounded::<Job>(65536);
+        let proc_root: PathBuf = inventory.proc_root().to_path_buf();
+        let can_enter = inventory.can_enter();
+        for i in 0..workers {
+            let rx = rx.clone();
+            let proc_root = proc_root.clone();
+            spawn_worker(i, rx, proc_root, can_enter);
+        }
+        let stats = Arc::new(Stats::default());
+        stats.last_reload_ok.store(1, Ordering::Relaxed);
+        Arc::new(Engine {
+            probes: RwLock::new(Arc::new(ActiveProbes::from_config(cfg))),
+            inventory,
+            jobs: tx,
+            inflight: Mutex::new(None),
+            max_staleness,
+            timeout,
+            stats,
+            started: Instant::now(),
+        })
+    }
+
+    /// Replace the probes (config reload). A scrape in flight finishes with the old set.
+    pub fn set_probes(&self, p: ActiveProbes) {
+        *self.probes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
+    }
+
+    pub fn inventory(&self) -> &Arc<Inventory> {
+        &self.inventory
+    }
+
+    /// Render the metrics page, collecting now or joining a collection already running.
+    /// `timeout` is the scraper's budget (its timeout header), if it sent one.
+    pub fn scrape(&self, timeout: Option<Duration>) -> Arc<String> {
+        let budget = timeout.map_or(self.timeout, |t| t.min(self.timeout));
+        let (pending, leader) = {
+            let mut g = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            match g.as_ref() {
+                Some(p) => (p.clone(), false),
+                None => {
+                    let p = Arc::new(Pending {
+                        done: Mutex::new(None),
+                        cv: Condvar::new(),
+                    });
+                    *g = Some(p.clone());
+                    (p, true)
+                }
+            }
+        };
+        if leader {
+            let out = Arc::new(self.collect_now(budget));
+            *pending.done.lock().unwrap_or_else(|e| e.into_inner()) = Some(out.clone());
+            pending.cv.notify_all();
+            *self.inflight.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            return out;
+        }
+        let mut done = pending.done.lock().unwrap_or_else(|e| e.into_inner());
+        let wait_until = Instant::now() + budget + Duration::from_secs(1);
+        loop {
+            if let Some(out) = done.as_ref() {
+                return out.clone();
+            }
+            let now = Instant::now();
+            if now >= wait_until {
+                drop(done);
+                // The shared collection overran; collect on our own rather than hang.
+                return Arc::new(self.collect_now(budget));
+            }
+            done = pending
+                .cv
+                .wait_timeout(done, wait_until - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn collect_now(&self, budget: Duration) -> String {
+        let start = Instant::now();
+        let deadline = start + budget;
+        self.stats.scrapes.fetch_add(1, Ordering::Relaxed);
+        let probes = self
+            .probes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let snap = self.inventory.fresh(self.max_staleness);
+
+        let (rtx, rrx) = bounded::<(usize, JobResult)>(snap.entities.len().max(1));
+        let mut sent = 0;
+        if !probes.netns.is_empty() {
+            for (index, e) in snap.entities.iter().enumerate() {
+                let job = Job {
+                    index,
+                    entity: e.clone(),
+                    probes: probes.clone(),
+                    deadline,
+                    reply: rtx.clone(),
+                };
+                if self.jobs.try_send(job).is_err() {
+                    log::warn!("collection queue full; namespace {} skipped", e.inode);
+                    continue;
+                }
+                sent += 1;
+            }
+        }
+        drop(rtx);
+
+        // Node-scope probes run here while the workers go.
+        let mut node_fams = Families::new();
+        let mut node_runs = Vec::new();
+        for c in &probes.node {
+            let ctx = NetnsCtx::new(
+                snap.host_inode,
+                PathBuf::from("/proc/self/net"),
+                self.inventory.proc_root(),
+                false,
+                &[],
+            );
+            let t = Instant::now();
+            let result = c.collect(&ctx, &mut node_fams.sink(""));
+            node_runs.push((
+                c.name(),
+                ProbeRun {
+                    elapsed: t.elapsed(),
+                    result,
+                },
+            ));
+        }
+
+        let mut results: Vec<Option<JobResult>> = (0..snap.entities.len()).map(|_| None).collect();
+        let mut received = 0;
+        while received < sent {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            match rrx.recv_timeout(deadline - now) {
+                Ok((i, r)) => {
+                    results[i] = Some(r);
+                    received += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        let timed_out = sent - received;
+        if timed_out > 0 {
+            self.stats
+                .timeouts
+                .fetch_add(timed_out as u64, Ordering::Relaxed);
+            log::warn!(
+                "scrape deadline ({budget:?}) passed with {timed_out} namespaces uncollected"
+            );
+        }
+
+        // Merge in inventory order; tally per-collector outcomes.
+        let mut all = Families::new();
+        let mut tallies: BTreeMap<&'static str, Tally> = BTreeMap::new();
+        for c in probes.netns.iter().chain(probes.node.iter()) {
+            tallies.insert(c.name(), Tally::default());
+        }
+        let mut vanished = 0u64;
+        for (e, r) in snap.entities.iter().zip(results) {
+            let Some(r) = r else { continue };
+            if r.vanished {
+                vanished += 1;
+                log::debug!("netns {} ({}) vanished during collection", e.inode, e.name);
+                continue;
+            }
+            for (c, run) in probes.netns.iter().zip(&r.runs) {
+                tallies
+                    .entry(c.name())
+                    .or_default()
+                    .add(run, || format!("netns {} ({})", e.inode, e.name));
+            }
+            all.merge(r.families);
+        }
+        for (name, run) in &node_runs {
+            tallies
+                .entry(name)
+                .or_default()
+                .add(run, || "node".to_string());
+        }
+        all.merge(node_fams);
+        if vanished > 0 {
+            self.stats.vanished.fetch_add(vanished, Ordering::Relaxed);
+        }
+
+        let mut own = Families::new();
+        {
+            let mut s = own.sink("");
+            for (name, t) in &tallies {
+                let labels = [("collector", *name)];
+                s.emit(
+                    "netsleuth_scrape_collector_duration_seconds",
+                    "Time the collector spent in this scrape, summed over namespaces.",
+                    MetricKind::Gauge,
+                    &labels,
+                    Value::F64(t.elapsed.as_secs_f64()),
+                );
+                s.emit(
+                    "netsleuth_scrape_collector_success",
+                    "Whether the collector succeeded in every namespace this scrape (1) or not (0).",
+                    MetricKind::Gauge,
+                    &labels,
+                    Value::U64(u64::from(t.failed == 0 && t.unavailable == 0)),
+                );
+                s.emit(
+                    "netsleuth_scrape_collector_failed_namespaces",
+                    "Namespaces in which the collector failed this scrape (not counting unavailable data).",
+                    MetricKind::Gauge,
+                    &labels,
+                    Value::U64(t.failed),
+                );
+            }
+            for (kind, n) in snap.count_by_kind() {
+                s.emit(
+                    "netsleuth_netns",
+                    "Network namespaces known to the exporter, by kind.",
+                    MetricKind::Gauge,
+                    &[("kind", kind.as_str())],
+                    Value::U64(n as u64),
+                );
+            }
+            s.emit(
+                "netsleuth_netns_vanished_total",
+                "Namespaces that disappeared while being collected and were skipped.",
+                MetricKind::Counter,
+                &[],
+                Value::U64(self.stats.vanished.load(Ordering::Relaxed)),
+            );
+            s.emit(
+                "netsleuth_scrape_timeouts_total",
+                "Namespaces left uncollected because a scrape's deadline passed.",
+                MetricKind::Counter,
+                &[],
+                Value::U64(self.stats.timeouts.load(Ordering::Relaxed)),
+            );
+            s.emit(
+                "netsleuth_scrape_duration_seconds",
+                "Wall time of the last collection.",
+                MetricKind::Gauge,
+                &[],
+                Value::F64(start.elapsed().as_secs_f64()),
+            );
+            s.emit(
+                "netsleuth_config_last_reload_successful",
+                "Whether the last configuration reload succeeded.",
+                MetricKind::Gauge,
+                &[],
+                Value::U64(self.stats.last_reload_ok.load(Ordering::Relaxed)),
+            );
+            selfmetrics::emit(&mut s, self.started);
+        }
+        all.merge(own);
+
+        // Log failures once per scrape per collector, with one example.
+        for (name, t) in &tallies {
+            if let Some(msg) = &t.example {
+                log::debug!(
+                    "collector {name}: {} namespaces failed, e.g. {msg}",
+                    t.failed + t.unavailable
+                );
+            }
+        }
+
+        let mut out = String::with_capacity(64 * 1024);
+        all.render(&mut out);
+        out
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    elapsed: Duration,
+    failed: u64,
+    unavailable: u64,
+    example: Option<String>,
+}
+
+impl Tally {
+    fn add(&mut self, run: &ProbeRun, where_: impl FnOnce() -> String) {
+        self.elapsed += run.elapsed;
+        match &run.result {
+            Ok(()) => {}
+            Err(err) => {
+                match err {
+                    CollectError::NotAvailable(_) => self.unavailable += 1,
+                    CollectError::Failed(_) => self.failed += 1,
+                }
+                if self.example.is_none() {
+                    self.example = Some(format!("{}: {err}", where_()));
+                }
+            }
+        }
+    }
+}
+
+fn spawn_worker(i: usize, rx: Receiver<Job>, proc_root: PathBuf, can_enter: bool) {
+    let r = std::thread::Builder::new()
+        .name(format!("collect-{i}"))
+        .spawn(move || {
+            let home = match sys::thread_netns() {
+                Ok(h) => h,
+                Err(e) => {
+                    log::error!("worker {i}: cannot open own network namespace: {e}");
+                    return;
+                }
+            };
+            while let Ok(job) = rx.recv() {
+                if Instant::now() >= job.deadline {
+                    continue;
+                }
+                let r = collect_entity(&job.entity, &job.probes, &proc_root, can_enter, &home);
+                let _ = job.reply.send((job.index, r));
+            }
+        });
+    if let Err(e) = r {
+        log::error!("cannot start collection worker {i}: {e}");
+    }
+}
+
+/// Collect one namespace on the calling worker thread.
+fn collect_entity(
+    e: &Entity,
+    probes: &ActiveProbes,
+    proc_root: &Path,
+    can_enter: bool,
+    home: &(std::os::fd::OwnedFd, u64),
+) -> JobResult {
+    let mut fams = Families::new();
+    let mut runs = Vec::with_capacity(probes.netns.len());
+    let (home_fd, home_ino) = home;
+    let at_home = e.inode == *home_ino;
+    let want_enter = !at_home && can_enter && (probes.needs_entered() || e.pids.is_empty());
+
+    let vanished = |fams| JobResult {
+        families: fams,
+        runs: Vec::new(),
+        vanished: true,
+    };
+
+    // Where to read the namespace's files, and whether we are inside it.
+    let (net_dir, entered) = if at_home {
+        (PathBuf::from("/proc/thread-self/net"), true)
+    } else if want_enter {
+        let Some(fd) = inventory::open_entity_netns(e, proc_root) else {
+            return vanished(fams);
+        };
+        if let Err(err) = sys::enter_netns(fd.as_fd()) {
+            log::debug!("setns into netns {}: {err}", e.inode);
+            return vanished(fams);
+        }
+        // The inode matched; the cookie proves it is the namespace we labelled, not a new
+        // one that got a recycled inode.
+        if let (Some(want), Some(got)) = (e.cookie, sys::current_netns_cookie()) {
+            if want != got {
+                go_home(home_fd);
+                return vanished(fams);
+            }
+        }
+        (PathBuf::from("/proc/thread-self/net"), true)
+    } else {
+        match e.pids.iter().find(|p| {
+            std::fs::read_link(proc_root.join(p.to_string()).join("ns/net"))
+                .ok()
+                .and_then(|l| inventory::parse_ns_link(l.as_os_str().as_encoded_bytes()))
+                == Some(e.inode)
+        }) {
+            Some(p) => (proc_root.join(p.to_string()).join("net"), false),
+            None => return vanished(fams),
+        }
+    };
+
+    {
+        let ctx = NetnsCtx::new(e.inode, net_dir, proc_root, entered, &e.pids);
+        let mut sink = fams.sink(&e.labels);
+        for c in &probes.netns {
+            let t = Instant::now();
+            let result = if c.needs_entered() && !entered {
+                Err(CollectError::Failed(format!(
+                    "{} needs to enter netns {} and cannot (setns needs CAP_SYS_ADMIN)",
+                    c.name(),
+                    e.inode
+                )))
+            } else {
+                c.collect(&ctx, &mut sink)
+            };
+            runs.push(ProbeRun {
+                elapsed: t.elapsed(),
+                result,
+            });
+        }
+    }
+    if entered && !at_home {
+        go_home(home_fd);
+    }
+
+    // A read that failed because the namespace's last process exited is a vanish, not an error.
+    let any_failed = runs.iter().any(|r| r.result.is_err());
+    if any_failed && !entered && !still_exists(e, proc_root) {
+        return vanished(Families::new());
+    }
+    JobResult {
+        families: fams,
+        runs,
+        vanished: false,
+    }
+}
+
+fn go_home(home: &std::os::fd::OwnedFd) {
+    if let Err(err) = sys::enter_netns(home.as_fd()) {
+        log::error!("cannot return to own network namespace: {err}; aborting");
+        std::process::abort();
+    }
+}
+
+fn still_exists(e: &Entity, proc_root: &Path) -> bool {
+    inventory::open_entity_netns(e, proc_root).is_some()
+}
+
+/// For tests and `netsleuth probes`: the snapshot the next scrape would use.
+pub fn snapshot_of(engine: &Engine) -> Arc<Snapshot> {
+    engine.inventory.snapshot()
+}

@@ -1,0 +1,210 @@
+//! The HTTP endpoint: `/metrics` (text format 0.0.4, gzip when asked), `/` and `/-/healthy`.
+
+use std::io::Write as _;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tiny_http::{Header, Method, Request, Response, Server};
+
+use crate::engine::Engine;
+
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Resolve a Prometheus-style listen address: `:9102` means every address (IPv6 and IPv4).
+pub fn parse_listen_address(s: &str) -> Result<Vec<SocketAddr>, String> {
+    let s = s.trim();
+    if let Some(port) = s.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("invalid port in listen address `{s}`"))?;
+        return Ok(vec![
+            SocketAddr::from(([0u16; 8], port)),
+            SocketAddr::from(([0u8; 4], port)),
+        ]);
+    }
+    let addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("invalid listen address `{s}`: {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("listen address `{s}` resolves to nothing"));
+    }
+    Ok(addrs)
+}
+
+/// Bind the first address that works (`[::]` is dual-stack; `0.0.0.0` where IPv6 is off).
+pub fn bind(addrs: &[SocketAddr]) -> Result<Server, String> {
+    let mut last = String::new();
+    for a in addrs {
+        match Server::http(a) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = format!("cannot listen on {a}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+/// Serve requests on `threads` threads; returns when the server is dropped elsewhere (never,
+/// in practice: the process exits on SIGTERM).
+pub fn serve(
+    server: Arc<Server>,
+    engine: Arc<Engine>,
+    threads: usize,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..threads)
+        .map(|i| {
+            let server = server.clone();
+            let engine = engine.clone();
+            std::thread::Builder::new()
+                .name(format!("http-{i}"))
+                .spawn(move || {
+                    while let Ok(req) = server.recv() {
+                        handle(req, &engine);
+                    }
+                })
+                .expect("spawning HTTP threads at start-up")
+        })
+        .collect()
+}
+
+fn header(name: &str, value: &str) -> Header {
+    Header::from_bytes(name.as_bytes(), value.as_bytes())
+        .expect("static header names and values are valid")
+}
+
+fn find_header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
+    req.headers()
+        .iter()
+        .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+        .map(|h| h.value.as_str())
+}
+
+/// Whether an `Accept-Encoding` value accepts gzip (and does not refuse it with q=0).
+pub fn accepts_gzip(v: &str) -> bool {
+    v.split(',').any(|part| {
+        let mut it = part.split(';');
+        let coding = it.next().unwrap_or("").trim();
+        if !coding.eq_ignore_ascii_case("gzip") {
+            return false;
+        }
+        !it.any(|p| {
+            let p = p.trim();
+            p.strip_prefix("q=")
+                .and_then(|q| q.parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        })
+    })
+}
+
+/// The scraper's timeout (`X-Prometheus-Scrape-Timeout-Seconds`), less a margin for rendering
+/// and transfer.
+pub fn scrape_budget(v: Option<&str>) -> Option<Duration> {
+    let secs: f64 = v?.trim().parse().ok()?;
+    if !secs.is_finite() || secs <= 0.0 {
+        return None;
+    }
+    let margin = (secs * 0.1).clamp(0.05, 0.5);
+    Some(Duration::from_secs_f64((secs - margin).max(0.05)))
+}
+
+const LANDING: &str = "<!DOCTYPE html>\n<html><head><title>netsleuth</title></head><body>\n<h1>netsleuth</h1>\n<p>Network observability per network namespace.</p>\n<ul><li><a href=\"metrics\">Metrics</a></li><li><a href=\"-/healthy\">Health</a></li></ul>\n</body></html>\n";
+
+fn handle(req: Request, engine: &Engine) {
+    let path = req.url().split('?').next().unwrap_or("").to_string();
+    let method = req.method().clone();
+    if method != Method::Get && method != Method::Head {
+        let _ = req.respond(
+            Response::from_string("method not allowed\n")
+                .with_status_code(405)
+                .with_header(header("Allow", "GET, HEAD")),
+        );
+        return;
+    }
+    match path.as_str() {
+        "/metrics" => {
+            let budget = scrape_budget(find_header(&req, "X-Prometheus-Scrape-Timeout-Seconds"));
+            let gzip = find_header(&req, "Accept-Encoding").is_some_and(accepts_gzip);
+            let page = engine.scrape(budget);
+            let mut resp_headers = vec![header("Content-Type", CONTENT_TYPE)];
+            let body: Vec<u8> = if gzip {
+                let mut enc = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(page.len() / 8),
+                    flate2::Compression::fast(),
+                );
+                if enc.write_all(page.as_bytes()).is_ok() {
+                    match enc.finish() {
+                        Ok(b) => {
+                            resp_headers.push(header("Content-Encoding", "gzip"));
+                            b
+                        }
+                        Err(_) => page.as_bytes().to_vec(),
+                    }
+                } else {
+                    page.as_bytes().to_vec()
+                }
+            } else {
+                page.as_bytes().to_vec()
+            };
+            let mut resp = Response::from_data(body);
+            for h in resp_headers {
+                resp.add_header(h);
+            }
+            let _ = req.respond(resp);
+        }
+        "/" => {
+            let _ = req.respond(
+                Response::from_string(LANDING)
+                    .with_header(header("Content-Type", "text/html; charset=utf-8")),
+            );
+        }
+        "/-/healthy" => {
+            let _ = req.respond(
+                Response::from_string("OK\n")
+                    .with_header(header("Content-Type", "text/plain; charset=utf-8")),
+            );
+        }
+        _ => {
+            let _ = req.respond(Response::from_string("not found\n").with_status_code(404));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen_address(":9102").unwrap().len(), 2);
+        assert_eq!(
+            parse_listen_address("127.0.0.1:0").unwrap(),
+            vec!["127.0.0.1:0".parse().unwrap()]
+        );
+        assert!(parse_listen_address(":x").is_err());
+        assert!(parse_listen_address("nonsense").is_err());
+    }
+
+    #[test]
+    fn gzip_negotiation() {
+        assert!(accepts_gzip("gzip"));
+        assert!(accepts_gzip("deflate, GZIP;q=0.5"));
+        assert!(!accepts_gzip("gzip;q=0"));
+        assert!(!accepts_gzip("identity"));
+    }
+
+    #[test]
+    fn budget_from_header() {
+        assert_eq!(
+            scrape_budget(Some("10")),
+            Some(Duration::from_secs_f64(9.5))
+        );
+        assert_eq!(
+            scrape_budget(Some("0.5")),
+            Some(Duration::from_secs_f64(0.45))
+        );
+        assert_eq!(scrape_budget(Some("-1")), None);
+        assert_eq!(scrape_budget(Some("x")), None);
+        assert_eq!(scrape_budget(None), None);
+    }
+}

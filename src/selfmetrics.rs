@@ -1,0 +1,159 @@
+//! The exporter's own figures: build info and the standard `process_*` metrics, read from
+//! `/proc/self` (the `prometheus` crate's process collector would pull a second procfs version).
+
+use std::time::Instant;
+
+use crate::model::{MetricKind, Sink, Value};
+use crate::sys;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Emit `netsleuth_build_info` and `process_*`.
+pub fn emit(s: &mut dyn Sink, _started: Instant) {
+    s.emit(
+        "netsleuth_build_info",
+        "A metric with a constant '1' value labeled by version and target of the netsleuth build.",
+        MetricKind::Gauge,
+        &[
+            ("version", VERSION),
+            ("arch", std::env::consts::ARCH),
+            ("os", std::env::consts::OS),
+        ],
+        Value::U64(1),
+    );
+    if let Some(p) = read_self() {
+        let g = MetricKind::Gauge;
+        s.emit(
+            "process_cpu_seconds_total",
+            "Total user and system CPU time spent in seconds.",
+            MetricKind::Counter,
+            &[],
+            Value::F64(p.cpu_seconds),
+        );
+        s.emit(
+            "process_open_fds",
+            "Number of open file descriptors.",
+            g,
+            &[],
+            Value::U64(p.open_fds),
+        );
+        if let Some(m) = p.max_fds {
+            s.emit(
+                "process_max_fds",
+                "Maximum number of open file descriptors.",
+                g,
+                &[],
+                Value::U64(m),
+            );
+        }
+        s.emit(
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes.",
+            g,
+            &[],
+            Value::U64(p.vsize),
+        );
+        s.emit(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            g,
+            &[],
+            Value::U64(p.rss_bytes),
+        );
+        s.emit(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+            g,
+            &[],
+            Value::F64(p.start_time),
+        );
+        s.emit(
+            "process_threads",
+            "Number of OS threads in the process.",
+            g,
+            &[],
+            Value::U64(p.threads),
+        );
+    }
+}
+
+/// Figures about this process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcSelf {
+    pub cpu_seconds: f64,
+    pub open_fds: u64,
+    pub max_fds: Option<u64>,
+    pub vsize: u64,
+    pub rss_bytes: u64,
+    pub start_time: f64,
+    pub threads: u64,
+}
+
+/// Parse `/proc/<pid>/stat` into (utime+stime ticks, threads, starttime ticks, vsize, rss pages).
+pub fn parse_stat(stat: &str) -> Option<(u64, u64, u64, u64, u64)> {
+    let close = stat.rfind(')')?;
+    let f: Vec<&str> = stat[close + 1..].split_ascii_whitespace().collect();
+    // f[0] is field 3 (state); field N is f[N - 3].
+    let get = |n: usize| -> Option<u64> { f.get(n - 3)?.parse().ok() };
+    let rss: i64 = f.get(24 - 3)?.parse().ok()?;
+    Some((
+        get(14)? + get(15)?,
+        get(20)?,
+        get(22)?,
+        get(23)?,
+        rss.max(0) as u64,
+    ))
+}
+
+fn boot_time() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
+}
+
+fn max_fds() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = s.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_ascii_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+pub fn read_self() -> Option<ProcSelf> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let (ticks, threads, start, vsize, rss) = parse_stat(&stat)?;
+    let hz = sys::clock_ticks() as f64;
+    let open_fds = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count() as u64)
+        .unwrap_or(0);
+    Some(ProcSelf {
+        cpu_seconds: ticks as f64 / hz,
+        open_fds,
+        max_fds: max_fds(),
+        vsize,
+        rss_bytes: rss * sys::page_size(),
+        start_time: boot_time().unwrap_or(0) as f64 + start as f64 / hz,
+        threads,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_spaces_in_comm() {
+        let s = "42 (a) b) c) S 1 42 42 0 -1 4194560 100 0 0 0 7 5 0 0 20 0 3 0 1234 10485760 300 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0";
+        assert_eq!(parse_stat(s), Some((12, 3, 1234, 10485760, 300)));
+        assert_eq!(parse_stat("garbage"), None);
+        assert_eq!(parse_stat("1 (x) S 1"), None);
+    }
+
+    #[test]
+    fn self_figures() {
+        let p = read_self().unwrap();
+        assert!(p.threads >= 1 && p.open_fds >= 3 && p.rss_bytes > 0);
+    }
+}

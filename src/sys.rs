@@ -1,0 +1,103 @@
+//! Thin wrappers over the few system calls the namespace machinery needs. All of netsleuth's
+//! `unsafe` outside the BPF syscall/mmap/ABI modules lives here.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use nix::sched::{setns, CloneFlags};
+
+/// `SO_NETNS_COOKIE` (Linux 5.14+): a 64-bit id of the socket's network namespace that the
+/// kernel never reuses during a boot, unlike nsfs inode numbers.
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
+/// Move the calling thread into the network namespace `fd` refers to.
+pub fn enter_netns(fd: BorrowedFd<'_>) -> io::Result<()> {
+    setns(fd, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)
+}
+
+/// Open a namespace file (`/proc/<pid>/ns/net` or a bind mount in `/run/netns`) and return it
+/// with its nsfs inode.
+pub fn open_netns(path: &Path) -> io::Result<(OwnedFd, u64)> {
+    let f = File::open(path)?;
+    let ino = f.metadata()?.ino();
+    Ok((OwnedFd::from(f), ino))
+}
+
+/// The calling thread's own network namespace, to return to after [`enter_netns`].
+pub fn thread_netns() -> io::Result<(OwnedFd, u64)> {
+    open_netns(Path::new("/proc/thread-self/ns/net"))
+}
+
+/// The cookie of the calling thread's current network namespace, or `None` where the kernel
+/// does not support `SO_NETNS_COOKIE` (before 5.14).
+pub fn current_netns_cookie() -> Option<u64> {
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .ok()?;
+    socket_netns_cookie(sock.as_fd())
+}
+
+/// `getsockopt(SO_NETNS_COOKIE)` on a socket.
+pub fn socket_netns_cookie(sock: BorrowedFd<'_>) -> Option<u64> {
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `sock` is a valid open fd for the duration of the call; `cookie` and `len` are
+    // live, properly aligned locals, and `len` tells the kernel the buffer is 8 bytes, the exact
+    // size of the u64 it writes for SO_NETNS_COOKIE.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast::<libc::c_void>(),
+            &mut len,
+        )
+    };
+    if rc == 0 && len as usize == std::mem::size_of::<u64>() {
+        Some(cookie)
+    } else {
+        None
+    }
+}
+
+/// Size of a memory page (sockstat's `mem` fields are in pages).
+pub fn page_size() -> u64 {
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE) {
+        Ok(Some(n)) if n > 0 => n as u64,
+        _ => 4096,
+    }
+}
+
+/// Clock ticks per second (`/proc/<pid>/stat` times are in ticks).
+pub fn clock_ticks() -> u64 {
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
+        Ok(Some(n)) if n > 0 => n as u64,
+        _ => 100,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_is_stable_in_one_namespace() {
+        let a = current_netns_cookie();
+        let b = current_netns_cookie();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn thread_netns_matches_self() {
+        let (_fd, ino) = thread_netns().unwrap();
+        let link = std::fs::read_link("/proc/self/ns/net").unwrap();
+        assert_eq!(link.to_string_lossy(), format!("net:[{ino}]"));
+    }
+}
