@@ -180,7 +180,8 @@ const UNIT_ABBREVIATIONS: &[&str] = &[
 /// reject is glued to its neighbour instead of standing alone. That covers abbreviated units
 /// (`HMacFailure` → `h_mac_failure` → `hmac_failure`; a trailing `_s` → glued to the word
 /// before it) and, for gauges, a last word that is a suffix reserved for other types (`count`,
-/// `sum`, `bucket`, `total`, `gauge`: `x_count` → `xcount`). Returns `None` for a field without
+/// `sum`, `bucket`, `total`, `gauge`: `x_count` → `xcount`); a field that is one such word is
+/// glued to the prefix (`netsleuth_sock_udp` + `count` → `netsleuth_sock_udpcount`). Returns `None` for a field without
 /// any letter or digit.
 pub fn metric_name(prefix: &str, field: &str, kind: MetricKind) -> Option<String> {
     let mut words: Vec<String> = field
@@ -191,19 +192,17 @@ pub fn metric_name(prefix: &str, field: &str, kind: MetricKind) -> Option<String
     if words.is_empty() {
         return None;
     }
+    let bad = |w: &str, last: bool| {
+        UNIT_ABBREVIATIONS.contains(&w)
+            || (kind == MetricKind::Counter && last && w == "counter")
+            || (kind == MetricKind::Gauge
+                && last
+                && matches!(w, "count" | "sum" | "bucket" | "total" | "gauge"))
+    };
     let mut i = 0;
     while i < words.len() {
         let last = i + 1 == words.len();
-        let reserved_last = kind == MetricKind::Gauge
-            && last
-            && matches!(
-                words[i].as_str(),
-                "count" | "sum" | "bucket" | "total" | "gauge"
-            );
-        let bad = UNIT_ABBREVIATIONS.contains(&words[i].as_str())
-            || (kind == MetricKind::Counter && last && words[i] == "counter")
-            || reserved_last;
-        if bad && words.len() > 1 {
+        if bad(&words[i], last) && words.len() > 1 {
             if last {
                 let w = words.remove(i);
                 words[i - 1].push_str(&w);
@@ -219,6 +218,11 @@ pub fn metric_name(prefix: &str, field: &str, kind: MetricKind) -> Option<String
     }
     let mut name = String::with_capacity(prefix.len() + field.len() + 8);
     name.push_str(prefix);
+    // A lone bad word is glued to the prefix (`netsleuth_sock_udp` + `count`).
+    if words.len() == 1 && bad(&words[0], true) {
+        name.push_str(&words[0]);
+        words.clear();
+    }
     for w in &words {
         name.push('_');
         name.push_str(w);
@@ -868,9 +872,10 @@ mod tests {
             "netsleuth_x_entries_count_total"
         );
         assert_eq!(n("WaitMs", Counter), "netsleuth_x_waitms_total");
-        assert_eq!(n("Total", Gauge), "netsleuth_x_total");
+        assert_eq!(n("Total", Gauge), "netsleuth_xtotal");
         assert_eq!(n("BigTotal", Gauge), "netsleuth_x_bigtotal");
-        assert_eq!(n("S", Counter), "netsleuth_x_s_total");
+        assert_eq!(n("S", Counter), "netsleuth_xs_total");
+        assert_eq!(n("Count", Gauge), "netsleuth_xcount");
         assert_eq!(metric_name("netsleuth_x", "__", Counter), None);
         for f in [
             "MPJoinSynAckHMacFailure",
