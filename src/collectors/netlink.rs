@@ -375,3 +375,223 @@ mod tests {
         );
     }
 }
+
+/// Root-only: both netlink probes against a namespace this test creates, checked against what
+/// `ss` and `tc` report right after. Skipped (with the reason printed) without root, unless
+/// `NETSLEUTH_REQUIRE_PRIVILEGED=1`, which turns the skip into a failure.
+#[cfg(test)]
+mod privileged {
+    use std::net::{TcpListener, TcpStream, UdpSocket};
+    use std::os::fd::AsRawFd;
+    use std::process::Command;
+
+    use nix::sched::{unshare, CloneFlags};
+
+    use crate::collectors::{qdisc, tcpsummary, NetnsCtx, ProbeArgs};
+    use crate::model::Families;
+
+    fn skip_or_fail(why: &str) {
+        if std::env::var("NETSLEUTH_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+            panic!("privileged test required but cannot run: {why}");
+        }
+        eprintln!("skipping privileged netlink test: {why}");
+    }
+
+    fn run(args: &[&str]) -> String {
+        let out = Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The value of the sample line starting with `prefix` (name and labels).
+    fn sample(text: &str, prefix: &str) -> u64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with(' '))
+            .unwrap_or_else(|| panic!("no sample {prefix}\n{text}"));
+        line.rsplit_once(' ').unwrap().1.parse().unwrap()
+    }
+
+    /// Numbers of `tc -s qdisc show dev t0` for the tbf: (bytes, packets, dropped,
+    /// overlimits, requeues, backlog bytes, qlen).
+    fn tc_tbf_numbers(tc: &str) -> [u64; 7] {
+        let mut it = tc.lines().skip_while(|l| !l.starts_with("qdisc tbf"));
+        it.next().expect("tbf in tc output");
+        let words: Vec<&str> = it
+            .take(2)
+            .flat_map(|l| l.split_whitespace())
+            .map(|w| w.trim_matches(|c: char| c == '(' || c == ')' || c == ','))
+            .collect();
+        let after = |w: &str| -> &str { words[words.iter().position(|x| *x == w).unwrap() + 1] };
+        let num = |s: &str| -> u64 { s.trim_end_matches(['b', 'p']).parse().unwrap() };
+        // Sent B bytes P pkt (dropped D, overlimits O requeues R)  backlog Xb Yp requeues R
+        let backlog_at = words.iter().position(|x| *x == "backlog").unwrap();
+        [
+            num(after("Sent")),
+            num(after("bytes")),
+            num(after("dropped")),
+            num(after("overlimits")),
+            num(after("requeues")),
+            num(words[backlog_at + 1]),
+            num(words[backlog_at + 2]),
+        ]
+    }
+
+    #[test]
+    fn probes_match_ss_and_tc_in_own_netns() {
+        if !nix::unistd::geteuid().is_root() {
+            return skip_or_fail("not root");
+        }
+        for tool in ["ip", "tc", "ss"] {
+            if Command::new(tool).arg("-V").output().is_err() {
+                return skip_or_fail(&format!("`{tool}` not found"));
+            }
+        }
+        // A thread of our own moves into a fresh network namespace; commands it spawns and
+        // sockets it opens live there. The namespace disappears with the thread.
+        std::thread::spawn(|| {
+            unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+            // No IPv6 on the veths: no router solicitations or MLD reports through the tbf.
+            let _ = Command::new("sysctl")
+                .args(["-qw", "net.ipv6.conf.default.disable_ipv6=1"])
+                .status();
+            for cmd in [
+                "ip link set lo up",
+                "ip link add t0 type veth peer name t1",
+                "ip addr add 198.18.3.1/24 dev t0",
+                "ip link set t0 up",
+                "ip link set t1 up",
+                "ip neigh add 198.18.3.99 lladdr 02:00:00:00:00:03 dev t0",
+                "tc qdisc add dev t0 root tbf rate 1mbit burst 32kbit latency 400ms",
+                "tc qdisc add dev t0 ingress",
+            ] {
+                run(&cmd.split(' ').collect::<Vec<_>>());
+            }
+            // A listener with backlog 7 and three connections nobody accepts.
+            let l = TcpListener::bind("198.18.3.1:8080").unwrap();
+            // std listens with its own backlog; listen() again on a listening socket sets a
+            // new one (Linux updates sk_max_ack_backlog).
+            // SAFETY: `l` owns a valid socket fd for the duration of the call.
+            assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 7) }, 0);
+            let conns: Vec<TcpStream> = (0..3)
+                .map(|_| TcpStream::connect("198.18.3.1:8080").unwrap())
+                .collect();
+            // Traffic through the tbf (to a static neighbour, so no ARP).
+            let u = UdpSocket::bind("198.18.3.1:0").unwrap();
+            for _ in 0..5 {
+                u.send_to(&[0u8; 100], "198.18.3.99:9").unwrap();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+
+            let inode = std::fs::metadata("/proc/thread-self/ns/net")
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+                .unwrap();
+            let pids = [];
+            let ctx = NetnsCtx::new(
+                inode,
+                "/proc/thread-self/net".into(),
+                std::path::Path::new("/proc"),
+                true,
+                &pids,
+            );
+            let mut fams = Families::new();
+            for spec in tcpsummary::specs().into_iter().chain(qdisc::specs()) {
+                (spec.available)().unwrap_or_else(|e| panic!("{}: {e}", spec.name));
+                let c = (spec.build)(&mut ProbeArgs::new(spec.name)).unwrap();
+                assert!(c.needs_entered());
+                c.collect(&ctx, &mut fams.sink("")).unwrap();
+            }
+            let ss = run(&["ss", "-Htan"]);
+            let tc = run(&["tc", "-s", "qdisc", "show", "dev", "t0"]);
+            let mut text = String::new();
+            fams.render(&mut text);
+
+            let count = |state: &str| ss.lines().filter(|l| l.starts_with(state)).count() as u64;
+            assert_eq!(count("ESTAB"), 6, "{ss}");
+            assert_eq!(
+                sample(&text, "netsleuth_tcpsummary_sockets{state=\"established\"}"),
+                count("ESTAB")
+            );
+            assert_eq!(
+                sample(&text, "netsleuth_tcpsummary_sockets{state=\"listen\"}"),
+                count("LISTEN")
+            );
+            let listener = ss
+                .lines()
+                .find(|l| l.starts_with("LISTEN") && l.contains("198.18.3.1:8080"))
+                .expect("listener in ss");
+            let f: Vec<u64> = listener
+                .split_whitespace()
+                .skip(1)
+                .take(2)
+                .map(|w| w.parse().unwrap())
+                .collect();
+            assert_eq!(f, vec![3, 7], "{listener}");
+            let lb = "{family=\"ipv4\",address=\"198.18.3.1\",port=\"8080\"}";
+            assert_eq!(
+                sample(&text, &format!("netsleuth_tcpsummary_listen_backlog{lb}")),
+                3
+            );
+            assert_eq!(
+                sample(
+                    &text,
+                    &format!("netsleuth_tcpsummary_listen_backlog_max{lb}")
+                ),
+                7
+            );
+
+            let [bytes, packets, dropped, overlimits, requeues, backlog, qlen] =
+                tc_tbf_numbers(&tc);
+            assert_eq!(packets, 5, "{tc}");
+            // The kernel picks the handle (8001:, 8002:... from a global counter): take tc's.
+            let tc_handle = tc.split_whitespace().nth(2).unwrap();
+            assert!(
+                tc_handle.starts_with("80") && tc_handle.ends_with(':'),
+                "{tc}"
+            );
+            let q = format!(
+                "{{device=\"t0\",qdisc_kind=\"tbf\",handle=\"{tc_handle}\",parent=\"root\"}}"
+            );
+            for (name, want) in [
+                ("bytes_total", bytes),
+                ("packets_total", packets),
+                ("drops_total", dropped),
+                ("overlimits_total", overlimits),
+                ("requeues_total", requeues),
+                ("backlog_bytes", backlog),
+                ("qlen", qlen),
+            ] {
+                assert_eq!(
+                    sample(&text, &format!("netsleuth_qdisc_{name}{q}")),
+                    want,
+                    "{name}\n{tc}\n{text}"
+                );
+            }
+            let ingress =
+                "{device=\"t0\",qdisc_kind=\"ingress\",handle=\"ffff:\",parent=\"ffff:fff1\"}";
+            assert_eq!(
+                sample(&text, &format!("netsleuth_qdisc_packets_total{ingress}")),
+                0
+            );
+            // Names come from this namespace: only lo, t0, t1 exist here.
+            for l in text.lines().filter(|l| l.contains("device=\"")) {
+                assert!(
+                    ["lo", "t0", "t1"]
+                        .iter()
+                        .any(|d| l.contains(&format!("device=\"{d}\""))),
+                    "{l}"
+                );
+            }
+            drop(conns);
+        })
+        .join()
+        .expect("privileged test thread");
+    }
+}
