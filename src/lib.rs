@@ -1,4 +1,5 @@
 //! netsleuth: per-network-namespace network observability exporter.
 
+pub mod bpf;
 pub mod collectors;
 pub mod model;
