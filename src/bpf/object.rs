@@ -970,3 +970,243 @@ pub fn btf_from_bytes(data: &[u8]) -> Result<Btf> {
     })?;
     Btf::parse(sec.data().map_err(elf_err)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn selftest() -> Object {
+        Object::parse(crate::bpf::embedded::object("selftest").expect("embedded selftest")).unwrap()
+    }
+
+    #[test]
+    fn selftest_programs_split_by_symbol() {
+        let o = selftest();
+        assert_eq!(o.license.as_deref(), Some("GPL"));
+        let progs: Vec<(&str, &str, usize, usize)> = o
+            .programs
+            .iter()
+            .map(|p| {
+                (
+                    p.name.as_str(),
+                    p.section_name.as_str(),
+                    p.insn_off,
+                    p.insn_len,
+                )
+            })
+            .collect();
+        assert_eq!(
+            progs,
+            vec![
+                ("tcp_send_reset", "tracepoint/tcp/tcp_send_reset", 0, 16),
+                ("kfree_skb_btf", "tp_btf/kfree_skb", 0, 66),
+                ("kfree_skb_raw", "raw_tp/kfree_skb", 0, 23),
+                ("net_dev_queue_a", "raw_tp/net_dev_queue", 0, 16),
+                ("net_dev_queue_b", "raw_tp/net_dev_queue", 16, 16),
+            ]
+        );
+        let kinds: Vec<(Option<u32>, u32)> = o
+            .programs
+            .iter()
+            .map(|p| (p.kind.prog_type(), p.kind.expected_attach_type()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (Some(5), 0),
+                (Some(26), 23),
+                (Some(17), 0),
+                (Some(17), 0),
+                (Some(17), 0)
+            ]
+        );
+        assert_eq!(
+            o.programs[1].kind.attach_btf_target(),
+            Some(("btf_trace_kfree_skb".to_string(), Kind::Typedef))
+        );
+        let text = &o.sections[0];
+        assert_eq!(text.name, ".text");
+        assert_eq!(text.functions.len(), 1);
+        assert_eq!(
+            (text.functions[0].name.as_str(), text.functions[0].global),
+            ("skb_netns", false)
+        );
+    }
+
+    #[test]
+    fn selftest_maps() {
+        let o = selftest();
+        let btf = o.btf.as_ref().unwrap();
+        let maps: Vec<(&str, MapOrigin, u32, u32, u32, u32, u32)> = o
+            .maps
+            .iter()
+            .map(|m| {
+                (
+                    m.name.as_str(),
+                    m.origin,
+                    m.map_type,
+                    m.key_size,
+                    m.value_size,
+                    m.max_entries,
+                    m.map_flags,
+                )
+            })
+            .collect();
+        assert_eq!(
+            maps,
+            vec![
+                ("drops_by_netns", MapOrigin::BtfDefined, 1, 4, 8, 1024, 0),
+                ("events", MapOrigin::BtfDefined, 27, 0, 0, 256 * 1024, 0),
+                ("hits", MapOrigin::BtfDefined, 2, 4, 8, 4, 0),
+                (".rodata", MapOrigin::Rodata, 2, 4, 8, 1, F_RDONLY_PROG),
+                (".bss", MapOrigin::Bss, 2, 4, 8, 1, 0),
+            ]
+        );
+        assert_eq!(btf.type_name(o.maps[0].key_type_id).unwrap(), "__u32");
+        assert_eq!(btf.type_name(o.maps[0].value_type_id).unwrap(), "__u64");
+        let ro: Vec<(&str, u32, u32)> = o.maps[3]
+            .vars
+            .iter()
+            .map(|v| (v.name.as_str(), v.offset, v.size))
+            .collect();
+        assert_eq!(ro, vec![("target_netns", 0, 4), ("sample_every", 4, 4)]);
+        assert_eq!(o.maps[3].data, [0, 0, 0, 0, 1, 0, 0, 0]);
+        // DATASEC fix-up: size and offsets now match the ELF section.
+        let ds = btf.find_by_name_kind(".rodata", Kind::Datasec).unwrap();
+        let Type::Datasec { size, vars, .. } = btf.type_by_id(ds).unwrap() else {
+            unreachable!()
+        };
+        assert_eq!((*size, vars[1].offset), (8, 4));
+    }
+
+    #[test]
+    fn rodata_is_settable_by_name() {
+        let mut o = selftest();
+        o.set_global("target_netns", &4_026_531_840u32.to_le_bytes())
+            .unwrap();
+        o.set_global("sample_every", &7u32.to_le_bytes()).unwrap();
+        assert_eq!(o.global("sample_every").unwrap(), 7u32.to_le_bytes());
+        assert_eq!(o.maps[3].data[..4], 4_026_531_840u32.to_le_bytes());
+        assert!(matches!(
+            o.set_global("target_netns", &[1]),
+            Err(Error::Malformed { .. })
+        ));
+        assert!(matches!(
+            o.set_global("nope", &[1]),
+            Err(Error::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn selftest_relocations() {
+        let o = selftest();
+        let btf_sec = &o.sections[2];
+        assert_eq!(btf_sec.name, "tp_btf/kfree_skb");
+        let r: Vec<(usize, &RelocKind)> =
+            btf_sec.relocs.iter().map(|(i, r)| (*i, &r.kind)).collect();
+        assert_eq!(
+            r,
+            vec![
+                (
+                    2,
+                    &RelocKind::Call {
+                        section: 0,
+                        insn: 0
+                    }
+                ),
+                (10, &RelocKind::MapFd { map: 2 }),
+                (16, &RelocKind::MapValue { map: 4, offset: 0 }),
+                (19, &RelocKind::MapValue { map: 3, offset: 0 }),
+                (31, &RelocKind::MapFd { map: 0 }),
+                (42, &RelocKind::MapFd { map: 0 }),
+                (49, &RelocKind::MapFd { map: 1 }),
+            ]
+        );
+        // `sample_every` is at .rodata+4: the addend comes from the symbol value.
+        assert_eq!(
+            o.sections[3].relocs[&16].kind,
+            RelocKind::MapValue { map: 3, offset: 4 }
+        );
+    }
+
+    #[test]
+    fn section_names_parse_like_libbpf() {
+        use ProgramKind::*;
+        assert_eq!(
+            ProgramKind::from_section("tp/sched/sched_switch"),
+            Tracepoint {
+                category: "sched".into(),
+                name: "sched_switch".into()
+            }
+        );
+        assert_eq!(
+            ProgramKind::from_section("kprobe/tcp_v4_connect+0x10"),
+            Kprobe {
+                func: "tcp_v4_connect".into(),
+                offset: 16
+            }
+        );
+        assert_eq!(
+            ProgramKind::from_section("kretprobe/f"),
+            Kretprobe { func: "f".into() }
+        );
+        assert_eq!(
+            ProgramKind::from_section("fentry/f").expected_attach_type(),
+            24
+        );
+        assert_eq!(
+            ProgramKind::from_section("fexit/f").attach_btf_target(),
+            Some(("f".into(), Kind::Func))
+        );
+        assert_eq!(
+            ProgramKind::from_section("raw_tp.w/x"),
+            RawTracepointWritable { name: "x".into() }
+        );
+        assert_eq!(
+            ProgramKind::from_section("tracepoint/nocat"),
+            Unknown("tracepoint/nocat".into())
+        );
+        assert_eq!(ProgramKind::from_section("xdp").prog_type(), None);
+    }
+
+    #[test]
+    fn malformed_elf_is_an_error_not_a_panic() {
+        let good = crate::bpf::embedded::object("selftest").unwrap();
+        assert!(Object::parse(&[]).is_err());
+        assert!(Object::parse(b"\x7fELF garbage").is_err());
+        for n in (0..good.len()).step_by(7) {
+            let _ = Object::parse(&good[..n]);
+        }
+        // Flip bytes all over the file: errors are fine, panics are not.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..2000 {
+            let mut v = good.to_vec();
+            for _ in 0..4 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let i = (seed % v.len() as u64) as usize;
+                v[i] = (seed >> 32) as u8;
+            }
+            if let Ok(mut o) = Object::parse(&v) {
+                let _ = crate::bpf::reloc::link_all(&o);
+                if let Some(b) = o.btf.clone() {
+                    let _ = crate::bpf::core::relocate(&mut o, &b);
+                }
+            }
+        }
+        // Not BPF.
+        assert!(matches!(
+            btf_from_bytes(b"nope"),
+            Err(Error::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn btf_from_elf_or_raw() {
+        let good = crate::bpf::embedded::object("selftest").unwrap();
+        let from_elf = btf_from_bytes(good).unwrap();
+        let raw = from_elf.to_bytes();
+        assert_eq!(btf_from_bytes(&raw).unwrap().types(), from_elf.types());
+    }
+}

@@ -217,12 +217,14 @@ pub fn link_program(obj: &Object, name: &str) -> Result<LinkedProgram> {
                     insn_off: *at as u32,
                     type_id: r.type_id,
                 }),
-                None if has_func_info => return Err(err(
-                    *at,
-                    format!(
+                None if has_func_info => {
+                    return Err(err(
+                        *at,
+                        format!(
                         "function {fname} has no func_info; the kernel needs one per subprogram"
                     ),
-                )),
+                    ))
+                }
                 None => {}
             }
             let (lo, hi) = (start * 8, (start + len) * 8);
@@ -250,4 +252,105 @@ pub fn link_program(obj: &Object, name: &str) -> Result<LinkedProgram> {
         line_info,
         functions: units.into_iter().map(|(_, _, _, at, n)| (n, at)).collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bpf::insn::PSEUDO_CALL;
+
+    fn selftest() -> Object {
+        Object::parse(crate::bpf::embedded::object("selftest").unwrap()).unwrap()
+    }
+
+    #[test]
+    fn subprogram_is_appended_and_call_fixed() {
+        let o = selftest();
+        let p = link_program(&o, "kfree_skb_btf").unwrap();
+        assert_eq!(p.insns.len(), 66 + 31);
+        assert_eq!(
+            p.functions,
+            vec![
+                ("kfree_skb_btf".to_string(), 0),
+                ("skb_netns".to_string(), 66)
+            ]
+        );
+        let call = p.insns[2];
+        assert_eq!((call.src(), call.imm), (PSEUDO_CALL, 66 - 2 - 1));
+        // The appended body is the .text function verbatim (no relocations in it).
+        assert_eq!(&p.insns[66..], &o.sections[0].insns[..31]);
+        // func_info: one per function, in instruction units.
+        let fi: Vec<u32> = p.func_info.iter().map(|f| f.insn_off).collect();
+        assert_eq!(fi, vec![0, 66]);
+        let btf = o.btf.as_ref().unwrap();
+        assert_eq!(btf.type_name(p.func_info[1].type_id).unwrap(), "skb_netns");
+        // line_info rebased into the program and sorted; some lines in the subprogram.
+        assert!(p
+            .line_info
+            .windows(2)
+            .all(|w| w[0].insn_off <= w[1].insn_off));
+        assert!(p.line_info.iter().any(|l| l.insn_off >= 66));
+        assert!(p
+            .line_info
+            .iter()
+            .all(|l| (l.insn_off as usize) < p.insns.len()));
+        // Same subprogram, different caller offset.
+        let r = link_program(&o, "kfree_skb_raw").unwrap();
+        assert_eq!(r.insns[1].imm, 23 - 1 - 1);
+        assert_eq!(r.func_info[1].insn_off, 23);
+    }
+
+    #[test]
+    fn map_references_and_fds() {
+        let o = selftest();
+        let mut p = link_program(&o, "kfree_skb_raw").unwrap();
+        assert_eq!(
+            p.map_refs,
+            vec![
+                MapRef {
+                    insn: 6,
+                    map: 2,
+                    kind: MapRefKind::Fd
+                },
+                MapRef {
+                    insn: 13,
+                    map: 4,
+                    kind: MapRefKind::Value { offset: 0 }
+                },
+                MapRef {
+                    insn: 16,
+                    map: 3,
+                    kind: MapRefKind::Value { offset: 4 }
+                },
+            ]
+        );
+        assert_eq!(p.insns[6].src(), PSEUDO_MAP_FD);
+        assert_eq!((p.insns[16].src(), p.insns[17].imm), (PSEUDO_MAP_VALUE, 4));
+        let fds = [100, 101, 102, 103, 104];
+        p.apply_map_fds(&fds).unwrap();
+        assert_eq!(
+            (p.insns[6].imm, p.insns[13].imm, p.insns[16].imm),
+            (102, 104, 103)
+        );
+        assert!(p.apply_map_fds(&[1]).is_err());
+    }
+
+    #[test]
+    fn two_programs_in_one_section_link_separately() {
+        let o = selftest();
+        let all = link_all(&o).unwrap();
+        assert_eq!(all.len(), 5);
+        let b = all.iter().find(|p| p.name == "net_dev_queue_b").unwrap();
+        assert_eq!(b.insns.len(), 16);
+        assert_eq!(
+            b.map_refs[0].insn, 4,
+            "relocation indices are relative to the program"
+        );
+        assert_eq!(b.func_info.len(), 1);
+        assert!(b.line_info.iter().all(|l| l.insn_off < 16));
+        assert!(matches!(
+            link_program(&o, "nope"),
+            Err(Error::NotFound { .. })
+        ));
+    }
 }
