@@ -5,7 +5,6 @@
 //! untrusted: every offset, count and type id is checked, and no allocation is
 //! sized from a count that the input has not already proven it holds.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::OnceLock;
 
@@ -388,7 +387,8 @@ impl Type {
 pub struct Btf {
     types: Vec<Type>,
     strings: Vec<u8>,
-    essential_index: OnceLock<HashMap<Box<[u8]>, Vec<u32>>>,
+    /// (hash of essential name, type id), sorted: built on first name lookup.
+    essential_index: OnceLock<Vec<(u64, u32)>>,
 }
 
 impl fmt::Debug for Btf {
@@ -418,6 +418,15 @@ pub fn essential_name(name: &str) -> &str {
         }
     }
     name
+}
+
+/// FNV-1a: cheap, allocation-free, good enough to bucket type names.
+fn name_hash(b: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &c in b {
+        h = (h ^ u64::from(c)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 fn essential_bytes(b: &[u8]) -> &[u8] {
@@ -612,43 +621,52 @@ impl Btf {
         self.types.len() as u32 - 1
     }
 
-    fn essential_index(&self) -> &HashMap<Box<[u8]>, Vec<u32>> {
+    fn name_bytes(&self, off: u32) -> &[u8] {
+        let rest = self.strings.get(off as usize..).unwrap_or(&[]);
+        let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+        &rest[..end]
+    }
+
+    fn essential_index(&self) -> &[(u64, u32)] {
         self.essential_index.get_or_init(|| {
-            let mut map: HashMap<Box<[u8]>, Vec<u32>> = HashMap::new();
-            for (id, t) in self.types.iter().enumerate() {
-                let off = t.name_off();
-                if off == 0 || matches!(t.kind(), Kind::DeclTag | Kind::Void) {
-                    continue;
-                }
-                let Some(rest) = self.strings.get(off as usize..) else {
-                    continue;
-                };
-                let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
-                let ess = essential_bytes(&rest[..end]);
-                if let Some(v) = map.get_mut(ess) {
-                    v.push(id as u32);
-                } else {
-                    map.insert(ess.into(), vec![id as u32]);
-                }
-            }
-            map
+            let mut v: Vec<(u64, u32)> = self
+                .types
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.name_off() != 0 && t.kind() != Kind::DeclTag)
+                .map(|(id, t)| {
+                    (
+                        name_hash(essential_bytes(self.name_bytes(t.name_off()))),
+                        id as u32,
+                    )
+                })
+                .collect();
+            v.sort_unstable();
+            v
         })
     }
 
     /// Ids of all types whose essential name (without `___flavor`) is
     /// `essential`, in id order. Builds a name index on first use.
-    pub fn ids_by_essential_name(&self, essential: &str) -> &[u32] {
-        self.essential_index()
-            .get(essential.as_bytes())
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+    pub fn ids_by_essential_name(&self, essential: &str) -> Vec<u32> {
+        let idx = self.essential_index();
+        let h = name_hash(essential.as_bytes());
+        let start = idx.partition_point(|&(k, _)| k < h);
+        idx[start..]
+            .iter()
+            .take_while(|&&(k, _)| k == h)
+            .map(|&(_, id)| id)
+            .filter(|&id| {
+                essential_bytes(self.name_bytes(self.types[id as usize].name_off()))
+                    == essential.as_bytes()
+            })
+            .collect()
     }
 
     /// The first type named exactly `name` of kind `kind`.
     pub fn find_by_name_kind(&self, name: &str, kind: Kind) -> Option<u32> {
         self.ids_by_essential_name(essential_name(name))
-            .iter()
-            .copied()
+            .into_iter()
             .find(|&id| {
                 self.types[id as usize].kind() == kind
                     && self.type_name(id).is_ok_and(|n| n == name)
@@ -1432,6 +1450,33 @@ mod tests {
         let b = Btf::parse(&b.to_bytes()).unwrap();
         assert!(b.skip_mods_and_typedefs(1).is_err());
         assert!(b.resolve_size(1).is_err());
+    }
+
+    #[test]
+    fn corrupted_blobs_error_or_round_trip() {
+        // What fuzz_btf checks, on a budget: mutate a valid blob; whatever
+        // parses must encode and parse back to the same types.
+        let good = sample().to_bytes();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..5000 {
+            let mut v = good.clone();
+            for _ in 0..3 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let i = (seed % v.len() as u64) as usize;
+                v[i] = (seed >> 40) as u8;
+            }
+            if let Ok(b) = Btf::parse(&v) {
+                for id in 0..b.len() {
+                    let _ = b.resolve_size(id);
+                    let _ = b.skip_mods_and_typedefs(id);
+                    let _ = b.find_member(id, "a");
+                }
+                let again = Btf::parse(&b.to_bytes()).unwrap();
+                assert_eq!(again.types(), b.types());
+            }
+        }
     }
 
     #[test]

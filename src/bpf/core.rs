@@ -867,8 +867,7 @@ fn relocate_one(
                 let lt = local.type_by_id(relo.type_id)?;
                 let c: Vec<u32> = target
                     .ids_by_essential_name(essential_name(&type_name))
-                    .iter()
-                    .copied()
+                    .into_iter()
                     .filter(|&id| target.type_by_id(id).is_ok_and(|t| kinds_compat(lt, t)))
                     .collect();
                 cands_cache.insert(relo.type_id, c.clone());

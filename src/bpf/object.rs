@@ -24,7 +24,7 @@ const SHF_EXECINSTR: u64 = 0x4;
 const R_BPF_64_64: u32 = 1;
 /// `R_BPF_64_32`: bpf-to-bpf call.
 const R_BPF_64_32: u32 = 10;
-/// Largest `.bss`/`.data` we accept (the kernel caps array values far lower).
+/// Largest total of global-data sections we accept (the kernel caps array values far lower).
 const MAX_DATA_SECTION: u64 = 64 << 20;
 
 /// `BPF_MAP_TYPE_ARRAY`, used for global data.
@@ -402,6 +402,7 @@ impl Object {
         let mut maps_section = None;
         let mut data_sections: Vec<(usize, String, MapOrigin, Vec<u8>)> = Vec::new();
         let mut section_sizes: BTreeMap<String, (usize, u64)> = BTreeMap::new();
+        let mut data_total: u64 = 0;
 
         for sec in file.sections() {
             let name = sec.name().map_err(elf_err)?.to_string();
@@ -443,7 +444,8 @@ impl Object {
                         None
                     };
                     if let Some(origin) = origin {
-                        if sec.size() > MAX_DATA_SECTION {
+                        data_total = data_total.saturating_add(sec.size());
+                        if data_total > MAX_DATA_SECTION {
                             return Err(Error::Unsupported(format!(
                                 "section {name} of {} bytes is too large",
                                 sec.size()
