@@ -2,8 +2,10 @@
 //!
 //! Layout: `inventory` finds every network namespace; `collectors` hold one module per metric
 //! probe (pure parser + small reader); `engine` runs them in parallel and renders the page;
-//! `http` serves it; `config` and `cli` are thin.
+//! `http` serves it; `config` and `cli` are thin. `bpf` is our own BPF loader (pure layer:
+//! ELF, BTF, CO-RE, linking).
 
+pub mod bpf;
 pub mod cli;
 pub mod collectors;
 pub mod config;
