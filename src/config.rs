@@ -249,7 +249,7 @@ impl Config {
         };
         let max_staleness = match &raw.inventory.max_staleness {
             Some(s) => parse_duration("inventory.maxStaleness", s)?,
-            None => Duration::from_millis(500),
+            None => Duration::ZERO,
         };
         let workers = raw.collection.workers.unwrap_or_else(default_workers);
         if workers == 0 || workers > 256 {

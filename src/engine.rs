@@ -13,7 +13,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::collectors::{CollectError, Collector, NetnsCtx, Scope};
 use crate::config::Config;
-use crate::inventory::{self, Entity, Inventory, Snapshot};
+use crate::inventory::{self, Entity, EntityKind, Inventory, Snapshot};
 use crate::model::{Families, MetricKind, Sink, Value};
 use crate::selfmetrics;
 use crate::sys;
@@ -471,7 +471,8 @@ fn collect_entity(
     };
 
     {
-        let ctx = NetnsCtx::new(e.inode, net_dir, proc_root, entered, &e.pids);
+        let ctx = NetnsCtx::new(e.inode, net_dir, proc_root, entered, &e.pids)
+            .with_host(e.kind == EntityKind::Host);
         let mut sink = fams.sink(&e.labels);
         for c in &probes.netns {
             let t = Instant::now();

@@ -83,6 +83,50 @@ pub fn clock_ticks() -> u64 {
     }
 }
 
+/// Count the entries of a `/proc/<pid>/fd` directory, and those whose link target satisfies
+/// `matches` (only its first 16 bytes are read). One `readlinkat` per fd into a stack buffer,
+/// no allocation per fd.
+pub fn count_fd_links(dir: &Path, matches: impl Fn(&[u8]) -> bool) -> io::Result<(u64, u64)> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `c` is a valid NUL-terminated path; the returned stream is closed below.
+    let d = unsafe { libc::opendir(c.as_ptr()) };
+    if d.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `d` is a valid, open directory stream.
+    let fd = unsafe { libc::dirfd(d) };
+    let (mut all, mut hits) = (0u64, 0u64);
+    let mut buf = [0u8; 16];
+    loop {
+        // SAFETY: `d` is valid; readdir returns null at the end (or on error).
+        let ent = unsafe { libc::readdir(d) };
+        if ent.is_null() {
+            break;
+        }
+        // SAFETY: `ent` points at a dirent whose d_name is NUL-terminated, valid until the
+        // next readdir on `d`.
+        let name = unsafe { (*ent).d_name.as_ptr() };
+        // SAFETY: as above; d_name has at least one byte (its terminator).
+        let first = unsafe { *name } as u8;
+        if first == b'.' {
+            continue;
+        }
+        all += 1;
+        // SAFETY: `fd` is the stream's open directory fd, `name` a NUL-terminated name and
+        // `buf` a writable buffer of the given length.
+        let n = unsafe { libc::readlinkat(fd, name, buf.as_mut_ptr().cast(), buf.len()) };
+        if n > 0 && matches(&buf[..n as usize]) {
+            hits += 1;
+        }
+    }
+    // SAFETY: `d` is open and not used afterwards.
+    unsafe { libc::closedir(d) };
+    Ok((all, hits))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +136,16 @@ mod tests {
         let a = current_netns_cookie();
         let b = current_netns_cookie();
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn fd_links_of_self() {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (all, socks) =
+            count_fd_links(Path::new("/proc/self/fd"), |t| t.starts_with(b"socket:[")).unwrap();
+        assert!(all >= 4 && socks >= 1, "{all} {socks}");
+        drop(s);
+        assert!(count_fd_links(Path::new("/nonexistent"), |_| true).is_err());
     }
 
     #[test]

@@ -2,9 +2,6 @@
 //! (`/proc/<pid>/fd`). Counts descriptors, not distinct targets (KubeSkoop counted distinct
 //! link targets), and emits each series once.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
-
 use super::io::vanished;
 use super::{CollectError, Collector, FieldFilter, NetnsCtx, ProbeArgs, ProbeSpec};
 use crate::model::{MetricKind, Sink, Value};
@@ -14,45 +11,9 @@ pub fn is_socket_link(target: &[u8]) -> bool {
     target.starts_with(b"socket:[")
 }
 
-/// Count the entries of an fd directory and those linking to sockets. One `readlinkat` per
-/// fd into a stack buffer (only the prefix matters), no allocation per fd.
+/// Count the entries of an fd directory and those linking to sockets.
 fn count_fds(dir: &std::path::Path) -> std::io::Result<(u64, u64)> {
-    let c = CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    // SAFETY: `c` is a valid NUL-terminated path; the returned stream is closed below.
-    let d = unsafe { libc::opendir(c.as_ptr()) };
-    if d.is_null() {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `d` is a valid, open directory stream.
-    let fd = unsafe { libc::dirfd(d) };
-    let (mut fds, mut socks) = (0u64, 0u64);
-    let mut buf = [0u8; 16];
-    loop {
-        // SAFETY: `d` is valid; readdir returns null at the end (or on error).
-        let ent = unsafe { libc::readdir(d) };
-        if ent.is_null() {
-            break;
-        }
-        // SAFETY: `ent` points at a dirent whose d_name is NUL-terminated, valid until the
-        // next readdir on `d`.
-        let name = unsafe { (*ent).d_name.as_ptr() };
-        // SAFETY: as above.
-        let first = unsafe { *name } as u8;
-        if first == b'.' {
-            continue;
-        }
-        fds += 1;
-        // SAFETY: `fd` is the stream's open directory fd, `name` a NUL-terminated name and
-        // `buf` a writable buffer of the given length.
-        let n = unsafe { libc::readlinkat(fd, name, buf.as_mut_ptr().cast(), buf.len()) };
-        if n > 0 && is_socket_link(&buf[..n as usize]) {
-            socks += 1;
-        }
-    }
-    // SAFETY: `d` is open and not used afterwards.
-    unsafe { libc::closedir(d) };
-    Ok((fds, socks))
+    crate::sys::count_fd_links(dir, is_socket_link)
 }
 
 struct FdProbe {

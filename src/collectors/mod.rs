@@ -77,6 +77,8 @@ pub struct NetnsCtx<'a> {
     /// Thread-group ids of the processes in the namespace (sorted). Empty for a named netns
     /// with no process.
     pub pids: &'a [i32],
+    /// True for the host (initial) namespace: node-global figures are exported only there.
+    pub host: bool,
     cache: RefCell<HashMap<&'static str, FileResult>>,
 }
 
@@ -94,8 +96,15 @@ impl<'a> NetnsCtx<'a> {
             proc_root,
             entered,
             pids,
+            host: false,
             cache: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// Mark this as the host namespace.
+    pub fn with_host(mut self, host: bool) -> Self {
+        self.host = host;
+        self
     }
 
     /// Read `<net_dir>/<rel>` (e.g. `snmp`, `stat/nf_conntrack`), cached per namespace. A

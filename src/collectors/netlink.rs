@@ -382,7 +382,6 @@ mod tests {
 #[cfg(test)]
 mod privileged {
     use std::net::{TcpListener, TcpStream, UdpSocket};
-    use std::os::fd::AsRawFd;
     use std::process::Command;
 
     use nix::sched::{unshare, CloneFlags};
@@ -478,8 +477,7 @@ mod privileged {
             let l = TcpListener::bind("198.18.3.1:8080").unwrap();
             // std listens with its own backlog; listen() again on a listening socket sets a
             // new one (Linux updates sk_max_ack_backlog).
-            // SAFETY: `l` owns a valid socket fd for the duration of the call.
-            assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 7) }, 0);
+            nix::sys::socket::listen(&l, nix::sys::socket::Backlog::new(7).unwrap()).unwrap();
             let conns: Vec<TcpStream> = (0..3)
                 .map(|_| TcpStream::connect("198.18.3.1:8080").unwrap())
                 .collect();

@@ -601,7 +601,8 @@ pub(crate) mod testutil {
     pub fn run(c: &dyn Collector, fixture: &str, pids: &[i32]) -> (String, Result<(), String>) {
         let root = fixture_dir(fixture);
         let proc_root = root.join("proc");
-        let ctx = NetnsCtx::new(1, root.join("net"), &proc_root, false, pids);
+        // Fixtures are captured from the host namespace.
+        let ctx = NetnsCtx::new(1, root.join("net"), &proc_root, false, pids).with_host(true);
         let mut f = Families::new();
         let r = c.collect(&ctx, &mut f.sink("")).map_err(|e| e.to_string());
         let mut s = String::new();

@@ -64,11 +64,17 @@ pub fn parse_sockstat(data: &[u8]) -> Result<Vec<SockStat<'_>>, String> {
 /// The system page size (sockstat `mem` is in pages).
 pub fn page_size() -> u64 {
     static PS: OnceLock<u64> = OnceLock::new();
-    *PS.get_or_init(|| {
-        // SAFETY: sysconf has no memory-safety preconditions.
-        let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        u64::try_from(v).ok().filter(|&v| v > 0).unwrap_or(4096)
-    })
+    *PS.get_or_init(crate::sys::page_size)
+}
+
+/// Fields the kernel prints in every namespace's sockstat but counts for the whole node
+/// (`tcp_orphan_count`, `tcp_sockets_allocated`, protocol memory): exported for the host
+/// namespace only, so that summing over pods means something.
+pub fn node_global(proto: &str, field: &str) -> bool {
+    matches!(
+        (proto, field),
+        ("TCP", "orphan" | "alloc" | "mem") | ("UDP", "mem")
+    )
 }
 
 /// Build the entry for `PROTO field`; `None` if filtered out.
@@ -124,10 +130,13 @@ struct SockProbe {
 }
 
 impl SockProbe {
-    fn emit(&self, stats: &[SockStat<'_>], out: &mut dyn Sink) {
+    fn emit(&self, stats: &[SockStat<'_>], host: bool, out: &mut dyn Sink) {
         let page = page_size();
         let make = |p: &str, f: &str| make_entry(&self.filter, p, f, page);
         for s in stats {
+            if !host && node_global(s.proto, s.field) {
+                continue;
+            }
             self.names.emit(s.proto, s.field, s.value, &[], out, &make);
         }
     }
@@ -146,7 +155,7 @@ impl Collector for SockProbe {
                 ctx.net_dir.join("sockstat").display()
             ))
         })?;
-        self.emit(&stats, out);
+        self.emit(&stats, ctx.host, out);
         // sockstat6 is absent when IPv6 is disabled: sockstat alone is a full answer.
         let data = match ctx.read_net("sockstat6") {
             Ok(d) => d,
@@ -159,7 +168,7 @@ impl Collector for SockProbe {
                 ctx.net_dir.join("sockstat6").display()
             ))
         })?;
-        self.emit(&stats, out);
+        self.emit(&stats, ctx.host, out);
         Ok(())
     }
 }
@@ -239,6 +248,42 @@ mod tests {
             assert!(samples(&text).contains(&l.as_str()), "{l}\n{text}");
         }
         assert_eq!(samples(&text).len(), 12 + 6);
+    }
+
+    /// Node-global sockstat fields appear for the host namespace only (a pod's sockstat
+    /// prints the node's TCP orphan/alloc/mem and UDP mem too).
+    #[test]
+    fn node_global_fields_only_for_the_host() {
+        let c = build_probe(specs(), "sock", "");
+        let dir = std::env::temp_dir().join(format!("netsleuth-sock3-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("net")).unwrap();
+        std::fs::write(
+            dir.join("net/sockstat"),
+            "sockets: used 4\nTCP: inuse 1 orphan 2 tw 3 alloc 4 mem 5\nUDP: inuse 6 mem 7\n",
+        )
+        .unwrap();
+        let render = |host: bool| {
+            let ctx = NetnsCtx::new(1, dir.join("net"), &dir, false, &[]).with_host(host);
+            let mut f = crate::model::Families::new();
+            c.collect(&ctx, &mut f.sink("")).unwrap();
+            let mut s = String::new();
+            f.render(&mut s);
+            samples(&s)
+                .iter()
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            render(false),
+            vec![
+                "netsleuth_sock_sockets_used 4",
+                "netsleuth_sock_tcp_inuse 1",
+                "netsleuth_sock_tcp_tw 3",
+                "netsleuth_sock_udp_inuse 6",
+            ]
+        );
+        assert_eq!(render(true).len(), 8);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
