@@ -1,0 +1,247 @@
+//! Scrape benchmark (root): creates 10, 100 and 500 network namespaces, each with a veth pair
+//! (like a pod's eth0) and an address in 198.19.0.0/16, runs the release exporter with the
+//! default probes and reports scrape p50/p99, CPU time per scrape, per-namespace cost against
+//! the raw read() time of the same procfs files, RSS, and node_exporter's scrape time for the
+//! host namespace alone.
+//!
+//! Run: `cargo bench --bench scrape` (sizes and scrape count via NETSLEUTH_BENCH_SIZES=10,100,500
+//! and NETSLEUTH_BENCH_SCRAPES=30).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn sh(cmd: &str) {
+    let st = Command::new("sh").arg("-c").arg(cmd).status().unwrap();
+    assert!(st.success(), "{cmd}");
+}
+
+fn batch(lines: &[String]) {
+    let mut c = Command::new("ip")
+        .args(["-batch", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(lines.join("\n").as_bytes())
+        .unwrap();
+    assert!(c.wait().unwrap().success());
+}
+
+fn get(addr: &str, path: &str) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut b = Vec::new();
+    s.read_to_end(&mut b).unwrap();
+    b
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i]
+}
+
+fn proc_cpu_seconds(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = s[s.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Time to read() the procfs files the default probes read, in every namespace, from a thread
+/// inside each (what the exporter must at least spend).
+fn raw_read_seconds(names: &[String]) -> f64 {
+    let names = names.to_vec();
+    std::thread::spawn(move || {
+        let files = [
+            "dev",
+            "snmp",
+            "snmp6",
+            "netstat",
+            "sockstat",
+            "sockstat6",
+            "stat/nf_conntrack",
+        ];
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = Duration::ZERO;
+        for n in &names {
+            let fd = std::fs::File::open(format!("/run/netns/{n}")).unwrap();
+            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let t = Instant::now();
+            for f in files {
+                if let Ok(mut file) = std::fs::File::open(format!("/proc/thread-self/net/{f}")) {
+                    while file.read(&mut buf).unwrap_or(0) > 0 {}
+                }
+            }
+            total += t.elapsed();
+        }
+        total.as_secs_f64()
+    })
+    .join()
+    .unwrap()
+}
+
+fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("the scrape benchmark needs root (it creates network namespaces)");
+        return;
+    }
+    // `cargo bench` passes --bench; ignore arguments.
+    let sizes: Vec<usize> = std::env::var("NETSLEUTH_BENCH_SIZES")
+        .unwrap_or_else(|_| "10,100,500".into())
+        .split(',')
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    let scrapes: usize = std::env::var("NETSLEUTH_BENCH_SCRAPES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    sh("cargo build --release --quiet --bin netsleuth");
+    let bin = format!("{}/target/release/netsleuth", env!("CARGO_MANIFEST_DIR"));
+    let tag = std::process::id() % 10000;
+
+    println!(
+        "{:>6} {:>10} {:>10} {:>12} {:>14} {:>14} {:>8} {:>9}",
+        "netns",
+        "p50_ms",
+        "p99_ms",
+        "cpu_ms/scr",
+        "cost_us/netns",
+        "read_us/netns",
+        "ratio",
+        "rss_MiB"
+    );
+    let mut made: Vec<String> = Vec::new();
+    for &n in &sizes {
+        let mut lines = Vec::new();
+        let mut addrs = Vec::new();
+        for i in made.len()..n {
+            let name = format!("nslb{tag}x{i}");
+            lines.push(format!("netns add {name}"));
+            lines.push(format!(
+                "link add nslb{tag}v{i} type veth peer name eth0 netns {name}"
+            ));
+            addrs.push(format!(
+                "netns exec {name} ip addr add 198.19.{}.{}/32 dev eth0",
+                i / 250,
+                i % 250 + 1
+            ));
+            addrs.push(format!("netns exec {name} ip link set eth0 up"));
+            addrs.push(format!("netns exec {name} ip link set lo up"));
+            made.push(name);
+        }
+        batch(&lines);
+        for a in &addrs {
+            sh(&format!("ip {a}"));
+        }
+
+        let mut child = Command::new(&bin)
+            .args(["--web.listen-address=127.0.0.1:19199", "--log.level=warn"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let addr = "127.0.0.1:19199";
+        let _ = get(addr, "/metrics"); // warm-up
+        let cpu0 = proc_cpu_seconds(child.id());
+        let mut times = Vec::new();
+        let mut size = 0;
+        for _ in 0..scrapes {
+            let t = Instant::now();
+            size = get(addr, "/metrics").len();
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let cpu = (proc_cpu_seconds(child.id()) - cpu0) / scrapes as f64;
+        let rss = status_kib(child.id(), "VmHWM:") as f64 / 1024.0;
+        let _ = child.kill();
+        let _ = child.wait();
+        let total_ns = made.len() + 1; // + host
+        let raw = raw_read_seconds(&made) / made.len() as f64;
+        let cost = cpu / total_ns as f64;
+        println!(
+            "{:>6} {:>10.1} {:>10.1} {:>12.1} {:>14.1} {:>14.1} {:>8.2} {:>9.1}   ({} KiB/page)",
+            n,
+            pct(&mut times.clone(), 0.5),
+            pct(&mut times, 0.99),
+            cpu * 1000.0,
+            cost * 1e6,
+            raw * 1e6,
+            cost / raw,
+            rss,
+            size / 1024
+        );
+    }
+    for name in &made {
+        let _ = Command::new("ip").args(["netns", "del", name]).status();
+    }
+
+    // node_exporter, host namespace only, the comparable collectors.
+    if Command::new("sh")
+        .arg("-c")
+        .arg("command -v prometheus-node-exporter")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        let mut ne = Command::new("prometheus-node-exporter")
+            .args([
+                "--web.listen-address=127.0.0.1:19198",
+                "--collector.disable-defaults",
+                "--collector.netdev",
+                "--collector.netstat",
+                "--collector.sockstat",
+                "--collector.softnet",
+            ])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = get("127.0.0.1:19198", "/metrics");
+        let mut times = Vec::new();
+        for _ in 0..scrapes {
+            let t = Instant::now();
+            let _ = get("127.0.0.1:19198", "/metrics");
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let _ = ne.kill();
+        let _ = ne.wait();
+        let mut ours = Command::new(&bin)
+            .args(["--web.listen-address=127.0.0.1:19199", "--log.level=warn"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = get("127.0.0.1:19199", "/metrics");
+        let mut t2 = Vec::new();
+        for _ in 0..scrapes {
+            let t = Instant::now();
+            let _ = get("127.0.0.1:19199", "/metrics");
+            t2.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let _ = ours.kill();
+        let _ = ours.wait();
+        println!(
+            "node_exporter (netdev,netstat,sockstat,softnet; host only): p50 {:.2} ms; netsleuth (all default probes, every netns left on this host): p50 {:.2} ms",
+            pct(&mut times, 0.5),
+            pct(&mut t2, 0.5)
+        );
+    } else {
+        println!("prometheus-node-exporter not installed: no comparison");
+    }
+}

@@ -1,0 +1,469 @@
+//! Shared helpers for the integration tests: privilege checks, the real binary, scraping, an
+//! independent exposition parser, and test network namespaces (addresses in 198.18.0.0/15 only).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_netsleuth");
+
+/// True if the test may run. Without root it prints why and returns false, unless
+/// `NETSLEUTH_REQUIRE_PRIVILEGED=1`, where a skip is a failure.
+pub fn privileged(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    skip(test, "needs root (network namespaces, setns)")
+}
+
+/// Skip with a reason (or fail under NETSLEUTH_REQUIRE_PRIVILEGED=1).
+pub fn skip(test: &str, why: &str) -> bool {
+    if std::env::var("NETSLEUTH_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+        panic!("{test}: cannot skip under NETSLEUTH_REQUIRE_PRIVILEGED=1: {why}");
+    }
+    eprintln!("SKIP {test}: {why}");
+    false
+}
+
+/// Whether a program is on PATH.
+pub fn have(prog: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {prog}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Run a command, panicking with its stderr if it fails; returns stdout.
+pub fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A running exporter, killed on drop.
+pub struct Exporter {
+    pub child: Child,
+    pub addr: String,
+    pub log: std::sync::Mutex<mpsc::Receiver<String>>,
+}
+
+impl Exporter {
+    /// Start the real binary on a free loopback port with extra args.
+    // The child is returned inside `Exporter`, whose Drop kills and waits for it.
+    #[allow(clippy::zombie_processes)]
+    pub fn start(extra: &[&str]) -> Exporter {
+        let mut child = Command::new(BIN)
+            .arg("--web.listen-address=127.0.0.1:0")
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start netsleuth");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("netsleuth did not report its address"));
+            if let Some(i) = line.find("listening on ") {
+                let rest = &line[i + "listening on ".len()..];
+                let addr = rest
+                    .split(|c: char| c == ';' || c.is_whitespace())
+                    .next()
+                    .unwrap()
+                    .to_string();
+                return Exporter {
+                    child,
+                    addr,
+                    log: std::sync::Mutex::new(rx),
+                };
+            }
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn get(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        http_get(&self.addr, path, headers)
+    }
+
+    /// Scrape /metrics and parse it.
+    pub fn scrape(&self) -> Scrape {
+        let (code, _, body) = self.get("/metrics", &[]);
+        assert_eq!(code, 200);
+        Scrape::parse(&String::from_utf8(body).unwrap())
+    }
+
+    pub fn scrape_text(&self) -> String {
+        let (code, _, body) = self.get("/metrics", &[]);
+        assert_eq!(code, 200);
+        String::from_utf8(body).unwrap()
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Minimal HTTP/1.0 GET (no client crate needed for loopback tests).
+pub fn http_get(
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("HTTP header end");
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let body = buf[split + 4..].to_vec();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap();
+    let code: u16 = status.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let hdrs = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (code, hdrs, body)
+}
+
+/// One parsed sample.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: String,
+}
+
+/// A parsed exposition (independent of the exporter's renderer).
+#[derive(Debug, Default)]
+pub struct Scrape {
+    pub samples: Vec<Sample>,
+    pub types: BTreeMap<String, String>,
+}
+
+impl Scrape {
+    pub fn parse(text: &str) -> Scrape {
+        let mut sc = Scrape::default();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (n, t) = rest.split_once(' ').unwrap();
+                sc.types.insert(n.to_string(), t.to_string());
+                continue;
+            }
+            if line.starts_with('#') || line.is_empty() {
+                continue;
+            }
+            let (name, labels, value) = match line.find('{') {
+                Some(i) => {
+                    let close = line.rfind('}').unwrap();
+                    (
+                        &line[..i],
+                        parse_labels(&line[i + 1..close]),
+                        line[close + 1..].trim(),
+                    )
+                }
+                None => {
+                    let (n, v) = line.split_once(' ').unwrap();
+                    (n, BTreeMap::new(), v.trim())
+                }
+            };
+            sc.samples.push(Sample {
+                name: name.to_string(),
+                labels,
+                value: value.to_string(),
+            });
+        }
+        sc
+    }
+
+    /// Samples of a family whose labels include all of `want`.
+    pub fn find(&self, name: &str, want: &[(&str, &str)]) -> Vec<&Sample> {
+        self.samples
+            .iter()
+            .filter(|s| {
+                s.name == name
+                    && want
+                        .iter()
+                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .collect()
+    }
+
+    /// The single sample of a family with these labels.
+    pub fn one(&self, name: &str, want: &[(&str, &str)]) -> &Sample {
+        let v = self.find(name, want);
+        assert_eq!(v.len(), 1, "expected one {name}{want:?}, got {v:?}");
+        v[0]
+    }
+
+    /// All samples of one namespace.
+    pub fn of_netns(&self, inode: u64) -> Vec<&Sample> {
+        let s = inode.to_string();
+        self.samples
+            .iter()
+            .filter(|x| x.labels.get("netns") == Some(&s))
+            .collect()
+    }
+}
+
+fn parse_labels(s: &str) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let eq = s[i..].find('=').unwrap() + i;
+        let key = s[i..eq].trim_start_matches(',').to_string();
+        assert_eq!(b[eq + 1], b'"');
+        let mut j = eq + 2;
+        let mut val = String::new();
+        while b[j] != b'"' {
+            if b[j] == b'\\' {
+                j += 1;
+                val.push(match b[j] {
+                    b'n' => '\n',
+                    c => c as char,
+                });
+            } else {
+                val.push(b[j] as char);
+            }
+            j += 1;
+        }
+        m.insert(key, val);
+        i = j + 1;
+        if i < b.len() && b[i] == b',' {
+            i += 1;
+        }
+    }
+    m
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// A unique short name for test objects (interface names are limited to 15 bytes).
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}x{}",
+        std::process::id() % 100000,
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A named network namespace (`ip netns add`), deleted on drop. Loopback is up and IPv6 is off
+/// so that nothing talks on its own (router solicitations, DAD) while a test compares figures.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(prefix: &str) -> Netns {
+        let name = unique(prefix);
+        run("ip", &["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1");
+        ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1");
+        ns.exec("ip", &["link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn sysctl(&self, key: &str, val: &str) {
+        self.exec("sysctl", &["-q", "-w", &format!("{key}={val}")]);
+    }
+
+    /// Run a command inside the namespace; returns stdout.
+    pub fn exec(&self, cmd: &str, args: &[&str]) -> String {
+        let mut a = vec!["netns", "exec", &self.name, cmd];
+        a.extend_from_slice(args);
+        run("ip", &a)
+    }
+
+    /// Read a file as a process in this namespace sees it.
+    pub fn cat(&self, path: &str) -> String {
+        self.exec("cat", &[path])
+    }
+
+    pub fn inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/run/netns/{}", self.name))
+            .unwrap()
+            .ino()
+    }
+
+    /// Run `f` on a fresh thread inside this namespace.
+    pub fn within<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let fd = std::fs::File::open(&path).unwrap();
+            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Two namespaces joined by a veth pair: `a` has 198.18.<net>.1/24 on `dev_a`, `b` has
+/// 198.18.<net>.2/24 on `dev_b`.
+pub struct Pair {
+    pub a: Netns,
+    pub b: Netns,
+    pub dev_a: String,
+    pub dev_b: String,
+    pub ip_a: String,
+    pub ip_b: String,
+}
+
+static NET: AtomicUsize = AtomicUsize::new(0);
+
+impl Pair {
+    pub fn new() -> Pair {
+        let a = Netns::new("nsa");
+        let b = Netns::new("nsb");
+        let dev_a = unique("va");
+        let dev_b = unique("vb");
+        // A distinct /24 per pair inside 198.18.0.0/15 (test traffic never leaves it).
+        let net = 100 + (std::process::id() as usize + NET.fetch_add(1, Ordering::Relaxed)) % 150;
+        let ip_a = format!("198.18.{net}.1");
+        let ip_b = format!("198.18.{net}.2");
+        run(
+            "ip",
+            &[
+                "link", "add", &dev_a, "netns", &a.name, "type", "veth", "peer", "name", &dev_b,
+                "netns", &b.name,
+            ],
+        );
+        a.exec("ip", &["addr", "add", &format!("{ip_a}/24"), "dev", &dev_a]);
+        b.exec("ip", &["addr", "add", &format!("{ip_b}/24"), "dev", &dev_b]);
+        a.exec("ip", &["link", "set", &dev_a, "up"]);
+        b.exec("ip", &["link", "set", &dev_b, "up"]);
+        Pair {
+            a,
+            b,
+            dev_a,
+            dev_b,
+            ip_a,
+            ip_b,
+        }
+    }
+}
+
+/// Parse `/proc/net/dev` independently: device → column values in file order.
+pub fn proc_net_dev(text: &str) -> BTreeMap<String, Vec<u64>> {
+    text.lines()
+        .skip(2)
+        .filter_map(|l| {
+            let (dev, rest) = l.split_once(':')?;
+            Some((
+                dev.trim().to_string(),
+                rest.split_whitespace()
+                    .map(|v| v.parse().unwrap())
+                    .collect(),
+            ))
+        })
+        .collect()
+}
+
+/// Parse header/value pair files (`snmp`, `netstat`): `Group_Field` → value text.
+pub fn proc_pairs(text: &str) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    let lines: Vec<&str> = text.lines().collect();
+    for pair in lines.chunks(2) {
+        if pair.len() < 2 {
+            break;
+        }
+        let (g, names) = pair[0].split_once(':').unwrap();
+        let (_, vals) = pair[1].split_once(':').unwrap();
+        for (n, v) in names.split_whitespace().zip(vals.split_whitespace()) {
+            m.insert(format!("{g}_{n}"), v.to_string());
+        }
+    }
+    m
+}
+
+/// Parse `snmp6`: `Ip6InReceives 3` → (`Ip6_InReceives`, "3").
+pub fn proc_snmp6(text: &str) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    for l in text.lines() {
+        let mut it = l.split_whitespace();
+        let (Some(k), Some(v)) = (it.next(), it.next()) else {
+            continue;
+        };
+        for g in ["UdpLite6", "Icmp6", "Udp6", "Ip6"] {
+            if let Some(f) = k.strip_prefix(g) {
+                m.insert(format!("{g}_{f}"), v.to_string());
+                break;
+            }
+        }
+    }
+    m
+}
+
+/// Wait until `f` returns Some or the time is up.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Write a config file into a temp dir; returns its path.
+pub fn write_config(yaml: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(unique("nslcfg"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("config.yaml");
+    std::fs::write(&p, yaml).unwrap();
+    p
+}
