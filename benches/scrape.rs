@@ -168,6 +168,18 @@ fn main() {
             times.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         let cpu = (proc_cpu_seconds(child.id()) - cpu0) / scrapes as f64;
+        let page = String::from_utf8_lossy(&get(addr, "/metrics")).into_owned();
+        let per_collector: Vec<String> = page
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("netsleuth_scrape_collector_duration_seconds{collector=\"")
+            })
+            .filter_map(|l| {
+                let (c, v) = l.split_once("\"} ")?;
+                Some(format!("{c}={:.1}", v.trim().parse::<f64>().ok()? * 1000.0))
+            })
+            .collect();
+        let series = page.lines().filter(|l| !l.starts_with('#')).count();
         let rss = status_kib(child.id(), "VmHWM:") as f64 / 1024.0;
         let _ = child.kill();
         let _ = child.wait();
@@ -175,7 +187,7 @@ fn main() {
         let raw = raw_read_seconds(&made) / made.len() as f64;
         let cost = cpu / total_ns as f64;
         println!(
-            "{:>6} {:>10.1} {:>10.1} {:>12.1} {:>14.1} {:>14.1} {:>8.2} {:>9.1}   ({} KiB/page)",
+            "{:>6} {:>10.1} {:>10.1} {:>12.1} {:>14.1} {:>14.1} {:>8.2} {:>9.1}   ({} KiB/page, {} series; ms per collector over all netns: {})",
             n,
             pct(&mut times.clone(), 0.5),
             pct(&mut times, 0.99),
@@ -184,7 +196,9 @@ fn main() {
             raw * 1e6,
             cost / raw,
             rss,
-            size / 1024
+            size / 1024,
+            series,
+            per_collector.join(" ")
         );
     }
     for name in &made {

@@ -55,6 +55,8 @@ struct JobResult {
     families: Families,
     runs: Vec<ProbeRun>,
     vanished: bool,
+    /// The inode now belongs to another namespace than the one we labelled.
+    identity_changed: bool,
 }
 
 struct Job {
@@ -260,6 +262,10 @@ impl Engine {
         let mut vanished = 0u64;
         for (e, r) in snap.entities.iter().zip(results) {
             let Some(r) = r else { continue };
+            if r.identity_changed {
+                self.inventory.distrust(e.inode);
+                self.stats.identity_changes.fetch_add(1, Ordering::Relaxed);
+            }
             if r.vanished {
                 vanished += 1;
                 log::debug!("netns {} ({}) vanished during collection", e.inode, e.name);
@@ -326,6 +332,13 @@ impl Engine {
                 MetricKind::Counter,
                 &[],
                 Value::U64(self.stats.vanished.load(Ordering::Relaxed)),
+            );
+            s.emit(
+                "netsleuth_netns_identity_changes_total",
+                "Times a namespace inode was found reused by a new namespace at collection (its series were skipped and it is relabelled).",
+                MetricKind::Counter,
+                &[],
+                Value::U64(self.stats.identity_changes.load(Ordering::Relaxed)),
             );
             s.emit(
                 "netsleuth_scrape_timeouts_total",
@@ -436,6 +449,7 @@ fn collect_entity(
         families: fams,
         runs: Vec::new(),
         vanished: true,
+        identity_changed: false,
     };
 
     // Where to read the namespace's files, and whether we are inside it.
@@ -454,7 +468,12 @@ fn collect_entity(
         if let (Some(want), Some(got)) = (e.cookie, sys::current_netns_cookie()) {
             if want != got {
                 go_home(home_fd);
-                return vanished(fams);
+                return JobResult {
+                    families: fams,
+                    runs: Vec::new(),
+                    vanished: true,
+                    identity_changed: true,
+                };
             }
         }
         (PathBuf::from("/proc/thread-self/net"), true)
@@ -504,6 +523,7 @@ fn collect_entity(
         families: fams,
         runs,
         vanished: false,
+        identity_changed: false,
     }
 }
 

@@ -9,7 +9,7 @@
 //! from scratch, with a fresh netns cookie (`SO_NETNS_COOKIE`, never reused) that collection
 //! checks again after entering the namespace.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -130,6 +130,8 @@ pub struct Inventory {
     current: Mutex<Arc<Snapshot>>,
     /// Serialises scans; a scrape waiting for a fresh snapshot shares the running scan.
     scan_lock: Mutex<()>,
+    /// Inodes whose cookie did not match at collection: rebuilt from scratch at the next scan.
+    distrusted: Mutex<HashSet<u64>>,
 }
 
 /// Parse `net:[4026531840]`.
@@ -179,6 +181,7 @@ impl Inventory {
                 host_inode: 0,
             })),
             scan_lock: Mutex::new(()),
+            distrusted: Mutex::new(HashSet::new()),
         };
         inv.refresh();
         inv
@@ -222,8 +225,19 @@ impl Inventory {
         self.scan_locked(&prev)
     }
 
+    /// Collection found a different namespace behind this inode (its cookie changed): forget
+    /// what we know about it, so the next scan labels it afresh.
+    pub fn distrust(&self, inode: u64) {
+        self.distrusted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(inode);
+    }
+
     fn scan_locked(&self, prev: &Snapshot) -> Arc<Snapshot> {
         let taken = Instant::now();
+        let distrusted =
+            std::mem::take(&mut *self.distrusted.lock().unwrap_or_else(|e| e.into_inner()));
         let proc_root = &self.proc_root;
 
         // 1. Processes by namespace.
@@ -306,13 +320,18 @@ impl Inventory {
                 .first()
                 .and_then(|&p| start_time(proc_root, p).map(|st| (p, st)));
 
-            if let Some(old) = prev_by_inode.get(&ino) {
+            if let Some(old) = prev_by_inode
+                .get(&ino)
+                .filter(|_| !distrusted.contains(&ino))
+            {
                 let same = old.kind == kind
                     && old.mount == mount
                     && match (old.anchor, anchor) {
                         (Some(a), Some(b)) => a == b,
-                        // No process: a named netns is pinned by its mount; the cookie decides.
-                        (None, None) => kind == EntityKind::Named && self.cookie_matches(old),
+                        // No process: a named netns is pinned by its mount. Were it deleted and
+                        // re-created on a recycled inode between scans, the cookie check at
+                        // collection catches it and distrusts the inode.
+                        (None, None) => kind == EntityKind::Named,
                         _ => false,
                     };
                 if same {
@@ -354,13 +373,6 @@ impl Inventory {
         with_netns(e, &self.proc_root, sys::current_netns_cookie)
             .ok()
             .flatten()
-    }
-
-    fn cookie_matches(&self, old: &Entity) -> bool {
-        match old.cookie {
-            Some(c) => self.cookie_of(old) == Some(c),
-            None => true,
-        }
     }
 }
 
