@@ -5,7 +5,8 @@
 //! host namespace alone.
 //!
 //! Run: `cargo bench --bench scrape` (sizes and scrape count via NETSLEUTH_BENCH_SIZES=10,100,500
-//! and NETSLEUTH_BENCH_SCRAPES=30).
+//! and NETSLEUTH_BENCH_SCRAPES=30; NETSLEUTH_BENCH_CONFIG=path runs a config file instead of the
+//! default probe set).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -151,11 +152,12 @@ fn main() {
             sh(&format!("ip {a}"));
         }
 
-        let mut child = Command::new(&bin)
-            .args(["--web.listen-address=127.0.0.1:19199", "--log.level=warn"])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut cmd = Command::new(&bin);
+        cmd.args(["--web.listen-address=127.0.0.1:19199", "--log.level=warn"]);
+        if let Ok(cfg) = std::env::var("NETSLEUTH_BENCH_CONFIG") {
+            cmd.arg(format!("--config.file={cfg}"));
+        }
+        let mut child = cmd.stderr(Stdio::null()).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(500));
         let addr = "127.0.0.1:19199";
         let _ = get(addr, "/metrics"); // warm-up

@@ -285,7 +285,9 @@ fn default_workers() -> usize {
     let n = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    (n * 2).clamp(2, 16)
+    // Collection is CPU work (procfs reads, netlink dumps, rendering), not waiting: one worker
+    // per CPU; a stuck namespace only costs its scrape's deadline.
+    n.clamp(2, 16)
 }
 
 /// A probe/sink list entry: a bare name or `{name, args}`.

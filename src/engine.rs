@@ -14,7 +14,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use crate::collectors::{CollectError, Collector, NetnsCtx, Scope};
 use crate::config::Config;
 use crate::inventory::{self, Entity, EntityKind, Inventory, Snapshot};
-use crate::model::{Families, MetricKind, Sink, Value};
+use crate::model::{Families, MetricKind, Page, Sink, Value};
 use crate::selfmetrics;
 use crate::sys;
 
@@ -79,7 +79,7 @@ pub struct Stats {
 }
 
 struct Pending {
-    done: Mutex<Option<Arc<String>>>,
+    done: Mutex<Option<Arc<Page>>>,
     cv: Condvar,
 }
 
@@ -132,7 +132,7 @@ impl Engine {
 
     /// Render the metrics page, collecting now or joining a collection already running.
     /// `timeout` is the scraper's budget (its timeout header), if it sent one.
-    pub fn scrape(&self, timeout: Option<Duration>) -> Arc<String> {
+    pub fn scrape(&self, timeout: Option<Duration>) -> Arc<Page> {
         let budget = timeout.map_or(self.timeout, |t| t.min(self.timeout));
         let (pending, leader) = {
             let mut g = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
@@ -175,7 +175,7 @@ impl Engine {
         }
     }
 
-    fn collect_now(&self, budget: Duration) -> String {
+    fn collect_now(&self, budget: Duration) -> Page {
         let start = Instant::now();
         let deadline = start + budget;
         self.stats.scrapes.fetch_add(1, Ordering::Relaxed);
@@ -254,7 +254,7 @@ impl Engine {
         }
 
         // Merge in inventory order; tally per-collector outcomes.
-        let mut all = Families::new();
+        let mut parts: Vec<Families> = Vec::with_capacity(snap.entities.len() + 2);
         let mut tallies: BTreeMap<&'static str, Tally> = BTreeMap::new();
         for c in probes.netns.iter().chain(probes.node.iter()) {
             tallies.insert(c.name(), Tally::default());
@@ -277,7 +277,7 @@ impl Engine {
                     .or_default()
                     .add(run, || format!("netns {} ({})", e.inode, e.name));
             }
-            all.merge(r.families);
+            parts.push(r.families);
         }
         for (name, run) in &node_runs {
             tallies
@@ -285,7 +285,7 @@ impl Engine {
                 .or_default()
                 .add(run, || "node".to_string());
         }
-        all.merge(node_fams);
+        parts.push(node_fams);
         if vanished > 0 {
             self.stats.vanished.fetch_add(vanished, Ordering::Relaxed);
         }
@@ -363,7 +363,6 @@ impl Engine {
             );
             selfmetrics::emit(&mut s, self.started);
         }
-        all.merge(own);
 
         // Log failures once per scrape per collector, with one example.
         for (name, t) in &tallies {
@@ -375,9 +374,8 @@ impl Engine {
             }
         }
 
-        let mut out = String::with_capacity(64 * 1024);
-        all.render(&mut out);
-        out
+        parts.push(own);
+        Page::new(parts)
     }
 }
 

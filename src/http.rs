@@ -1,6 +1,5 @@
 //! The HTTP endpoint: `/metrics` (text format 0.0.4, gzip when asked), `/` and `/-/healthy`.
 
-use std::io::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +7,7 @@ use std::time::Duration;
 use tiny_http::{Header, Method, Request, Response, Server};
 
 use crate::engine::Engine;
+use crate::model::PageReader;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -126,31 +126,26 @@ fn handle(req: Request, engine: &Engine) {
             let budget = scrape_budget(find_header(&req, "X-Prometheus-Scrape-Timeout-Seconds"));
             let gzip = find_header(&req, "Accept-Encoding").is_some_and(accepts_gzip);
             let page = engine.scrape(budget);
+            // Stream the page (chunked): the text of a large node never sits in memory whole,
+            // and gzip compresses as it reads.
+            let reader = PageReader::new(page);
             let mut resp_headers = vec![header("Content-Type", CONTENT_TYPE)];
-            let body: Vec<u8> = if gzip {
-                let mut enc = flate2::write::GzEncoder::new(
-                    Vec::with_capacity(page.len() / 8),
+            let body: Box<dyn std::io::Read + Send> = if gzip {
+                resp_headers.push(header("Content-Encoding", "gzip"));
+                Box::new(flate2::read::GzEncoder::new(
+                    reader,
                     flate2::Compression::fast(),
-                );
-                if enc.write_all(page.as_bytes()).is_ok() {
-                    match enc.finish() {
-                        Ok(b) => {
-                            resp_headers.push(header("Content-Encoding", "gzip"));
-                            b
-                        }
-                        Err(_) => page.as_bytes().to_vec(),
-                    }
-                } else {
-                    page.as_bytes().to_vec()
-                }
+                ))
             } else {
-                page.as_bytes().to_vec()
+                Box::new(reader)
             };
-            let mut resp = Response::from_data(body);
-            for h in resp_headers {
-                resp.add_header(h);
-            }
-            let _ = req.respond(resp);
+            let _ = req.respond(Response::new(
+                tiny_http::StatusCode(200),
+                resp_headers,
+                body,
+                None,
+                None,
+            ));
         }
         "/" => {
             let _ = req.respond(

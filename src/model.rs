@@ -190,6 +190,155 @@ impl Families {
     }
 }
 
+/// Every family of one scrape, kept as the per-namespace pieces the workers produced, and
+/// rendered by streaming ([`PageReader`]) so the whole text page never exists in memory at once:
+/// with 500 namespaces the page is over 10 MB, the pieces are needed anyway, and gzip can
+/// compress while reading.
+#[derive(Debug, Default)]
+pub struct Page {
+    parts: Vec<Families>,
+    /// Families sorted by name: name, help, kind, and the parts holding samples of it.
+    index: Vec<(String, String, MetricKind, Vec<u32>)>,
+}
+
+impl Page {
+    /// Build from per-namespace pieces, in the order their samples should appear. A family whose
+    /// kind differs between pieces keeps the first kind; the other pieces' samples are dropped
+    /// so the output stays parseable.
+    pub fn new(parts: Vec<Families>) -> Page {
+        let mut by_name: HashMap<&str, usize> = HashMap::new();
+        let mut index: Vec<(String, String, MetricKind, Vec<u32>)> = Vec::new();
+        for (pi, part) in parts.iter().enumerate() {
+            for (name, fam) in &part.map {
+                match by_name.get(name.as_str()) {
+                    Some(&i) => {
+                        if index[i].2 == fam.kind {
+                            index[i].3.push(pi as u32);
+                        } else {
+                            log::warn!(
+                                "metric {name}: kind conflict ({:?} vs {:?}), samples dropped",
+                                index[i].2,
+                                fam.kind
+                            );
+                        }
+                    }
+                    None => {
+                        by_name.insert(name, index.len());
+                        index.push((name.clone(), fam.help.clone(), fam.kind, vec![pi as u32]));
+                    }
+                }
+            }
+        }
+        drop(by_name);
+        index.sort_by(|a, b| a.0.cmp(&b.0));
+        Page { parts, index }
+    }
+
+    /// Names of the families on the page, sorted.
+    pub fn family_names(&self) -> impl Iterator<Item = &str> {
+        self.index.iter().map(|f| f.0.as_str())
+    }
+
+    /// Bytes of sample text held.
+    pub fn body_bytes(&self) -> usize {
+        self.parts
+            .iter()
+            .flat_map(|p| p.map.values())
+            .map(|f| f.body.len())
+            .sum()
+    }
+
+    fn header(&self, fam: usize) -> Vec<u8> {
+        let (name, help, kind, _) = &self.index[fam];
+        let mut h = String::with_capacity(name.len() * 2 + help.len() + 24);
+        h.push_str("# HELP ");
+        h.push_str(name);
+        h.push(' ');
+        escape_help(help, &mut h);
+        h.push_str("\n# TYPE ");
+        h.push_str(name);
+        h.push(' ');
+        h.push_str(kind.as_str());
+        h.push('\n');
+        h.into_bytes()
+    }
+
+    fn body(&self, fam: usize, part: usize) -> &[u8] {
+        let (name, _, _, parts) = &self.index[fam];
+        self.parts[parts[part] as usize]
+            .map
+            .get(name)
+            .map_or(&[][..], |f| f.body.as_bytes())
+    }
+
+    /// Render the whole page (tests and small pages).
+    pub fn render(self: &std::sync::Arc<Self>, out: &mut String) {
+        let mut r = PageReader::new(self.clone());
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut r, &mut buf).expect("reading from memory");
+        out.push_str(&String::from_utf8_lossy(&buf));
+    }
+}
+
+/// Streams a [`Page`] as text format 0.0.4.
+pub struct PageReader {
+    page: std::sync::Arc<Page>,
+    fam: usize,
+    /// `None` while the family's header is being written, then the index of the part.
+    part: Option<usize>,
+    header: Vec<u8>,
+    off: usize,
+}
+
+impl PageReader {
+    pub fn new(page: std::sync::Arc<Page>) -> PageReader {
+        let header = if page.index.is_empty() {
+            Vec::new()
+        } else {
+            page.header(0)
+        };
+        PageReader {
+            page,
+            fam: 0,
+            part: None,
+            header,
+            off: 0,
+        }
+    }
+}
+
+impl std::io::Read for PageReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if self.fam >= self.page.index.len() || buf.is_empty() {
+                return Ok(0);
+            }
+            let src: &[u8] = match self.part {
+                None => &self.header,
+                Some(p) => self.page.body(self.fam, p),
+            };
+            if self.off < src.len() {
+                let n = buf.len().min(src.len() - self.off);
+                buf[..n].copy_from_slice(&src[self.off..self.off + n]);
+                self.off += n;
+                return Ok(n);
+            }
+            // Next piece.
+            self.off = 0;
+            let next = self.part.map_or(0, |p| p + 1);
+            if next < self.page.index[self.fam].3.len() {
+                self.part = Some(next);
+            } else {
+                self.fam += 1;
+                self.part = None;
+                if self.fam < self.page.index.len() {
+                    self.header = self.page.header(self.fam);
+                }
+            }
+        }
+    }
+}
+
 /// See [`Families::sink`].
 pub struct FamilySink<'a> {
     fams: &'a mut Families,
@@ -378,6 +527,56 @@ mod tests {
         for (k, want) in cases {
             assert_eq!(snake_case(k), want, "{k}");
         }
+    }
+
+    #[test]
+    fn page_streams_like_merged_render() {
+        let mut a = Families::new();
+        let pa = render_labels(&[("netns", "1")]);
+        a.sink(&pa).emit(
+            "b_total",
+            "B.",
+            MetricKind::Counter,
+            &[("x", "1")],
+            Value::U64(1),
+        );
+        a.sink(&pa)
+            .emit("a", "A.", MetricKind::Gauge, &[], Value::U64(2));
+        let mut b = Families::new();
+        let pb = render_labels(&[("netns", "2")]);
+        b.sink(&pb).emit(
+            "b_total",
+            "B.",
+            MetricKind::Counter,
+            &[("x", "1")],
+            Value::U64(3),
+        );
+        b.sink(&pb)
+            .emit("a", "A.", MetricKind::Counter, &[], Value::U64(9)); // kind conflict: dropped
+        let page = std::sync::Arc::new(Page::new(vec![a, b]));
+        let mut out = String::new();
+        page.render(&mut out);
+        assert_eq!(
+            out,
+            "# HELP a A.\n# TYPE a gauge\na{netns=\"1\"} 2\n\
+             # HELP b_total B.\n# TYPE b_total counter\nb_total{netns=\"1\",x=\"1\"} 1\nb_total{netns=\"2\",x=\"1\"} 3\n"
+        );
+        // Tiny reads give the same bytes.
+        let mut r = PageReader::new(page.clone());
+        let mut got = Vec::new();
+        let mut buf = [0u8; 3];
+        loop {
+            let n = std::io::Read::read(&mut r, &mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(String::from_utf8(got).unwrap(), out);
+        let empty = std::sync::Arc::new(Page::new(Vec::new()));
+        let mut e = String::new();
+        empty.render(&mut e);
+        assert_eq!(e, "");
     }
 
     #[test]

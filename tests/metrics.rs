@@ -16,7 +16,7 @@ use netsleuth::model::snake_case;
 const ALL_FIELDS: &str = r#"
 metrics:
   probes:
-  - {name: netdev}
+  - {name: netdev, args: {fields: '.*'}}
   - {name: ip, args: {fields: '.*'}}
   - {name: icmp, args: {fields: '.*'}}
   - {name: tcp, args: {fields: '.*'}}
@@ -27,7 +27,7 @@ metrics:
   - {name: softnet}
   - {name: io}
   - {name: fd}
-  - {name: conntrack}
+  - {name: conntrack, args: {fields: '.*'}}
   - {name: tcpsummary}
   - {name: qdisc}
 "#;
@@ -459,11 +459,25 @@ fn tcpsummary_equals_induced_sockets() {
     assert_eq!(st(&ib, "established"), "3");
     assert_eq!(st(&ia, "established"), "3");
     assert_eq!(st(&ia, "listen"), "0");
+    // An idle namespace (no TCP socket at all) is not dumped, and still reports zeros.
+    let idle = Netns::new("nsi");
+    let s = e.scrape();
+    let ii = idle.inode().to_string();
+    assert_eq!(
+        s.find("netsleuth_tcpsummary_sockets", &[("netns", &ii)])
+            .len(),
+        11
+    );
+    assert!(s
+        .find("netsleuth_tcpsummary_sockets", &[("netns", &ii)])
+        .iter()
+        .all(|x| x.value == "0"));
+    let s = e.scrape();
     assert_eq!(
         s.find("netsleuth_tcpsummary_sockets", &[("netns", &ib)])
             .len(),
-        12,
-        "all 12 states always present"
+        11,
+        "every state but close, always present"
     );
     assert_eq!(
         s.one("netsleuth_tcpsummary_rx_queue_bytes", &[("netns", &ib)])
@@ -553,6 +567,25 @@ fn qdisc_equals_tc() {
         assert_eq!(s.one(m, &l).value, q[k].to_string(), "{m}");
     }
     assert!(q["packets"].as_u64().unwrap() >= 9);
+    // The stats-less `noqueue` of lo is left out by default...
+    assert!(s
+        .find(
+            "netsleuth_qdisc_packets_total",
+            &[("netns", &ia), ("qdisc_kind", "noqueue")]
+        )
+        .is_empty());
+    // ...and there with `kindsExclude: ''`.
+    let p = write_config("metrics:\n  probes:\n  - {name: qdisc, args: {kindsExclude: ''}}\n");
+    let e = Exporter::start(&[&format!("--config.file={}", p.display())]);
+    let s = e.scrape();
+    assert_eq!(
+        s.one(
+            "netsleuth_qdisc_packets_total",
+            &[("netns", &ia), ("device", "lo")]
+        )
+        .labels["qdisc_kind"],
+        "noqueue"
+    );
 }
 
 /// conntrack per namespace: the entry count matches the namespace's own table.

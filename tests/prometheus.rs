@@ -13,7 +13,7 @@ use common::*;
 const EVERYTHING: &str = r#"
 metrics:
   probes:
-  - {name: netdev}
+  - {name: netdev, args: {fields: '.*'}}
   - {name: ip, args: {fields: '.*'}}
   - {name: icmp, args: {fields: '.*'}}
   - {name: tcp, args: {fields: '.*'}}
@@ -24,9 +24,9 @@ metrics:
   - {name: softnet}
   - {name: io}
   - {name: fd}
-  - {name: conntrack}
+  - {name: conntrack, args: {fields: '.*'}}
   - {name: tcpsummary}
-  - {name: qdisc}
+  - {name: qdisc, args: {kindsExclude: ''}}
 "#;
 
 /// promtool lints a scrape with every probe and every kernel field: exit 0, no complaints.

@@ -159,8 +159,13 @@ impl Collector for ConntrackProbe {
     }
 }
 
+/// KubeSkoop's and node_exporter's set; the columns modern kernels keep at zero (searched,
+/// new, delete, delete_list, expect_*) are one `fields` regex away.
+pub const DEFAULT_FIELDS: &str =
+    "entries|entries_limit|found|invalid|ignore|insert|insert_failed|drop|early_drop|icmp_error|search_restart|clashres";
+
 fn build(args: &mut ProbeArgs) -> Result<Box<dyn Collector>, String> {
-    let filter = FieldFilter::from_args(args, ".*")?;
+    let filter = FieldFilter::from_args(args, DEFAULT_FIELDS)?;
     std::mem::take(args).finish()?;
     Ok(Box::new(ConntrackProbe {
         filter,
@@ -180,7 +185,7 @@ pub fn specs() -> Vec<ProbeSpec> {
     vec![ProbeSpec {
         name: "conntrack",
         description: "Connection tracking entries, limit and per-CPU statistics summed (/proc/net/stat/nf_conntrack, nf_conntrack_max); fields regex over column names plus entries_limit",
-        default_fields: Some(".*"),
+        default_fields: Some(DEFAULT_FIELDS),
         default_enabled: true,
         build,
         available,
@@ -219,7 +224,13 @@ mod tests {
 
     #[test]
     fn rendering() {
-        let c = build_probe(specs(), "conntrack", "");
+        // The default set on a 6.18 file: entries, limit and 10 statistics.
+        let d = build_probe(specs(), "conntrack", "");
+        let (text, r) = run(d.as_ref(), "6.18", &[]);
+        r.unwrap();
+        assert_eq!(samples(&text).len(), 12);
+        assert!(!text.contains("netsleuth_conntrack_chainlength_total"));
+        let c = build_probe(specs(), "conntrack", "{fields: '.*'}");
         let (text, r) = run(c.as_ref(), "6.18", &[]);
         r.unwrap();
         lint_rendering(&text);

@@ -191,8 +191,12 @@ impl Collector for NetdevProbe {
     }
 }
 
+/// KubeSkoop's eight per-device figures; the rarer columns (fifo, frame, compressed,
+/// multicast, colls, carrier) are one `fields` regex away.
+pub const DEFAULT_FIELDS: &str = "(receive|transmit)_(bytes|packets|errs|drop)";
+
 fn build(args: &mut ProbeArgs) -> Result<Box<dyn Collector>, String> {
-    let fields = FieldFilter::from_args(args, ".*")?;
+    let fields = FieldFilter::from_args(args, DEFAULT_FIELDS)?;
     let devices = FieldFilter::new(
         args.take_regex("devices")?
             .unwrap_or_else(|| regex::Regex::new("^(?:.*)$").expect("valid")),
@@ -219,7 +223,7 @@ pub fn specs() -> Vec<ProbeSpec> {
     vec![ProbeSpec {
         name: "netdev",
         description: "Per-device receive/transmit counters (/proc/net/dev); args fields, devices, devicesExclude",
-        default_fields: Some(".*"),
+        default_fields: Some(DEFAULT_FIELDS),
         default_enabled: true,
         build,
         available,
@@ -283,7 +287,15 @@ face |bytes packets errs drop fifo frame compressed multicast nohandler|bytes pa
 
     #[test]
     fn rendering_and_filters() {
-        let c = build_probe(specs(), "netdev", "");
+        let d = build_probe(specs(), "netdev", "");
+        let (text, r) = run(d.as_ref(), "6.18", &[]);
+        r.unwrap();
+        assert_eq!(
+            samples(&text).len(),
+            8,
+            "default: bytes, packets, errs, drop each way"
+        );
+        let c = build_probe(specs(), "netdev", "{fields: '.*'}");
         let (text, r) = run(c.as_ref(), "6.18", &[]);
         r.unwrap();
         lint_rendering(&text);

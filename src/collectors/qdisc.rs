@@ -294,7 +294,13 @@ fn dump_links(sock: &mut DumpSocket, out: &mut Vec<(u32, String)>) -> Result<(),
     })
 }
 
-struct QdiscCollector;
+struct QdiscCollector {
+    /// Qdisc kinds to export (anchored regex over TCA_KIND).
+    kinds: regex::Regex,
+    /// Qdisc kinds to leave out; by default `noqueue`, the stats-less placeholder every
+    /// virtual device (lo, veth) has, which would add seven always-zero series per device.
+    kinds_exclude: Option<regex::Regex>,
+}
 
 impl Collector for QdiscCollector {
     fn name(&self) -> &'static str {
@@ -315,6 +321,16 @@ impl Collector for QdiscCollector {
         let mut qdiscs = Vec::new();
         dump_qdiscs(&mut sock, &mut qdiscs)
             .map_err(|e| CollectError::Failed(format!("rtnetlink RTM_GETQDISC dump: {e}")))?;
+        qdiscs.retain(|q| {
+            self.kinds.is_match(&q.kind)
+                && !self
+                    .kinds_exclude
+                    .as_ref()
+                    .is_some_and(|x| x.is_match(&q.kind))
+        });
+        if qdiscs.is_empty() {
+            return Ok(());
+        }
         // Links after qdiscs: a link added in between is simply known; one deleted in between
         // drops its qdiscs rather than mislabelling them.
         let mut links = Vec::new();
@@ -326,8 +342,22 @@ impl Collector for QdiscCollector {
 }
 
 fn build(args: &mut ProbeArgs) -> Result<Box<dyn Collector>, String> {
+    let kinds = args
+        .take_regex("kinds")?
+        .unwrap_or_else(|| regex::Regex::new("^(?:.*)$").expect("valid"));
+    let kinds_exclude =
+        match args.take_str("kindsExclude")? {
+            None => Some(regex::Regex::new("^(?:noqueue)$").expect("valid")),
+            Some(s) if s.is_empty() => None,
+            Some(s) => Some(regex::Regex::new(&format!("^(?:{s})$")).map_err(|e| {
+                format!("probe qdisc: arg `kindsExclude` is not a valid regex: {e}")
+            })?),
+        };
     std::mem::take(args).finish()?;
-    Ok(Box::new(QdiscCollector))
+    Ok(Box::new(QdiscCollector {
+        kinds,
+        kinds_exclude,
+    }))
 }
 
 fn available() -> Result<(), String> {
@@ -690,10 +720,9 @@ mod tests {
             &pids,
         );
         let mut fams = crate::model::Families::new();
+        let c = build(&mut ProbeArgs::new("qdisc")).unwrap();
         assert_eq!(
-            QdiscCollector
-                .collect(&ctx, &mut fams.sink(""))
-                .unwrap_err(),
+            c.collect(&ctx, &mut fams.sink("")).unwrap_err(),
             CollectError::Failed("qdisc: rtnetlink requires entering the network namespace".into())
         );
     }

@@ -131,7 +131,11 @@ impl TcpSummary {
 
     /// Emit the samples.
     pub fn emit(&self, out: &mut dyn Sink) {
-        for (state, n) in STATES.iter().zip(self.sockets) {
+        for (i, (state, n)) in STATES.iter().zip(self.sockets).enumerate() {
+            if i + 1 == usize::from(TCP_CLOSE) {
+                // Not requested (see `all_states`).
+                continue;
+            }
             out.emit(
                 "netsleuth_tcpsummary_sockets",
                 "TCP sockets in the network namespace by state (sock_diag, IPv4 and IPv6).",
@@ -201,10 +205,42 @@ fn request(family: u8, states: StateFlags) -> SockDiagMessage {
     })
 }
 
+const TCP_CLOSE: u8 = 7;
+
 /// Every state bit, including TIME_WAIT and NEW_SYN_RECV (bit 12), which the crate's named
-/// flags do not cover.
+/// flags do not cover — except CLOSE: kernels since 6.8 answer it with bound-but-unconnected
+/// sockets, which are not connections, are absent from sockstat's counts (so an empty
+/// namespace could not be recognised without a dump), and were never in `/proc/net/tcp`.
 fn all_states() -> StateFlags {
-    StateFlags::from_bits_retain(u32::MAX)
+    StateFlags::from_bits_retain(!(1 << TCP_CLOSE))
+}
+
+/// Which families can have sockets a dump would report, from the namespace's sockstat (already
+/// read and cached for the `sock` probe): every hashed TCP socket is counted in `TCP: inuse`
+/// or `TCP6: inuse`, TIME-WAIT ones in `tw`, and request sockets need a counted listener. A
+/// dump walks the node-wide established hash table (262144 buckets on a 24 GiB node) whatever
+/// the namespace holds, so skipping empty families is what keeps idle namespaces cheap. On any
+/// doubt (unreadable or odd sockstat) the family is dumped.
+pub fn families_in_use(sockstat: Option<&[u8]>, sockstat6: Option<&[u8]>) -> (bool, bool) {
+    use super::sock::parse_sockstat;
+    let get = |stats: &[super::sock::SockStat<'_>], p: &str, f: &str| {
+        stats
+            .iter()
+            .find(|s| s.proto == p && s.field == f)
+            .map(|s| s.value)
+    };
+    let zero = |v: Option<Value>| v == Some(Value::U64(0));
+    let (v4_empty, tw_zero) = match sockstat.map(parse_sockstat) {
+        Some(Ok(st)) => (zero(get(&st, "TCP", "inuse")), zero(get(&st, "TCP", "tw"))),
+        _ => (false, false),
+    };
+    let v6 = match sockstat6.map(parse_sockstat) {
+        Some(Ok(st)) => !(zero(get(&st, "TCP6", "inuse")) && tw_zero),
+        Some(Err(_)) => true,
+        // No sockstat6: no IPv6 in this kernel, the AF_INET6 dump would be refused anyway.
+        None => false,
+    };
+    (!(v4_empty && tw_zero), v6)
 }
 
 fn dump_into(sock: &mut DumpSocket, family: u8, sum: &mut TcpSummary) -> Result<(), NlError> {
@@ -214,19 +250,28 @@ fn dump_into(sock: &mut DumpSocket, family: u8, sum: &mut TcpSummary) -> Result<
 }
 
 /// Dump both families in the calling thread's namespace.
-pub fn read_summary() -> Result<TcpSummary, CollectError> {
+pub fn read_summary(v4: bool, v6: bool) -> Result<TcpSummary, CollectError> {
+    let mut sum = TcpSummary::default();
+    if !v4 && !v6 {
+        return Ok(sum);
+    }
     let mut sock = DumpSocket::open(netlink_sys::protocols::NETLINK_SOCK_DIAG)
         .map_err(|e| CollectError::Failed(format!("sock_diag: {e}")))?;
-    let mut sum = TcpSummary::default();
-    dump_into(&mut sock, AF_INET, &mut sum).map_err(|e| match e {
-        NlError::Errno(errno) if errno == libc::ENOENT || errno == libc::EINVAL => {
-            CollectError::NotAvailable(format!(
-                "sock_diag: inet_diag module not available ({})",
-                errno_name(errno)
-            ))
-        }
-        e => CollectError::Failed(format!("sock_diag AF_INET TCP dump: {e}")),
-    })?;
+    if v4 {
+        dump_into(&mut sock, AF_INET, &mut sum).map_err(|e| match e {
+            NlError::Errno(errno) if errno == libc::ENOENT || errno == libc::EINVAL => {
+                CollectError::NotAvailable(format!(
+                    "sock_diag: inet_diag module not available ({})",
+                    errno_name(errno)
+                ))
+            }
+            e => CollectError::Failed(format!("sock_diag AF_INET TCP dump: {e}")),
+        })?;
+    }
+    if !v6 {
+        sum.finish();
+        return Ok(sum);
+    }
     // A namespace without IPv6 still reports IPv4: if the AF_INET6 dump is refused, keep what
     // IPv4 gave (undoing any part of an IPv6 dump that failed midway).
     let before = (
@@ -274,7 +319,20 @@ impl Collector for TcpSummaryCollector {
                 "tcpsummary: sock_diag requires entering the network namespace".into(),
             ));
         }
-        read_summary()?.emit(out);
+        let file = |name: &'static str| match ctx.read_net(name) {
+            Ok(b) => Ok(Some(b)),
+            Err(CollectError::NotAvailable(_)) => Ok(None),
+            Err(e) => Err(e),
+        };
+        let (st4, st6) = (file("sockstat").ok().flatten(), file("sockstat6"));
+        let (v4, v6) = match st6 {
+            Ok(st6) => families_in_use(
+                st4.as_deref().map(|v| v.as_slice()),
+                st6.as_deref().map(|v| v.as_slice()),
+            ),
+            Err(_) => (true, true),
+        };
+        read_summary(v4, v6)?.emit(out);
         Ok(())
     }
 }
@@ -320,6 +378,27 @@ mod tests {
 
     fn state(s: &TcpSummary, name: &str) -> u64 {
         s.sockets[STATES.iter().position(|x| *x == name).unwrap()]
+    }
+
+    #[test]
+    fn empty_families_are_not_dumped() {
+        let st = |inuse: u32, tw: u32| {
+            format!("sockets: used 3\nTCP: inuse {inuse} orphan 0 tw {tw} alloc 9 mem 1\n")
+        };
+        let st6 = |inuse: u32| format!("TCP6: inuse {inuse}\nUDP6: inuse 2\n");
+        let f =
+            |a: &str, b: Option<&str>| families_in_use(Some(a.as_bytes()), b.map(str::as_bytes));
+        assert_eq!(f(&st(0, 0), Some(&st6(0))), (false, false));
+        assert_eq!(f(&st(1, 0), Some(&st6(0))), (true, false));
+        assert_eq!(f(&st(0, 0), Some(&st6(2))), (false, true));
+        // TIME-WAIT is counted for both families together.
+        assert_eq!(f(&st(0, 1), Some(&st6(0))), (true, true));
+        // No IPv6 in the kernel.
+        assert_eq!(f(&st(0, 0), None), (false, false));
+        // Doubt means dump.
+        assert_eq!(families_in_use(None, None), (true, false));
+        assert_eq!(f("garbage", Some("also garbage")), (true, true));
+        assert_eq!(f("TCP: orphan 0\n", Some(&st6(0))), (true, true));
     }
 
     #[test]
@@ -412,7 +491,7 @@ mod tests {
             assert!(samples.contains(&line), "missing {line}\n{text}");
         }
         // Every state, zeros included; two series per listener; the two queue sums.
-        assert_eq!(samples.len(), 12 + 2 + 2 * 4);
+        assert_eq!(samples.len(), 11 + 2 + 2 * 4);
     }
 
     #[test]
@@ -423,7 +502,7 @@ mod tests {
         s.emit(&mut fams.sink(""));
         let mut text = String::new();
         fams.render(&mut text);
-        assert_eq!(text.matches("netsleuth_tcpsummary_sockets{").count(), 12);
+        assert_eq!(text.matches("netsleuth_tcpsummary_sockets{").count(), 11);
         assert!(!text.contains("listen_backlog"));
     }
 
