@@ -32,12 +32,43 @@ fn batch(lines: &[String]) {
     assert!(c.wait().unwrap().success());
 }
 
-fn get(addr: &str, path: &str) -> Vec<u8> {
+/// GET over HTTP/1.1 as Prometheus does (so a streamed page arrives chunked); returns the body
+/// (de-chunked, still gzip-compressed if `gzip`).
+fn get_with(addr: &str, path: &str, gzip: bool) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let enc = if gzip {
+        "Accept-Encoding: gzip\r\n"
+    } else {
+        ""
+    };
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\n{enc}Connection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut b = Vec::new();
     s.read_to_end(&mut b).unwrap();
-    b
+    let split = b.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&b[..split]).to_ascii_lowercase();
+    let mut body = &b[split + 4..];
+    if !head.contains("transfer-encoding: chunked") {
+        return body.to_vec();
+    }
+    let mut out = Vec::new();
+    loop {
+        let eol = body.windows(2).position(|w| w == b"\r\n").unwrap();
+        let n =
+            usize::from_str_radix(std::str::from_utf8(&body[..eol]).unwrap().trim(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&body[eol + 2..eol + 2 + n]);
+        body = &body[eol + 4 + n..];
+    }
+}
+
+fn get(addr: &str, path: &str) -> Vec<u8> {
+    get_with(addr, path, false)
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -170,6 +201,12 @@ fn main() {
             times.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         let cpu = (proc_cpu_seconds(child.id()) - cpu0) / scrapes as f64;
+        let mut gz_times = Vec::new();
+        for _ in 0..scrapes.min(10) {
+            let t = Instant::now();
+            let _ = get_with(addr, "/metrics", true);
+            gz_times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
         let page = String::from_utf8_lossy(&get(addr, "/metrics")).into_owned();
         let per_collector: Vec<String> = page
             .lines()
@@ -189,7 +226,7 @@ fn main() {
         let raw = raw_read_seconds(&made) / made.len() as f64;
         let cost = cpu / total_ns as f64;
         println!(
-            "{:>6} {:>10.1} {:>10.1} {:>12.1} {:>14.1} {:>14.1} {:>8.2} {:>9.1}   ({} KiB/page, {} series; ms per collector over all netns: {})",
+            "{:>6} {:>10.1} {:>10.1} {:>12.1} {:>14.1} {:>14.1} {:>8.2} {:>9.1}   ({} KiB/page, {} series, gzip p50 {:.1} ms; ms per collector over all netns: {})",
             n,
             pct(&mut times.clone(), 0.5),
             pct(&mut times, 0.99),
@@ -200,6 +237,7 @@ fn main() {
             rss,
             size / 1024,
             series,
+            pct(&mut gz_times, 0.5),
             per_collector.join(" ")
         );
     }

@@ -198,6 +198,7 @@ fn print_probes(cfg: &Config) {
 }
 
 fn serve(args: Args) -> i32 {
+    crate::sys::limit_malloc_arenas();
     let cfg = match load_config(&args) {
         Ok(c) => c,
         Err(e) => {

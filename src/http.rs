@@ -146,6 +146,8 @@ fn handle(req: Request, engine: &Engine) {
                 None,
                 None,
             ));
+            // The page's pieces were just freed (unless another scrape still streams them).
+            crate::sys::release_free_memory();
         }
         "/" => {
             let _ = req.respond(

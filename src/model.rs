@@ -6,8 +6,9 @@
 //! into its family's text, and merges the per-namespace pieces at the end. No sample is ever
 //! stored as a structure, which keeps a 500-namespace scrape cheap.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::fmt::Write as _;
+use std::sync::{Arc, OnceLock, RwLock};
 
 /// Prometheus metric type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,17 +110,48 @@ pub fn render_labels(labels: &[(&str, &str)]) -> String {
     s
 }
 
-#[derive(Debug)]
-struct Family {
-    help: String,
-    kind: MetricKind,
-    body: String,
+/// Every metric family name seen by this process, with its help and type, interned once:
+/// per-namespace pieces then carry a small id instead of a name and help string per family
+/// (500 namespaces × 200 families of strings were the bulk of a scrape's allocations).
+struct Registry {
+    ids: HashMap<Box<str>, u32>,
+    descs: Vec<(Box<str>, Box<str>, MetricKind)>,
 }
 
-/// A set of metric families with their rendered sample lines.
+fn registry() -> &'static RwLock<Registry> {
+    static R: OnceLock<RwLock<Registry>> = OnceLock::new();
+    R.get_or_init(|| {
+        RwLock::new(Registry {
+            ids: HashMap::default(),
+            descs: Vec::new(),
+        })
+    })
+}
+
+/// The id of a family, registering it (with the help and kind of its first use) if new.
+fn intern(name: &str, help: &str, kind: MetricKind) -> (u32, MetricKind) {
+    {
+        let r = registry().read().unwrap_or_else(|e| e.into_inner());
+        if let Some(&id) = r.ids.get(name) {
+            return (id, r.descs[id as usize].2);
+        }
+    }
+    let mut r = registry().write().unwrap_or_else(|e| e.into_inner());
+    if let Some(&id) = r.ids.get(name) {
+        return (id, r.descs[id as usize].2);
+    }
+    let id = r.descs.len() as u32;
+    r.descs.push((name.into(), help.into(), kind));
+    r.ids.insert(name.into(), id);
+    (id, kind)
+}
+
+/// A set of metric families with their rendered sample lines (one namespace's, typically).
 #[derive(Debug, Default)]
 pub struct Families {
-    map: HashMap<String, Family>,
+    /// Family id → position in `bodies`.
+    pos: HashMap<u32, usize>,
+    bodies: Vec<(u32, String)>,
 }
 
 impl Families {
@@ -135,60 +167,27 @@ impl Families {
 
     /// Number of families.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.bodies.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.bodies.is_empty()
     }
 
     /// True if a family of that name has at least one sample.
     pub fn contains(&self, name: &str) -> bool {
-        self.map.contains_key(name)
-    }
-
-    /// Append `other`'s samples to ours (families are matched by name; a kind mismatch keeps
-    /// ours and drops theirs, so the output stays parseable).
-    pub fn merge(&mut self, other: Families) {
-        for (name, fam) in other.map {
-            match self.map.get_mut(&name) {
-                Some(mine) => {
-                    if mine.kind == fam.kind {
-                        mine.body.push_str(&fam.body);
-                    } else {
-                        log::warn!(
-                            "metric {name}: kind conflict ({:?} vs {:?}), samples dropped",
-                            mine.kind,
-                            fam.kind
-                        );
-                    }
-                }
-                None => {
-                    self.map.insert(name, fam);
-                }
-            }
-        }
+        let r = registry().read().unwrap_or_else(|e| e.into_inner());
+        r.ids.get(name).is_some_and(|id| self.pos.contains_key(id))
     }
 
     /// Render everything as text format 0.0.4, families sorted by name.
-    pub fn render(&self, out: &mut String) {
-        let mut names: Vec<&String> = self.map.keys().collect();
-        names.sort();
-        for name in names {
-            let fam = &self.map[name];
-            out.push_str("# HELP ");
-            out.push_str(name);
-            out.push(' ');
-            escape_help(&fam.help, out);
-            out.push_str("\n# TYPE ");
-            out.push_str(name);
-            out.push(' ');
-            out.push_str(fam.kind.as_str());
-            out.push('\n');
-            out.push_str(&fam.body);
-        }
+    pub fn render(self, out: &mut String) {
+        Arc::new(Page::new(vec![self])).render(out);
     }
 }
+
+/// A family on a page: name, help, kind, and (part, position) of each of its pieces.
+type IndexEntry = (Box<str>, Box<str>, MetricKind, Vec<(u32, u32)>);
 
 /// Every family of one scrape, kept as the per-namespace pieces the workers produced, and
 /// rendered by streaming ([`PageReader`]) so the whole text page never exists in memory at once:
@@ -197,54 +196,47 @@ impl Families {
 #[derive(Debug, Default)]
 pub struct Page {
     parts: Vec<Families>,
-    /// Families sorted by name: name, help, kind, and the parts holding samples of it.
-    index: Vec<(String, String, MetricKind, Vec<u32>)>,
+    /// Families sorted by name: name, help, kind, and (part, position) of each piece.
+    index: Vec<IndexEntry>,
 }
 
 impl Page {
-    /// Build from per-namespace pieces, in the order their samples should appear. A family whose
-    /// kind differs between pieces keeps the first kind; the other pieces' samples are dropped
-    /// so the output stays parseable.
+    /// Build from per-namespace pieces, in the order their samples should appear.
     pub fn new(parts: Vec<Families>) -> Page {
-        let mut by_name: HashMap<&str, usize> = HashMap::new();
-        let mut index: Vec<(String, String, MetricKind, Vec<u32>)> = Vec::new();
+        let descs: Vec<(Box<str>, Box<str>, MetricKind)> = registry()
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .descs
+            .clone();
+        let mut pieces: Vec<Vec<(u32, u32)>> = vec![Vec::new(); descs.len()];
         for (pi, part) in parts.iter().enumerate() {
-            for (name, fam) in &part.map {
-                match by_name.get(name.as_str()) {
-                    Some(&i) => {
-                        if index[i].2 == fam.kind {
-                            index[i].3.push(pi as u32);
-                        } else {
-                            log::warn!(
-                                "metric {name}: kind conflict ({:?} vs {:?}), samples dropped",
-                                index[i].2,
-                                fam.kind
-                            );
-                        }
-                    }
-                    None => {
-                        by_name.insert(name, index.len());
-                        index.push((name.clone(), fam.help.clone(), fam.kind, vec![pi as u32]));
-                    }
+            for (i, (id, _)) in part.bodies.iter().enumerate() {
+                if let Some(v) = pieces.get_mut(*id as usize) {
+                    v.push((pi as u32, i as u32));
                 }
             }
         }
-        drop(by_name);
+        let mut index: Vec<IndexEntry> = descs
+            .into_iter()
+            .zip(pieces)
+            .filter(|(_, p)| !p.is_empty())
+            .map(|((n, h, k), p)| (n, h, k, p))
+            .collect();
         index.sort_by(|a, b| a.0.cmp(&b.0));
         Page { parts, index }
     }
 
     /// Names of the families on the page, sorted.
     pub fn family_names(&self) -> impl Iterator<Item = &str> {
-        self.index.iter().map(|f| f.0.as_str())
+        self.index.iter().map(|f| &*f.0)
     }
 
     /// Bytes of sample text held.
     pub fn body_bytes(&self) -> usize {
         self.parts
             .iter()
-            .flat_map(|p| p.map.values())
-            .map(|f| f.body.len())
+            .flat_map(|p| p.bodies.iter())
+            .map(|b| b.1.len())
             .sum()
     }
 
@@ -263,16 +255,13 @@ impl Page {
         h.into_bytes()
     }
 
-    fn body(&self, fam: usize, part: usize) -> &[u8] {
-        let (name, _, _, parts) = &self.index[fam];
-        self.parts[parts[part] as usize]
-            .map
-            .get(name)
-            .map_or(&[][..], |f| f.body.as_bytes())
+    fn body(&self, fam: usize, piece: usize) -> &[u8] {
+        let (part, pos) = self.index[fam].3[piece];
+        self.parts[part as usize].bodies[pos as usize].1.as_bytes()
     }
 
     /// Render the whole page (tests and small pages).
-    pub fn render(self: &std::sync::Arc<Self>, out: &mut String) {
+    pub fn render(self: &Arc<Self>, out: &mut String) {
         let mut r = PageReader::new(self.clone());
         let mut buf = Vec::new();
         std::io::Read::read_to_end(&mut r, &mut buf).expect("reading from memory");
@@ -282,16 +271,16 @@ impl Page {
 
 /// Streams a [`Page`] as text format 0.0.4.
 pub struct PageReader {
-    page: std::sync::Arc<Page>,
+    page: Arc<Page>,
     fam: usize,
-    /// `None` while the family's header is being written, then the index of the part.
-    part: Option<usize>,
+    /// `None` while the family's header is being written, then the index of the piece.
+    piece: Option<usize>,
     header: Vec<u8>,
     off: usize,
 }
 
 impl PageReader {
-    pub fn new(page: std::sync::Arc<Page>) -> PageReader {
+    pub fn new(page: Arc<Page>) -> PageReader {
         let header = if page.index.is_empty() {
             Vec::new()
         } else {
@@ -300,7 +289,7 @@ impl PageReader {
         PageReader {
             page,
             fam: 0,
-            part: None,
+            piece: None,
             header,
             off: 0,
         }
@@ -309,33 +298,33 @@ impl PageReader {
 
 impl std::io::Read for PageReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            if self.fam >= self.page.index.len() || buf.is_empty() {
-                return Ok(0);
-            }
-            let src: &[u8] = match self.part {
+        let mut written = 0;
+        // Fill as much of `buf` as there is: callers (gzip, the HTTP writer) read in chunks.
+        while written < buf.len() && self.fam < self.page.index.len() {
+            let src: &[u8] = match self.piece {
                 None => &self.header,
                 Some(p) => self.page.body(self.fam, p),
             };
             if self.off < src.len() {
-                let n = buf.len().min(src.len() - self.off);
-                buf[..n].copy_from_slice(&src[self.off..self.off + n]);
+                let n = (buf.len() - written).min(src.len() - self.off);
+                buf[written..written + n].copy_from_slice(&src[self.off..self.off + n]);
                 self.off += n;
-                return Ok(n);
+                written += n;
+                continue;
             }
-            // Next piece.
             self.off = 0;
-            let next = self.part.map_or(0, |p| p + 1);
+            let next = self.piece.map_or(0, |p| p + 1);
             if next < self.page.index[self.fam].3.len() {
-                self.part = Some(next);
+                self.piece = Some(next);
             } else {
                 self.fam += 1;
-                self.part = None;
+                self.piece = None;
                 if self.fam < self.page.index.len() {
                     self.header = self.page.header(self.fam);
                 }
             }
         }
+        Ok(written)
     }
 }
 
@@ -354,26 +343,31 @@ impl Sink for FamilySink<'_> {
         labels: &[(&str, &str)],
         value: Value,
     ) {
-        let fam = match self.fams.map.get_mut(name) {
-            Some(f) => f,
-            None => self
-                .fams
-                .map
-                .entry(name.to_string())
-                .or_insert_with(|| Family {
-                    help: help.to_string(),
-                    kind,
-                    body: String::new(),
-                }),
-        };
-        if fam.kind != kind {
+        let (id, declared) = intern(name, help, kind);
+        if declared != kind {
             log::warn!(
-                "metric {name}: emitted as {kind:?} but declared {:?}; sample dropped",
-                fam.kind
+                "metric {name}: emitted as {kind:?} but declared {declared:?}; sample dropped"
             );
             return;
         }
-        let b = &mut fam.body;
+        let i = match self.fams.pos.get(&id) {
+            Some(&i) => i,
+            None => {
+                // Most families have one sample per namespace: size for one line up front
+                // rather than growing through five reallocations.
+                let line = name.len()
+                    + self.prefix.len()
+                    + labels
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len() + 4)
+                        .sum::<usize>()
+                    + 28;
+                self.fams.bodies.push((id, String::with_capacity(line)));
+                self.fams.pos.insert(id, self.fams.bodies.len() - 1);
+                self.fams.bodies.len() - 1
+            }
+        };
+        let b = &mut self.fams.bodies[i].1;
         b.push_str(name);
         if !self.prefix.is_empty() || !labels.is_empty() {
             b.push('{');
@@ -593,14 +587,18 @@ mod tests {
         let mut g = Families::new();
         g.sink("")
             .emit("x_total", "other", MetricKind::Counter, &[], Value::I64(-1));
-        g.sink("")
-            .emit("a", "gauge", MetricKind::Gauge, &[], Value::F64(0.5));
-        f.merge(g);
+        g.sink("").emit(
+            "a_test_gauge",
+            "gauge",
+            MetricKind::Gauge,
+            &[],
+            Value::F64(0.5),
+        );
         let mut out = String::new();
-        f.render(&mut out);
+        Arc::new(Page::new(vec![f, g])).render(&mut out);
         assert_eq!(
             out,
-            "# HELP a gauge\n# TYPE a gauge\na 0.5\n\
+            "# HELP a_test_gauge gauge\n# TYPE a_test_gauge gauge\na_test_gauge 0.5\n\
              # HELP x_total help\\\\me\\nplease\n# TYPE x_total counter\n\
              x_total{netns=\"1\",name=\"a\\\"b\\\\c\\nd\",device=\"eth0\"} 18446744073709551615\n\
              x_total -1\n"

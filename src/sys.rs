@@ -67,6 +67,30 @@ pub fn socket_netns_cookie(sock: BorrowedFd<'_>) -> Option<u64> {
     }
 }
 
+/// Limit glibc to two malloc arenas. Each thread that allocates otherwise gets an arena of its
+/// own that keeps freed scrape buffers: with a worker per CPU and the HTTP threads, the exporter
+/// held several times the memory a scrape needs. No effect with other allocators (musl).
+pub fn limit_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    {
+        const M_ARENA_MAX: libc::c_int = -8;
+        // SAFETY: mallopt only adjusts allocator tuning; it is called at start-up before any
+        // other thread exists, and takes plain integers.
+        unsafe {
+            libc::mallopt(M_ARENA_MAX, 2);
+        }
+    }
+}
+
+/// Give memory freed after a scrape back to the system (glibc keeps it otherwise).
+pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim takes a plain integer and only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Size of a memory page (sockstat's `mem` fields are in pages).
 pub fn page_size() -> u64 {
     match nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE) {

@@ -684,9 +684,11 @@ fn process_namespaces_and_churn() {
         };
         let pid = child.id();
         let inode = wait_for("unshare", Duration::from_secs(5), || {
+            // comm first: once it is the exec'd program, unshare(CLONE_NEWNET) is done and the
+            // link read next is the new namespace (the other order raced under load).
+            let comm_now = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
             let l = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
             let l = l.to_string_lossy().to_string();
-            let comm_now = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
             (comm_now.trim() == comm).then(|| {
                 l.trim_start_matches("net:[")
                     .trim_end_matches(']')

@@ -95,6 +95,26 @@ const NOT_LOADED: &str = "nf_conntrack module not loaded (no /proc/net/stat/nf_c
 struct ConntrackProbe {
     filter: FieldFilter,
     names: NameCache,
+    /// `nf_conntrack_max` is node-wide: read once a second, not once per namespace (a sysctl
+    /// lookup per namespace showed in profiles).
+    limit: std::sync::Mutex<Option<(std::path::PathBuf, std::time::Instant, Option<Value>)>>,
+}
+
+impl ConntrackProbe {
+    fn limit(&self, proc_root: &std::path::Path) -> Option<Value> {
+        let mut g = self.limit.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((root, at, v)) = g.as_ref() {
+            if root == proc_root && at.elapsed() < std::time::Duration::from_secs(1) {
+                return *v;
+            }
+        }
+        let path = proc_root.join("sys/net/netfilter/nf_conntrack_max");
+        let v = read_file(&path)
+            .ok()
+            .and_then(|b| parse_int(b.trim_ascii()));
+        *g = Some((proc_root.to_path_buf(), std::time::Instant::now(), v));
+        v
+    }
 }
 
 impl Collector for ConntrackProbe {
@@ -142,9 +162,8 @@ impl Collector for ConntrackProbe {
             self.names.emit("", col, Value::U64(v), &[], out, &make);
         }
         if self.filter.matches("entries_limit") {
-            let path = ctx.proc_root.join("sys/net/netfilter/nf_conntrack_max");
-            if let Ok(b) = read_file(&path) {
-                if let Some(v) = parse_int(b.trim_ascii()) {
+            {
+                if let Some(v) = self.limit(ctx.proc_root) {
                     out.emit(
                         "netsleuth_conntrack_entries_limit",
                         "Maximum number of connection tracking entries, node-wide (/proc/sys/net/netfilter/nf_conntrack_max).",
@@ -170,6 +189,7 @@ fn build(args: &mut ProbeArgs) -> Result<Box<dyn Collector>, String> {
     Ok(Box::new(ConntrackProbe {
         filter,
         names: NameCache::new(),
+        limit: std::sync::Mutex::new(None),
     }))
 }
 

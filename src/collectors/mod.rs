@@ -3,7 +3,9 @@
 //! that reads the bytes for one network namespace and emits samples.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -97,7 +99,7 @@ impl<'a> NetnsCtx<'a> {
             entered,
             pids,
             host: false,
-            cache: RefCell::new(HashMap::new()),
+            cache: RefCell::new(HashMap::default()),
         }
     }
 
@@ -239,7 +241,7 @@ impl FieldFilter {
     pub fn new(re: Regex) -> Self {
         FieldFilter {
             re,
-            memo: RwLock::new(HashMap::new()),
+            memo: RwLock::new(HashMap::default()),
         }
     }
 

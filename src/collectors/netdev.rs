@@ -4,7 +4,7 @@
 //! ` face |bytes packets ...|bytes ...`), so a kernel that adds a column needs no code change.
 //! Names follow node_exporter: `netsleuth_netdev_receive_bytes_total{device="eth0"}`.
 
-use std::collections::HashSet;
+use rustc_hash::FxHashSet as HashSet;
 
 use super::snmp::{metric_name, Entry, NameCache};
 use super::{parse_int, CollectError, Collector, FieldFilter, NetnsCtx, ProbeArgs, ProbeSpec};
@@ -73,7 +73,7 @@ pub fn parse_netdev(data: &[u8]) -> Result<NetDev<'_>, String> {
         ..NetDev::default()
     };
     let n = nd.columns.len();
-    let mut seen = HashSet::new();
+    let mut seen = HashSet::default();
     let mut first_err = None;
     for line in lines {
         if line.trim().is_empty() {

@@ -9,7 +9,9 @@
 //! This module also holds what the header/value-pair probes share: [`parse_pairs`], the
 //! per-field name cache [`NameCache`] and the lint-safe name builder [`metric_name`].
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::FxHashSet as HashSet;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::RwLock;
 
@@ -46,7 +48,8 @@ pub fn parse_pairs(data: &[u8]) -> Result<Vec<Stat<'_>>, String> {
         .map(|l| std::str::from_utf8(l).unwrap_or(""))
         .collect();
     let mut out = Vec::with_capacity(256);
-    let mut seen: HashSet<(&str, &str)> = HashSet::with_capacity(256);
+    let mut seen: HashSet<(&str, &str)> =
+        HashSet::with_capacity_and_hasher(256, Default::default());
     let mut first_err: Option<String> = None;
     let mut i = 0;
     while i < lines.len() {
@@ -129,7 +132,8 @@ fn split_snmp6_key(key: &str) -> Option<(&str, &str)> {
 /// error only when nothing parses.
 pub fn parse_snmp6(data: &[u8]) -> Result<Vec<Stat<'_>>, String> {
     let mut out = Vec::with_capacity(128);
-    let mut seen: HashSet<(&str, &str)> = HashSet::with_capacity(128);
+    let mut seen: HashSet<(&str, &str)> =
+        HashSet::with_capacity_and_hasher(128, Default::default());
     let mut first_err: Option<String> = None;
     for (n, line) in data.split(|&b| b == b'\n').enumerate() {
         let Ok(line) = std::str::from_utf8(line) else {
