@@ -13,27 +13,8 @@ use std::time::Duration;
 use common::*;
 use netsleuth::model::snake_case;
 
-const ALL_FIELDS: &str = r#"
-metrics:
-  probes:
-  - {name: netdev, args: {fields: '.*'}}
-  - {name: ip, args: {fields: '.*'}}
-  - {name: icmp, args: {fields: '.*'}}
-  - {name: tcp, args: {fields: '.*'}}
-  - {name: udp, args: {fields: '.*'}}
-  - {name: tcpext, args: {fields: '.*'}}
-  - {name: ipext, args: {fields: '.*'}}
-  - {name: sock}
-  - {name: softnet}
-  - {name: io}
-  - {name: fd}
-  - {name: conntrack, args: {fields: '.*'}}
-  - {name: tcpsummary}
-  - {name: qdisc}
-"#;
-
 fn start_all() -> Exporter {
-    let p = write_config(ALL_FIELDS);
+    let p = write_config(EVERY_PROBE_EVERY_FIELD);
     Exporter::start(&[&format!("--config.file={}", p.display())])
 }
 
@@ -567,17 +548,7 @@ fn qdisc_equals_tc() {
         assert_eq!(s.one(m, &l).value, q[k].to_string(), "{m}");
     }
     assert!(q["packets"].as_u64().unwrap() >= 9);
-    // The stats-less `noqueue` of lo is left out by default...
-    assert!(s
-        .find(
-            "netsleuth_qdisc_packets_total",
-            &[("netns", &ia), ("qdisc_kind", "noqueue")]
-        )
-        .is_empty());
-    // ...and there with `kindsExclude: ''`.
-    let p = write_config("metrics:\n  probes:\n  - {name: qdisc, args: {kindsExclude: ''}}\n");
-    let e = Exporter::start(&[&format!("--config.file={}", p.display())]);
-    let s = e.scrape();
+    // With `kindsExclude: ''` the stats-less `noqueue` of lo is there...
     assert_eq!(
         s.one(
             "netsleuth_qdisc_packets_total",
@@ -585,6 +556,24 @@ fn qdisc_equals_tc() {
         )
         .labels["qdisc_kind"],
         "noqueue"
+    );
+    // ...and by default it is left out.
+    let p = write_config("metrics:\n  probes: [qdisc]\n");
+    let e = Exporter::start(&[&format!("--config.file={}", p.display())]);
+    let s = e.scrape();
+    assert!(s
+        .find(
+            "netsleuth_qdisc_packets_total",
+            &[("netns", &ia), ("qdisc_kind", "noqueue")]
+        )
+        .is_empty());
+    assert_eq!(
+        s.find(
+            "netsleuth_qdisc_packets_total",
+            &[("netns", &ia), ("qdisc_kind", "tbf")]
+        )
+        .len(),
+        1
     );
 }
 

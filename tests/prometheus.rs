@@ -10,25 +10,6 @@ use std::time::Duration;
 
 use common::*;
 
-const EVERYTHING: &str = r#"
-metrics:
-  probes:
-  - {name: netdev, args: {fields: '.*'}}
-  - {name: ip, args: {fields: '.*'}}
-  - {name: icmp, args: {fields: '.*'}}
-  - {name: tcp, args: {fields: '.*'}}
-  - {name: udp, args: {fields: '.*'}}
-  - {name: tcpext, args: {fields: '.*'}}
-  - {name: ipext, args: {fields: '.*'}}
-  - {name: sock}
-  - {name: softnet}
-  - {name: io}
-  - {name: fd}
-  - {name: conntrack, args: {fields: '.*'}}
-  - {name: tcpsummary}
-  - {name: qdisc, args: {kindsExclude: ''}}
-"#;
-
 /// promtool lints a scrape with every probe and every kernel field: exit 0, no complaints.
 #[test]
 fn promtool_check_metrics_passes() {
@@ -60,7 +41,7 @@ fn promtool_check_metrics_passes() {
             "400ms",
         ],
     );
-    let p = write_config(EVERYTHING);
+    let p = write_config(EVERY_PROBE_EVERY_FIELD);
     let e = Exporter::start(&[&format!("--config.file={}", p.display())]);
     let text = e.scrape_text();
     assert!(

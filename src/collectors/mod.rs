@@ -136,6 +136,15 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>, CollectError> {
     }
 }
 
+/// `available()` of probes that only need a file: `Err` names the missing file.
+pub fn require_file(path: &str) -> Result<(), String> {
+    if Path::new(path).exists() {
+        Ok(())
+    } else {
+        Err(format!("{path} does not exist"))
+    }
+}
+
 /// A metric probe.
 pub trait Collector: Send + Sync {
     /// The probe name (`netdev`, `tcpext`...).

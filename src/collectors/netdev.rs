@@ -212,11 +212,7 @@ fn build(args: &mut ProbeArgs) -> Result<Box<dyn Collector>, String> {
 }
 
 fn available() -> Result<(), String> {
-    if std::path::Path::new("/proc/self/net/dev").exists() {
-        Ok(())
-    } else {
-        Err("/proc/self/net/dev does not exist".to_string())
-    }
+    super::require_file("/proc/self/net/dev")
 }
 
 pub fn specs() -> Vec<ProbeSpec> {

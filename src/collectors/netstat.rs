@@ -63,11 +63,7 @@ fn build(
 }
 
 fn available() -> Result<(), String> {
-    if std::path::Path::new("/proc/self/net/netstat").exists() {
-        Ok(())
-    } else {
-        Err("/proc/self/net/netstat does not exist".to_string())
-    }
+    super::require_file("/proc/self/net/netstat")
 }
 
 pub fn specs() -> Vec<ProbeSpec> {

@@ -523,11 +523,7 @@ fn build(
 }
 
 fn available() -> Result<(), String> {
-    if std::path::Path::new("/proc/self/net/snmp").exists() {
-        Ok(())
-    } else {
-        Err("/proc/self/net/snmp does not exist".to_string())
-    }
+    super::require_file("/proc/self/net/snmp")
 }
 
 pub fn specs() -> Vec<ProbeSpec> {

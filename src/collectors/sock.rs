@@ -183,11 +183,7 @@ fn build(args: &mut ProbeArgs) -> Result<Box<dyn Collector>, String> {
 }
 
 fn available() -> Result<(), String> {
-    if std::path::Path::new("/proc/self/net/sockstat").exists() {
-        Ok(())
-    } else {
-        Err("/proc/self/net/sockstat does not exist".to_string())
-    }
+    super::require_file("/proc/self/net/sockstat")
 }
 
 pub fn specs() -> Vec<ProbeSpec> {

@@ -188,11 +188,7 @@ fn build(args: &mut ProbeArgs) -> Result<Box<dyn Collector>, String> {
 }
 
 fn available() -> Result<(), String> {
-    if std::path::Path::new("/proc/net/softnet_stat").exists() {
-        Ok(())
-    } else {
-        Err("/proc/net/softnet_stat does not exist".to_string())
-    }
+    super::require_file("/proc/net/softnet_stat")
 }
 
 pub fn specs() -> Vec<ProbeSpec> {

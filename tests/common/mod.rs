@@ -467,3 +467,23 @@ pub fn write_config(yaml: &str) -> std::path::PathBuf {
     std::fs::write(&p, yaml).unwrap();
     p
 }
+
+/// A config enabling every metric probe with every kernel field.
+pub const EVERY_PROBE_EVERY_FIELD: &str = r#"
+metrics:
+  probes:
+  - {name: netdev, args: {fields: '.*'}}
+  - {name: ip, args: {fields: '.*'}}
+  - {name: icmp, args: {fields: '.*'}}
+  - {name: tcp, args: {fields: '.*'}}
+  - {name: udp, args: {fields: '.*'}}
+  - {name: tcpext, args: {fields: '.*'}}
+  - {name: ipext, args: {fields: '.*'}}
+  - {name: sock}
+  - {name: softnet}
+  - {name: io}
+  - {name: fd}
+  - {name: conntrack, args: {fields: '.*'}}
+  - {name: tcpsummary}
+  - {name: qdisc, args: {kindsExclude: ''}}
+"#;
