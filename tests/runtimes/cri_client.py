@@ -24,7 +24,8 @@ def sandbox_config(name, ns, uid, host_network):
     mode = pb.NODE if host_network else pb.POD
     return pb.PodSandboxConfig(
         metadata=pb.PodSandboxMetadata(name=name, uid=uid, namespace=ns, attempt=0),
-        hostname=name, log_directory=f"/var/log/pods/{ns}_{name}_{uid}",
+        # hostNetwork pods share the node's UTS namespace: runc refuses a hostname then.
+        hostname="" if host_network else name, log_directory=f"/var/log/pods/{ns}_{name}_{uid}",
         labels={"app": name},
         linux=pb.LinuxPodSandboxConfig(cgroup_parent="/netsleuth-test",
             security_context=pb.LinuxSandboxSecurityContext(

@@ -14,7 +14,7 @@ if [ -f dockerd.pid ]; then
   rm -f dockerd.pid
 fi
 if [ -f containerd.pid ]; then
-  [ -S "$NSL_CTD_SOCK" ] && venv/bin/python "$HERE/cri_client.py" "$NSL_CTD_SOCK" rmall >/dev/null 2>&1
+  [ -S "$NSL_CTD_SOCK" ] && NETSLEUTH_CRI_STUBS="$NSL_RT" venv/bin/python "$HERE/cri_client.py" "$NSL_CTD_SOCK" rmall >/dev/null 2>&1
   P=$(cat containerd.pid); kill "$P" 2>/dev/null; for _ in $(seq 50); do kill -0 "$P" 2>/dev/null || break; sleep 0.2; done
   rm -f containerd.pid
 fi
