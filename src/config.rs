@@ -429,3 +429,47 @@ fn probe_entry(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn additional_labels_static_applied_dynamic_skipped() {
+        let c = Config::parse(
+            "metrics:\n  additionalLabels: [\"cluster=dev\", \"app=${labels:app}\"]\ninventory:\n  addNodeLabel: true\n  nodeName: n1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.extra_labels,
+            vec![
+                ("k8s_node".to_string(), "n1".to_string()),
+                ("cluster".to_string(), "dev".to_string())
+            ]
+        );
+        for bad in [
+            "[\"nolabel\"]",
+            "[\"1x=a\"]",
+            "[\"k8s_pod=x\"]",
+            "[\"__a=b\"]",
+        ] {
+            let e = Config::parse(&format!("metrics:\n  additionalLabels: {bad}\n")).unwrap_err();
+            assert!(e.0.contains("metrics.additionalLabels[0]"), "{e}");
+        }
+    }
+
+    #[test]
+    fn state_roots() {
+        let c = Config::parse(
+            "inventory:\n  stateRoots:\n    containerd: [/x]\n    podman: [{graphRoot: /g, runRoot: /r}]\n",
+        )
+        .unwrap();
+        let r = c.state_roots.unwrap();
+        assert_eq!(r.containerd, vec![std::path::PathBuf::from("/x")]);
+        assert_eq!(r.podman, vec![("/g".into(), "/r".into())]);
+        assert_eq!(r.docker, vec![std::path::PathBuf::from("/var/lib/docker")]);
+        assert!(Config::parse("inventory:\n  stateRoots: {cri: [/x]}\n").is_err());
+        let off = Config::parse("inventory:\n  attribution: false\n").unwrap();
+        assert!(off.state_roots.is_none());
+    }
+}
