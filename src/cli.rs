@@ -228,7 +228,19 @@ fn serve(args: Args) -> i32 {
             return 1;
         }
     };
-    let inventory = Arc::new(Inventory::new("/proc", &cfg.netns_dirs));
+    let attributor = match &cfg.state_roots {
+        Some(r) => netsleuth_attributor(r),
+        None => crate::attribution::Attributor::none(),
+    };
+    let inventory = Arc::new(Inventory::with_options(
+        "/proc",
+        crate::inventory::Options {
+            netns_dirs: cfg.netns_dirs.clone(),
+            attributor,
+            extra_labels: cfg.extra_labels.clone(),
+        },
+    ));
+    crate::inventory::spawn_watcher(inventory.clone());
     let refresh = cfg.refresh_interval;
     let names: Vec<String> = cfg.probes.iter().map(|p| p.name.clone()).collect();
     let engine = Engine::new(cfg, inventory.clone());
@@ -253,6 +265,10 @@ fn serve(args: Args) -> i32 {
 
     let _http = http::serve(server, engine.clone(), 4);
     run_signals(&args, &engine)
+}
+
+fn netsleuth_attributor(r: &crate::attribution::StateRoots) -> crate::attribution::Attributor {
+    crate::attribution::Attributor::new(r)
 }
 
 /// Handle signals on the main thread: SIGHUP reloads, SIGTERM/SIGINT exit 0.

@@ -56,6 +56,34 @@ struct RawInventory {
     max_staleness: Option<String>,
     /// Folders holding named-netns bind mounts.
     netns_dirs: Option<Vec<String>>,
+    /// Where each container runtime keeps its state (defaults include k3s/rke2).
+    state_roots: Option<RawStateRoots>,
+    /// Add a `k8s_node` label to every namespace's series.
+    add_node_label: Option<bool>,
+    /// The node's name for `k8s_node` (default: env NODE_NAME, else the hostname).
+    node_name: Option<String>,
+    /// Read runtime state to attribute namespaces to pods and containers (default true).
+    attribution: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawStateRoots {
+    /// containerd state folders (`--state`, holding `io.containerd.runtime.v2.task`).
+    containerd: Option<Vec<String>>,
+    /// CRI-O run roots (`--runroot`).
+    crio: Option<Vec<String>>,
+    /// Docker data roots (`--data-root`).
+    docker: Option<Vec<String>>,
+    /// Podman `{graphRoot, runRoot}` pairs.
+    podman: Option<Vec<RawPodmanRoot>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawPodmanRoot {
+    graph_root: String,
+    run_root: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -95,6 +123,11 @@ pub struct Config {
     pub refresh_interval: Duration,
     pub max_staleness: Duration,
     pub netns_dirs: Vec<String>,
+    /// Runtime state roots; `None` when attribution is switched off.
+    pub state_roots: Option<crate::attribution::StateRoots>,
+    /// Static labels added to every namespace's series: `k8s_node` (if asked for), then
+    /// `metrics.additionalLabels`.
+    pub extra_labels: Vec<(String, String)>,
     pub workers: usize,
     pub timeout: Duration,
 }
@@ -230,12 +263,43 @@ impl Config {
                 }
             }
         }
+        let mut extra_labels: Vec<(String, String)> = Vec::new();
+        if raw.inventory.add_node_label.unwrap_or(false) {
+            let node = raw
+                .inventory
+                .node_name
+                .clone()
+                .filter(|n| !n.is_empty())
+                .or_else(|| std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()))
+                .or_else(|| {
+                    let h = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+                    Some(h.trim().to_string())
+                })
+                .unwrap_or_default();
+            extra_labels.push(("k8s_node".to_string(), node));
+        }
         for (i, l) in raw.metrics.additional_labels.iter().enumerate() {
-            if !l.contains('=') {
-                return err(format!(
-                    "metrics.additionalLabels[{i}]: `{l}` is not `name=value`"
-                ));
+            let at = format!("metrics.additionalLabels[{i}]");
+            let Some((k, v)) = l.split_once('=') else {
+                return err(format!("{at}: `{l}` is not `name=value`"));
+            };
+            let k = k.trim();
+            if !valid_label_name(k) {
+                return err(format!("{at}: `{k}` is not a valid label name"));
             }
+            if RESERVED_LABELS.contains(&k) || extra_labels.iter().any(|(e, _)| e == k) {
+                return err(format!("{at}: label `{k}` is already set by the exporter"));
+            }
+            if v.contains("${") {
+                // KubeSkoop's `${labels:app}`: pod labels are not in the runtimes' state
+                // files, only behind the CRI API.
+                log::warn!(
+                    "{at}: `{l}` takes its value from pod labels, which needs the CRI API feature \
+                     (not in this build); label `{k}` skipped"
+                );
+                continue;
+            }
+            extra_labels.push((k.to_string(), v.to_string()));
         }
         let listen_address = match (&raw.address, raw.port) {
             (Some(a), _) if !a.is_empty() => Some(a.trim_start_matches("tcp://").to_string()),
@@ -264,8 +328,34 @@ impl Config {
         if timeout.is_zero() {
             return err("collection.timeout: must be positive");
         }
+        let state_roots = if raw.inventory.attribution.unwrap_or(true) {
+            let mut r = crate::attribution::StateRoots::default();
+            if let Some(sr) = raw.inventory.state_roots {
+                let paths = |v: Vec<String>| v.into_iter().map(Into::into).collect();
+                if let Some(v) = sr.containerd {
+                    r.containerd = paths(v);
+                }
+                if let Some(v) = sr.crio {
+                    r.crio = paths(v);
+                }
+                if let Some(v) = sr.docker {
+                    r.docker = paths(v);
+                }
+                if let Some(v) = sr.podman {
+                    r.podman = v
+                        .into_iter()
+                        .map(|p| (p.graph_root.into(), p.run_root.into()))
+                        .collect();
+                }
+            }
+            Some(r)
+        } else {
+            None
+        };
         Ok(Config {
             probes,
+            state_roots,
+            extra_labels,
             deferred_probes: deferred,
             listen_address,
             debug: raw.debug_mode.unwrap_or(false),
@@ -279,6 +369,23 @@ impl Config {
             timeout,
         })
     }
+}
+
+/// Entity labels every namespace series already has.
+const RESERVED_LABELS: [&str; 6] = [
+    "netns",
+    "kind",
+    "k8s_namespace",
+    "k8s_pod",
+    "name",
+    "k8s_node",
+];
+
+fn valid_label_name(k: &str) -> bool {
+    let mut b = k.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+        && !k.starts_with("__")
 }
 
 fn default_workers() -> usize {
@@ -322,5 +429,49 @@ fn probe_entry(
         _ => err(format!(
             "{at}: must be a probe name or a mapping with `name` and `args`"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn additional_labels_static_applied_dynamic_skipped() {
+        let c = Config::parse(
+            "metrics:\n  additionalLabels: [\"cluster=dev\", \"app=${labels:app}\"]\ninventory:\n  addNodeLabel: true\n  nodeName: n1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.extra_labels,
+            vec![
+                ("k8s_node".to_string(), "n1".to_string()),
+                ("cluster".to_string(), "dev".to_string())
+            ]
+        );
+        for bad in [
+            "[\"nolabel\"]",
+            "[\"1x=a\"]",
+            "[\"k8s_pod=x\"]",
+            "[\"__a=b\"]",
+        ] {
+            let e = Config::parse(&format!("metrics:\n  additionalLabels: {bad}\n")).unwrap_err();
+            assert!(e.0.contains("metrics.additionalLabels[0]"), "{e}");
+        }
+    }
+
+    #[test]
+    fn state_roots() {
+        let c = Config::parse(
+            "inventory:\n  stateRoots:\n    containerd: [/x]\n    podman: [{graphRoot: /g, runRoot: /r}]\n",
+        )
+        .unwrap();
+        let r = c.state_roots.unwrap();
+        assert_eq!(r.containerd, vec![std::path::PathBuf::from("/x")]);
+        assert_eq!(r.podman, vec![("/g".into(), "/r".into())]);
+        assert_eq!(r.docker, vec![std::path::PathBuf::from("/var/lib/docker")]);
+        assert!(Config::parse("inventory:\n  stateRoots: {cri: [/x]}\n").is_err());
+        let off = Config::parse("inventory:\n  attribution: false\n").unwrap();
+        assert!(off.state_roots.is_none());
     }
 }

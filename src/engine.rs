@@ -186,13 +186,16 @@ impl Engine {
             .clone();
         let snap = self.inventory.fresh(self.max_staleness);
 
-        let (rtx, rrx) = bounded::<(usize, JobResult)>(snap.entities.len().max(1));
+        // Namespaces, then the process groups of host-network pods (io/fd only).
+        let all_entities: Vec<&Arc<Entity>> =
+            snap.entities.iter().chain(snap.groups.iter()).collect();
+        let (rtx, rrx) = bounded::<(usize, JobResult)>(all_entities.len().max(1));
         let mut sent = 0;
         if !probes.netns.is_empty() {
-            for (index, e) in snap.entities.iter().enumerate() {
+            for (index, e) in all_entities.iter().enumerate() {
                 let job = Job {
                     index,
-                    entity: e.clone(),
+                    entity: (*e).clone(),
                     probes: probes.clone(),
                     deadline,
                     reply: rtx.clone(),
@@ -228,7 +231,7 @@ impl Engine {
             ));
         }
 
-        let mut results: Vec<Option<JobResult>> = (0..snap.entities.len()).map(|_| None).collect();
+        let mut results: Vec<Option<JobResult>> = (0..all_entities.len()).map(|_| None).collect();
         let mut received = 0;
         while received < sent {
             let now = Instant::now();
@@ -260,7 +263,7 @@ impl Engine {
             tallies.insert(c.name(), Tally::default());
         }
         let mut vanished = 0u64;
-        for (e, r) in snap.entities.iter().zip(results) {
+        for (e, r) in all_entities.iter().zip(results) {
             let Some(r) = r else { continue };
             if r.identity_changed {
                 self.inventory.distrust(e.inode);
@@ -429,7 +432,10 @@ fn spawn_worker(i: usize, rx: Receiver<Job>, proc_root: PathBuf, can_enter: bool
     }
 }
 
-/// Collect one namespace on the calling worker thread.
+/// Probes whose figures are sums over processes: the only ones run for a process group.
+const PER_PROCESS: [&str; 2] = ["io", "fd"];
+
+/// Collect one namespace (or process group) on the calling worker thread.
 fn collect_entity(
     e: &Entity,
     probes: &ActiveProbes,
@@ -488,12 +494,16 @@ fn collect_entity(
     };
 
     {
-        let ctx = NetnsCtx::new(e.inode, net_dir, proc_root, entered, &e.pids)
+        // Per-process probes sum over `proc_pids` (the host's leave out host-network pods,
+        // which are reported as their own groups).
+        let ctx = NetnsCtx::new(e.inode, net_dir, proc_root, entered, &e.proc_pids)
             .with_host(e.kind == EntityKind::Host);
         let mut sink = fams.sink(&e.labels);
         for c in &probes.netns {
             let t = Instant::now();
-            let result = if c.needs_entered() && !entered {
+            let result = if e.group && !PER_PROCESS.contains(&c.name()) {
+                Ok(())
+            } else if c.needs_entered() && !entered {
                 Err(CollectError::Failed(format!(
                     "{} needs to enter netns {} and cannot (setns needs CAP_SYS_ADMIN)",
                     c.name(),

@@ -8,20 +8,34 @@
 //! process pins its namespace, so the inode cannot have been recycled. Otherwise it is rebuilt
 //! from scratch, with a fresh netns cookie (`SO_NETNS_COOKIE`, never reused) that collection
 //! checks again after entering the namespace.
+//!
+//! Attribution ([`crate::attribution`]) names each namespace after the pod or container whose
+//! init process lives in it, rebuilt from the runtimes' state at every scan: labels come only
+//! from a record whose pid is in the namespace *now*, so a recycled inode never keeps a dead
+//! pod's labels. Pods and containers sharing the host namespace (hostNetwork) keep the host's
+//! series, but their processes form *process groups* with their own labels, for the
+//! per-process probes (io, fd). Entities that vanished are remembered for
+//! [`GRACE`] so late eBPF events still find their labels ([`Inventory::labels_for`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use crate::attribution::{Attributor, Record};
 use crate::model::render_labels;
 use crate::sys;
+
+/// How long a vanished namespace's labels stay available to [`Inventory::labels_for`].
+pub const GRACE: Duration = Duration::from_secs(30);
 
 /// What a network namespace belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EntityKind {
     Host,
+    Pod,
+    Container,
     Named,
     Process,
 }
@@ -30,12 +44,27 @@ impl EntityKind {
     pub fn as_str(self) -> &'static str {
         match self {
             EntityKind::Host => "host",
+            EntityKind::Pod => "pod",
+            EntityKind::Container => "container",
             EntityKind::Named => "named",
             EntityKind::Process => "process",
         }
     }
 
-    pub const ALL: [EntityKind; 3] = [EntityKind::Host, EntityKind::Named, EntityKind::Process];
+    fn from_str(s: &str) -> EntityKind {
+        match s {
+            "pod" => EntityKind::Pod,
+            _ => EntityKind::Container,
+        }
+    }
+
+    pub const ALL: [EntityKind; 5] = [
+        EntityKind::Host,
+        EntityKind::Pod,
+        EntityKind::Container,
+        EntityKind::Named,
+        EntityKind::Process,
+    ];
 }
 
 /// One network namespace and its labels.
@@ -50,6 +79,16 @@ pub struct Entity {
     pub k8s_pod: String,
     /// Thread-group ids in this namespace, sorted.
     pub pids: Vec<i32>,
+    /// The pids the per-process probes (io, fd) sum over: `pids` less the processes of
+    /// host-network pods/containers, which are reported as their own process groups.
+    pub proc_pids: Vec<i32>,
+    /// A process group (a host-network pod or container) rather than a namespace: only the
+    /// per-process probes run for it.
+    pub group: bool,
+    /// The runtime object that names this entity (`containerd/<id>`), if attributed.
+    pub runtime_id: Option<String>,
+    /// When this entity (this identity) was first seen.
+    pub first_seen: Instant,
     /// Bind mount of a named namespace.
     pub mount: Option<PathBuf>,
     /// Lowest pid and its start time (clock ticks since boot).
@@ -68,14 +107,6 @@ impl Entity {
         mount: Option<PathBuf>,
         anchor: Option<(i32, u64)>,
     ) -> Entity {
-        let inode_s = inode.to_string();
-        let labels = render_labels(&[
-            ("netns", &inode_s),
-            ("kind", kind.as_str()),
-            ("k8s_namespace", ""),
-            ("k8s_pod", ""),
-            ("name", &name),
-        ]);
         Entity {
             inode,
             cookie,
@@ -83,11 +114,39 @@ impl Entity {
             name,
             k8s_namespace: String::new(),
             k8s_pod: String::new(),
+            proc_pids: pids.clone(),
             pids,
+            group: false,
+            runtime_id: None,
+            first_seen: Instant::now(),
             mount,
             anchor,
-            labels,
+            labels: String::new(),
         }
+    }
+
+    /// Take kind and names from an attribution record.
+    fn attribute(&mut self, r: &Record) {
+        let (kind, ns, pod, name) = r.labels();
+        self.kind = EntityKind::from_str(kind);
+        self.k8s_namespace = ns.to_string();
+        self.k8s_pod = pod.to_string();
+        self.name = name.to_string();
+        self.runtime_id = Some(format!("{}/{}", r.runtime, r.id));
+    }
+
+    /// Render the label prefix: entity labels, then the static extra labels.
+    fn render(&mut self, extra: &[(String, String)]) {
+        let inode_s = self.inode.to_string();
+        let mut l: Vec<(&str, &str)> = vec![
+            ("netns", &inode_s),
+            ("kind", self.kind.as_str()),
+            ("k8s_namespace", &self.k8s_namespace),
+            ("k8s_pod", &self.k8s_pod),
+            ("name", &self.name),
+        ];
+        l.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        self.labels = render_labels(&l);
     }
 
     /// Paths that lead to this namespace: `/proc/<pid>/ns/net` for each pid, then the mount.
@@ -103,6 +162,8 @@ impl Entity {
 #[derive(Debug)]
 pub struct Snapshot {
     pub entities: Vec<Arc<Entity>>,
+    /// Process groups of host-network pods and containers (in the host namespace).
+    pub groups: Vec<Arc<Entity>>,
     pub taken: Instant,
     pub host_inode: u64,
 }
@@ -132,6 +193,18 @@ pub struct Inventory {
     scan_lock: Mutex<()>,
     /// Inodes whose cookie did not match at collection: rebuilt from scratch at the next scan.
     distrusted: Mutex<HashSet<u64>>,
+    attributor: Attributor,
+    /// Static labels appended to every entity (k8s_node, metrics.additionalLabels).
+    extra_labels: Vec<(String, String)>,
+    /// Entities that vanished (or were replaced) and when, newest last; kept for [`GRACE`].
+    dead: Mutex<VecDeque<(Arc<Entity>, Instant)>>,
+}
+
+/// How the inventory attributes namespaces.
+pub struct Options {
+    pub netns_dirs: Vec<String>,
+    pub attributor: Attributor,
+    pub extra_labels: Vec<(String, String)>,
 }
 
 /// Parse `net:[4026531840]`.
@@ -162,8 +235,21 @@ fn comm(proc_root: &Path, pid: i32) -> String {
 }
 
 impl Inventory {
+    /// An inventory without runtime attribution.
     pub fn new(proc_root: impl Into<PathBuf>, netns_dirs: &[String]) -> Inventory {
+        Self::with_options(
+            proc_root,
+            Options {
+                netns_dirs: netns_dirs.to_vec(),
+                attributor: Attributor::none(),
+                extra_labels: Vec::new(),
+            },
+        )
+    }
+
+    pub fn with_options(proc_root: impl Into<PathBuf>, opts: Options) -> Inventory {
         let proc_root = proc_root.into();
+        let netns_dirs = &opts.netns_dirs;
         let can_enter = probe_can_enter();
         if !can_enter {
             log::warn!(
@@ -177,12 +263,17 @@ impl Inventory {
             can_enter,
             current: Mutex::new(Arc::new(Snapshot {
                 entities: Vec::new(),
+                groups: Vec::new(),
                 taken: Instant::now(),
                 host_inode: 0,
             })),
             scan_lock: Mutex::new(()),
             distrusted: Mutex::new(HashSet::new()),
+            attributor: opts.attributor,
+            extra_labels: opts.extra_labels,
+            dead: Mutex::new(VecDeque::new()),
         };
+        inv.attributor.log_presence();
         inv.refresh();
         inv
     }
@@ -295,7 +386,27 @@ impl Inventory {
             .or_else(|| ns_inode_of(proc_root, "self"))
             .unwrap_or(0);
 
-        // 4. Entities, reusing previous ones only when their anchor proves identity.
+        // 4. Attribution: each runtime record's init pid → its namespace; the best record
+        //    names the namespace. Records in the host namespace become process groups.
+        let records = self.attributor.scan();
+        let mut best: HashMap<u64, &Record> = HashMap::new();
+        let mut host_records: Vec<&Record> = Vec::new();
+        for r in &records {
+            let Some(pid) = r.pid else { continue };
+            let Some(ino) = ns_inode_of(proc_root, &pid.to_string()) else {
+                continue;
+            };
+            if ino == host_inode {
+                host_records.push(r);
+                continue;
+            }
+            let slot = best.entry(ino).or_insert(r);
+            if (r.rank(), std::cmp::Reverse(&r.id)) > (slot.rank(), std::cmp::Reverse(&slot.id)) {
+                *slot = r;
+            }
+        }
+
+        // 5. Entities, reusing previous ones only when their anchor proves identity.
         let prev_by_inode: HashMap<u64, &Arc<Entity>> =
             prev.entities.iter().map(|e| (e.inode, e)).collect();
         let mut inodes: Vec<u64> = by_inode.keys().chain(named.keys()).copied().collect();
@@ -308,8 +419,11 @@ impl Inventory {
         let mut entities = Vec::with_capacity(inodes.len());
         for ino in inodes {
             let pids = by_inode.remove(&ino).unwrap_or_default();
+            let attributed = best.get(&ino).copied();
             let kind = if ino == host_inode {
                 EntityKind::Host
+            } else if let Some(r) = attributed {
+                EntityKind::from_str(r.labels().0)
             } else if named.contains_key(&ino) {
                 EntityKind::Named
             } else {
@@ -326,6 +440,7 @@ impl Inventory {
             {
                 let same = old.kind == kind
                     && old.mount == mount
+                    && old.runtime_id == attributed.map(|r| format!("{}/{}", r.runtime, r.id))
                     && match (old.anchor, anchor) {
                         (Some(a), Some(b)) => a == b,
                         // No process: a named netns is pinned by its mount. Were it deleted and
@@ -339,30 +454,194 @@ impl Inventory {
                         Entity::new(ino, old.cookie, kind, old.name.clone(), pids, mount, anchor);
                     e.k8s_namespace.clone_from(&old.k8s_namespace);
                     e.k8s_pod.clone_from(&old.k8s_pod);
+                    e.runtime_id.clone_from(&old.runtime_id);
+                    e.first_seen = old.first_seen;
+                    if let Some(r) = attributed {
+                        e.attribute(r);
+                    }
+                    e.render(&self.extra_labels);
                     entities.push(Arc::new(e));
                     continue;
                 }
             }
             let name = match kind {
-                EntityKind::Host => String::new(),
                 EntityKind::Named => named[&ino].0.clone(),
                 EntityKind::Process => pids
                     .first()
                     .map(|&p| comm(proc_root, p))
                     .unwrap_or_default(),
+                _ => String::new(),
             };
             let mut e = Entity::new(ino, None, kind, name, pids, mount, anchor);
+            if let Some(r) = attributed {
+                e.attribute(r);
+            }
             e.cookie = self.cookie_of(&e);
+            e.render(&self.extra_labels);
             entities.push(Arc::new(e));
         }
 
+        // 6. Host-network pods and containers: their processes (the records' init pids and
+        //    every descendant in the host namespace) as groups, taken out of the host's own
+        //    per-process figures.
+        let mut groups = Vec::new();
+        if !host_records.is_empty() {
+            if let Some(host) = entities.iter_mut().find(|e| e.inode == host_inode) {
+                groups = self.host_groups(host_inode, &host.pids, &host_records, prev);
+                let grouped: HashSet<i32> =
+                    groups.iter().flat_map(|g| g.pids.iter().copied()).collect();
+                let mut h = Entity::clone_shallow(host);
+                h.proc_pids.retain(|p| !grouped.contains(p));
+                *host = Arc::new(h);
+            }
+        }
+
+        self.bury(prev, &entities, &groups, taken);
         let snap = Arc::new(Snapshot {
             entities,
+            groups,
             taken,
             host_inode,
         });
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = snap.clone();
         snap
+    }
+
+    /// Process groups of the host-network records: one per pod (or container), holding the
+    /// records' init pids and all their descendants among `host_pids`.
+    fn host_groups(
+        &self,
+        host_inode: u64,
+        host_pids: &[i32],
+        recs: &[&Record],
+        prev: &Snapshot,
+    ) -> Vec<Arc<Entity>> {
+        let ppid: HashMap<i32, i32> = host_pids
+            .iter()
+            .filter_map(|&p| Some((p, parent_pid(&self.proc_root, p)?)))
+            .collect();
+        // Group key → (the record naming it, its root pids).
+        let mut by_key: BTreeMap<String, (&Record, Vec<i32>)> = BTreeMap::new();
+        for r in recs {
+            let Some(pid) = r.pid else { continue };
+            let slot = by_key.entry(r.group_key()).or_insert((r, Vec::new()));
+            if r.rank() > slot.0.rank() {
+                slot.0 = r;
+            }
+            slot.1.push(pid);
+        }
+        let mut owner: HashMap<i32, usize> = HashMap::new();
+        for (i, (_, roots)) in by_key.values().enumerate() {
+            for &p in roots {
+                owner.insert(p, i);
+            }
+        }
+        let mut members: Vec<Vec<i32>> = vec![Vec::new(); by_key.len()];
+        for &p in host_pids {
+            // Walk up to a root pid (bounded: pid chains are short; loops impossible but cheap
+            // to guard against).
+            let mut cur = p;
+            for _ in 0..64 {
+                if let Some(&g) = owner.get(&cur) {
+                    members[g].push(p);
+                    break;
+                }
+                match ppid.get(&cur) {
+                    Some(&pp) if pp > 0 && pp != cur => cur = pp,
+                    _ => break,
+                }
+            }
+        }
+        let prev_groups: HashMap<&str, &Arc<Entity>> = prev
+            .groups
+            .iter()
+            .filter_map(|g| Some((g.runtime_id.as_deref()?, g)))
+            .collect();
+        by_key
+            .values()
+            .zip(members)
+            .filter(|(_, pids)| !pids.is_empty())
+            .map(|((r, _), pids)| {
+                let mut e = Entity::new(
+                    host_inode,
+                    None,
+                    EntityKind::Container,
+                    String::new(),
+                    pids,
+                    None,
+                    None,
+                );
+                e.attribute(r);
+                e.group = true;
+                if let Some(old) = e.runtime_id.as_deref().and_then(|id| prev_groups.get(id)) {
+                    e.first_seen = old.first_seen;
+                }
+                e.render(&self.extra_labels);
+                Arc::new(e)
+            })
+            .collect()
+    }
+
+    /// Remember entities of `prev` that are gone from this scan (or were replaced by another
+    /// identity) for [`GRACE`]; forget older ones.
+    fn bury(&self, prev: &Snapshot, now: &[Arc<Entity>], groups: &[Arc<Entity>], at: Instant) {
+        let alive: HashSet<*const Entity> = now.iter().chain(groups).map(Arc::as_ptr).collect();
+        let same_identity: HashSet<(u64, Instant, bool)> = now
+            .iter()
+            .chain(groups)
+            .map(|e| (e.inode, e.first_seen, e.group))
+            .collect();
+        let mut dead = self.dead.lock().unwrap_or_else(|e| e.into_inner());
+        for e in prev.entities.iter().chain(&prev.groups) {
+            if alive.contains(&Arc::as_ptr(e))
+                || same_identity.contains(&(e.inode, e.first_seen, e.group))
+            {
+                continue;
+            }
+            dead.push_back((e.clone(), at));
+        }
+        while dead
+            .front()
+            .is_some_and(|(_, t)| at.duration_since(*t) > GRACE)
+        {
+            dead.pop_front();
+        }
+    }
+
+    /// The labels of the namespace `inode` as it was at `at` (e.g. when an eBPF event
+    /// happened): the entity alive then, even if it vanished since (for [`GRACE`]); else the
+    /// current one. `None` if the inode is unknown.
+    pub fn labels_for(&self, inode: u64, at: Instant) -> Option<String> {
+        let snap = self.snapshot();
+        let cur = snap.by_inode(inode);
+        if let Some(e) = cur.filter(|e| e.first_seen <= at) {
+            return Some(e.labels.clone());
+        }
+        let dead = self.dead.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        for (e, died) in dead.iter().rev() {
+            if e.inode == inode
+                && !e.group
+                && e.first_seen <= at
+                && at <= *died
+                && now.duration_since(*died) <= GRACE
+            {
+                return Some(e.labels.clone());
+            }
+        }
+        cur.map(|e| e.labels.clone())
+    }
+
+    /// Attribution sources present on this node.
+    pub fn attribution_sources(&self) -> Vec<&'static str> {
+        self.attributor.present()
+    }
+
+    /// Folders to watch for container starts and stops.
+    pub fn watch_dirs(&self) -> Vec<PathBuf> {
+        let mut v = self.attributor.watch_dirs();
+        v.extend(self.netns_dirs.iter().cloned());
+        v
     }
 
     /// Enter the entity's namespace briefly to read its cookie.
@@ -373,6 +652,124 @@ impl Inventory {
         with_netns(e, &self.proc_root, sys::current_netns_cookie)
             .ok()
             .flatten()
+    }
+}
+
+impl Entity {
+    /// A copy (entities are shared immutably; the scan adjusts a fresh copy).
+    fn clone_shallow(e: &Entity) -> Entity {
+        Entity {
+            inode: e.inode,
+            cookie: e.cookie,
+            kind: e.kind,
+            name: e.name.clone(),
+            k8s_namespace: e.k8s_namespace.clone(),
+            k8s_pod: e.k8s_pod.clone(),
+            pids: e.pids.clone(),
+            proc_pids: e.proc_pids.clone(),
+            group: e.group,
+            runtime_id: e.runtime_id.clone(),
+            first_seen: e.first_seen,
+            mount: e.mount.clone(),
+            anchor: e.anchor,
+            labels: e.labels.clone(),
+        }
+    }
+}
+
+/// Parent pid (field 4 of `/proc/<pid>/stat`).
+fn parent_pid(proc_root: &Path, pid: i32) -> Option<i32> {
+    let stat = std::fs::read(proc_root.join(pid.to_string()).join("stat")).ok()?;
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    rest.split_ascii_whitespace().nth(1)?.parse().ok()
+}
+
+/// Watch the runtimes' state folders and the named-netns folders with inotify and rescan on
+/// any change (then again a few times over the next 1.5 s: a runtime writes the pid file a
+/// moment after creating the folder we see), so a new pod is attributed within about a
+/// second of its sandbox starting. The periodic rescan stays as the fallback.
+pub fn spawn_watcher(inv: Arc<Inventory>) {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    use std::os::fd::AsFd;
+    let ino = match Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) {
+        Ok(i) => i,
+        Err(e) => {
+            log::warn!(
+                "inotify unavailable ({e}): new pods are attributed at the periodic rescan only"
+            );
+            return;
+        }
+    };
+    let flags = AddWatchFlags::IN_CREATE
+        | AddWatchFlags::IN_DELETE
+        | AddWatchFlags::IN_MOVED_TO
+        | AddWatchFlags::IN_MOVED_FROM
+        | AddWatchFlags::IN_CLOSE_WRITE
+        | AddWatchFlags::IN_ONLYDIR;
+    fn add_all(inv: &Inventory, ino: &Inotify, flags: AddWatchFlags) {
+        for d in inv.watch_dirs() {
+            let _ = ino.add_watch(&d, flags);
+        }
+    }
+    add_all(&inv, &ino, flags);
+    let r = std::thread::Builder::new()
+        .name("inventory-watch".into())
+        .spawn(move || {
+            // Follow-up rescans after a change, in ms from the change.
+            const FOLLOW: [u64; 4] = [200, 500, 1000, 1500];
+            let mut changed_at: Option<Instant> = None;
+            let mut next_follow = 0usize;
+            let mut last_rewatch = Instant::now();
+            loop {
+                let timeout = match changed_at {
+                    Some(t) if next_follow < FOLLOW.len() => {
+                        let due = t + Duration::from_millis(FOLLOW[next_follow]);
+                        due.saturating_duration_since(Instant::now())
+                    }
+                    _ => Duration::from_secs(5),
+                };
+                let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+                let mut fds = [nix::poll::PollFd::new(
+                    ino.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                let ready =
+                    nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)).unwrap_or(0);
+                if ready > 0 {
+                    // Drain; the contents do not matter, only that something changed.
+                    while let Ok(ev) = ino.read_events() {
+                        if ev.is_empty() {
+                            break;
+                        }
+                    }
+                    // Let the runtime finish its burst of writes.
+                    std::thread::sleep(Duration::from_millis(30));
+                    while ino.read_events().is_ok_and(|e| !e.is_empty()) {}
+                    inv.refresh();
+                    add_all(&inv, &ino, flags);
+                    changed_at = Some(Instant::now());
+                    next_follow = 0;
+                    continue;
+                }
+                if let Some(t) = changed_at {
+                    if next_follow < FOLLOW.len()
+                        && t.elapsed() >= Duration::from_millis(FOLLOW[next_follow])
+                    {
+                        inv.refresh();
+                        next_follow += 1;
+                        continue;
+                    }
+                }
+                // Roots that appear later (first pod in a new containerd namespace).
+                if last_rewatch.elapsed() >= Duration::from_secs(5) {
+                    add_all(&inv, &ino, flags);
+                    last_rewatch = Instant::now();
+                }
+            }
+        });
+    if let Err(e) = r {
+        log::warn!("cannot start the inventory watcher: {e}");
     }
 }
 

@@ -5,6 +5,7 @@
 //! `http` serves it; `config` and `cli` are thin. `bpf` is our own BPF loader (pure layer:
 //! ELF, BTF, CO-RE, linking).
 
+pub mod attribution;
 pub mod bpf;
 pub mod cli;
 pub mod collectors;
