@@ -489,6 +489,27 @@ fn collect_entity(
                 == Some(e.inode)
         }) {
             Some(p) => (proc_root.join(p.to_string()).join("net"), false),
+            None if e.pids.is_empty() && e.mount.is_some() && still_exists(e, proc_root) => {
+                // A named namespace with no process can only be read from inside.
+                let runs = probes
+                    .netns
+                    .iter()
+                    .map(|c| ProbeRun {
+                        elapsed: Duration::ZERO,
+                        result: Err(CollectError::Failed(format!(
+                            "{}: named netns {} has no process; reading it needs setns (CAP_SYS_ADMIN)",
+                            c.name(),
+                            e.name
+                        ))),
+                    })
+                    .collect();
+                return JobResult {
+                    families: fams,
+                    runs,
+                    vanished: false,
+                    identity_changed: false,
+                };
+            }
             None => return vanished(fams),
         }
     };
@@ -510,7 +531,18 @@ fn collect_entity(
                     e.inode
                 )))
             } else {
-                c.collect(&ctx, &mut sink)
+                // A collector bug must not kill the worker (and with it a slot of the pool) or
+                // leave it in a foreign namespace: it becomes this probe's failure.
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    c.collect(&ctx, &mut sink)
+                }))
+                .unwrap_or_else(|_| {
+                    Err(CollectError::Failed(format!(
+                        "{} panicked in netns {}",
+                        c.name(),
+                        e.inode
+                    )))
+                })
             };
             runs.push(ProbeRun {
                 elapsed: t.elapsed(),

@@ -119,8 +119,7 @@ fn real_prometheus_scrapes_the_exporter() {
     let api = format!("127.0.0.1:{port}");
     let result = std::panic::catch_unwind(|| {
         let target = wait_for("prometheus target up", Duration::from_secs(60), || {
-            let (code, _, body) =
-                std::panic::catch_unwind(|| http_get(&api, "/api/v1/targets", &[])).ok()?;
+            let (code, _, body) = try_http_get(&api, "/api/v1/targets", &[]).ok()?;
             if code != 200 {
                 return None;
             }

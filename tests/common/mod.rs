@@ -136,36 +136,50 @@ impl Drop for Exporter {
     }
 }
 
+/// Status, lower-cased headers and body of a response.
+pub type HttpResponse = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// Minimal HTTP/1.0 GET (no client crate needed for loopback tests).
-pub fn http_get(
+pub fn http_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    try_http_get(addr, path, headers).unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"))
+}
+
+/// [`http_get`] that reports failures instead of panicking (for polling a server that is
+/// still starting).
+pub fn try_http_get(
     addr: &str,
     path: &str,
     headers: &[(&str, &str)],
-) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+) -> Result<HttpResponse, String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
     let mut req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
+    s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
     let split = buf
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .expect("HTTP header end");
+        .ok_or("no HTTP header end")?;
     let head = String::from_utf8_lossy(&buf[..split]).into_owned();
     let body = buf[split + 4..].to_vec();
     let mut lines = head.lines();
-    let status = lines.next().unwrap();
-    let code: u16 = status.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let status = lines.next().ok_or("empty response")?;
+    let code: u16 = status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or("bad status line")?;
     let hdrs = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    (code, hdrs, body)
+    Ok((code, hdrs, body))
 }
 
 /// One parsed sample.
