@@ -124,16 +124,33 @@ impl<'a> NetnsCtx<'a> {
 
 /// Read a whole file; a missing file is `NotAvailable`, other errors `Failed`, both naming the path.
 pub fn read_file(path: &Path) -> Result<Vec<u8>, CollectError> {
-    match std::fs::read(path) {
-        Ok(b) => Ok(b),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(CollectError::NotAvailable(
-            format!("{} does not exist", path.display()),
-        )),
-        Err(e) => Err(CollectError::Failed(format!(
-            "reading {}: {e}",
-            path.display()
-        ))),
+    use std::io::Read;
+    // procfs reports size 0, so `fs::read` would probe with 32-byte reads and grow from there
+    // (ten syscalls for snmp6). Read into a per-thread 64 KiB buffer instead: one read() for
+    // nearly every file, and one exact-size allocation for the result.
+    thread_local! {
+        static BUF: RefCell<Vec<u8>> = RefCell::new(vec![0u8; 64 * 1024]);
     }
+    let err = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            CollectError::NotAvailable(format!("{} does not exist", path.display()))
+        } else {
+            CollectError::Failed(format!("reading {}: {e}", path.display()))
+        }
+    };
+    let mut f = std::fs::File::open(path).map_err(err)?;
+    BUF.with(|b| {
+        let mut b = b.borrow_mut();
+        let mut out = Vec::new();
+        loop {
+            match f.read(&mut b[..]) {
+                Ok(0) => return Ok(out),
+                Ok(n) => out.extend_from_slice(&b[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(err(e)),
+            }
+        }
+    })
 }
 
 /// `available()` of probes that only need a file: `Err` names the missing file.
