@@ -64,7 +64,35 @@ struct Job {
     entity: Arc<Entity>,
     probes: Arc<ActiveProbes>,
     deadline: Instant,
-    reply: Sender<(usize, JobResult)>,
+    batch: Arc<Batch>,
+}
+
+/// Where one collection's workers put their results. The scraping thread sleeps until the
+/// last result is in (or the deadline): one wake-up per scrape, not one per namespace — with a
+/// reply channel, its wake-ups and spinning took CPU from the workers on a 2-core node.
+struct Batch {
+    results: Mutex<Vec<Option<JobResult>>>,
+    remaining: Mutex<usize>,
+    all_in: Condvar,
+}
+
+impl Batch {
+    fn put(&self, index: usize, r: JobResult) {
+        // After a deadline the scraper has taken the results away: a late one is dropped.
+        if let Some(slot) = self
+            .results
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(index)
+        {
+            *slot = Some(r);
+        }
+        let mut left = self.remaining.lock().unwrap_or_else(|e| e.into_inner());
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            self.all_in.notify_one();
+        }
+    }
 }
 
 /// Counters kept across scrapes.
@@ -189,25 +217,29 @@ impl Engine {
         // Namespaces, then the process groups of host-network pods (io/fd only).
         let all_entities: Vec<&Arc<Entity>> =
             snap.entities.iter().chain(snap.groups.iter()).collect();
-        let (rtx, rrx) = bounded::<(usize, JobResult)>(all_entities.len().max(1));
-        let mut sent = 0;
-        if !probes.netns.is_empty() {
-            for (index, e) in all_entities.iter().enumerate() {
-                let job = Job {
-                    index,
-                    entity: (*e).clone(),
-                    probes: probes.clone(),
-                    deadline,
-                    reply: rtx.clone(),
-                };
-                if self.jobs.try_send(job).is_err() {
-                    log::warn!("collection queue full; namespace {} skipped", e.inode);
-                    continue;
-                }
-                sent += 1;
+        let n_jobs = if probes.netns.is_empty() {
+            0
+        } else {
+            all_entities.len()
+        };
+        let batch = Arc::new(Batch {
+            results: Mutex::new((0..all_entities.len()).map(|_| None).collect()),
+            remaining: Mutex::new(n_jobs),
+            all_in: Condvar::new(),
+        });
+        for (index, e) in all_entities.iter().enumerate().take(n_jobs) {
+            let job = Job {
+                index,
+                entity: (*e).clone(),
+                probes: probes.clone(),
+                deadline,
+                batch: batch.clone(),
+            };
+            if self.jobs.try_send(job).is_err() {
+                log::warn!("collection queue full; namespace {} skipped", e.inode);
+                *batch.remaining.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
             }
         }
-        drop(rtx);
 
         // Node-scope probes run here while the workers go.
         let mut node_fams = Families::new();
@@ -231,22 +263,25 @@ impl Engine {
             ));
         }
 
-        let mut results: Vec<Option<JobResult>> = (0..all_entities.len()).map(|_| None).collect();
-        let mut received = 0;
-        while received < sent {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            match rrx.recv_timeout(deadline - now) {
-                Ok((i, r)) => {
-                    results[i] = Some(r);
-                    received += 1;
+        let timed_out = {
+            let mut left = batch.remaining.lock().unwrap_or_else(|e| e.into_inner());
+            while *left > 0 {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
                 }
-                Err(_) => break,
+                left = batch
+                    .all_in
+                    .wait_timeout(left, deadline - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
             }
-        }
-        let timed_out = sent - received;
+            *left
+        };
+        // Late results land in the batch after we took it and are dropped with it.
+        let results: Vec<Option<JobResult>> =
+            std::mem::take(&mut *batch.results.lock().unwrap_or_else(|e| e.into_inner()));
+
         if timed_out > 0 {
             self.stats
                 .timeouts
@@ -329,6 +364,13 @@ impl Engine {
                     Value::U64(n as u64),
                 );
             }
+            s.emit(
+                "netsleuth_inventory_scan_duration_seconds",
+                "Time the namespace inventory scan behind this scrape took.",
+                MetricKind::Gauge,
+                &[],
+                Value::F64(snap.scan_duration.as_secs_f64()),
+            );
             s.emit(
                 "netsleuth_netns_vanished_total",
                 "Namespaces that disappeared while being collected and were skipped.",
@@ -424,7 +466,7 @@ fn spawn_worker(i: usize, rx: Receiver<Job>, proc_root: PathBuf, can_enter: bool
                     continue;
                 }
                 let r = collect_entity(&job.entity, &job.probes, &proc_root, can_enter, &home);
-                let _ = job.reply.send((job.index, r));
+                job.batch.put(job.index, r);
             }
         });
     if let Err(e) = r {

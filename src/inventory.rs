@@ -166,6 +166,8 @@ pub struct Snapshot {
     pub groups: Vec<Arc<Entity>>,
     pub taken: Instant,
     pub host_inode: u64,
+    /// How long the scan that made this snapshot took.
+    pub scan_duration: Duration,
 }
 
 impl Snapshot {
@@ -266,6 +268,7 @@ impl Inventory {
                 groups: Vec::new(),
                 taken: Instant::now(),
                 host_inode: 0,
+                scan_duration: Duration::ZERO,
             })),
             scan_lock: Mutex::new(()),
             distrusted: Mutex::new(HashSet::new()),
@@ -502,6 +505,7 @@ impl Inventory {
             groups,
             taken,
             host_inode,
+            scan_duration: taken.elapsed(),
         });
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = snap.clone();
         snap
