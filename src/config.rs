@@ -130,6 +130,8 @@ pub struct Config {
     pub extra_labels: Vec<(String, String)>,
     pub workers: usize,
     pub timeout: Duration,
+    /// `event.sinks`, in order.
+    pub event_sinks: Vec<crate::events::SinkConfig>,
 }
 
 /// Config errors name the key or probe at fault.
@@ -246,6 +248,7 @@ impl Config {
                 }
             }
         }
+        let mut event_sinks = Vec::new();
         if let Some(ev) = &raw.event {
             for (i, entry) in ev.probes.iter().enumerate() {
                 let (name, _) = probe_entry(&format!("event.probes[{i}]"), entry)?;
@@ -255,12 +258,33 @@ impl Config {
                 deferred.push(format!("event:{name}"));
             }
             for (i, entry) in ev.sinks.iter().enumerate() {
-                let (name, _) = probe_entry(&format!("event.sinks[{i}]"), entry)?;
-                if !["stderr", "file", "loki"].contains(&name.as_str()) {
-                    return err(format!(
-                        "event.sinks[{i}]: unknown sink `{name}` (known: stderr, file, loki)"
-                    ));
+                let at = format!("event.sinks[{i}]");
+                let (name, args) = probe_entry(&at, entry)?;
+                let mut a = ProbeArgs::from_yaml(&format!("sink {name}"), &args)
+                    .map_err(|e| ConfigError(format!("{at}: {e}")))?;
+                match name.as_str() {
+                    "stderr" => event_sinks.push(crate::events::SinkConfig::Stderr),
+                    "file" => match a
+                        .take_str("path")
+                        .map_err(|e| ConfigError(format!("{at}: {e}")))?
+                    {
+                        Some(p) if !p.is_empty() => {
+                            event_sinks.push(crate::events::SinkConfig::File { path: p.into() })
+                        }
+                        _ => return err(format!("{at}: sink `file` needs args.path")),
+                    },
+                    "loki" => {
+                        // Accepted so KubeSkoop configs load; delivery to Loki is not built yet.
+                        let _ = (a.take_str("addr"), a.take_str("url"));
+                        deferred.push("sink:loki".to_string());
+                    }
+                    _ => {
+                        return err(format!(
+                            "{at}: unknown sink `{name}` (known: stderr, file, loki)"
+                        ));
+                    }
                 }
+                a.finish().map_err(|e| ConfigError(format!("{at}: {e}")))?;
             }
         }
         let mut extra_labels: Vec<(String, String)> = Vec::new();
@@ -367,6 +391,7 @@ impl Config {
                 .unwrap_or_else(|| vec!["/run/netns".to_string(), "/var/run/netns".to_string()]),
             workers,
             timeout,
+            event_sinks,
         })
     }
 }

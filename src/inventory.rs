@@ -613,13 +613,19 @@ impl Inventory {
     }
 
     /// The labels of the namespace `inode` as it was at `at` (e.g. when an eBPF event
-    /// happened): the entity alive then, even if it vanished since (for [`GRACE`]); else the
-    /// current one. `None` if the inode is unknown.
+    /// happened): see [`Inventory::entity_at`].
     pub fn labels_for(&self, inode: u64, at: Instant) -> Option<String> {
+        self.entity_at(inode, at).map(|e| e.labels.clone())
+    }
+
+    /// The entity of the namespace `inode` as it was at `at`: the one alive then, even if it
+    /// vanished since (for [`GRACE`]); else the current one (an event may precede the first scan
+    /// that saw a new namespace). `None` if the inode is unknown.
+    pub fn entity_at(&self, inode: u64, at: Instant) -> Option<Arc<Entity>> {
         let snap = self.snapshot();
         let cur = snap.by_inode(inode);
         if let Some(e) = cur.filter(|e| e.first_seen <= at) {
-            return Some(e.labels.clone());
+            return Some(e.clone());
         }
         let dead = self.dead.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
@@ -630,10 +636,10 @@ impl Inventory {
                 && at <= *died
                 && now.duration_since(*died) <= GRACE
             {
-                return Some(e.labels.clone());
+                return Some(e.clone());
             }
         }
-        cur.map(|e| e.labels.clone())
+        cur.cloned()
     }
 
     /// Attribution sources present on this node.

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod collectors;
 pub mod config;
 pub mod engine;
+pub mod events;
 pub mod http;
 pub mod inventory;
 pub mod model;
