@@ -88,9 +88,10 @@ fn probe_all() -> Features {
     };
     let func = |linkage: u16| {
         move |b: &mut Btf, i: u32| {
+            let a = b.add_string("a");
             let p = b.add_type(Type::FuncProto {
                 ret: i,
-                params: vec![Param { name_off: 0, ty: i }],
+                params: vec![Param { name_off: a, ty: i }],
             });
             let n = b.add_string("f");
             b.add_type(Type::Func {
