@@ -470,3 +470,34 @@ fn killed_holder_leaves_nothing_attached() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn tracepoint_attaches_through_the_ioctl_fallback_too() {
+    if !common::privileged("tracepoint_attaches_through_the_ioctl_fallback_too") {
+        return;
+    }
+    let _g = lock();
+    let l = loadertest(4096);
+    attach::disable_perf_link(true);
+    let link = l.attach("getppid_enter");
+    attach::disable_perf_link(false);
+    let link = link.unwrap();
+    assert_eq!(link.method(), Method::PerfIoctl);
+    trigger(3);
+    assert_eq!(
+        l.map("array_count")
+            .unwrap()
+            .get_u64(&0u32.to_ne_bytes())
+            .unwrap(),
+        3
+    );
+    drop(link);
+    trigger(1);
+    assert_eq!(
+        l.map("array_count")
+            .unwrap()
+            .get_u64(&0u32.to_ne_bytes())
+            .unwrap(),
+        3
+    );
+}

@@ -76,6 +76,12 @@ impl Drop for Link {
 
 static NO_PERF_LINK: AtomicBool = AtomicBool::new(false);
 
+/// Forces (`true`) or re-enables (`false`) the `PERF_EVENT_IOC_SET_BPF` path
+/// for perf-based attachments, as on kernels without BPF perf links (tests).
+pub fn disable_perf_link(disabled: bool) {
+    NO_PERF_LINK.store(disabled, Ordering::Relaxed);
+}
+
 /// Attaches `prog` the way its section says.
 pub fn attach(prog: &Program) -> KResult<Link> {
     match prog.kind().clone() {

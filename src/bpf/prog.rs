@@ -309,4 +309,28 @@ mod tests {
         assert_eq!(poisoned_insn_in_log(log), Some(12));
         assert_eq!(poisoned_insn_in_log("0: (95) exit\n"), None);
     }
+
+    #[test]
+    fn poisoned_insn_is_mapped_back_to_its_relocation() {
+        use super::super::core::CoreKind;
+        let obj = Object::parse(super::super::embedded::object("loadertest").unwrap()).unwrap();
+        let sec = "tracepoint/syscalls/sys_enter_getppid";
+        let lp = super::super::reloc::link_program(&obj, "getppid_enter").unwrap();
+        let core = [CoreOutcome {
+            section: sec.into(),
+            insn: 3,
+            kind: CoreKind::FieldByteOffset,
+            type_name: "sk_buff".into(),
+            access: "0:1".into(),
+            local_value: 8,
+            target_value: 0,
+            poisoned: true,
+        }];
+        let d = describe_poison(&lp, &obj, &core, 3).unwrap();
+        assert!(
+            d.contains("getppid_enter") && d.contains("sk_buff[0:1]"),
+            "{d}"
+        );
+        assert!(describe_poison(&lp, &obj, &core, 4).is_none());
+    }
 }
