@@ -27,6 +27,16 @@ struct RawConfig {
     inventory: RawInventory,
     #[serde(default)]
     collection: RawCollection,
+    #[serde(default)]
+    bpf: RawBpf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawBpf {
+    /// Kernel BTF to use where `/sys/kernel/btf/vmlinux` is absent (raw BTF or an ELF with
+    /// `.BTF`); `vendor-btf/` files embedded by kernel release come after it.
+    btf_path: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -132,6 +142,8 @@ pub struct Config {
     pub timeout: Duration,
     /// `event.sinks`, in order.
     pub event_sinks: Vec<crate::events::SinkConfig>,
+    /// Where the BPF loader looks for kernel BTF (`bpf.btfPath`).
+    pub btf: crate::bpf::target_btf::BtfSources,
 }
 
 /// Config errors name the key or probe at fault.
@@ -247,6 +259,13 @@ impl Config {
                     }
                 }
             }
+        }
+        let mut btf = crate::bpf::target_btf::BtfSources::default();
+        if let Some(p) = raw.bpf.btf_path.as_deref() {
+            if !Path::new(p).is_file() {
+                return err(format!("bpf.btfPath: `{p}` is not a readable file"));
+            }
+            btf.path = Some(p.into());
         }
         let mut event_sinks = Vec::new();
         if let Some(ev) = &raw.event {
@@ -392,6 +411,7 @@ impl Config {
             workers,
             timeout,
             event_sinks,
+            btf,
         })
     }
 }

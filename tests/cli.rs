@@ -82,7 +82,11 @@ fn bad_config_exit_2_and_name_the_key() {
         ),
         ("metrics: [\n", "config file"),
         ("event:\n  sinks:\n    - name: file\n", "args.path"),
-        ("event:\n  sinks:\n    - {name: file, args: {path: /tmp/x, colour: red}}\n", "colour"),
+        ("bpf:\n  btfPath: /nonexistent/vmlinux.btf\n", "bpf.btfPath"),
+        (
+            "event:\n  sinks:\n    - {name: file, args: {path: /tmp/x, colour: red}}\n",
+            "colour",
+        ),
     ] {
         let p = write_config(yaml);
         let (rc, _, err) = run_bin(&[&format!("--config.file={}", p.display()), "probes"]);
