@@ -82,6 +82,9 @@ pub struct NetnsCtx<'a> {
     /// True for the host (initial) namespace: node-global figures are exported only there.
     pub host: bool,
     cache: RefCell<HashMap<&'static str, FileResult>>,
+    /// `net_dir` opened once, so each file is one `openat` away: walking
+    /// `/proc/thread-self/net/<file>` from the root for every file was a tenth of a scrape.
+    dir: RefCell<Option<std::io::Result<std::os::fd::OwnedFd>>>,
 }
 
 impl<'a> NetnsCtx<'a> {
@@ -100,6 +103,7 @@ impl<'a> NetnsCtx<'a> {
             pids,
             host: false,
             cache: RefCell::new(HashMap::default()),
+            dir: RefCell::new(None),
         }
     }
 
@@ -115,15 +119,47 @@ impl<'a> NetnsCtx<'a> {
         if let Some(r) = self.cache.borrow().get(rel) {
             return r.clone();
         }
-        let path = self.net_dir.join(rel);
-        let r = read_file(&path).map(Rc::new);
+        let r = self.read_net_uncached(rel).map(Rc::new);
         self.cache.borrow_mut().insert(rel, r.clone());
         r
+    }
+
+    fn read_net_uncached(&self, rel: &'static str) -> Result<Vec<u8>, CollectError> {
+        use nix::fcntl::{openat, OFlag};
+        use nix::sys::stat::Mode;
+        let path = || self.net_dir.join(rel);
+        let mut dir = self.dir.borrow_mut();
+        let dir = dir.get_or_insert_with(|| {
+            std::fs::File::open(&self.net_dir).map(std::os::fd::OwnedFd::from)
+        });
+        let dir = match dir {
+            Ok(d) => d,
+            // The directory itself is gone (the process exited): report it for the file.
+            Err(e) => return Err(io_error(&path(), std::io::Error::from(e.kind()))),
+        };
+        match openat(&*dir, rel, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()) {
+            Ok(fd) => read_all(std::fs::File::from(fd), &path()),
+            Err(e) => Err(io_error(&path(), std::io::Error::from(e))),
+        }
+    }
+}
+
+/// A missing file is `NotAvailable`, other errors `Failed`, both naming the path.
+fn io_error(path: &Path, e: std::io::Error) -> CollectError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        CollectError::NotAvailable(format!("{} does not exist", path.display()))
+    } else {
+        CollectError::Failed(format!("reading {}: {e}", path.display()))
     }
 }
 
 /// Read a whole file; a missing file is `NotAvailable`, other errors `Failed`, both naming the path.
 pub fn read_file(path: &Path) -> Result<Vec<u8>, CollectError> {
+    let f = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
+    read_all(f, path)
+}
+
+fn read_all(mut f: std::fs::File, path: &Path) -> Result<Vec<u8>, CollectError> {
     use std::io::Read;
     // procfs reports size 0, so `fs::read` would probe with 32-byte reads and grow from there
     // (ten syscalls for snmp6). Read into a per-thread 64 KiB buffer instead: one read() for
@@ -131,14 +167,6 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>, CollectError> {
     thread_local! {
         static BUF: RefCell<Vec<u8>> = RefCell::new(vec![0u8; 64 * 1024]);
     }
-    let err = |e: std::io::Error| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            CollectError::NotAvailable(format!("{} does not exist", path.display()))
-        } else {
-            CollectError::Failed(format!("reading {}: {e}", path.display()))
-        }
-    };
-    let mut f = std::fs::File::open(path).map_err(err)?;
     BUF.with(|b| {
         let mut b = b.borrow_mut();
         let mut out = Vec::new();
@@ -147,7 +175,7 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>, CollectError> {
                 Ok(0) => return Ok(out),
                 Ok(n) => out.extend_from_slice(&b[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(err(e)),
+                Err(e) => return Err(io_error(path, e)),
             }
         }
     })
