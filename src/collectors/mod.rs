@@ -85,7 +85,55 @@ pub struct NetnsCtx<'a> {
     /// `net_dir` opened once, so each file is one `openat` away: walking
     /// `/proc/thread-self/net/<file>` from the root for every file was a tenth of a scrape.
     dir: RefCell<Option<std::io::Result<std::os::fd::OwnedFd>>>,
+    parsed: RefCell<HashMap<&'static str, ParsedResult>>,
 }
+
+type ParsedResult = Result<Rc<ParsedStats>, CollectError>;
+type Span = (u32, u32);
+
+/// A `Group Field value` file (snmp, snmp6, netstat) parsed once per namespace and kept as spans
+/// into its bytes, so the probes sharing it (ip, icmp, tcp, udp; tcpext, ipext) do not each
+/// parse it again.
+pub struct ParsedStats {
+    data: Rc<Vec<u8>>,
+    /// (group span, field span, value); a span is (offset, length) in `data`.
+    items: Vec<(Span, Span, crate::model::Value)>,
+}
+
+impl ParsedStats {
+    fn new(data: Rc<Vec<u8>>, parse: StatsParser) -> Result<ParsedStats, String> {
+        let stats = parse(&data)?;
+        let base = data.as_ptr() as usize;
+        // Parsers return slices of `data`; anything else (never seen) is left out.
+        let span = |s: &str| {
+            let off = (s.as_ptr() as usize).checked_sub(base)?;
+            (off + s.len() <= data.len()).then_some((off as u32, s.len() as u32))
+        };
+        let items = stats
+            .iter()
+            .filter_map(|st| Some((span(st.group)?, span(st.field)?, st.value)))
+            .collect();
+        Ok(ParsedStats {
+            data: data.clone(),
+            items,
+        })
+    }
+
+    fn at(&self, (off, len): Span) -> &str {
+        std::str::from_utf8(&self.data[off as usize..(off + len) as usize]).unwrap_or("")
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = snmp::Stat<'_>> {
+        self.items.iter().map(|&(g, f, value)| snmp::Stat {
+            group: self.at(g),
+            field: self.at(f),
+            value,
+        })
+    }
+}
+
+/// A parser of a stats file.
+pub type StatsParser = for<'d> fn(&'d [u8]) -> Result<Vec<snmp::Stat<'d>>, String>;
 
 impl<'a> NetnsCtx<'a> {
     pub fn new(
@@ -104,6 +152,7 @@ impl<'a> NetnsCtx<'a> {
             host: false,
             cache: RefCell::new(HashMap::default()),
             dir: RefCell::new(None),
+            parsed: RefCell::new(HashMap::default()),
         }
     }
 
@@ -124,6 +173,24 @@ impl<'a> NetnsCtx<'a> {
         r
     }
 
+    /// `<net_dir>/<rel>` parsed with `parse`, once per namespace whichever probe asks first.
+    pub fn stats(
+        &self,
+        rel: &'static str,
+        parse: StatsParser,
+    ) -> Result<Rc<ParsedStats>, CollectError> {
+        if let Some(r) = self.parsed.borrow().get(rel) {
+            return r.clone();
+        }
+        let r = self.read_net(rel).and_then(|data| {
+            ParsedStats::new(data, parse).map(Rc::new).map_err(|e| {
+                CollectError::Failed(format!("parsing {}: {e}", self.net_dir.join(rel).display()))
+            })
+        });
+        self.parsed.borrow_mut().insert(rel, r.clone());
+        r
+    }
+
     fn read_net_uncached(&self, rel: &'static str) -> Result<Vec<u8>, CollectError> {
         use nix::fcntl::{openat, OFlag};
         use nix::sys::stat::Mode;
@@ -137,7 +204,12 @@ impl<'a> NetnsCtx<'a> {
             // The directory itself is gone (the process exited): report it for the file.
             Err(e) => return Err(io_error(&path(), std::io::Error::from(e.kind()))),
         };
-        match openat(&*dir, rel, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()) {
+        match openat(
+            &*dir,
+            rel,
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
             Ok(fd) => read_all(std::fs::File::from(fd), &path()),
             Err(e) => Err(io_error(&path(), std::io::Error::from(e))),
         }

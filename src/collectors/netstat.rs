@@ -29,13 +29,7 @@ impl Collector for NetstatProbe {
     }
 
     fn collect(&self, ctx: &NetnsCtx, out: &mut dyn Sink) -> Result<(), CollectError> {
-        let data = ctx.read_net("netstat")?;
-        let stats = parse_netstat(&data).map_err(|e| {
-            CollectError::Failed(format!(
-                "parsing {}: {e}",
-                ctx.net_dir.join("netstat").display()
-            ))
-        })?;
+        let stats = ctx.stats("netstat", parse_netstat)?;
         let make = |g: &str, f: &str| {
             make_entry(&self.filter, g, f, MetricKind::Counter, "/proc/net/netstat")
         };

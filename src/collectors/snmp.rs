@@ -451,7 +451,12 @@ struct SnmpProbe {
 }
 
 impl SnmpProbe {
-    fn emit_stats(&self, stats: &[Stat<'_>], file: &str, out: &mut dyn Sink) {
+    fn emit_stats<'s>(
+        &self,
+        stats: impl Iterator<Item = Stat<'s>>,
+        file: &str,
+        out: &mut dyn Sink,
+    ) {
         for s in stats {
             if !self.groups.contains(&s.group) {
                 continue;
@@ -478,29 +483,17 @@ impl Collector for SnmpProbe {
         let wants_v4 = self.groups.iter().any(|g| !g.ends_with('6'));
         let wants_v6 = self.groups.iter().any(|g| g.ends_with('6'));
         if wants_v4 {
-            let data = ctx.read_net("snmp")?;
-            let stats = parse_snmp(&data).map_err(|e| {
-                CollectError::Failed(format!(
-                    "parsing {}: {e}",
-                    ctx.net_dir.join("snmp").display()
-                ))
-            })?;
-            self.emit_stats(&stats, "/proc/net/snmp", out);
+            let stats = ctx.stats("snmp", parse_snmp)?;
+            self.emit_stats(stats.iter(), "/proc/net/snmp", out);
         }
         if wants_v6 {
             // No snmp6 when IPv6 is disabled: the IPv4 groups stand alone.
-            let data = match ctx.read_net("snmp6") {
-                Ok(d) => d,
+            let stats = match ctx.stats("snmp6", parse_snmp6) {
+                Ok(s) => s,
                 Err(CollectError::NotAvailable(_)) if wants_v4 => return Ok(()),
                 Err(e) => return Err(e),
             };
-            let stats = parse_snmp6(&data).map_err(|e| {
-                CollectError::Failed(format!(
-                    "parsing {}: {e}",
-                    ctx.net_dir.join("snmp6").display()
-                ))
-            })?;
-            self.emit_stats(&stats, "/proc/net/snmp6", out);
+            self.emit_stats(stats.iter(), "/proc/net/snmp6", out);
         }
         Ok(())
     }
