@@ -4,6 +4,7 @@
 //! milliseconds in release builds and an object's `.BTF` section alike. Input is
 //! untrusted: every offset, count and type id is checked, and no allocation is
 //! sized from a count that the input has not already proven it holds.
+#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::sync::OnceLock;

@@ -1,5 +1,6 @@
 //! `.BTF.ext`: func_info, line_info and CO-RE relocation records, grouped per
 //! ELF section. Offsets (`insn_off`) are in bytes from the start of the section.
+#![forbid(unsafe_code)]
 
 use super::btf::Btf;
 use super::{Error, Reader, Result};

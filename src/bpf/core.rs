@@ -5,6 +5,7 @@
 //! candidates to agree, then patch the instruction — or poison it when the
 //! target lacks the field/enumerator, so that code guarded by
 //! `bpf_core_field_exists` still loads.
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::fmt;

@@ -1,5 +1,6 @@
 //! The BPF objects committed under `bpf-asm/`, embedded at build time by
 //! `build.rs` (no clang needed to build netsleuth).
+#![forbid(unsafe_code)]
 
 include!(concat!(env!("OUT_DIR"), "/bpf_objects.rs"));
 

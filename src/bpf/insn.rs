@@ -1,5 +1,6 @@
 //! `struct bpf_insn`: 8 bytes, `code`, `dst_reg:4 src_reg:4`, `off: i16`, `imm: i32`
 //! (little-endian objects only, as clang `-target bpf` produces on x86/arm64).
+#![forbid(unsafe_code)]
 
 use super::{Error, Result};
 

@@ -1,6 +1,6 @@
 //! Our own BPF loader.
 //!
-//! This is the *pure* layer: ELF objects ([`object`]), BTF ([`btf`]) and BTF.ext
+//! The *pure* layer: ELF objects ([`object`]), BTF ([`btf`]) and BTF.ext
 //! ([`btf_ext`]) parsing, instructions ([`insn`]), CO-RE ([`core`]) and
 //! relocation/linking ([`reloc`]). Nothing here makes a syscall, so all of it is
 //! unit-tested without root; the kernel layer (maps, program load, attach,
@@ -11,15 +11,42 @@
 //! [`reloc::link_program`] (append subprograms, rebase func/line info, record
 //! map references) → kernel layer (create maps, patch fds with
 //! [`reloc::LinkedProgram::apply_map_fds`], load).
-#![forbid(unsafe_code)]
+//!
+//! The *kernel* layer: [`sys`] is the one syscall choke point (with a test
+//! seam); [`abi`] holds the kernel structs with compile-time layout checks.
+//! Only those two modules contain `unsafe`; every other module is
+//! `#![forbid(unsafe_code)]`. [`loader::load`] runs the whole pipeline and
+//! returns a [`loader::Loaded`] (maps + programs); [`attach`] attaches
+//! (ordered fallbacks inside each method, typed [`error::KError`]s between
+//! methods); [`ringbuf`]/[`perfbuf`] consume events; [`kallsyms`] symbolizes
+//! stack-trace maps ([`map::Map::stack`]).
+#![deny(unsafe_code)]
 
+#[allow(unsafe_code)]
+pub mod abi;
+pub mod attach;
 pub mod btf;
 pub mod btf_ext;
+pub mod btf_load;
 pub mod core;
 pub mod embedded;
+pub mod error;
+pub mod fs;
 pub mod insn;
+pub mod kallsyms;
+pub mod loader;
+pub mod map;
 pub mod object;
+pub mod perfbuf;
+pub mod prog;
 pub mod reloc;
+pub mod ringbuf;
+#[allow(unsafe_code)]
+pub mod sys;
+pub mod target_btf;
+
+pub use error::{KError, KResult};
+pub use loader::{load, LoadOptions, Loaded};
 
 use std::fmt;
 

@@ -5,6 +5,7 @@
 //! data (`.rodata*`, `.data*`, `.bss*`) as array maps with per-variable
 //! offsets from BTF, and the relocations of every code section, already
 //! resolved to maps and functions.
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 

@@ -4,6 +4,7 @@
 //!
 //! Run [`super::core::relocate`] on the object first (libbpf's order: CO-RE on
 //! each section's own instructions, then linking, then data relocations).
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 
