@@ -21,6 +21,7 @@ use std::time::Duration;
 use crate::collectors::{self, CollectError, NetnsCtx, ProbeArgs};
 use crate::model::{MetricKind, Sink, Value};
 
+pub mod bpf;
 pub mod netns;
 use netns::TestNs;
 
@@ -170,6 +171,7 @@ pub fn run() -> Report {
         return report;
     }
     metric_checks(&mut report.checks);
+    bpf::checks(&mut report.checks);
     report
 }
 
