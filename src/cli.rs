@@ -21,6 +21,8 @@ netsleuth: network observability per network namespace, for Prometheus.
 Usage:
   netsleuth [serve] [flags]   run the exporter (default)
   netsleuth probes [flags]    list every probe, whether it can run here, and why not
+  netsleuth selftest [--json] create test namespaces, induce known conditions, and check that
+                              every probe sees exactly them (root; exit 0 only if all behave)
   netsleuth --version
   netsleuth --help
 
@@ -37,6 +39,7 @@ Signals: SIGHUP reloads the configuration file; SIGTERM/SIGINT exit.
 pub enum Command {
     Serve,
     Probes,
+    Selftest,
     Version,
     Help,
 }
@@ -47,6 +50,8 @@ pub struct Args {
     pub config_file: Option<PathBuf>,
     pub listen_address: Option<String>,
     pub log_level: log::LevelFilter,
+    /// `selftest --json`.
+    pub json: bool,
 }
 
 /// Parse the command line (without the program name).
@@ -58,6 +63,7 @@ pub fn parse_args(argv: impl IntoIterator<Item = OsString>) -> Result<Args, Stri
         config_file: None,
         listen_address: None,
         log_level: log::LevelFilter::Info,
+        json: false,
     };
     let mut saw_command = false;
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
@@ -93,6 +99,7 @@ pub fn parse_args(argv: impl IntoIterator<Item = OsString>) -> Result<Args, Stri
                     }
                 };
             }
+            Long("json") => args.json = true,
             Long("version") => args.command = Command::Version,
             Long("help") | Short('h') => args.command = Command::Help,
             Value(v) if !saw_command => {
@@ -100,11 +107,12 @@ pub fn parse_args(argv: impl IntoIterator<Item = OsString>) -> Result<Args, Stri
                 match v.to_str() {
                     Some("serve") => args.command = Command::Serve,
                     Some("probes") => args.command = Command::Probes,
+                    Some("selftest") => args.command = Command::Selftest,
                     Some("help") => args.command = Command::Help,
                     Some("version") => args.command = Command::Version,
                     _ => {
                         return Err(format!(
-                            "unknown command `{}` (expected serve or probes)",
+                            "unknown command `{}` (expected serve, probes or selftest)",
                             v.to_string_lossy()
                         ))
                     }
@@ -155,6 +163,19 @@ pub fn main() -> i32 {
                 2
             }
         },
+        Command::Selftest => {
+            let report = crate::selftest::run();
+            if args.json {
+                print!("{}", report.render_json());
+            } else {
+                print!("{}", report.render_text());
+            }
+            if report.ok() {
+                0
+            } else {
+                1
+            }
+        }
         Command::Serve => serve(args),
     }
 }
@@ -328,6 +349,8 @@ mod tests {
         assert_eq!(a.listen_address.as_deref(), Some("127.0.0.1:1"));
         assert_eq!(p(&["probes"]).unwrap().command, Command::Probes);
         assert_eq!(p(&["--version"]).unwrap().command, Command::Version);
+        let s = p(&["selftest", "--json"]).unwrap();
+        assert_eq!((s.command, s.json), (Command::Selftest, true));
     }
 
     #[test]

@@ -16,4 +16,5 @@ pub mod http;
 pub mod inventory;
 pub mod model;
 pub mod selfmetrics;
+pub mod selftest;
 pub mod sys;
