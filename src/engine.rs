@@ -127,7 +127,9 @@ impl Engine {
         let workers = cfg.workers;
         let max_staleness = cfg.max_staleness;
         let timeout = cfg.timeout;
-        let (tx, rx) = bounded::<Job>(65536);
+        // Room for every namespace of a very dense node; crossbeam touches every slot up front,
+        // so this is resident memory (about 60 bytes a slot).
+        let (tx, rx) = bounded::<Job>(8192);
         let proc_root: PathBuf = inventory.proc_root().to_path_buf();
         let can_enter = inventory.can_enter();
         for i in 0..workers {

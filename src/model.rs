@@ -202,7 +202,11 @@ pub struct Page {
 
 impl Page {
     /// Build from per-namespace pieces, in the order their samples should appear.
-    pub fn new(parts: Vec<Families>) -> Page {
+    pub fn new(mut parts: Vec<Families>) -> Page {
+        // The position maps are only needed while collecting: free them before the page lives on.
+        for p in &mut parts {
+            p.pos = HashMap::default();
+        }
         let descs: Vec<(Box<str>, Box<str>, MetricKind)> = registry()
             .read()
             .unwrap_or_else(|e| e.into_inner())
