@@ -33,6 +33,19 @@ struct {
 const volatile __u64 exclude_mask[4] = {};
 const volatile __u8 have_reasons = 1;
 
+/* The exclusion word for `reason`, read at constant offsets (a variable index into .rodata
+ * loses its bounds through the compiler's range reasoning). */
+static __always_inline __u64 exclude_word(__u32 reason)
+{
+	switch (reason >> 6) {
+	case 0: return exclude_mask[0];
+	case 1: return exclude_mask[1];
+	case 2: return exclude_mask[2];
+	case 3: return exclude_mask[3];
+	default: return 0;
+	}
+}
+
 static __always_inline int on_drop(void *ctx, struct sk_buff___p *skb, __u64 location, __u32 reason)
 {
 	struct drop_key k = {};
@@ -41,7 +54,7 @@ static __always_inline int on_drop(void *ctx, struct sk_buff___p *skb, __u64 loc
 
 	if (!have_reasons)
 		reason = 0;
-	else if (reason < 256 && (exclude_mask[reason >> 6] & (1ULL << (reason & 63))))
+	else if (exclude_word(reason) & (1ULL << (reason & 63)))
 		return 0;
 	netns = skb_netns(skb);
 	e = event_reserve(ctx, netns, 0);

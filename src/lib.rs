@@ -15,5 +15,6 @@ pub mod events;
 pub mod http;
 pub mod inventory;
 pub mod model;
+pub mod probes;
 pub mod selfmetrics;
 pub mod sys;
