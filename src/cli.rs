@@ -201,6 +201,7 @@ fn print_probes(cfg: &Config) {
             println!("{:<12} {:<8} {:<10}   default fields: {f}", "", "", "");
         }
     }
+    print_bpf_probes(cfg);
     for name in collectors::NOT_YET_AVAILABLE {
         let on = if cfg
             .deferred_probes
@@ -216,6 +217,49 @@ fn print_probes(cfg: &Config) {
             "no"
         );
     }
+}
+
+/// eBPF probes: each is loaded, attached and detached at once to tell the method it would use
+/// here, or why none works.
+fn print_bpf_probes(cfg: &Config) {
+    for kind in crate::probes::ProbeKind::ALL {
+        let c = cfg.bpf_probes.iter().find(|p| p.kind == kind);
+        let on = match c {
+            Some(c) if c.metrics && c.events => "yes",
+            Some(c) if c.metrics => "metrics",
+            Some(_) => "events",
+            None => "no",
+        };
+        let (avail, why) = match crate::probes::check(kind, &cfg.btf) {
+            Ok(m) => (
+                "yes",
+                format!("{} [attach: {}]", kind.description(), m.join(", ")),
+            ),
+            Err(e) => ("no", e),
+        };
+        println!("{:<12} {:<8} {:<10} {}", kind.name(), on, avail, why);
+    }
+}
+
+/// Starts the configured eBPF probes and hands their metrics to the engine (replacing, and
+/// so detaching, the previous set).
+fn start_bpf(
+    cfg: &Config,
+    engine: &Engine,
+    inventory: &Arc<Inventory>,
+    pipeline: &Option<Arc<crate::events::Pipeline>>,
+) {
+    engine.set_map_collectors(Vec::new());
+    if cfg.bpf_probes.is_empty() {
+        return;
+    }
+    let set = crate::probes::ProbeSet::start(
+        &cfg.bpf_probes,
+        &cfg.btf,
+        inventory.clone(),
+        pipeline.clone(),
+    );
+    engine.set_map_collectors(vec![Arc::new(set)]);
 }
 
 fn serve(args: Args) -> i32 {
@@ -263,8 +307,16 @@ fn serve(args: Args) -> i32 {
     ));
     crate::inventory::spawn_watcher(inventory.clone());
     let refresh = cfg.refresh_interval;
-    let names: Vec<String> = cfg.probes.iter().map(|p| p.name.clone()).collect();
+    let mut names: Vec<String> = cfg.probes.iter().map(|p| p.name.clone()).collect();
+    names.extend(cfg.bpf_probes.iter().map(|p| p.kind.name().to_string()));
+    let pipeline = start_pipeline(&cfg);
+    let bpf_cfg = Config {
+        bpf_probes: cfg.bpf_probes.clone(),
+        btf: cfg.btf.clone(),
+        ..Config::default_config()
+    };
     let engine = Engine::new(cfg, inventory.clone());
+    start_bpf(&bpf_cfg, &engine, &inventory, &pipeline);
     match server.server_addr().to_ip() {
         Some(a) => log::info!(
             "netsleuth {VERSION} listening on {a}; probes: {}",
@@ -285,7 +337,28 @@ fn serve(args: Args) -> i32 {
     }
 
     let _http = http::serve(server, engine.clone(), 4);
-    run_signals(&args, &engine)
+    let rc = run_signals(&args, &engine, &inventory, &pipeline);
+    // Detach the eBPF programs and flush the event sinks before exiting.
+    engine.set_map_collectors(Vec::new());
+    if let Some(p) = pipeline.and_then(|p| Arc::try_unwrap(p).ok()) {
+        p.close();
+    }
+    rc
+}
+
+/// The event pipeline, when events are configured (`event.probes` and `event.sinks`).
+fn start_pipeline(cfg: &Config) -> Option<Arc<crate::events::Pipeline>> {
+    if cfg.event_sinks.is_empty() || !cfg.bpf_probes.iter().any(|p| p.events) {
+        return None;
+    }
+    let mut sinks = Vec::new();
+    for s in &cfg.event_sinks {
+        match s.open() {
+            Ok(k) => sinks.push(k),
+            Err(e) => log::error!("event sink {s:?}: {e}"),
+        }
+    }
+    Some(Arc::new(crate::events::Pipeline::start(sinks, 65536)))
 }
 
 fn netsleuth_attributor(r: &crate::attribution::StateRoots) -> crate::attribution::Attributor {
@@ -293,7 +366,12 @@ fn netsleuth_attributor(r: &crate::attribution::StateRoots) -> crate::attributio
 }
 
 /// Handle signals on the main thread: SIGHUP reloads, SIGTERM/SIGINT exit 0.
-fn run_signals(args: &Args, engine: &Arc<Engine>) -> i32 {
+fn run_signals(
+    args: &Args,
+    engine: &Arc<Engine>,
+    inventory: &Arc<Inventory>,
+    pipeline: &Option<Arc<crate::events::Pipeline>>,
+) -> i32 {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     use std::sync::atomic::Ordering;
     let mut signals = match signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM]) {
@@ -307,8 +385,16 @@ fn run_signals(args: &Args, engine: &Arc<Engine>) -> i32 {
         match sig {
             SIGHUP => match load_config(args) {
                 Ok(cfg) => {
-                    let names: Vec<String> = cfg.probes.iter().map(|p| p.name.clone()).collect();
+                    let mut names: Vec<String> =
+                        cfg.probes.iter().map(|p| p.name.clone()).collect();
+                    names.extend(cfg.bpf_probes.iter().map(|p| p.kind.name().to_string()));
+                    let bpf_cfg = Config {
+                        bpf_probes: cfg.bpf_probes.clone(),
+                        btf: cfg.btf.clone(),
+                        ..Config::default_config()
+                    };
                     engine.set_probes(ActiveProbes::from_config(cfg));
+                    start_bpf(&bpf_cfg, engine, inventory, pipeline);
                     engine.stats.last_reload_ok.store(1, Ordering::Relaxed);
                     log::info!("configuration reloaded; probes: {}", names.join(", "));
                 }

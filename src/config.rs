@@ -144,6 +144,20 @@ pub struct Config {
     pub event_sinks: Vec<crate::events::SinkConfig>,
     /// Where the BPF loader looks for kernel BTF (`bpf.btfPath`).
     pub btf: crate::bpf::target_btf::BtfSources,
+    /// eBPF probes named in `metrics.probes` and/or `event.probes`, merged per probe.
+    pub bpf_probes: Vec<crate::probes::BpfProbeConfig>,
+}
+
+/// The entry for eBPF probe `kind` in `list`, created if absent.
+fn bpf_entry(
+    list: &mut Vec<crate::probes::BpfProbeConfig>,
+    kind: crate::probes::ProbeKind,
+) -> &mut crate::probes::BpfProbeConfig {
+    if let Some(i) = list.iter().position(|p| p.kind == kind) {
+        return &mut list[i];
+    }
+    list.push(crate::probes::BpfProbeConfig::new(kind));
+    list.last_mut().expect("just pushed")
 }
 
 /// Config errors name the key or probe at fault.
@@ -213,6 +227,7 @@ impl Config {
     fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         let mut probes = Vec::new();
         let mut deferred = Vec::new();
+        let mut bpf_probes: Vec<crate::probes::BpfProbeConfig> = Vec::new();
         match &raw.metrics.probes {
             None => {
                 for spec in collectors::registry()
@@ -230,10 +245,25 @@ impl Config {
             Some(list) => {
                 for (i, entry) in list.iter().enumerate() {
                     let (name, args) = probe_entry(&format!("metrics.probes[{i}]"), entry)?;
-                    if probes.iter().any(|p: &ProbeConfig| p.name == name) {
+                    if probes.iter().any(|p: &ProbeConfig| p.name == name)
+                        || bpf_probes
+                            .iter()
+                            .any(|p| p.metrics && p.kind.name() == name)
+                    {
                         return err(format!(
                             "metrics.probes[{i}]: probe `{name}` is listed twice"
                         ));
+                    }
+                    if let Some(kind) = crate::probes::ProbeKind::from_name(&name) {
+                        let at = format!("metrics.probes[{i}]");
+                        let mut a = ProbeArgs::from_yaml(&name, &args)
+                            .map_err(|e| ConfigError(format!("{at}: {e}")))?;
+                        let b = bpf_entry(&mut bpf_probes, kind);
+                        b.metrics = true;
+                        b.take_args(&mut a)
+                            .and_then(|()| a.finish())
+                            .map_err(|e| ConfigError(format!("{at}: {e}")))?;
+                        continue;
                     }
                     match collectors::find(&name) {
                         Some(spec) => {
@@ -270,7 +300,21 @@ impl Config {
         let mut event_sinks = Vec::new();
         if let Some(ev) = &raw.event {
             for (i, entry) in ev.probes.iter().enumerate() {
-                let (name, _) = probe_entry(&format!("event.probes[{i}]"), entry)?;
+                let at = format!("event.probes[{i}]");
+                let (name, args) = probe_entry(&at, entry)?;
+                if let Some(kind) = crate::probes::ProbeKind::from_name(&name) {
+                    let mut a = ProbeArgs::from_yaml(&name, &args)
+                        .map_err(|e| ConfigError(format!("{at}: {e}")))?;
+                    let b = bpf_entry(&mut bpf_probes, kind);
+                    if b.events {
+                        return err(format!("{at}: probe `{name}` is listed twice"));
+                    }
+                    b.events = true;
+                    b.take_args(&mut a)
+                        .and_then(|()| a.finish())
+                        .map_err(|e| ConfigError(format!("{at}: {e}")))?;
+                    continue;
+                }
                 if !collectors::NOT_YET_AVAILABLE.contains(&name.as_str()) && name != "biolatency" {
                     return err(format!("event.probes[{i}]: unknown event probe `{name}`"));
                 }
@@ -412,6 +456,7 @@ impl Config {
             timeout,
             event_sinks,
             btf,
+            bpf_probes,
         })
     }
 }

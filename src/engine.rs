@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use crate::collectors::{CollectError, Collector, NetnsCtx, Scope};
+use crate::collectors::{CollectError, Collector, MapCollector, NetnsCtx, Scope};
 use crate::config::Config;
 use crate::inventory::{self, Entity, EntityKind, Inventory, Snapshot};
 use crate::model::{Families, MetricKind, Page, Sink, Value};
@@ -19,9 +19,12 @@ use crate::selfmetrics;
 use crate::sys;
 
 /// The probes in use; swapped whole on config reload.
+#[derive(Clone)]
 pub struct ActiveProbes {
     pub netns: Vec<Arc<dyn Collector>>,
     pub node: Vec<Arc<dyn Collector>>,
+    /// Kernel-map probes (eBPF): collected once per scrape, series keyed by netns inode.
+    pub maps: Vec<Arc<dyn MapCollector>>,
 }
 
 impl ActiveProbes {
@@ -35,7 +38,11 @@ impl ActiveProbes {
                 Scope::Node => node.push(c),
             }
         }
-        ActiveProbes { netns, node }
+        ActiveProbes {
+            netns,
+            node,
+            maps: Vec::new(),
+        }
     }
 
     fn needs_entered(&self) -> bool {
@@ -120,6 +127,8 @@ pub struct Engine {
     timeout: Duration,
     pub stats: Arc<Stats>,
     started: Instant,
+    /// Static labels of every entity, also given to namespaces the inventory does not know.
+    extra_labels: Vec<(String, String)>,
 }
 
 impl Engine {
@@ -127,6 +136,7 @@ impl Engine {
         let workers = cfg.workers;
         let max_staleness = cfg.max_staleness;
         let timeout = cfg.timeout;
+        let extra_labels = cfg.extra_labels.clone();
         // Room for every namespace of a very dense node; crossbeam touches every slot up front,
         // so this is resident memory (about 60 bytes a slot).
         let (tx, rx) = bounded::<Job>(8192);
@@ -148,12 +158,33 @@ impl Engine {
             timeout,
             stats,
             started: Instant::now(),
+            extra_labels,
         })
     }
 
     /// Replace the probes (config reload). A scrape in flight finishes with the old set.
     pub fn set_probes(&self, p: ActiveProbes) {
         *self.probes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
+    }
+
+    /// Replace only the kernel-map probes (the eBPF probe set), keeping the others.
+    pub fn set_map_collectors(&self, maps: Vec<Arc<dyn MapCollector>>) {
+        let mut g = self.probes.write().unwrap_or_else(|e| e.into_inner());
+        let mut p = ActiveProbes::clone(&g);
+        p.maps = maps;
+        *g = Arc::new(p);
+    }
+
+    /// The entity label prefix for series of namespace `inode`: the inventory's, else an
+    /// unknown namespace's (same label names, `kind="unknown"`).
+    fn map_labels(&self, snap: &Snapshot, inode: u64) -> String {
+        if let Some(e) = snap.by_inode(inode) {
+            return e.labels.clone();
+        }
+        if let Some(e) = self.inventory.entity_at(inode, Instant::now()) {
+            return e.labels.clone();
+        }
+        unknown_labels(inode, &self.extra_labels)
     }
 
     pub fn inventory(&self) -> &Arc<Inventory> {
@@ -265,6 +296,20 @@ impl Engine {
             ));
         }
 
+        // Kernel-map probes: once per scrape, one series per namespace inode in the map.
+        for c in &probes.maps {
+            let t = Instant::now();
+            let labels = |inode: u64| self.map_labels(&snap, inode);
+            let result = c.collect(&labels, &mut node_fams);
+            node_runs.push((
+                c.name(),
+                ProbeRun {
+                    elapsed: t.elapsed(),
+                    result,
+                },
+            ));
+        }
+
         let timed_out = {
             let mut left = batch.remaining.lock().unwrap_or_else(|e| e.into_inner());
             while *left > 0 {
@@ -297,6 +342,9 @@ impl Engine {
         let mut parts: Vec<Families> = Vec::with_capacity(snap.entities.len() + 2);
         let mut tallies: BTreeMap<&'static str, Tally> = BTreeMap::new();
         for c in probes.netns.iter().chain(probes.node.iter()) {
+            tallies.insert(c.name(), Tally::default());
+        }
+        for c in &probes.maps {
             tallies.insert(c.name(), Tally::default());
         }
         let mut vanished = 0u64;
@@ -620,6 +668,21 @@ fn go_home(home: &std::os::fd::OwnedFd) {
 
 fn still_exists(e: &Entity, proc_root: &Path) -> bool {
     inventory::open_entity_netns(e, proc_root).is_some()
+}
+
+/// Labels of a namespace the inventory does not know: its inode, `kind="unknown"`, empty
+/// names, then the static extra labels (the same label names as every entity).
+pub fn unknown_labels(inode: u64, extra: &[(String, String)]) -> String {
+    let inode_s = inode.to_string();
+    let mut l: Vec<(&str, &str)> = vec![
+        ("netns", &inode_s),
+        ("kind", "unknown"),
+        ("k8s_namespace", ""),
+        ("k8s_pod", ""),
+        ("name", ""),
+    ];
+    l.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    crate::model::render_labels(&l)
 }
 
 /// For tests and `netsleuth probes`: the snapshot the next scrape would use.

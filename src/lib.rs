@@ -15,6 +15,7 @@ pub mod events;
 pub mod http;
 pub mod inventory;
 pub mod model;
+pub mod probes;
 pub mod selfmetrics;
 pub mod selftest;
 pub mod sys;

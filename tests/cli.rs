@@ -146,7 +146,18 @@ event:
     };
     assert!(line("netdev").split_whitespace().nth(1) == Some("yes"));
     assert!(line("fd").split_whitespace().nth(1) == Some("no"));
-    assert!(line("packetloss").contains("not implemented"));
+    // eBPF probes: enabled as metrics and events; the attach method (root) or why not.
+    let pl = line("packetloss");
+    assert_eq!(pl.split_whitespace().nth(1), Some("yes"), "{pl}");
+    if nix::unistd::geteuid().is_root() {
+        assert!(pl.contains("[attach: tp_btf]"), "{pl}");
+    }
+    assert_eq!(line("tcpreset").split_whitespace().nth(1), Some("events"));
+    assert_eq!(
+        line("tcpretrans").split_whitespace().nth(1),
+        Some("metrics")
+    );
+    assert!(line("flow").contains("not implemented"));
 }
 
 #[test]

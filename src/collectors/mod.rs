@@ -345,6 +345,40 @@ impl ProbeArgs {
         }
     }
 
+    /// Take a boolean arg.
+    pub fn take_bool(&mut self, key: &str) -> Result<Option<bool>, String> {
+        match self.map.remove(&key.to_ascii_lowercase()) {
+            None => Ok(None),
+            Some((_, serde_norway::Value::Bool(b))) => Ok(Some(b)),
+            Some((orig, _)) => Err(format!(
+                "probe {}: arg `{orig}` must be true or false",
+                self.probe
+            )),
+        }
+    }
+
+    /// Take a list-of-strings arg.
+    pub fn take_str_list(&mut self, key: &str) -> Result<Option<Vec<String>>, String> {
+        match self.map.remove(&key.to_ascii_lowercase()) {
+            None => Ok(None),
+            Some((orig, serde_norway::Value::Sequence(v))) => v
+                .into_iter()
+                .map(|x| match x {
+                    serde_norway::Value::String(s) => Ok(s),
+                    _ => Err(format!(
+                        "probe {}: arg `{orig}` must be a list of strings",
+                        self.probe
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some((orig, _)) => Err(format!(
+                "probe {}: arg `{orig}` must be a list of strings",
+                self.probe
+            )),
+        }
+    }
+
     /// Fail if any arg was not consumed.
     pub fn finish(self) -> Result<(), String> {
         if let Some((_, (orig, _))) = self.map.into_iter().next() {
@@ -439,12 +473,22 @@ pub fn find(name: &str) -> Option<ProbeSpec> {
     registry().into_iter().find(|s| s.name == name)
 }
 
+/// A probe whose data is aggregated in kernel maps keyed by network namespace inode (the eBPF
+/// probes): collected once per scrape, not once per namespace. `labels(inode)` is the entity
+/// label prefix of that namespace (an unknown one is labelled by its inode with
+/// `kind="unknown"`, same label names), to be passed to [`crate::model::Families::sink`].
+pub trait MapCollector: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn collect(
+        &self,
+        labels: &dyn Fn(u64) -> String,
+        out: &mut crate::model::Families,
+    ) -> Result<(), CollectError>;
+}
+
 /// Names of probes that exist in KubeSkoop but are eBPF probes or not built yet: a KubeSkoop
 /// config naming them must still load.
 pub const NOT_YET_AVAILABLE: &[&str] = &[
-    "packetloss",
-    "tcpreset",
-    "tcpretrans",
     "socketlatency",
     "softirq",
     "netiftxlat",

@@ -1,0 +1,93 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * packetloss: skb:kfree_skb, counted per (netns, drop reason, protocol) in a
+ * bounded hash map, and optionally one PACKETLOSS event per drop.
+ *
+ * Reasons named in `exclude_mask` (user space resolves the names against the
+ * kernel's `enum skb_drop_reason`) are normal frees: neither counted nor
+ * reported. On kernels without drop reasons (`have_reasons == 0`) the key
+ * carries the freeing location instead, which user space symbolizes.
+ */
+#include "netprobes.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+struct drop_key {
+	__u32 netns;
+	__u32 reason;
+	__u64 location; /* 0 when the kernel has drop reasons */
+	__u8 l4proto;
+	__u8 family;
+	__u8 _pad[6];
+};
+
+/* 4096 (netns, reason, protocol) triples: ~100 namespaces x every reason seen. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct drop_key);
+	__type(value, __u64);
+} drops SEC(".maps");
+
+/* Bit r set: reason r is excluded (reasons 0..255; subsystem reasons are never excluded). */
+const volatile __u64 exclude_mask[4] = {};
+const volatile __u8 have_reasons = 1;
+
+/* The exclusion word for `reason`, read at constant offsets (a variable index into .rodata
+ * loses its bounds through the compiler's range reasoning). */
+static __always_inline __u64 exclude_word(__u32 reason)
+{
+	switch (reason >> 6) {
+	case 0: return exclude_mask[0];
+	case 1: return exclude_mask[1];
+	case 2: return exclude_mask[2];
+	case 3: return exclude_mask[3];
+	default: return 0;
+	}
+}
+
+static __always_inline int on_drop(void *ctx, struct sk_buff___p *skb, __u64 location, __u32 reason)
+{
+	struct drop_key k = {};
+	struct ns_event *e;
+	__u32 netns;
+
+	if (!have_reasons)
+		reason = 0;
+	else if (exclude_word(reason) & (1ULL << (reason & 63)))
+		return 0;
+	netns = skb_netns(skb);
+	e = event_reserve(ctx, netns, 0);
+	if (e) {
+		skb_tuple(skb, e, 0);
+		e->reason = reason;
+		e->location = location;
+		k.l4proto = e->l4proto;
+		k.family = e->family;
+		bpf_ringbuf_submit(e, 0);
+	} else {
+		struct ns_event t = {};
+
+		skb_tuple(skb, &t, 0);
+		k.l4proto = t.l4proto;
+		k.family = t.family;
+	}
+	k.netns = netns;
+	k.reason = reason;
+	if (!have_reasons)
+		k.location = location;
+	count_add(&drops, &k, 1);
+	return 0;
+}
+
+SEC("tp_btf/kfree_skb")
+int kfree_skb_btf(__u64 *ctx)
+{
+	return on_drop(ctx, (struct sk_buff___p *)ctx[0], ctx[1], have_reasons ? (__u32)ctx[2] : 0);
+}
+
+SEC("raw_tp/kfree_skb")
+int kfree_skb_raw(__u64 *ctx)
+{
+	return on_drop(ctx, (struct sk_buff___p *)ctx[0], ctx[1], have_reasons ? (__u32)ctx[2] : 0);
+}

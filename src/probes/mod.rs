@@ -1,0 +1,712 @@
+//! eBPF probes: one module per probe (its object, attach plan, map reader and event decoder),
+//! plus what they share here: configuration, the attach-plan machinery, the running set (one
+//! [`MapCollector`] for the engine) and the one event reader thread (epoll over every probe's
+//! ring buffer → decode → entity at the event's time → [`Pipeline::publish`]).
+//!
+//! Metrics never depend on events: a probe in `metrics.probes` counts in its kernel map; one in
+//! `event.probes` also writes records to its ring buffer (`emit_events`, set before load).
+//! Dropping a [`ProbeSet`] stops the reader and detaches every program.
+#![forbid(unsafe_code)]
+
+pub mod packetloss;
+pub mod tcpreset;
+pub mod tcpretrans;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::bpf::attach::{Link, Method};
+use crate::bpf::kallsyms::Kallsyms;
+use crate::bpf::target_btf::BtfSources;
+use crate::bpf::{self, LoadOptions, Loaded};
+use crate::collectors::{CollectError, MapCollector, ProbeArgs};
+use crate::events::{Event, EventEntity, FieldValue, Pipeline};
+use crate::inventory::Inventory;
+use crate::model::{Families, MetricKind, Sink, Value};
+
+/// The eBPF probes this build runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ProbeKind {
+    PacketLoss,
+    TcpReset,
+    TcpRetrans,
+}
+
+/// One way to attach: the method's name and the program in the object that uses it.
+pub type Alternative = (&'static str, &'static str);
+
+impl ProbeKind {
+    pub const ALL: [ProbeKind; 3] = [
+        ProbeKind::PacketLoss,
+        ProbeKind::TcpReset,
+        ProbeKind::TcpRetrans,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ProbeKind::PacketLoss => "packetloss",
+            ProbeKind::TcpReset => "tcpreset",
+            ProbeKind::TcpRetrans => "tcpretrans",
+        }
+    }
+
+    pub fn from_name(n: &str) -> Option<ProbeKind> {
+        Self::ALL.into_iter().find(|k| k.name() == n)
+    }
+
+    pub fn description(self) -> &'static str {
+        match self {
+            ProbeKind::PacketLoss => "dropped packets by kernel drop reason (skb:kfree_skb)",
+            ProbeKind::TcpReset => {
+                "TCP resets sent and received, by type (tcp:tcp_send_reset, tcp:tcp_receive_reset)"
+            }
+            ProbeKind::TcpRetrans => {
+                "TCP retransmitted segments (tcp:tcp_retransmit_skb, tcp:tcp_retransmit_synack)"
+            }
+        }
+    }
+
+    /// Attach plan: for each attach point, the alternatives in order of preference
+    /// (tp_btf → raw_tp; fentry/kprobe alternatives are added where a kernel lacks the
+    /// tracepoint).
+    pub fn plan(self) -> &'static [&'static [Alternative]] {
+        match self {
+            ProbeKind::PacketLoss => packetloss::PLAN,
+            ProbeKind::TcpReset => tcpreset::PLAN,
+            ProbeKind::TcpRetrans => tcpretrans::PLAN,
+        }
+    }
+}
+
+/// An eBPF probe as configured (from `metrics.probes` and/or `event.probes`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BpfProbeConfig {
+    pub kind: ProbeKind,
+    /// Listed in `metrics.probes`.
+    pub metrics: bool,
+    /// Listed in `event.probes`: also emit events.
+    pub events: bool,
+    /// `enableStack` (KubeSkoop's arg): kernel stack on each event.
+    pub enable_stack: bool,
+    /// packetloss `excludeReasons`: drop reasons (enum names without `SKB_DROP_REASON_`) that
+    /// are normal frees, neither counted nor reported.
+    pub exclude_reasons: Vec<String>,
+}
+
+impl BpfProbeConfig {
+    pub fn new(kind: ProbeKind) -> Self {
+        BpfProbeConfig {
+            kind,
+            metrics: false,
+            events: false,
+            enable_stack: false,
+            exclude_reasons: packetloss::DEFAULT_EXCLUDE
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
+
+    /// Consume this probe's args (from either list; later ones override).
+    pub fn take_args(&mut self, a: &mut ProbeArgs) -> Result<(), String> {
+        if let Some(b) = a.take_bool("enableStack")? {
+            self.enable_stack = b;
+        }
+        if self.kind == ProbeKind::PacketLoss {
+            if let Some(v) = a.take_str_list("excludeReasons")? {
+                self.exclude_reasons = v
+                    .into_iter()
+                    .map(|s| s.trim_start_matches("SKB_DROP_REASON_").to_string())
+                    .collect();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Per-process event counters (kept across reloads: Prometheus counters must not go back).
+#[derive(Default)]
+struct EventCounters {
+    by_type: BTreeMap<&'static str, u64>,
+    /// Ring buffer records lost, per probe: sum over probe sets (`base`) + current.
+    lost_base: BTreeMap<&'static str, u64>,
+    lost_now: BTreeMap<&'static str, u64>,
+}
+
+static COUNTERS: Mutex<Option<EventCounters>> = Mutex::new(None);
+
+fn with_counters<T>(f: impl FnOnce(&mut EventCounters) -> T) -> T {
+    let mut g = COUNTERS.lock().unwrap_or_else(|e| e.into_inner());
+    f(g.get_or_insert_with(EventCounters::default))
+}
+
+/// A loaded and attached probe.
+pub struct RunningProbe {
+    pub cfg: BpfProbeConfig,
+    pub loaded: Loaded,
+    /// How each attach point got attached (`tp_btf`, `raw_tp`...).
+    pub methods: Vec<&'static str>,
+    links: Mutex<Vec<Link>>,
+    /// packetloss: drop reason value → name, from the kernel's BTF.
+    pub reasons: Arc<BTreeMap<u64, String>>,
+}
+
+impl RunningProbe {
+    /// Detach now (also happens on drop).
+    pub fn detach(&self) {
+        self.links.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// Tries each alternative of an attach point in order; the error lists why each failed.
+pub fn attach_point(l: &Loaded, alts: &[Alternative]) -> Result<(Link, &'static str), String> {
+    let mut why = Vec::new();
+    for (method, prog) in alts {
+        match l.attach(prog) {
+            Ok(link) => {
+                let m = match link.method() {
+                    Method::BtfLink
+                    | Method::RawTracepointOpen
+                    | Method::PerfLink
+                    | Method::PerfIoctl => *method,
+                };
+                return Ok((link, m));
+            }
+            Err(e) => why.push(format!("{method}: {e}")),
+        }
+    }
+    Err(why.join("; "))
+}
+
+/// Loads and attaches one probe. `Err` says why it cannot run here.
+pub fn start_probe(cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<RunningProbe, String> {
+    let kind = cfg.kind;
+    let obj = bpf::embedded::object(kind.name())
+        .ok_or_else(|| format!("{}: BPF object not embedded in this build", kind.name()))?;
+    let mut globals = vec![
+        ("emit_events".to_string(), vec![u8::from(cfg.events)]),
+        (
+            "enable_stack".to_string(),
+            vec![u8::from(cfg.events && cfg.enable_stack)],
+        ),
+    ];
+    let mut reasons = BTreeMap::new();
+    if kind == ProbeKind::PacketLoss {
+        let (g, r) = packetloss::globals(cfg, btf)?;
+        globals.extend(g);
+        reasons = r;
+    }
+    let loaded = bpf::load(
+        obj,
+        &LoadOptions {
+            btf: btf.clone(),
+            globals,
+            programs: None,
+            max_entries: Vec::new(),
+        },
+    )
+    .map_err(|e| format!("load: {e}"))?;
+    let mut links = Vec::new();
+    let mut methods = Vec::new();
+    for alts in kind.plan() {
+        let (link, m) =
+            attach_point(&loaded, alts).map_err(|e| format!("no attach method works: {e}"))?;
+        links.push(link);
+        methods.push(m);
+    }
+    Ok(RunningProbe {
+        cfg: cfg.clone(),
+        loaded,
+        methods,
+        links: Mutex::new(links),
+        reasons: Arc::new(reasons),
+    })
+}
+
+/// For `netsleuth probes`: load, attach and detach at once; the methods it would use, or why
+/// not.
+pub fn check(kind: ProbeKind, btf: &BtfSources) -> Result<Vec<&'static str>, String> {
+    let p = start_probe(&BpfProbeConfig::new(kind), btf)?;
+    p.detach();
+    Ok(p.methods.clone())
+}
+
+/// The running eBPF probes: one metrics collector for the engine, one event reader thread.
+pub struct ProbeSet {
+    probes: Vec<Arc<RunningProbe>>,
+    pub failed: Vec<(ProbeKind, String)>,
+    stop: Arc<AtomicBool>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    kallsyms: Arc<Mutex<Option<Kallsyms>>>,
+}
+
+impl ProbeSet {
+    /// Starts every configured probe; a probe that cannot run is logged and listed in
+    /// `failed`, the others run.
+    pub fn start(
+        cfgs: &[BpfProbeConfig],
+        btf: &BtfSources,
+        inventory: Arc<Inventory>,
+        pipeline: Option<Arc<Pipeline>>,
+    ) -> ProbeSet {
+        if !cfgs.is_empty() {
+            if let Err(e) = bpf::fs::tracefs() {
+                log::debug!("tracefs: {e}");
+            }
+        }
+        let mut probes = Vec::new();
+        let mut failed = Vec::new();
+        for c in cfgs {
+            match start_probe(c, btf) {
+                Ok(p) => {
+                    log::info!(
+                        "eBPF probe {} attached via {} (metrics: {}, events: {})",
+                        c.kind.name(),
+                        p.methods.join(", "),
+                        c.metrics,
+                        c.events
+                    );
+                    probes.push(Arc::new(p));
+                }
+                Err(e) => {
+                    log::error!("eBPF probe {} cannot run: {e}", c.kind.name());
+                    failed.push((c.kind, e));
+                }
+            }
+        }
+        let kallsyms = Arc::new(Mutex::new(None));
+        let stop = Arc::new(AtomicBool::new(false));
+        let ev: Vec<Arc<RunningProbe>> = probes.iter().filter(|p| p.cfg.events).cloned().collect();
+        let reader = if ev.is_empty() {
+            None
+        } else {
+            let stop = stop.clone();
+            let ks = kallsyms.clone();
+            let pipeline = pipeline.clone();
+            std::thread::Builder::new()
+                .name("bpf-events".into())
+                .spawn(move || reader_loop(ev, stop, inventory, pipeline, ks))
+                .map_err(|e| log::error!("cannot start the BPF event reader: {e}"))
+                .ok()
+        };
+        ProbeSet {
+            probes,
+            failed,
+            stop,
+            reader,
+            kallsyms,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.probes.is_empty()
+    }
+
+    pub fn running(&self) -> impl Iterator<Item = &RunningProbe> {
+        self.probes.iter().map(|p| p.as_ref())
+    }
+}
+
+impl Drop for ProbeSet {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.reader.take() {
+            let _ = h.join();
+        }
+        for p in &self.probes {
+            p.detach();
+            if let Ok(n) = lost_of(p) {
+                with_counters(|c| {
+                    *c.lost_base.entry(p.cfg.kind.name()).or_default() += n;
+                    c.lost_now.remove(p.cfg.kind.name());
+                });
+            }
+        }
+    }
+}
+
+fn lost_of(p: &RunningProbe) -> bpf::KResult<u64> {
+    per_cpu_sum(&p.loaded, "events_lost")
+}
+
+/// Sum of key 0 of a per-CPU u64 array.
+pub fn per_cpu_sum(l: &Loaded, map: &str) -> bpf::KResult<u64> {
+    let m = l.map(map)?;
+    Ok(m.lookup_percpu(&0u32.to_ne_bytes())?
+        .unwrap_or_default()
+        .iter()
+        .map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap_or([0; 8])))
+        .sum())
+}
+
+impl MapCollector for ProbeSet {
+    fn name(&self) -> &'static str {
+        "ebpf"
+    }
+
+    fn collect(
+        &self,
+        labels: &dyn Fn(u64) -> String,
+        out: &mut Families,
+    ) -> Result<(), CollectError> {
+        let mut errors = Vec::new();
+        let mut prefixes: HashMap<u64, String> = HashMap::new();
+        let mut prefix = |inode: u64| {
+            prefixes
+                .entry(inode)
+                .or_insert_with(|| labels(inode))
+                .clone()
+        };
+        for p in &self.probes {
+            if !p.cfg.metrics {
+                continue;
+            }
+            let r = match p.cfg.kind {
+                ProbeKind::PacketLoss => {
+                    let ks = self.kallsyms.clone();
+                    packetloss::collect(p, &mut prefix, out, &ks)
+                }
+                ProbeKind::TcpReset => tcpreset::collect(p, &mut prefix, out),
+                ProbeKind::TcpRetrans => tcpretrans::collect(p, &mut prefix, out),
+            };
+            if let Err(e) = r {
+                errors.push(format!("{}: {e}", p.cfg.kind.name()));
+            }
+            if let Ok(n) = per_cpu_sum(&p.loaded, "counts_full") {
+                out.sink("").emit(
+                    "netsleuth_bpf_map_full_total",
+                    "Counter updates dropped because the probe's bounded kernel map was full.",
+                    MetricKind::Counter,
+                    &[("probe", p.cfg.kind.name())],
+                    Value::U64(n),
+                );
+            }
+        }
+        for p in &self.probes {
+            if p.cfg.events {
+                if let Ok(n) = lost_of(p) {
+                    with_counters(|c| c.lost_now.insert(p.cfg.kind.name(), n));
+                }
+            }
+        }
+        let mut s = out.sink("");
+        with_counters(|c| {
+            for (t, n) in &c.by_type {
+                s.emit(
+                    "netsleuth_events_total",
+                    "Events read from the kernel, by type.",
+                    MetricKind::Counter,
+                    &[("type", t)],
+                    Value::U64(*n),
+                );
+            }
+            let mut lost: BTreeMap<&str, u64> = c.lost_base.clone();
+            for (p, n) in &c.lost_now {
+                *lost.entry(p).or_default() += n;
+            }
+            for (p, n) in lost {
+                s.emit(
+                    "netsleuth_events_lost_total",
+                    "Events the kernel could not write because the probe's ring buffer was full.",
+                    MetricKind::Counter,
+                    &[("probe", p)],
+                    Value::U64(n),
+                );
+            }
+        });
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(CollectError::Failed(errors.join("; ")))
+        }
+    }
+}
+
+/// Sums a hash map of `key → u64` by a label tuple derived from the key (several kernel keys
+/// may share one series).
+pub fn sum_u64_map<K: Ord>(
+    l: &Loaded,
+    map: &str,
+    mut key: impl FnMut(&[u8]) -> Option<K>,
+) -> Result<BTreeMap<K, u64>, String> {
+    let m = l.map(map).map_err(|e| e.to_string())?;
+    let mut out = BTreeMap::new();
+    for (k, v) in m.entries().map_err(|e| format!("read map {map}: {e}"))? {
+        let Some(k) = key(&k) else { continue };
+        let n = u64::from_ne_bytes(v.get(..8).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]));
+        *out.entry(k).or_default() += n;
+    }
+    Ok(out)
+}
+
+// ---- events ---------------------------------------------------------------------------------
+
+/// The record every probe writes (`struct ns_event` in `bpf-asm/include/netprobes.h`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawEvent {
+    pub ts: u64,
+    pub location: u64,
+    pub netns: u32,
+    pub reason: u32,
+    pub stack_id: i32,
+    pub family: u16,
+    pub l4proto: u8,
+    pub kind: u8,
+    pub state: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+pub const RAW_EVENT_LEN: usize = 72;
+
+impl RawEvent {
+    pub fn parse(b: &[u8]) -> Option<RawEvent> {
+        if b.len() < RAW_EVENT_LEN {
+            return None;
+        }
+        let u64_at = |o: usize| u64::from_ne_bytes(b[o..o + 8].try_into().unwrap());
+        let u32_at = |o: usize| u32::from_ne_bytes(b[o..o + 4].try_into().unwrap());
+        let u16_at = |o: usize| u16::from_ne_bytes(b[o..o + 2].try_into().unwrap());
+        Some(RawEvent {
+            ts: u64_at(0),
+            location: u64_at(8),
+            netns: u32_at(16),
+            reason: u32_at(20),
+            stack_id: u32_at(24) as i32,
+            family: u16_at(28),
+            l4proto: b[30],
+            kind: b[31],
+            state: b[32],
+            sport: u16_at(34),
+            dport: u16_at(36),
+            saddr: b[40..56].try_into().unwrap(),
+            daddr: b[56..72].try_into().unwrap(),
+        })
+    }
+
+    fn addr(&self, a: &[u8; 16]) -> Option<IpAddr> {
+        match self.family {
+            2 => Some(IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))),
+            10 => Some(IpAddr::V6(Ipv6Addr::from(*a))),
+            _ => None,
+        }
+    }
+
+    /// `protocol, saddr, sport, daddr, dport` (KubeSkoop's tuple), when the packet was IP.
+    pub fn tuple_fields(&self, ev: &mut Event) {
+        let (Some(s), Some(d)) = (self.addr(&self.saddr), self.addr(&self.daddr)) else {
+            return;
+        };
+        ev.fields.push((
+            "protocol",
+            FieldValue::Str(protocol_name(self.family, self.l4proto)),
+        ));
+        ev.fields.push(("saddr", FieldValue::Addr(s)));
+        ev.fields
+            .push(("sport", FieldValue::UInt(self.sport.into())));
+        ev.fields.push(("daddr", FieldValue::Addr(d)));
+        ev.fields
+            .push(("dport", FieldValue::UInt(self.dport.into())));
+    }
+}
+
+/// Protocol label: `TCP`, `UDP`, `ICMP`, `ICMPv6`, `SCTP`, `IP/<n>` for other IP protocols,
+/// `other` for non-IP packets.
+pub fn protocol_name(family: u16, l4: u8) -> String {
+    if family != 2 && family != 10 {
+        return "other".into();
+    }
+    match l4 {
+        6 => "TCP".into(),
+        17 => "UDP".into(),
+        1 => "ICMP".into(),
+        58 => "ICMPv6".into(),
+        132 => "SCTP".into(),
+        n => format!("IP/{n}"),
+    }
+}
+
+/// TCP state names (include/net/tcp_states.h).
+pub fn tcp_state(s: u8) -> &'static str {
+    match s {
+        1 => "TCP_ESTABLISHED",
+        2 => "TCP_SYN_SENT",
+        3 => "TCP_SYN_RECV",
+        4 => "TCP_FIN_WAIT1",
+        5 => "TCP_FIN_WAIT2",
+        6 => "TCP_TIME_WAIT",
+        7 => "TCP_CLOSE",
+        8 => "TCP_CLOSE_WAIT",
+        9 => "TCP_LAST_ACK",
+        10 => "TCP_LISTEN",
+        11 => "TCP_CLOSING",
+        12 => "TCP_NEW_SYN_RECV",
+        13 => "TCP_BOUND_INACTIVE",
+        _ => "TCP_UNKNOWN",
+    }
+}
+
+/// What a decoder gets besides the record.
+pub struct DecodeCtx<'a> {
+    pub probe: &'a RunningProbe,
+    pub kallsyms: Option<&'a Kallsyms>,
+}
+
+fn decode(ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
+    match ctx.probe.cfg.kind {
+        ProbeKind::PacketLoss => packetloss::decode(ctx, r, entity),
+        ProbeKind::TcpReset => tcpreset::decode(ctx, r, entity),
+        ProbeKind::TcpRetrans => tcpretrans::decode(ctx, r, entity),
+    }
+}
+
+fn reader_loop(
+    probes: Vec<Arc<RunningProbe>>,
+    stop: Arc<AtomicBool>,
+    inventory: Arc<Inventory>,
+    pipeline: Option<Arc<Pipeline>>,
+    kallsyms: Arc<Mutex<Option<Kallsyms>>>,
+) {
+    let epoll = match bpf::sys::Epoll::new() {
+        Ok(e) => e,
+        Err(e) => {
+            log::error!("BPF event reader: epoll: {e}");
+            return;
+        }
+    };
+    let mut rings = Vec::new();
+    for (i, p) in probes.iter().enumerate() {
+        let r = p
+            .loaded
+            .ringbuf("events")
+            .and_then(|rb| p.loaded.map("events").map(|m| (rb, m)))
+            .and_then(|(rb, m)| {
+                epoll
+                    .add(m.as_fd(), i as u64)
+                    .map_err(|e| bpf::KError::io("epoll_ctl", e))?;
+                Ok(rb)
+            });
+        match r {
+            Ok(rb) => rings.push((p.clone(), rb)),
+            Err(e) => log::error!("eBPF probe {}: no events: {e}", p.cfg.kind.name()),
+        }
+    }
+    if probes
+        .iter()
+        .any(|p| p.cfg.enable_stack || p.cfg.kind == ProbeKind::PacketLoss)
+    {
+        let mut g = kallsyms.lock().unwrap_or_else(|e| e.into_inner());
+        if g.is_none() {
+            match Kallsyms::load() {
+                Ok(k) => *g = Some(k),
+                Err(e) => log::warn!("kallsyms: {e}; locations and stacks stay numeric"),
+            }
+        }
+    }
+    let mut ready = Vec::new();
+    let mut raw = Vec::new();
+    let mut last_refresh = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        ready.clear();
+        if let Err(e) = epoll.wait(&mut ready, rings.len().max(1), 200) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                log::error!("BPF event reader: epoll_wait: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        if last_refresh.elapsed() > Duration::from_secs(60) {
+            last_refresh = Instant::now();
+            if let Some(k) = kallsyms.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                let _ = k.refresh();
+            }
+        }
+        for (p, rb) in rings.iter_mut() {
+            raw.clear();
+            rb.consume(|rec| {
+                if let Some(r) = RawEvent::parse(rec) {
+                    raw.push(r);
+                }
+            });
+            if raw.is_empty() {
+                continue;
+            }
+            let mono_now = crate::sys::monotonic_ns();
+            let (inst_now, sys_now) = (Instant::now(), SystemTime::now());
+            let ks = kallsyms.lock().unwrap_or_else(|e| e.into_inner());
+            let ctx = DecodeCtx {
+                probe: p,
+                kallsyms: ks.as_ref(),
+            };
+            let mut stacks: HashMap<i32, Vec<String>> = HashMap::new();
+            for r in &raw {
+                let ago = Duration::from_nanos(mono_now.saturating_sub(r.ts));
+                let at = inst_now.checked_sub(ago).unwrap_or(inst_now);
+                let entity = inventory
+                    .entity_at(u64::from(r.netns), at)
+                    .map(|e| EventEntity::from_entity(&e))
+                    .unwrap_or_else(|| EventEntity::unknown(u64::from(r.netns)));
+                let Some(mut ev) = decode(&ctx, r, entity) else {
+                    continue;
+                };
+                ev.time = sys_now.checked_sub(ago).unwrap_or(sys_now);
+                if r.stack_id >= 0 {
+                    ev.stack = stacks
+                        .entry(r.stack_id)
+                        .or_insert_with(|| read_stack(&p.loaded, r.stack_id, ctx.kallsyms))
+                        .clone();
+                }
+                let kind: &'static str = event_type_static(&ev.kind);
+                with_counters(|c| *c.by_type.entry(kind).or_default() += 1);
+                if let Some(pl) = &pipeline {
+                    pl.publish(ev);
+                }
+            }
+            // Free the stack ids: the map never fills up for good.
+            if let Ok(m) = p.loaded.map("stacks") {
+                for id in stacks.keys() {
+                    let _ = m.delete(&(*id as u32).to_ne_bytes());
+                }
+            }
+        }
+    }
+}
+
+fn read_stack(l: &Loaded, id: i32, ks: Option<&Kallsyms>) -> Vec<String> {
+    let Ok(m) = l.map("stacks") else {
+        return Vec::new();
+    };
+    match m.stack(id as u32) {
+        Ok(Some(ips)) => ips
+            .into_iter()
+            .map(|ip| match ks {
+                Some(k) => k.symbolize(ip),
+                None => format!("{ip:#x}"),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Every event type this build emits (`netsleuth_events_total{type}` keys).
+pub const EVENT_TYPES: &[&str] = &[
+    packetloss::EVENT,
+    tcpreset::NOSOCK,
+    tcpreset::PROCESS,
+    tcpreset::ACTIVE,
+    tcpreset::RECEIVE,
+    tcpretrans::EVENT,
+];
+
+fn event_type_static(k: &str) -> &'static str {
+    EVENT_TYPES
+        .iter()
+        .find(|t| **t == k)
+        .copied()
+        .unwrap_or("OTHER")
+}

@@ -1,0 +1,54 @@
+//! `tcpretrans`: retransmitted TCP segments, from `tcp:tcp_retransmit_skb` (successful ones,
+//! by segment count, as the kernel counts `Tcp RetransSegs`) and `tcp:tcp_retransmit_synack`.
+//! Arguments are read typed (tp_btf/raw_tp) and the tuple from the socket via CO-RE.
+//!
+//! Metric: `netsleuth_tcpretrans_total{<entity>}` (bounded hash: 1024 namespaces). Event
+//! `TCPRETRANS` with tuple, `state`, `kind` (`data` or `synack`) and optional stack.
+#![forbid(unsafe_code)]
+
+use super::{sum_u64_map, tcp_state, Alternative, DecodeCtx, RawEvent, RunningProbe};
+use crate::events::{Event, EventEntity, FieldValue};
+use crate::model::{Families, MetricKind, Sink, Value};
+
+pub const EVENT: &str = "TCPRETRANS";
+
+pub const PLAN: &[&[Alternative]] = &[
+    &[("tp_btf", "retransmit_btf"), ("raw_tp", "retransmit_raw")],
+    &[
+        ("tp_btf", "retransmit_synack_btf"),
+        ("raw_tp", "retransmit_synack_raw"),
+    ],
+];
+
+pub fn collect(
+    p: &RunningProbe,
+    prefix: &mut dyn FnMut(u64) -> String,
+    out: &mut Families,
+) -> Result<(), String> {
+    let sums = sum_u64_map(&p.loaded, "retrans", |k| {
+        Some(u64::from(u32::from_ne_bytes(k.get(0..4)?.try_into().ok()?)))
+    })?;
+    for (inode, n) in sums {
+        let pre = prefix(inode);
+        out.sink(&pre).emit(
+            "netsleuth_tcpretrans_total",
+            "TCP segments retransmitted (as Tcp RetransSegs counts them), SYN-ACKs included.",
+            MetricKind::Counter,
+            &[],
+            Value::U64(n),
+        );
+    }
+    Ok(())
+}
+
+pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
+    let mut ev = Event::new(EVENT, entity);
+    r.tuple_fields(&mut ev);
+    ev.fields
+        .push(("state", FieldValue::Str(tcp_state(r.state).into())));
+    ev.fields.push((
+        "kind",
+        FieldValue::Str(if r.kind == 2 { "synack" } else { "data" }.into()),
+    ));
+    Some(ev)
+}
