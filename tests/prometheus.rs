@@ -41,7 +41,9 @@ fn promtool_check_metrics_passes() {
             "400ms",
         ],
     );
-    let p = write_config(EVERY_PROBE_EVERY_FIELD);
+    // Every probe, the eBPF ones too, and a refused connect so their series exist.
+    let cfg = format!("{EVERY_PROBE_EVERY_FIELD}  - {{name: packetloss}}\n  - {{name: tcpreset}}\n  - {{name: tcpretrans}}\n");
+    let p = write_config(&cfg);
     let e = Exporter::start(&[&format!("--config.file={}", p.display())]);
     let text = e.scrape_text();
     assert!(
