@@ -96,8 +96,16 @@ fn status_kib(pid: u32, key: &str) -> u64 {
         .unwrap()
 }
 
-/// Time to read() the procfs files the default probes read, in every namespace, from a thread
-/// inside each (what the exporter must at least spend).
+/// CPU time of this thread (so the raw-read baseline, like the exporter's CPU per scrape, does
+/// not depend on what else the machine runs).
+fn thread_cpu() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(|t| Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32))
+        .unwrap_or_default()
+}
+
+/// CPU time to open and read() the procfs files the default probes read, in every namespace,
+/// from a thread inside each (what the exporter must at least spend).
 fn raw_read_seconds(names: &[String]) -> f64 {
     let names = names.to_vec();
     std::thread::spawn(move || {
@@ -115,13 +123,13 @@ fn raw_read_seconds(names: &[String]) -> f64 {
         for n in &names {
             let fd = std::fs::File::open(format!("/run/netns/{n}")).unwrap();
             nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            let t = Instant::now();
+            let t = thread_cpu();
             for f in files {
                 if let Ok(mut file) = std::fs::File::open(format!("/proc/thread-self/net/{f}")) {
                     while file.read(&mut buf).unwrap_or(0) > 0 {}
                 }
             }
-            total += t.elapsed();
+            total += thread_cpu().saturating_sub(t);
         }
         total.as_secs_f64()
     })
