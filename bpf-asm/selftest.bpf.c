@@ -22,7 +22,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 4);
+	__uint(max_entries, 8);
 	__type(key, __u32);
 	__type(value, __u64);
 } hits SEC(".maps");
@@ -125,5 +125,38 @@ SEC("raw_tp/net_dev_queue")
 int net_dev_queue_b(void *ctx)
 {
 	count(3);
+	return 0;
+}
+
+/*
+ * Function probes on getppid(2), which the self-test calls N times: kprobes
+ * attach by kallsyms name (the syscall wrapper), fentry/fexit by BTF FUNC
+ * name, and __x64_sys_getppid is only an alias in kallsyms, not in BTF.
+ */
+SEC("kprobe/__x64_sys_getppid")
+int kprobe_getppid(void *ctx)
+{
+	count(4);
+	return 0;
+}
+
+SEC("kretprobe/__x64_sys_getppid")
+int kretprobe_getppid(void *ctx)
+{
+	count(5);
+	return 0;
+}
+
+SEC("fentry/__do_sys_getppid")
+int fentry_getppid(__u64 *ctx)
+{
+	count(6);
+	return 0;
+}
+
+SEC("fexit/__do_sys_getppid")
+int fexit_getppid(__u64 *ctx)
+{
+	count(7);
 	return 0;
 }

@@ -31,8 +31,21 @@ pub enum Method {
     PerfIoctl,
     /// `BPF_RAW_TRACEPOINT_OPEN`.
     RawTracepointOpen,
-    /// `BPF_LINK_CREATE` for a BTF-attached program.
+    /// `BPF_LINK_CREATE` for a BTF-attached program (tp_btf, fentry, fexit).
     BtfLink,
+    /// A kprobe/kretprobe perf event from the kprobe PMU, attached like a
+    /// tracepoint: a BPF perf link, or `PERF_EVENT_IOC_SET_BPF` when
+    /// `perf_link` is false.
+    KprobePmu {
+        /// Attached through `BPF_LINK_CREATE(BPF_PERF_EVENT)`.
+        perf_link: bool,
+    },
+    /// The legacy path: a `kprobe_events` entry in tracefs, its tracepoint
+    /// perf event attached the same way.
+    KprobeEvents {
+        /// Attached through `BPF_LINK_CREATE(BPF_PERF_EVENT)`.
+        perf_link: bool,
+    },
 }
 
 /// An attachment; dropping it detaches the program.
@@ -286,7 +299,12 @@ pub fn attach_kprobe(prog: &Program, func: &str, offset: u64, ret: bool) -> KRes
             ..Default::default()
         };
         return match sys::perf_event_open(&attr, -1, 0, -1, 0) {
-            Ok(pfd) => perf_attach(prog, pfd, None),
+            Ok(pfd) => perf_attach(prog, pfd, None).map(|mut l| {
+                l.method = Method::KprobePmu {
+                    perf_link: l.method == Method::PerfLink,
+                };
+                l
+            }),
             Err(e)
                 if e.raw_os_error() == Some(libc::ENOENT)
                     || e.raw_os_error() == Some(libc::EINVAL) =>
@@ -352,7 +370,11 @@ pub fn attach_kprobe(prog: &Program, func: &str, offset: u64, ret: bool) -> KRes
         ..Default::default()
     };
     let pfd = perf_open(&attr, &full)?;
-    perf_attach(prog, pfd, Some(full))
+    let mut l = perf_attach(prog, pfd, Some(full))?;
+    l.method = Method::KprobeEvents {
+        perf_link: l.method == Method::PerfLink,
+    };
+    Ok(l)
 }
 
 #[cfg(test)]

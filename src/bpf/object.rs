@@ -1006,6 +1006,10 @@ mod tests {
                 ("kfree_skb_raw", "raw_tp/kfree_skb", 0, 23),
                 ("net_dev_queue_a", "raw_tp/net_dev_queue", 0, 16),
                 ("net_dev_queue_b", "raw_tp/net_dev_queue", 16, 16),
+                ("kprobe_getppid", "kprobe/__x64_sys_getppid", 0, 16),
+                ("kretprobe_getppid", "kretprobe/__x64_sys_getppid", 0, 16),
+                ("fentry_getppid", "fentry/__do_sys_getppid", 0, 16),
+                ("fexit_getppid", "fexit/__do_sys_getppid", 0, 16),
             ]
         );
         let kinds: Vec<(Option<u32>, u32)> = o
@@ -1020,7 +1024,11 @@ mod tests {
                 (Some(26), 23),
                 (Some(17), 0),
                 (Some(17), 0),
-                (Some(17), 0)
+                (Some(17), 0),
+                (Some(2), 0),
+                (Some(2), 0),
+                (Some(26), 24),
+                (Some(26), 25),
             ]
         );
         assert_eq!(
@@ -1060,7 +1068,7 @@ mod tests {
             vec![
                 ("drops_by_netns", MapOrigin::BtfDefined, 1, 4, 8, 1024, 0),
                 ("events", MapOrigin::BtfDefined, 27, 0, 0, 256 * 1024, 0),
-                ("hits", MapOrigin::BtfDefined, 2, 4, 8, 4, 0),
+                ("hits", MapOrigin::BtfDefined, 2, 4, 8, 8, 0),
                 (".rodata", MapOrigin::Rodata, 2, 4, 8, 1, F_RDONLY_PROG),
                 (".bss", MapOrigin::Bss, 2, 4, 8, 1, 0),
             ]

@@ -340,7 +340,7 @@ mod tests {
     fn two_programs_in_one_section_link_separately() {
         let o = selftest();
         let all = link_all(&o).unwrap();
-        assert_eq!(all.len(), 5);
+        assert_eq!(all.len(), 9);
         let b = all.iter().find(|p| p.name == "net_dev_queue_b").unwrap();
         assert_eq!(b.insns.len(), 16);
         assert_eq!(

@@ -3,6 +3,9 @@
 //! namespace of our own, and their counters read back. Programs that serve the same purpose
 //! form an attach plan (ordered alternatives, e.g. `tp_btf/kfree_skb` then `raw_tp/kfree_skb`);
 //! a program the kernel cannot run is `unsupported` when a later alternative covers it.
+//! A program the kernel refuses outright (the loader says `Unsupported`, e.g. no kprobes
+//! compiled in, or fentry refused with EPERM) is `unsupported:load` / `unsupported:attach`
+//! with the reason in the detail, and so is its plan when no alternative can run.
 
 use std::net::{SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 
@@ -20,6 +23,10 @@ fn method_name(m: Method) -> &'static str {
         Method::PerfIoctl => "perf_ioctl",
         Method::RawTracepointOpen => "raw_tracepoint_open",
         Method::BtfLink => "btf_link",
+        Method::KprobePmu { perf_link: true } => "kprobe_pmu+perf_link",
+        Method::KprobePmu { perf_link: false } => "kprobe_pmu+perf_ioctl",
+        Method::KprobeEvents { perf_link: true } => "kprobe_events+perf_link",
+        Method::KprobeEvents { perf_link: false } => "kprobe_events+perf_ioctl",
     }
 }
 
@@ -57,7 +64,48 @@ const PROGS: &[Prog] = &[
         slot: 3,
         plan: "net_dev_queue",
     },
+    // getppid(2): fentry/fexit preferred, kprobes as the fallback (a plan's members must be
+    // adjacent).
+    Prog {
+        name: "fentry_getppid",
+        slot: 6,
+        plan: "getppid_entry",
+    },
+    Prog {
+        name: "kprobe_getppid",
+        slot: 4,
+        plan: "getppid_entry",
+    },
+    Prog {
+        name: "fexit_getppid",
+        slot: 7,
+        plan: "getppid_exit",
+    },
+    Prog {
+        name: "kretprobe_getppid",
+        slot: 5,
+        plan: "getppid_exit",
+    },
 ];
+
+/// Why a program has no link: the stage (`load`/`attach`), the one-line error, and whether
+/// the loader called it unsupported on this kernel (rather than a failure).
+#[derive(Clone)]
+struct NoLink {
+    stage: &'static str,
+    error: String,
+    unsupported: bool,
+}
+
+impl NoLink {
+    fn new(stage: &'static str, e: &KError) -> NoLink {
+        NoLink {
+            stage,
+            error: format!("{stage}: {}", short(e)),
+            unsupported: e.is_unsupported(),
+        }
+    }
+}
 
 /// One line of an error (the verifier log tail goes to the detail after it).
 fn short(e: &KError) -> String {
@@ -72,8 +120,12 @@ fn short(e: &KError) -> String {
 }
 
 /// Traffic that fires every program: a refused TCP connect (tcp_send_reset, kfree_skb) and
-/// UDP to a closed port (kfree_skb, net_dev_queue), all on lo of a fresh namespace.
+/// UDP to a closed port (kfree_skb, net_dev_queue), all on lo of a fresh namespace; and N
+/// getppid(2) calls (the kprobes and fentry/fexit programs).
 fn trigger(ns: &TestNs) -> Result<(), String> {
+    for _ in 0..N {
+        nix::unistd::getppid();
+    }
     ns.run(|| -> Result<(), String> {
         netns::disable_ipv6();
         netns::lo_up().map_err(|e| format!("lo up: {e}"))?;
@@ -145,13 +197,11 @@ pub fn checks(out: &mut Vec<Check>) {
     ));
 
     // Attach every program that loaded; keep the links until the counters are read.
-    let mut links: Vec<(usize, Result<Link, String>)> = Vec::new();
+    let mut links: Vec<(usize, Result<Link, NoLink>)> = Vec::new();
     for (i, p) in PROGS.iter().enumerate() {
         let r = match loaded.program(p.name) {
-            Ok(_) => loaded
-                .attach(p.name)
-                .map_err(|e| format!("attach: {}", short(&e))),
-            Err(e) => Err(format!("load: {}", short(&e))),
+            Ok(_) => loaded.attach(p.name).map_err(|e| NoLink::new("attach", &e)),
+            Err(e) => Err(NoLink::new("load", &e)),
         };
         links.push((i, r));
     }
@@ -175,12 +225,20 @@ pub fn checks(out: &mut Vec<Check>) {
             .count() as u64;
         let need = N * attached_in_slot;
         let row = match (r, &trig) {
-            (Err(e), _) => (Status::Fail, String::new(), e.clone()),
+            (Err(e), _) if e.unsupported => {
+                (Status::Unsupported, e.stage.to_string(), e.error.clone())
+            }
+            (Err(e), _) => (Status::Fail, String::new(), e.error.clone()),
             (Ok(_), Err(e)) => (Status::Fail, String::new(), format!("trigger: {e}")),
             (Ok(l), Ok(())) => {
                 let m = method_name(l.method());
                 let mut fb = String::new();
-                if l.method() == Method::PerfIoctl {
+                if matches!(
+                    l.method(),
+                    Method::PerfIoctl
+                        | Method::KprobePmu { perf_link: false }
+                        | Method::KprobeEvents { perf_link: false }
+                ) {
                     fb = " (BPF_LINK_CREATE(BPF_PERF_EVENT) refused: fell back to PERF_EVENT_IOC_SET_BPF)".into();
                 }
                 let c = count(p.slot);
@@ -208,13 +266,14 @@ pub fn checks(out: &mut Vec<Check>) {
     // Plans: a program that failed is unsupported if a later alternative of its plan works.
     let mut plans: Vec<&str> = PROGS.iter().map(|p| p.plan).collect();
     plans.dedup();
+    let unsupported: Vec<bool> = rows.iter().map(|r| r.0 == Status::Unsupported).collect();
     for (i, (status, how, detail)) in rows.into_iter().enumerate() {
         let p = &PROGS[i];
         let covered = PROGS
             .iter()
             .enumerate()
             .any(|(j, q)| j > i && q.plan == p.plan && prog_ok[j]);
-        let (status, how) = if status == Status::Fail && covered {
+        let (status, how) = if status != Status::Pass && covered {
             (Status::Unsupported, "fallback".to_string())
         } else {
             (status, how)
@@ -235,7 +294,7 @@ pub fn checks(out: &mut Vec<Check>) {
             .iter()
             .take_while(|&&i| !prog_ok[i])
             .map(|&i| match &links[i].1 {
-                Err(e) => format!("{}: {e}", PROGS[i].name),
+                Err(e) => format!("{}: {}", PROGS[i].name, e.error),
                 Ok(_) => format!("{}: attached but not triggered", PROGS[i].name),
             })
             .collect();
@@ -249,6 +308,15 @@ pub fn checks(out: &mut Vec<Check>) {
                 } else {
                     format!("{} after fallbacks: {}", PROGS[i].name, tried.join("; "))
                 },
+            ),
+            None if members.iter().all(|&i| unsupported[i]) => Check::new(
+                &format!("bpf.plan.{plan}"),
+                Status::Unsupported,
+                "",
+                format!(
+                    "no alternative can run on this kernel: {}",
+                    tried.join("; ")
+                ),
             ),
             None => Check::new(
                 &format!("bpf.plan.{plan}"),
