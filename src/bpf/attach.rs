@@ -87,6 +87,24 @@ impl Drop for Link {
     }
 }
 
+/// A `kprobe_events` entry written during an attach that has not succeeded yet: removed on
+/// drop unless the link took it over.
+struct KprobeEntry<'a> {
+    events: &'a std::path::Path,
+    full: Option<String>,
+}
+
+impl Drop for KprobeEntry<'_> {
+    fn drop(&mut self) {
+        if let Some(full) = self.full.take() {
+            let _ = std::fs::OpenOptions::new()
+                .append(true)
+                .open(self.events)
+                .and_then(|mut f| writeln!(f, "-:{full}"));
+        }
+    }
+}
+
 static NO_PERF_LINK: AtomicBool = AtomicBool::new(false);
 
 /// Forces (`true`) or re-enables (`false`) the `PERF_EVENT_IOC_SET_BPF` path
@@ -353,16 +371,12 @@ pub fn attach_kprobe(prog: &Program, func: &str, offset: u64, ret: bool) -> KRes
             _ => KError::io(format!("write {line:?} to kprobe_events"), e),
         })?;
     let full = format!("{group}/{ev}");
-    let id = match fs::tracepoint_id(group, &ev) {
-        Ok(id) => id,
-        Err(e) => {
-            let _ = std::fs::OpenOptions::new()
-                .append(true)
-                .open(&events)
-                .and_then(|mut f| writeln!(f, "-:{full}"));
-            return Err(e);
-        }
+    // From here on the entry exists: remove it again on any failure below.
+    let mut entry = KprobeEntry {
+        events: &events,
+        full: Some(full.clone()),
     };
+    let id = fs::tracepoint_id(group, &ev)?;
     let attr = PerfEventAttr {
         type_: abi::PERF_TYPE_TRACEPOINT,
         size: abi::PERF_ATTR_SIZE,
@@ -370,7 +384,9 @@ pub fn attach_kprobe(prog: &Program, func: &str, offset: u64, ret: bool) -> KRes
         ..Default::default()
     };
     let pfd = perf_open(&attr, &full)?;
-    let mut l = perf_attach(prog, pfd, Some(full))?;
+    let mut l = perf_attach(prog, pfd, None)?;
+    // The link owns the entry now and removes it when dropped.
+    l.kprobe_event = entry.full.take();
     l.method = Method::KprobeEvents {
         perf_link: l.method == Method::PerfLink,
     };

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::bpf::attach::{Link, Method};
+use crate::bpf::attach::Link;
 use crate::bpf::kallsyms::Kallsyms;
 use crate::bpf::target_btf::BtfSources;
 use crate::bpf::{self, LoadOptions, Loaded};
@@ -167,15 +167,7 @@ pub fn attach_point(l: &Loaded, alts: &[Alternative]) -> Result<(Link, &'static 
     let mut why = Vec::new();
     for (method, prog) in alts {
         match l.attach(prog) {
-            Ok(link) => {
-                let m = match link.method() {
-                    Method::BtfLink
-                    | Method::RawTracepointOpen
-                    | Method::PerfLink
-                    | Method::PerfIoctl => *method,
-                };
-                return Ok((link, m));
-            }
+            Ok(link) => return Ok((link, *method)),
             Err(e) => why.push(format!("{method}: {e}")),
         }
     }
