@@ -95,40 +95,33 @@ type Span = (u32, u32);
 /// into its bytes, so the probes sharing it (ip, icmp, tcp, udp; tcpext, ipext) do not each
 /// parse it again.
 pub struct ParsedStats {
-    data: Rc<Vec<u8>>,
-    /// (group span, field span, value); a span is (offset, length) in `data`.
+    /// The file as text (made valid UTF-8 once, so spans need no re-validation per use).
+    text: Box<str>,
+    /// (group span, field span, value); a span is (offset, length) in `text`.
     items: Vec<(Span, Span, crate::model::Value)>,
 }
 
 impl ParsedStats {
-    fn new(data: Rc<Vec<u8>>, parse: StatsParser) -> Result<ParsedStats, String> {
-        let stats = parse(&data)?;
-        let base = data.as_ptr() as usize;
-        // Parsers return slices of `data`; anything else (never seen) is left out.
+    fn new(data: &[u8], parse: StatsParser) -> Result<ParsedStats, String> {
+        let text: Box<str> = String::from_utf8_lossy(data).into();
+        let stats = parse(text.as_bytes())?;
+        let base = text.as_ptr() as usize;
+        // Parsers return slices of their input; anything else (never seen) is left out.
         let span = |s: &str| {
             let off = (s.as_ptr() as usize).checked_sub(base)?;
-            (off + s.len() <= data.len()).then_some((off as u32, s.len() as u32))
+            (off + s.len() <= text.len()).then_some((off as u32, s.len() as u32))
         };
-        let items = stats
-            .iter()
-            .filter_map(|st| Some((span(st.group)?, span(st.field)?, st.value)))
-            .collect();
-        Ok(ParsedStats {
-            data: data.clone(),
-            items,
-        })
+        let items = stats.iter().filter_map(|st| Some((span(st.group)?, span(st.field)?, st.value))).collect();
+        drop(stats);
+        Ok(ParsedStats { text, items })
     }
 
     fn at(&self, (off, len): Span) -> &str {
-        std::str::from_utf8(&self.data[off as usize..(off + len) as usize]).unwrap_or("")
+        self.text.get(off as usize..(off + len) as usize).unwrap_or("")
     }
 
     pub fn iter(&self) -> impl Iterator<Item = snmp::Stat<'_>> {
-        self.items.iter().map(|&(g, f, value)| snmp::Stat {
-            group: self.at(g),
-            field: self.at(f),
-            value,
-        })
+        self.items.iter().map(|&(g, f, value)| snmp::Stat { group: self.at(g), field: self.at(f), value })
     }
 }
 
@@ -183,7 +176,7 @@ impl<'a> NetnsCtx<'a> {
             return r.clone();
         }
         let r = self.read_net(rel).and_then(|data| {
-            ParsedStats::new(data, parse).map(Rc::new).map_err(|e| {
+            ParsedStats::new(&data, parse).map(Rc::new).map_err(|e| {
                 CollectError::Failed(format!("parsing {}: {e}", self.net_dir.join(rel).display()))
             })
         });
