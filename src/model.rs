@@ -38,11 +38,12 @@ pub enum Value {
 impl Value {
     fn write_to(self, out: &mut String) {
         match self {
-            Value::U64(v) => {
-                let _ = write!(out, "{v}");
-            }
+            Value::U64(v) => push_u64(out, v),
             Value::I64(v) => {
-                let _ = write!(out, "{v}");
+                if v < 0 {
+                    out.push('-');
+                }
+                push_u64(out, v.unsigned_abs());
             }
             Value::F64(v) => {
                 if v.is_nan() {
@@ -55,6 +56,43 @@ impl Value {
             }
         }
     }
+}
+
+/// Decimal digits of `v` without the formatting machinery (most samples are integers).
+fn push_u64(out: &mut String, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for &d in &buf[i..] {
+        out.push(d as char);
+    }
+}
+
+/// A family registered once (see [`family`]), so a sink need not look its name up per sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FamilyId {
+    id: u32,
+    kind: MetricKind,
+}
+
+impl FamilyId {
+    /// The kind the family was registered with.
+    pub fn kind(self) -> MetricKind {
+        self.kind
+    }
+}
+
+/// Register a family (name, help and kind of its first registration win) and get its id.
+pub fn family(name: &str, help: &str, kind: MetricKind) -> FamilyId {
+    let (id, kind) = intern(name, help, kind);
+    FamilyId { id, kind }
 }
 
 /// Where collectors put their samples.
@@ -70,6 +108,19 @@ pub trait Sink {
         labels: &[(&str, &str)],
         value: Value,
     );
+
+    /// [`Sink::emit`] for a family registered with [`family`]: `name`, `help` and `kind` must be
+    /// the ones it was registered with. Sinks that intern names skip the lookup.
+    fn emit_family(
+        &mut self,
+        fam: FamilyId,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+        value: Value,
+    ) {
+        self.emit(name, help, fam.kind, labels, value)
+    }
 }
 
 /// Escape a label value per the text format: backslash, double quote and newline.
@@ -338,22 +389,8 @@ pub struct FamilySink<'a> {
     prefix: &'a str,
 }
 
-impl Sink for FamilySink<'_> {
-    fn emit(
-        &mut self,
-        name: &str,
-        help: &str,
-        kind: MetricKind,
-        labels: &[(&str, &str)],
-        value: Value,
-    ) {
-        let (id, declared) = intern(name, help, kind);
-        if declared != kind {
-            log::warn!(
-                "metric {name}: emitted as {kind:?} but declared {declared:?}; sample dropped"
-            );
-            return;
-        }
+impl FamilySink<'_> {
+    fn write(&mut self, id: u32, name: &str, labels: &[(&str, &str)], value: Value) {
         let i = match self.fams.pos.get(&id) {
             Some(&i) => i,
             None => {
@@ -390,6 +427,37 @@ impl Sink for FamilySink<'_> {
         b.push(' ');
         value.write_to(b);
         b.push('\n');
+    }
+}
+
+impl Sink for FamilySink<'_> {
+    fn emit(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: MetricKind,
+        labels: &[(&str, &str)],
+        value: Value,
+    ) {
+        let (id, declared) = intern(name, help, kind);
+        if declared != kind {
+            log::warn!(
+                "metric {name}: emitted as {kind:?} but declared {declared:?}; sample dropped"
+            );
+            return;
+        }
+        self.write(id, name, labels, value);
+    }
+
+    fn emit_family(
+        &mut self,
+        fam: FamilyId,
+        name: &str,
+        _help: &str,
+        labels: &[(&str, &str)],
+        value: Value,
+    ) {
+        self.write(fam.id, name, labels, value);
     }
 }
 
@@ -575,6 +643,23 @@ mod tests {
         let mut e = String::new();
         empty.render(&mut e);
         assert_eq!(e, "");
+    }
+
+    #[test]
+    fn integers_render_exactly() {
+        for (v, want) in [
+            (Value::U64(0), "0"),
+            (Value::U64(7), "7"),
+            (Value::U64(u64::MAX), "18446744073709551615"),
+            (Value::I64(-1), "-1"),
+            (Value::I64(0), "0"),
+            (Value::I64(i64::MIN), "-9223372036854775808"),
+            (Value::I64(i64::MAX), "9223372036854775807"),
+        ] {
+            let mut s = String::new();
+            v.write_to(&mut s);
+            assert_eq!(s, want);
+        }
     }
 
     #[test]

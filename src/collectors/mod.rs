@@ -111,17 +111,26 @@ impl ParsedStats {
             let off = (s.as_ptr() as usize).checked_sub(base)?;
             (off + s.len() <= text.len()).then_some((off as u32, s.len() as u32))
         };
-        let items = stats.iter().filter_map(|st| Some((span(st.group)?, span(st.field)?, st.value))).collect();
+        let items = stats
+            .iter()
+            .filter_map(|st| Some((span(st.group)?, span(st.field)?, st.value)))
+            .collect();
         drop(stats);
         Ok(ParsedStats { text, items })
     }
 
     fn at(&self, (off, len): Span) -> &str {
-        self.text.get(off as usize..(off + len) as usize).unwrap_or("")
+        self.text
+            .get(off as usize..(off + len) as usize)
+            .unwrap_or("")
     }
 
     pub fn iter(&self) -> impl Iterator<Item = snmp::Stat<'_>> {
-        self.items.iter().map(|&(g, f, value)| snmp::Stat { group: self.at(g), field: self.at(f), value })
+        self.items.iter().map(|&(g, f, value)| snmp::Stat {
+            group: self.at(g),
+            field: self.at(f),
+            value,
+        })
     }
 }
 

@@ -245,15 +245,19 @@ pub struct Entry {
     pub help: String,
     pub kind: MetricKind,
     pub scale: u64,
+    /// The family, registered once, so emitting skips the name lookup.
+    fam: crate::model::FamilyId,
 }
 
 impl Entry {
     pub fn new(name: String, help: String, kind: MetricKind) -> Self {
+        let fam = crate::model::family(&name, &help, kind);
         Entry {
             name,
             help,
             kind,
             scale: 1,
+            fam,
         }
     }
 
@@ -277,7 +281,12 @@ impl Entry {
                 Value::F64(v) => Value::F64(v * self.scale as f64),
             }
         };
-        out.emit(&self.name, &self.help, self.kind, labels, v);
+        if self.fam.kind() == self.kind {
+            out.emit_family(self.fam, &self.name, &self.help, labels, v);
+        } else {
+            // Registered earlier with another kind: `emit` drops it with a warning.
+            out.emit(&self.name, &self.help, self.kind, labels, v);
+        }
     }
 }
 
