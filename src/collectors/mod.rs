@@ -491,7 +491,6 @@ pub trait MapCollector: Send + Sync {
 pub const NOT_YET_AVAILABLE: &[&str] = &[
     "socketlatency",
     "softirq",
-    "netiftxlat",
     "kernellatency",
     "virtcmdlatency",
     "flow",
