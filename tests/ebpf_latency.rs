@@ -161,3 +161,67 @@ fn tbf_qdisc_delay_shows_in_netiftxlat_histogram_with_exact_count() {
         "events only above threshold"
     );
 }
+
+#[test]
+fn traffic_fills_softirq_histograms_and_more_traffic_adds_more() {
+    if !root("softirq_traffic") {
+        return;
+    }
+    let _g = lock();
+    let evp = tmp_events();
+    let e = start(
+        "{name: softirq, args: {softirq-types: [net_rx, net_tx], threshold: 1s}}",
+        &evp,
+    );
+    let p = Pair::new();
+    let blast = |n: usize| {
+        let dst = format!("{}:9", p.ip_b);
+        p.a.within(move || {
+            let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            for _ in 0..n {
+                let _ = s.send_to(&[0u8; 200], &dst);
+            }
+        });
+    };
+    let rx = |e: &Exporter| {
+        (
+            value(
+                e,
+                "netsleuth_softirq_exec_seconds_count",
+                &[("type", "net_rx")],
+            ),
+            value(
+                e,
+                "netsleuth_softirq_sched_seconds_count",
+                &[("type", "net_rx")],
+            ),
+        )
+    };
+    blast(200);
+    let (exec0, sched0) = wait_for("net_rx softirqs observed", Duration::from_secs(5), || {
+        let v = rx(&e);
+        (v.0 > 0.0 && v.1 > 0.0).then_some(v)
+    });
+    let sc = e.scrape();
+    assert_eq!(sc.types["netsleuth_softirq_exec_seconds"], "histogram");
+    for s in sc.find("netsleuth_softirq_exec_seconds_count", &[]) {
+        assert!(s.labels.contains_key("cpu"), "{s:?}");
+        assert!(!s.labels.contains_key("netns"), "node-level: {s:?}");
+        assert!(["net_rx", "net_tx"].contains(&s.labels["type"].as_str()));
+    }
+    blast(5000);
+    let (exec1, sched1) = wait_for(
+        "more softirqs with more load",
+        Duration::from_secs(5),
+        || {
+            let v = rx(&e);
+            (v.0 > exec0 + 10.0 && v.1 > sched0).then_some(v)
+        },
+    );
+    assert!(exec1 > exec0 && sched1 > sched0);
+    // Only the configured types.
+    assert!(e
+        .scrape()
+        .find("netsleuth_softirq_exec_seconds_count", &[("type", "timer")])
+        .is_empty());
+}

@@ -54,11 +54,22 @@ static __always_inline __u32 log2_slot(__u64 v)
 	return r < HIST_SLOTS ? r : HIST_SLOTS - 1;
 }
 
+/* One observation of `ns` in `h` (a per-CPU value: no atomics needed). */
+static __always_inline void hist_add(struct hist *h, __u64 ns)
+{
+	__u32 slot = log2_slot(ns);
+
+	if (slot >= HIST_SLOTS)
+		return;
+	h->slots[slot] += 1;
+	h->sum_ns += ns;
+}
+
 /* One observation of `ns` in the histogram at `key` of the per-CPU hash `map`. */
 static __always_inline void hist_observe(void *map, const void *key, __u64 ns)
 {
 	struct hist *h = bpf_map_lookup_elem(map, key);
-	__u32 zero = 0, slot;
+	__u32 zero = 0;
 
 	if (!h) {
 		struct hist *z = bpf_map_lookup_elem(&hist_zero, &zero);
@@ -73,11 +84,7 @@ static __always_inline void hist_observe(void *map, const void *key, __u64 ns)
 		if (!h)
 			return;
 	}
-	slot = log2_slot(ns);
-	if (slot >= HIST_SLOTS)
-		return;
-	h->slots[slot] += 1;
-	h->sum_ns += ns;
+	hist_add(h, ns);
 }
 
 

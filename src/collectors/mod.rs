@@ -490,7 +490,6 @@ pub trait MapCollector: Send + Sync {
 /// config naming them must still load.
 pub const NOT_YET_AVAILABLE: &[&str] = &[
     "socketlatency",
-    "softirq",
     "kernellatency",
     "virtcmdlatency",
     "flow",

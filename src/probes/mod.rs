@@ -10,6 +10,7 @@
 
 pub mod netiftxlat;
 pub mod packetloss;
+pub mod softirq;
 pub mod tcpreset;
 pub mod tcpretrans;
 
@@ -36,17 +37,19 @@ pub enum ProbeKind {
     TcpReset,
     TcpRetrans,
     NetifTxLat,
+    Softirq,
 }
 
 /// One way to attach: the method's name and the program in the object that uses it.
 pub type Alternative = (&'static str, &'static str);
 
 impl ProbeKind {
-    pub const ALL: [ProbeKind; 4] = [
+    pub const ALL: [ProbeKind; 5] = [
         ProbeKind::PacketLoss,
         ProbeKind::TcpReset,
         ProbeKind::TcpRetrans,
         ProbeKind::NetifTxLat,
+        ProbeKind::Softirq,
     ];
 
     pub fn name(self) -> &'static str {
@@ -55,6 +58,7 @@ impl ProbeKind {
             ProbeKind::TcpReset => "tcpreset",
             ProbeKind::TcpRetrans => "tcpretrans",
             ProbeKind::NetifTxLat => "netiftxlat",
+            ProbeKind::Softirq => "softirq",
         }
     }
 
@@ -74,6 +78,9 @@ impl ProbeKind {
             ProbeKind::NetifTxLat => {
                 "transmit latency in the qdisc and the driver (net:net_dev_queue/start_xmit/xmit)"
             }
+            ProbeKind::Softirq => {
+                "softirq scheduling delay and run time per CPU (irq:softirq_raise/entry/exit)"
+            }
         }
     }
 
@@ -86,6 +93,7 @@ impl ProbeKind {
             ProbeKind::TcpReset => tcpreset::PLAN,
             ProbeKind::TcpRetrans => tcpretrans::PLAN,
             ProbeKind::NetifTxLat => netiftxlat::PLAN,
+            ProbeKind::Softirq => softirq::PLAN,
         }
     }
 }
@@ -105,6 +113,8 @@ pub struct BpfProbeConfig {
     pub exclude_reasons: Vec<String>,
     /// Latency probes' `threshold` (`100ms` style): events only at or above it.
     pub threshold_ns: u64,
+    /// softirq `softirq-types`: the softirq vectors measured (`net_rx`, `net_tx`, ...).
+    pub softirq_types: Vec<String>,
 }
 
 impl BpfProbeConfig {
@@ -119,12 +129,16 @@ impl BpfProbeConfig {
                 .map(|s| s.to_string())
                 .collect(),
             threshold_ns: DEFAULT_THRESHOLD_NS,
+            softirq_types: softirq::DEFAULT_TYPES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 
     /// A latency probe (histograms, `threshold`).
     pub fn is_latency(&self) -> bool {
-        matches!(self.kind, ProbeKind::NetifTxLat)
+        matches!(self.kind, ProbeKind::NetifTxLat | ProbeKind::Softirq)
     }
 
     /// Consume this probe's args (from either list; later ones override).
@@ -137,6 +151,12 @@ impl BpfProbeConfig {
                 self.threshold_ns = parse_duration_ns(&t).ok_or_else(|| {
                     format!("arg `threshold`: `{t}` is not a duration like 100ms")
                 })?;
+            }
+        }
+        if self.kind == ProbeKind::Softirq {
+            if let Some(v) = a.take_str_list("softirq-types")? {
+                softirq::mask(&v)?;
+                self.softirq_types = v;
             }
         }
         if self.kind == ProbeKind::PacketLoss {
@@ -242,6 +262,12 @@ pub fn start_probe(cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<RunningProb
         globals.push((
             "threshold_ns".to_string(),
             cfg.threshold_ns.to_ne_bytes().to_vec(),
+        ));
+    }
+    if kind == ProbeKind::Softirq {
+        globals.push((
+            "types_mask".to_string(),
+            softirq::mask(&cfg.softirq_types)?.to_ne_bytes().to_vec(),
         ));
     }
     let mut reasons = BTreeMap::new();
@@ -423,6 +449,7 @@ impl MapCollector for ProbeSet {
                 ProbeKind::TcpReset => tcpreset::collect(p, &mut prefix, out),
                 ProbeKind::TcpRetrans => tcpretrans::collect(p, &mut prefix, out),
                 ProbeKind::NetifTxLat => netiftxlat::collect(p, &mut prefix, out),
+                ProbeKind::Softirq => softirq::collect(p, out),
             };
             if let Err(e) = r {
                 errors.push(format!("{}: {e}", p.cfg.kind.name()));
@@ -708,6 +735,7 @@ fn decode(ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Even
         ProbeKind::TcpReset => tcpreset::decode(ctx, r, entity),
         ProbeKind::TcpRetrans => tcpretrans::decode(ctx, r, entity),
         ProbeKind::NetifTxLat => netiftxlat::decode(ctx, r, entity),
+        ProbeKind::Softirq => softirq::decode(ctx, r, entity),
     }
 }
 
@@ -848,6 +876,8 @@ pub const EVENT_TYPES: &[&str] = &[
     tcpretrans::EVENT,
     netiftxlat::QDISC,
     netiftxlat::DEVICE,
+    softirq::SCHED,
+    softirq::EXEC,
 ];
 
 fn event_type_static(k: &str) -> &'static str {
