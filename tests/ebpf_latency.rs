@@ -225,3 +225,73 @@ fn traffic_fills_softirq_histograms_and_more_traffic_adds_more() {
         .find("netsleuth_softirq_exec_seconds_count", &[("type", "timer")])
         .is_empty());
 }
+
+#[test]
+fn slow_reader_gives_readslow_event_and_histogram_observation() {
+    if !root("socketlatency_slow_reader") {
+        return;
+    }
+    let _g = lock();
+    let evp = tmp_events();
+    let e = start("socketlatency", &evp);
+    let p = Pair::new();
+    let b_ino = p.b.inode();
+    let b = b_ino.to_string();
+    let before = |e: &Exporter| {
+        let sc = e.scrape();
+        let get = |n: &str, w: &[(&str, &str)]| -> f64 {
+            sc.find(n, w)
+                .iter()
+                .map(|s| s.value.parse::<f64>().unwrap())
+                .sum()
+        };
+        let c = get(
+            "netsleuth_socketlatency_read_seconds_count",
+            &[("netns", &b)],
+        );
+        let le = get(
+            "netsleuth_socketlatency_read_seconds_bucket",
+            &[("netns", &b), ("le", "0.268435456")],
+        );
+        c - le
+    };
+    let slow0 = before(&e);
+    let port: u16 = 30000 + (std::process::id() % 20000) as u16;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let dst = format!("{}:{port}", p.ip_b);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            p.b.within(move || {
+                let sock = std::net::UdpSocket::bind(("0.0.0.0", port)).unwrap();
+                tx.send(()).unwrap();
+                // Data arrives now; the application reads it 300 ms later.
+                std::thread::sleep(Duration::from_millis(300));
+                let mut buf = [0u8; 64];
+                sock.recv_from(&mut buf).unwrap().0
+            })
+        });
+        rx.recv().unwrap();
+        p.a.within(move || {
+            let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            s.send_to(b"hello", &dst).unwrap();
+        });
+    });
+    let evs = wait_for("SOCKETLAT_READSLOW", Duration::from_secs(5), || {
+        let v = events_of(&evp, "SOCKETLAT_READSLOW", b_ino);
+        (!v.is_empty()).then_some(v)
+    });
+    assert_eq!(evs.len(), 1, "{evs:?}");
+    let f = &evs[0]["fields"];
+    let lat = f["latency"].as_f64().unwrap();
+    assert!((0.25..2.0).contains(&lat), "latency {lat}");
+    assert_eq!(f["protocol"], "UDP");
+    assert_eq!(f["sport"], port, "local side first");
+    assert_eq!(evs[0]["name"], p.b.name.as_str());
+    // One observation above 2^28 ns (~268 ms) in b's read histogram.
+    let slow = wait_for("read histogram", Duration::from_secs(5), || {
+        let v = before(&e) - slow0;
+        (v >= 1.0).then_some(v)
+    });
+    assert_eq!(slow, 1.0);
+    assert!(events_of(&evp, "SOCKETLAT_READSLOW", p.a.inode()).is_empty());
+}

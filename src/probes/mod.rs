@@ -10,6 +10,7 @@
 
 pub mod netiftxlat;
 pub mod packetloss;
+pub mod socketlatency;
 pub mod softirq;
 pub mod tcpreset;
 pub mod tcpretrans;
@@ -38,18 +39,20 @@ pub enum ProbeKind {
     TcpRetrans,
     NetifTxLat,
     Softirq,
+    SocketLatency,
 }
 
 /// One way to attach: the method's name and the program in the object that uses it.
 pub type Alternative = (&'static str, &'static str);
 
 impl ProbeKind {
-    pub const ALL: [ProbeKind; 5] = [
+    pub const ALL: [ProbeKind; 6] = [
         ProbeKind::PacketLoss,
         ProbeKind::TcpReset,
         ProbeKind::TcpRetrans,
         ProbeKind::NetifTxLat,
         ProbeKind::Softirq,
+        ProbeKind::SocketLatency,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +62,7 @@ impl ProbeKind {
             ProbeKind::TcpRetrans => "tcpretrans",
             ProbeKind::NetifTxLat => "netiftxlat",
             ProbeKind::Softirq => "softirq",
+            ProbeKind::SocketLatency => "socketlatency",
         }
     }
 
@@ -81,6 +85,9 @@ impl ProbeKind {
             ProbeKind::Softirq => {
                 "softirq scheduling delay and run time per CPU (irq:softirq_raise/entry/exit)"
             }
+            ProbeKind::SocketLatency => {
+                "socket read delay (sock:sk_data_ready to sock_recv_length) and TCP send delay (sock:sock_send_length to net:net_dev_start_xmit)"
+            }
         }
     }
 
@@ -94,6 +101,7 @@ impl ProbeKind {
             ProbeKind::TcpRetrans => tcpretrans::PLAN,
             ProbeKind::NetifTxLat => netiftxlat::PLAN,
             ProbeKind::Softirq => softirq::PLAN,
+            ProbeKind::SocketLatency => socketlatency::PLAN,
         }
     }
 }
@@ -138,7 +146,10 @@ impl BpfProbeConfig {
 
     /// A latency probe (histograms, `threshold`).
     pub fn is_latency(&self) -> bool {
-        matches!(self.kind, ProbeKind::NetifTxLat | ProbeKind::Softirq)
+        matches!(
+            self.kind,
+            ProbeKind::NetifTxLat | ProbeKind::Softirq | ProbeKind::SocketLatency
+        )
     }
 
     /// Consume this probe's args (from either list; later ones override).
@@ -450,6 +461,7 @@ impl MapCollector for ProbeSet {
                 ProbeKind::TcpRetrans => tcpretrans::collect(p, &mut prefix, out),
                 ProbeKind::NetifTxLat => netiftxlat::collect(p, &mut prefix, out),
                 ProbeKind::Softirq => softirq::collect(p, out),
+                ProbeKind::SocketLatency => socketlatency::collect(p, &mut prefix, out),
             };
             if let Err(e) = r {
                 errors.push(format!("{}: {e}", p.cfg.kind.name()));
@@ -736,6 +748,7 @@ fn decode(ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Even
         ProbeKind::TcpRetrans => tcpretrans::decode(ctx, r, entity),
         ProbeKind::NetifTxLat => netiftxlat::decode(ctx, r, entity),
         ProbeKind::Softirq => softirq::decode(ctx, r, entity),
+        ProbeKind::SocketLatency => socketlatency::decode(ctx, r, entity),
     }
 }
 
@@ -878,6 +891,8 @@ pub const EVENT_TYPES: &[&str] = &[
     netiftxlat::DEVICE,
     softirq::SCHED,
     softirq::EXEC,
+    socketlatency::READSLOW,
+    socketlatency::SENDSLOW,
 ];
 
 fn event_type_static(k: &str) -> &'static str {
