@@ -6,9 +6,12 @@
  *         first announcement since the last read is kept (LRU keyed by sk).
  *   send: TCP only: sock:sock_send_length (ret > 0) returning with data the
  *         stack could not send yet (write_seq != snd_nxt: cwnd, receive
- *         window, Nagle, pacing) -> the next net:net_dev_start_xmit of a
- *         packet owned by that socket. Writes sent within the call (all of
- *         UDP's, most of TCP's) are not observed; they waited for nothing.
+ *         window, Nagle, pacing) -> the net:net_dev_start_xmit of the
+ *         segment carrying that write's last byte (TCP seq + payload from
+ *         the packet reach the write_seq seen at the write's end). Writes
+ *         sent within the call (all of UDP's, most of TCP's) waited for
+ *         nothing and are not observed; while one write is pending, later
+ *         ones on that socket are not sampled.
  * Histograms: per-CPU hash `lat` keyed (netns, stage), 1024 namespaces.
  * Events (type 1 read, 2 send) above `threshold_ns` with the socket's tuple.
  */
@@ -18,6 +21,11 @@ char LICENSE[] SEC("license") = "GPL";
 
 #define MSG_PEEK 2
 #define IPPROTO_TCP 6
+
+static __always_inline __u32 bpf_ntohl_(__u32 v)
+{
+	return __builtin_bswap32(v);
+}
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 struct sock___lat {
@@ -29,6 +37,13 @@ struct tcp_sock___lat {
 	__u32 snd_nxt;
 	__u32 write_seq;
 };
+
+struct sk_buff___lat {
+	unsigned int len;
+	unsigned char *head;
+	unsigned char *data;
+	__u16 transport_header;
+};
 #pragma clang attribute pop
 
 /* sk -> first sk_data_ready since the last read. */
@@ -39,12 +54,18 @@ struct {
 	__type(value, __u64);
 } readable SEC(".maps");
 
-/* sk -> end of a write that left data unsent. */
+struct pending_write {
+	__u64 ts;       /* the write returned */
+	__u32 end_seq;  /* write_seq then: sent once a segment reaches it */
+	__u32 _pad;
+};
+
+/* sk -> a write that left data unsent. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64);
-	__type(value, __u64);
+	__type(value, struct pending_write);
 } pending SEC(".maps");
 
 struct lat_key {
@@ -122,25 +143,68 @@ static __always_inline int on_send(struct sock___p *sk, int ret)
 	if (snd_nxt == write_seq)
 		return 0;
 	now = bpf_ktime_get_ns();
-	bpf_map_update_elem(&pending, &key, &now, BPF_NOEXIST);
+	{
+		struct pending_write w = { .ts = now, .end_seq = write_seq };
+
+		bpf_map_update_elem(&pending, &key, &w, BPF_NOEXIST);
+	}
+	return 0;
+}
+
+struct tcphdr___raw {
+	__u16 source;
+	__u16 dest;
+	__u32 seq;
+	__u32 ack_seq;
+	__u8 doff_res; /* data offset in the high nibble */
+	__u8 flags;
+};
+
+/* The sequence number after the last byte of a TCP packet (payload only). */
+static __always_inline int tcp_end_seq(struct sk_buff___p *skb, __u32 *end)
+{
+	struct sk_buff___lat *s = (struct sk_buff___lat *)skb;
+	unsigned char *head = 0, *data = 0;
+	struct tcphdr___raw th = {};
+	unsigned int len = 0;
+	__u16 thoff = 0;
+	long l4, hdr;
+
+	BPF_CORE_READ_INTO(&head, s, head);
+	BPF_CORE_READ_INTO(&data, s, data);
+	BPF_CORE_READ_INTO(&len, s, len);
+	BPF_CORE_READ_INTO(&thoff, s, transport_header);
+	if (!head || thoff == (__u16)~0U)
+		return -1;
+	if (bpf_probe_read_kernel(&th, sizeof(th), head + thoff))
+		return -1;
+	l4 = (long)(head + thoff - data); /* transport header offset in the packet */
+	hdr = (th.doff_res >> 4) * 4;
+	if (l4 < 0 || (long)len < l4 + hdr)
+		return -1;
+	*end = bpf_ntohl_(th.seq) + (__u32)(len - l4 - hdr);
 	return 0;
 }
 
 static __always_inline int on_xmit(void *ctx, struct sk_buff___p *skb)
 {
 	struct sock___p *sk = 0;
-	__u64 key, now, *ts;
+	struct pending_write *w;
+	__u32 end = 0;
+	__u64 key, now;
 
 	BPF_CORE_READ_INTO(&sk, skb, sk);
 	if (!sk)
 		return 0;
 	key = (__u64)sk;
-	ts = bpf_map_lookup_elem(&pending, &key);
-	if (!ts)
+	w = bpf_map_lookup_elem(&pending, &key);
+	if (!w)
+		return 0;
+	if (tcp_end_seq(skb, &end) || (__s32)(end - w->end_seq) < 0)
 		return 0;
 	now = bpf_ktime_get_ns();
-	if (now >= *ts)
-		observe(ctx, sk, 1, now - *ts);
+	if (now >= w->ts)
+		observe(ctx, sk, 1, now - w->ts);
 	bpf_map_delete_elem(&pending, &key);
 	return 0;
 }

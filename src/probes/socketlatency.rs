@@ -5,11 +5,12 @@
 //!   The first announcement since the last read is kept, in an LRU hash keyed by socket
 //!   (16384 entries), so a slow reader's wait is measured from the oldest unread data.
 //! - **send** (TCP): `sock:sock_send_length` returning with data the stack could not send yet
-//!   (`write_seq != snd_nxt`: congestion or receive window, Nagle, pacing) → the next
-//!   `net:net_dev_start_xmit` of a packet owned by that socket. Writes sent within the call
-//!   (every UDP write, most TCP ones) waited for nothing and are not observed. There is no
-//!   tracepoint at the start of `sendmsg` on this kernel line other than syscalls, which would
-//!   attribute by task rather than socket.
+//!   (`write_seq != snd_nxt`: congestion or receive window, Nagle, pacing) → the
+//!   `net:net_dev_start_xmit` of the segment carrying that write's last byte (the packet's TCP
+//!   sequence number plus payload reaches the `write_seq` seen at the write's end). Writes sent
+//!   within the call (every UDP write, most TCP ones) waited for nothing and are not observed;
+//!   while one write is pending, later ones on that socket are not sampled. `sendmsg` has no
+//!   tracepoint at its start other than syscalls, which would attribute by task, not socket.
 //!
 //! Metrics: `netsleuth_socketlatency_read_seconds{<entity>}` and
 //! `netsleuth_socketlatency_send_seconds{<entity>}` (bounded per-CPU hash: 1024 namespaces).
