@@ -362,3 +362,72 @@ fn tcp_writes_held_by_a_full_window_give_sendslow() {
         ) >= 1.0
     );
 }
+
+#[test]
+fn tcp_segments_received_show_in_kernellatency_rx() {
+    if !root("kernellatency_rx") {
+        return;
+    }
+    let _g = lock();
+    let evp = tmp_events();
+    // Threshold 0: every observation is also an event.
+    let e = start("{name: kernellatency, args: {threshold: 0ns}}", &evp);
+    let p = Pair::new();
+    let b_ino = p.b.inode();
+    let b = b_ino.to_string();
+    let port: u16 = 30000 + (std::process::id() % 20000) as u16 + 2;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let dst = format!("{}:{port}", p.ip_b);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            p.b.within(move || {
+                use std::io::Read;
+                let l = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
+                tx.send(()).unwrap();
+                let (mut c, _) = l.accept().unwrap();
+                let mut buf = vec![0u8; 1 << 16];
+                while c.read(&mut buf).map(|n| n > 0).unwrap_or(false) {}
+            })
+        });
+        rx.recv().unwrap();
+        p.a.within(move || {
+            use std::io::Write;
+            let mut c = std::net::TcpStream::connect(&dst).unwrap();
+            for _ in 0..20 {
+                c.write_all(&[1u8; 1000]).unwrap();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+    });
+    let n = wait_for("rx observations in b", Duration::from_secs(5), || {
+        let v = value(
+            &e,
+            "netsleuth_kernellatency_rx_seconds_count",
+            &[("netns", &b)],
+        );
+        (v >= 20.0).then_some(v)
+    });
+    // Data segments plus the handshake's ACK and the FIN; far fewer than 100.
+    assert!(n < 100.0, "{n}");
+    let sum = value(
+        &e,
+        "netsleuth_kernellatency_rx_seconds_sum",
+        &[("netns", &b)],
+    );
+    assert!(sum > 0.0 && sum < n, "sum {sum}");
+    let evs = events_of(&evp, "KERNELLAT_RX", b_ino);
+    assert!(!evs.is_empty());
+    assert!(evs
+        .iter()
+        .all(|v| v["fields"]["protocol"] == "TCP" && v["fields"]["daddr"] == p.ip_b.as_str()));
+    assert!(evs.iter().any(|v| v["fields"]["dport"] == port));
+    // Nothing was forwarded: every packet was local to a or b.
+    assert_eq!(
+        value(
+            &e,
+            "netsleuth_kernellatency_forward_seconds_count",
+            &[("netns", &b)]
+        ),
+        0.0
+    );
+}

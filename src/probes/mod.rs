@@ -8,6 +8,7 @@
 //! Dropping a [`ProbeSet`] stops the reader and detaches every program.
 #![forbid(unsafe_code)]
 
+pub mod kernellatency;
 pub mod netiftxlat;
 pub mod packetloss;
 pub mod socketlatency;
@@ -40,19 +41,21 @@ pub enum ProbeKind {
     NetifTxLat,
     Softirq,
     SocketLatency,
+    KernelLatency,
 }
 
 /// One way to attach: the method's name and the program in the object that uses it.
 pub type Alternative = (&'static str, &'static str);
 
 impl ProbeKind {
-    pub const ALL: [ProbeKind; 6] = [
+    pub const ALL: [ProbeKind; 7] = [
         ProbeKind::PacketLoss,
         ProbeKind::TcpReset,
         ProbeKind::TcpRetrans,
         ProbeKind::NetifTxLat,
         ProbeKind::Softirq,
         ProbeKind::SocketLatency,
+        ProbeKind::KernelLatency,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,6 +66,7 @@ impl ProbeKind {
             ProbeKind::NetifTxLat => "netiftxlat",
             ProbeKind::Softirq => "softirq",
             ProbeKind::SocketLatency => "socketlatency",
+            ProbeKind::KernelLatency => "kernellatency",
         }
     }
 
@@ -88,6 +92,9 @@ impl ProbeKind {
             ProbeKind::SocketLatency => {
                 "socket read delay (sock:sk_data_ready to sock_recv_length) and TCP send delay (sock:sock_send_length to net:net_dev_start_xmit)"
             }
+            ProbeKind::KernelLatency => {
+                "received packets' time in the stack: to a TCP socket (net:netif_receive_skb to tcp:tcp_probe) or forwarded (to net:net_dev_queue)"
+            }
         }
     }
 
@@ -102,6 +109,7 @@ impl ProbeKind {
             ProbeKind::NetifTxLat => netiftxlat::PLAN,
             ProbeKind::Softirq => softirq::PLAN,
             ProbeKind::SocketLatency => socketlatency::PLAN,
+            ProbeKind::KernelLatency => kernellatency::PLAN,
         }
     }
 }
@@ -148,7 +156,10 @@ impl BpfProbeConfig {
     pub fn is_latency(&self) -> bool {
         matches!(
             self.kind,
-            ProbeKind::NetifTxLat | ProbeKind::Softirq | ProbeKind::SocketLatency
+            ProbeKind::NetifTxLat
+                | ProbeKind::Softirq
+                | ProbeKind::SocketLatency
+                | ProbeKind::KernelLatency
         )
     }
 
@@ -462,6 +473,7 @@ impl MapCollector for ProbeSet {
                 ProbeKind::NetifTxLat => netiftxlat::collect(p, &mut prefix, out),
                 ProbeKind::Softirq => softirq::collect(p, out),
                 ProbeKind::SocketLatency => socketlatency::collect(p, &mut prefix, out),
+                ProbeKind::KernelLatency => kernellatency::collect(p, &mut prefix, out),
             };
             if let Err(e) = r {
                 errors.push(format!("{}: {e}", p.cfg.kind.name()));
@@ -749,6 +761,7 @@ fn decode(ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Even
         ProbeKind::NetifTxLat => netiftxlat::decode(ctx, r, entity),
         ProbeKind::Softirq => softirq::decode(ctx, r, entity),
         ProbeKind::SocketLatency => socketlatency::decode(ctx, r, entity),
+        ProbeKind::KernelLatency => kernellatency::decode(ctx, r, entity),
     }
 }
 
@@ -893,6 +906,8 @@ pub const EVENT_TYPES: &[&str] = &[
     softirq::EXEC,
     socketlatency::READSLOW,
     socketlatency::SENDSLOW,
+    kernellatency::RX,
+    kernellatency::FORWARD,
 ];
 
 fn event_type_static(k: &str) -> &'static str {
