@@ -431,3 +431,79 @@ fn tcp_segments_received_show_in_kernellatency_rx() {
         0.0
     );
 }
+
+/// This kernel has neither kprobes nor fentry (see machine-facts): virtcmdlatency must say so,
+/// in `netsleuth probes` and the log, and the probes beside it must run.
+#[test]
+fn virtcmdlatency_says_why_it_cannot_run_and_others_run() {
+    if !root("virtcmdlatency_unavailable") {
+        return;
+    }
+    if std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+        skip("virtcmdlatency_unavailable", "this kernel has kprobes");
+        return;
+    }
+    let _g = lock();
+    let out = std::process::Command::new(common::BIN)
+        .arg("probes")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("virtcmdlatency "))
+        .unwrap_or_else(|| panic!("no virtcmdlatency line in:\n{text}"));
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cols[2], "no", "{line}");
+    assert!(line.contains("no attach method works"), "{line}");
+    assert!(line.contains("fentry:"), "{line}");
+    assert!(line.contains("CONFIG_KPROBES"), "{line}");
+    // The log at startup, with netiftxlat beside it.
+    let cfg = write_config("metrics:\n  probes: [virtcmdlatency, netiftxlat]\n");
+    let mut child = std::process::Command::new(common::BIN)
+        .arg("--web.listen-address=127.0.0.1:0")
+        .arg(format!("--config.file={}", cfg.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = Vec::new();
+    {
+        use std::io::BufRead;
+        let r = std::io::BufReader::new(child.stderr.take().unwrap());
+        for l in r.lines() {
+            let l = l.unwrap();
+            let done = l.contains("listening on ");
+            log.push(l);
+            if done {
+                break;
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = log.join("\n");
+    assert!(
+        log.contains("eBPF probe virtcmdlatency cannot run: no attach method works"),
+        "{log}"
+    );
+    assert!(
+        log.contains("eBPF probe netiftxlat attached via tp_btf"),
+        "{log}"
+    );
+    // And served: netiftxlat's series are there, virtcmdlatency's are not.
+    let e = Exporter::start(&[&format!("--config.file={}", cfg.display())]);
+    let sc = wait_for("netiftxlat running", Duration::from_secs(10), || {
+        let s = e.scrape();
+        (!s.find("netsleuth_bpf_map_full_total", &[("probe", "netiftxlat")])
+            .is_empty())
+        .then_some(s)
+    });
+    assert!(sc
+        .find(
+            "netsleuth_bpf_map_full_total",
+            &[("probe", "virtcmdlatency")]
+        )
+        .is_empty());
+    assert!(!sc.types.contains_key("netsleuth_virtcmdlatency_seconds"));
+}

@@ -15,6 +15,7 @@ pub mod socketlatency;
 pub mod softirq;
 pub mod tcpreset;
 pub mod tcpretrans;
+pub mod virtcmdlatency;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -42,13 +43,14 @@ pub enum ProbeKind {
     Softirq,
     SocketLatency,
     KernelLatency,
+    VirtCmdLatency,
 }
 
 /// One way to attach: the method's name and the program in the object that uses it.
 pub type Alternative = (&'static str, &'static str);
 
 impl ProbeKind {
-    pub const ALL: [ProbeKind; 7] = [
+    pub const ALL: [ProbeKind; 8] = [
         ProbeKind::PacketLoss,
         ProbeKind::TcpReset,
         ProbeKind::TcpRetrans,
@@ -56,6 +58,7 @@ impl ProbeKind {
         ProbeKind::Softirq,
         ProbeKind::SocketLatency,
         ProbeKind::KernelLatency,
+        ProbeKind::VirtCmdLatency,
     ];
 
     pub fn name(self) -> &'static str {
@@ -67,6 +70,7 @@ impl ProbeKind {
             ProbeKind::Softirq => "softirq",
             ProbeKind::SocketLatency => "socketlatency",
             ProbeKind::KernelLatency => "kernellatency",
+            ProbeKind::VirtCmdLatency => "virtcmdlatency",
         }
     }
 
@@ -95,6 +99,9 @@ impl ProbeKind {
             ProbeKind::KernelLatency => {
                 "received packets' time in the stack: to a TCP socket (net:netif_receive_skb to tcp:tcp_probe) or forwarded (to net:net_dev_queue)"
             }
+            ProbeKind::VirtCmdLatency => {
+                "virtio-net control command latency (virtnet_send_command; fentry/fexit or kprobes only)"
+            }
         }
     }
 
@@ -110,6 +117,7 @@ impl ProbeKind {
             ProbeKind::Softirq => softirq::PLAN,
             ProbeKind::SocketLatency => socketlatency::PLAN,
             ProbeKind::KernelLatency => kernellatency::PLAN,
+            ProbeKind::VirtCmdLatency => virtcmdlatency::PLAN,
         }
     }
 }
@@ -160,6 +168,7 @@ impl BpfProbeConfig {
                 | ProbeKind::Softirq
                 | ProbeKind::SocketLatency
                 | ProbeKind::KernelLatency
+                | ProbeKind::VirtCmdLatency
         )
     }
 
@@ -474,6 +483,7 @@ impl MapCollector for ProbeSet {
                 ProbeKind::Softirq => softirq::collect(p, out),
                 ProbeKind::SocketLatency => socketlatency::collect(p, &mut prefix, out),
                 ProbeKind::KernelLatency => kernellatency::collect(p, &mut prefix, out),
+                ProbeKind::VirtCmdLatency => virtcmdlatency::collect(p, out),
             };
             if let Err(e) = r {
                 errors.push(format!("{}: {e}", p.cfg.kind.name()));
@@ -762,6 +772,7 @@ fn decode(ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Even
         ProbeKind::Softirq => softirq::decode(ctx, r, entity),
         ProbeKind::SocketLatency => socketlatency::decode(ctx, r, entity),
         ProbeKind::KernelLatency => kernellatency::decode(ctx, r, entity),
+        ProbeKind::VirtCmdLatency => virtcmdlatency::decode(ctx, r, entity),
     }
 }
 
@@ -908,6 +919,7 @@ pub const EVENT_TYPES: &[&str] = &[
     socketlatency::SENDSLOW,
     kernellatency::RX,
     kernellatency::FORWARD,
+    virtcmdlatency::EVENT,
 ];
 
 fn event_type_static(k: &str) -> &'static str {
