@@ -507,3 +507,214 @@ fn virtcmdlatency_says_why_it_cannot_run_and_others_run() {
         .is_empty());
     assert!(!sc.types.contains_key("netsleuth_virtcmdlatency_seconds"));
 }
+
+/// Every latency probe at once, with traffic so every family has series: promtool accepts the
+/// histograms (cumulative buckets, `+Inf` = `_count`) without a complaint.
+#[test]
+fn promtool_accepts_the_latency_histograms() {
+    if !root("latency_promtool") || !common::have("promtool") {
+        return;
+    }
+    let _g = lock();
+    let cfg = write_config(
+        "metrics:\n  probes: [netiftxlat, softirq, socketlatency, kernellatency, virtcmdlatency]\n",
+    );
+    let e = Exporter::start(&[&format!("--config.file={}", cfg.display())]);
+    let p = Pair::new();
+    let port: u16 = 30000 + (std::process::id() % 20000) as u16 + 3;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let dst = format!("{}:{port}", p.ip_b);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            p.b.within(move || {
+                use std::io::Read;
+                let l = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
+                tx.send(()).unwrap();
+                let (mut c, _) = l.accept().unwrap();
+                let mut buf = vec![0u8; 1 << 16];
+                while c.read(&mut buf).map(|n| n > 0).unwrap_or(false) {}
+            })
+        });
+        rx.recv().unwrap();
+        p.a.within(move || {
+            use std::io::Write;
+            let mut c = std::net::TcpStream::connect(&dst).unwrap();
+            for _ in 0..50 {
+                c.write_all(&[1u8; 4000]).unwrap();
+            }
+        });
+    });
+    let text = wait_for("every latency family", Duration::from_secs(10), || {
+        let t = e.scrape_text();
+        [
+            "netsleuth_netiftxlat_qdisc_seconds",
+            "netsleuth_netiftxlat_device_seconds",
+            "netsleuth_softirq_sched_seconds",
+            "netsleuth_softirq_exec_seconds",
+            "netsleuth_socketlatency_read_seconds",
+            "netsleuth_kernellatency_rx_seconds",
+        ]
+        .iter()
+        .all(|f| t.contains(&format!("# TYPE {f} histogram")))
+        .then_some(t)
+    });
+    let mut c = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    }
+    let out = c.wait_with_output().unwrap();
+    let msg = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool failed:\n{msg}");
+    assert!(msg.trim().is_empty(), "promtool complained:\n{msg}");
+    // +Inf = _count for every series.
+    let sc = common::Scrape::parse(&text);
+    for c in sc
+        .samples
+        .iter()
+        .filter(|s| s.name.starts_with("netsleuth_") && s.name.ends_with("_seconds_count"))
+    {
+        let fam = c.name.trim_end_matches("_count");
+        let mut want: Vec<(&str, &str)> = c
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        want.push(("le", "+Inf"));
+        let inf = sc.find(&format!("{fam}_bucket"), &want);
+        assert_eq!(inf.len(), 1, "{c:?}");
+        assert_eq!(inf[0].value, c.value, "{c:?}");
+    }
+}
+
+#[test]
+fn kill_9_leaves_no_latency_program_attached() {
+    if !root("latency_kill_9") {
+        return;
+    }
+    let _g = lock();
+    use netsleuth::bpf::prog;
+    let before: Vec<u32> = prog::loaded_programs()
+        .unwrap()
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect();
+    let cfg =
+        write_config("metrics:\n  probes: [netiftxlat, softirq, socketlatency, kernellatency]\n");
+    let e = Exporter::start(&[&format!("--config.file={}", cfg.display())]);
+    wait_for("latency probes attached", Duration::from_secs(10), || {
+        (e.scrape().find("netsleuth_bpf_map_full_total", &[]).len() == 4).then_some(())
+    });
+    let ours: Vec<(u32, String)> = prog::loaded_programs()
+        .unwrap()
+        .into_iter()
+        .filter(|(i, _)| !before.contains(i))
+        .collect();
+    // 3 + 3 + 4 + 5 attach points.
+    assert!(ours.len() >= 15, "attach points loaded: {ours:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(e.pid()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    drop(e);
+    wait_for(
+        "programs gone after kill -9",
+        Duration::from_secs(5),
+        || {
+            let live = prog::loaded_programs().unwrap();
+            (!live.iter().any(|p| ours.contains(p))).then_some(())
+        },
+    );
+}
+
+/// a → r → b with r routing: r's namespace sees every a→b packet forwarded.
+#[test]
+fn routed_packets_show_in_kernellatency_forward() {
+    if !root("kernellatency_forward") {
+        return;
+    }
+    let _g = lock();
+    let e = start("kernellatency", &tmp_events());
+    let a = common::Netns::new("kla");
+    let r = common::Netns::new("klr");
+    let b = common::Netns::new("klb");
+    let (ar_a, ar_r) = (common::unique("ka"), common::unique("kr"));
+    let (rb_r, rb_b) = (common::unique("ks"), common::unique("kb"));
+    let net = 100 + (std::process::id() as usize % 150);
+    let (ip_a, ip_ra) = (format!("198.19.{net}.1"), format!("198.19.{net}.2"));
+    let net2 = (net + 1) % 250;
+    let (ip_rb, ip_b) = (format!("198.19.{net2}.1"), format!("198.19.{net2}.2"));
+    common::run(
+        "ip",
+        &[
+            "link", "add", &ar_a, "netns", &a.name, "type", "veth", "peer", "name", &ar_r, "netns",
+            &r.name,
+        ],
+    );
+    common::run(
+        "ip",
+        &[
+            "link", "add", &rb_r, "netns", &r.name, "type", "veth", "peer", "name", &rb_b, "netns",
+            &b.name,
+        ],
+    );
+    a.exec("ip", &["addr", "add", &format!("{ip_a}/24"), "dev", &ar_a]);
+    r.exec("ip", &["addr", "add", &format!("{ip_ra}/24"), "dev", &ar_r]);
+    r.exec("ip", &["addr", "add", &format!("{ip_rb}/24"), "dev", &rb_r]);
+    b.exec("ip", &["addr", "add", &format!("{ip_b}/24"), "dev", &rb_b]);
+    for (ns, dev) in [(&a, &ar_a), (&r, &ar_r), (&r, &rb_r), (&b, &rb_b)] {
+        ns.exec("ip", &["link", "set", dev, "up"]);
+    }
+    a.exec("ip", &["route", "add", "default", "via", &ip_ra]);
+    b.exec("ip", &["route", "add", "default", "via", &ip_rb]);
+    r.sysctl("net.ipv4.ip_forward", "1");
+    let ri = r.inode().to_string();
+    let before = value(
+        &e,
+        "netsleuth_kernellatency_forward_seconds_count",
+        &[("netns", &ri)],
+    );
+    let dst = format!("{ip_b}:9");
+    a.within(move || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        for _ in 0..30 {
+            s.send_to(&[0u8; 100], &dst).unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    // 30 datagrams plus the ARP-triggered ones; ARP itself is not forwarded.
+    let n = wait_for(
+        "forwarded packets observed in r",
+        Duration::from_secs(5),
+        || {
+            let v = value(
+                &e,
+                "netsleuth_kernellatency_forward_seconds_count",
+                &[("netns", &ri)],
+            ) - before;
+            (v >= 30.0).then_some(v)
+        },
+    );
+    assert!(n <= 40.0, "{n}");
+    let ai = a.inode().to_string();
+    assert_eq!(
+        value(
+            &e,
+            "netsleuth_kernellatency_forward_seconds_count",
+            &[("netns", &ai)]
+        ),
+        0.0,
+        "a only sends"
+    );
+}
