@@ -964,4 +964,37 @@ mod latency_tests {
         assert_eq!(p.buckets.last().unwrap().1, 5);
         assert_eq!(p.sum, 0.005);
     }
+
+    fn args(kind: ProbeKind, yaml: &str) -> Result<BpfProbeConfig, String> {
+        let v: serde_norway::Value = serde_norway::from_str(yaml).unwrap();
+        let mut a = ProbeArgs::from_yaml(kind.name(), &v)?;
+        let mut c = BpfProbeConfig::new(kind);
+        c.take_args(&mut a)?;
+        a.finish()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn latency_args() {
+        let c = args(
+            ProbeKind::NetifTxLat,
+            "{threshold: 250ms, enableStack: true}",
+        )
+        .unwrap();
+        assert_eq!(c.threshold_ns, 250_000_000);
+        assert!(c.enable_stack);
+        assert_eq!(
+            BpfProbeConfig::new(ProbeKind::SocketLatency).threshold_ns,
+            100_000_000
+        );
+        let e = args(ProbeKind::KernelLatency, "{threshold: 100}").unwrap_err();
+        assert!(e.contains("threshold"), "{e}");
+        let c = args(ProbeKind::Softirq, "{softirq-types: [net_rx, timer]}").unwrap();
+        assert_eq!(c.softirq_types, ["net_rx", "timer"]);
+        let e = args(ProbeKind::Softirq, "{softirq-types: [net_rxx]}").unwrap_err();
+        assert!(e.contains("net_rxx"), "{e}");
+        // Probe-specific args are refused elsewhere.
+        assert!(args(ProbeKind::PacketLoss, "{threshold: 1s}").is_err());
+        assert!(args(ProbeKind::NetifTxLat, "{softirq-types: [net_rx]}").is_err());
+    }
 }
