@@ -3,9 +3,9 @@
  * netiftxlat: transmit latency at the device layer, per (netns, device):
  *   qdisc  = net:net_dev_queue -> net:net_dev_start_xmit (time in the qdisc)
  *   device = net:net_dev_start_xmit -> net:net_dev_xmit (the driver's xmit)
- * In-flight timestamps are keyed by skb pointer in an LRU hash (entries are
- * deleted at net_dev_xmit; ones never completed, e.g. dropped by the qdisc,
- * are evicted by the LRU or overwritten when the address is reused).
+ * In-flight timestamps are keyed by skb pointer in an LRU hash, deleted at
+ * net_dev_xmit or when the skb is dropped (skb:kfree_skb, e.g. a qdisc
+ * drop), so a reused address never inherits a stale timestamp.
  * Histograms: per-CPU hash `lat` (bounded: 4096 (netns, stage, device) keys).
  * Events (type 1 qdisc, 2 device) above `threshold_ns`; `location` = ns,
  * `reason` = ifindex.
@@ -119,3 +119,17 @@ SEC("tp_btf/net_dev_xmit")
 int xmit_btf(__u64 *ctx) { return on_xmit(ctx, (struct sk_buff___p *)ctx[0], (struct net_device___lat *)ctx[2]); }
 SEC("raw_tp/net_dev_xmit")
 int xmit_raw(__u64 *ctx) { return on_xmit(ctx, (struct sk_buff___p *)ctx[0], (struct net_device___lat *)ctx[2]); }
+
+static __always_inline int on_drop(struct sk_buff___p *skb)
+{
+	__u64 key = (__u64)skb;
+
+	bpf_map_delete_elem(&inflight, &key);
+	return 0;
+}
+
+/* kfree_skb(struct sk_buff *skb, void *location, enum skb_drop_reason reason, ...) */
+SEC("tp_btf/kfree_skb")
+int drop_btf(__u64 *ctx) { return on_drop((struct sk_buff___p *)ctx[0]); }
+SEC("raw_tp/kfree_skb")
+int drop_raw(__u64 *ctx) { return on_drop((struct sk_buff___p *)ctx[0]); }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * socketlatency: per netns (of the socket)
+ * socketlatency: per netns (of the socket), IPv4/IPv6 sockets only
  *   read: sock:sk_data_ready -> sock:sock_recv_length (ret > 0, not MSG_PEEK):
  *         how long data the kernel announced waited for the application. The
  *         first announcement since the last read is kept (LRU keyed by sk).
@@ -103,8 +103,14 @@ static __always_inline void observe(void *ctx, struct sock___p *sk, __u32 stage,
 
 static __always_inline int on_data_ready(struct sock___p *sk)
 {
-	__u64 key = (__u64)sk, now = bpf_ktime_get_ns();
+	__u64 key = (__u64)sk, now;
+	__u16 family = 0;
 
+	/* IP sockets only: unix and netlink sockets wake readers the same way. */
+	BPF_CORE_READ_INTO(&family, sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	now = bpf_ktime_get_ns();
 	bpf_map_update_elem(&readable, &key, &now, BPF_NOEXIST);
 	return 0;
 }

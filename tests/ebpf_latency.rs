@@ -620,8 +620,8 @@ fn kill_9_leaves_no_latency_program_attached() {
         .into_iter()
         .filter(|(i, _)| !before.contains(i))
         .collect();
-    // 3 + 3 + 4 + 5 attach points.
-    assert!(ours.len() >= 15, "attach points loaded: {ours:?}");
+    // 4 + 3 + 4 + 5 attach points.
+    assert!(ours.len() >= 16, "attach points loaded: {ours:?}");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(e.pid()),
         nix::sys::signal::Signal::SIGKILL,

@@ -4,7 +4,7 @@
 //! qdisc, or the direct path of a `noqueue` device, hands it to the driver) is the **qdisc**
 //! stage; `net:net_dev_start_xmit` → `net:net_dev_xmit` (the driver's `ndo_start_xmit`
 //! returned) is the **device** stage. In-flight timestamps live in an LRU hash keyed by skb
-//! address (16384 entries; deleted at `net_dev_xmit`, evicted otherwise). Packets the qdisc
+//! address (16384 entries; deleted at `net_dev_xmit` or at `skb:kfree_skb`). Packets the qdisc
 //! drops never reach the second tracepoint and are not observed; GSO segments split after the
 //! qdisc are observed in the device stage only.
 //!
@@ -26,6 +26,7 @@ pub const PLAN: &[&[Alternative]] = &[
     &[("tp_btf", "queue_btf"), ("raw_tp", "queue_raw")],
     &[("tp_btf", "start_btf"), ("raw_tp", "start_raw")],
     &[("tp_btf", "xmit_btf"), ("raw_tp", "xmit_raw")],
+    &[("tp_btf", "drop_btf"), ("raw_tp", "drop_raw")],
 ];
 
 pub fn collect(

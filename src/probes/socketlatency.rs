@@ -1,4 +1,4 @@
-//! `socketlatency`: how long data waits at the socket, per namespace of the socket.
+//! `socketlatency`: how long data waits at IPv4/IPv6 sockets, per namespace of the socket.
 //!
 //! - **read**: `sock:sk_data_ready` (the kernel tells the socket data arrived) →
 //!   `sock:sock_recv_length` (the application's `recvmsg` returned data, `MSG_PEEK` excluded).
