@@ -170,7 +170,7 @@ fn traffic_fills_softirq_histograms_and_more_traffic_adds_more() {
     let _g = lock();
     let evp = tmp_events();
     let e = start(
-        "{name: softirq, args: {softirq-types: [net_rx, net_tx], threshold: 1s}}",
+        "{name: softirq, args: {softirq-types: [net_rx, net_tx], threshold: 1us}}",
         &evp,
     );
     let p = Pair::new();
@@ -219,6 +219,18 @@ fn traffic_fills_softirq_histograms_and_more_traffic_adds_more() {
         },
     );
     assert!(exec1 > exec0 && sched1 > sched0);
+    // Events above the 1 µs threshold: node-level, with the CPU and the softirq's name.
+    let evs = wait_for("SOFTIRQ_EXCUTE_SLOW events", Duration::from_secs(5), || {
+        let v = events_of(&evp, "SOFTIRQ_EXCUTE_SLOW", 0);
+        (!v.is_empty()).then_some(v)
+    });
+    assert!(evs
+        .iter()
+        .all(|v| v["fields"]["latency"].as_f64().unwrap() >= 1e-6));
+    assert!(evs
+        .iter()
+        .all(|v| ["net_rx", "net_tx"].contains(&v["fields"]["softirq"].as_str().unwrap())));
+    assert!(evs.iter().all(|v| v["fields"]["cpu"].as_u64().is_some()));
     // Only the configured types.
     assert!(e
         .scrape()

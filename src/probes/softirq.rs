@@ -7,16 +7,18 @@
 //! nothing grows). Types are `softirq-types` (default `[net_rx, net_tx]`).
 //!
 //! Metrics: `netsleuth_softirq_sched_seconds{cpu, type}` and
-//! `netsleuth_softirq_exec_seconds{cpu, type}`. Events `SOFTIRQ_SCHED` / `SOFTIRQ_EXEC` at or
-//! above `threshold` (default 100ms) with `latency` (seconds), `cpu` and `softirq`.
+//! `netsleuth_softirq_exec_seconds{cpu, type}`. Events `SOFTIRQ_SCHED_SLOW` and
+//! `SOFTIRQ_EXCUTE_SLOW` (KubeSkoop's names, its spelling kept) at or above `threshold`
+//! (default 100ms) with `latency` (seconds), `cpu` and `softirq`.
 #![forbid(unsafe_code)]
 
 use super::{Alternative, DecodeCtx, Log2Hist, RawEvent, RunningProbe};
 use crate::events::{Event, EventEntity, FieldValue};
 use crate::model::Families;
 
-pub const SCHED: &str = "SOFTIRQ_SCHED";
-pub const EXEC: &str = "SOFTIRQ_EXEC";
+pub const SCHED: &str = "SOFTIRQ_SCHED_SLOW";
+/// KubeSkoop's name, spelling included.
+pub const EXEC: &str = "SOFTIRQ_EXCUTE_SLOW";
 
 pub const PLAN: &[&[Alternative]] = &[
     &[("tp_btf", "raise_btf"), ("raw_tp", "raise_raw")],

@@ -4,7 +4,7 @@
 //! (kprobes compiled out, fentry refused) the probe reports that it cannot run, in
 //! `netsleuth probes` and the log, and the other probes run on.
 //!
-//! Metric: `netsleuth_virtcmdlatency_seconds` (node-level). Event `VIRTCMDLAT` at or above
+//! Metric: `netsleuth_virtcmdlatency_seconds` (node-level). Event `VIRTCMD_SLOW` at or above
 //! `threshold` (default 100ms) with `latency`.
 #![forbid(unsafe_code)]
 
@@ -12,7 +12,7 @@ use super::{Alternative, DecodeCtx, Log2Hist, RawEvent, RunningProbe};
 use crate::events::{Event, EventEntity};
 use crate::model::Families;
 
-pub const EVENT: &str = "VIRTCMDLAT";
+pub const EVENT: &str = "VIRTCMD_SLOW";
 
 /// `virtnet_send_command_reply` (6.11+, where `virtnet_send_command` is an inline wrapper), else
 /// `virtnet_send_command`.
