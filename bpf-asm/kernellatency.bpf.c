@@ -38,7 +38,7 @@ struct lat_key {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 2048);
 	__type(key, struct lat_key);
 	__type(value, struct hist);

@@ -6,7 +6,7 @@
  * In-flight timestamps are keyed by skb pointer in an LRU hash, deleted at
  * net_dev_xmit or when the skb is dropped (skb:kfree_skb, e.g. a qdisc
  * drop), so a reused address never inherits a stale timestamp.
- * Histograms: per-CPU hash `lat` (bounded: 4096 (netns, stage, device) keys).
+ * Histograms: hash `lat` (bounded: 4096 (netns, stage, device) keys).
  * Events (type 1 qdisc, 2 device) above `threshold_ns`; `location` = ns,
  * `reason` = ifindex.
  */
@@ -34,7 +34,7 @@ struct lat_key {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
 	__type(key, struct lat_key);
 	__type(value, struct hist);

@@ -12,7 +12,7 @@
  *         sent within the call (all of UDP's, most of TCP's) waited for
  *         nothing and are not observed; while one write is pending, later
  *         ones on that socket are not sampled.
- * Histograms: per-CPU hash `lat` keyed (netns, stage), 1024 namespaces.
+ * Histograms: hash `lat` keyed (netns, stage), 1024 namespaces.
  * Events (type 1 read, 2 send) above `threshold_ns` with the socket's tuple.
  */
 #include "latency.h"
@@ -74,7 +74,7 @@ struct lat_key {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 2048);
 	__type(key, struct lat_key);
 	__type(value, struct hist);

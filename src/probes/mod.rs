@@ -624,7 +624,8 @@ impl Log2Hist {
     }
 }
 
-/// Reads a per-CPU hash of `struct hist`, summing CPUs and keys that map to one label tuple.
+/// Reads a hash (or per-CPU hash) of `struct hist`, summing CPUs and keys that map to one label
+/// tuple.
 pub fn read_hist_map<K: Ord>(
     l: &Loaded,
     map: &str,

@@ -8,7 +8,7 @@
 //! drops never reach the second tracepoint and are not observed; GSO segments split after the
 //! qdisc are observed in the device stage only.
 //!
-//! Metrics (log2 buckets from ~1 µs, bounded per-CPU hash of 4096 (netns, stage, device)):
+//! Metrics (log2 buckets from ~1 µs, bounded hash of 4096 (netns, stage, device)):
 //! `netsleuth_netiftxlat_qdisc_seconds{<entity>, device}` and
 //! `netsleuth_netiftxlat_device_seconds{<entity>, device}`. Events `NETIFTXLAT_QDISC` and
 //! `NETIFTXLAT_DEVICE` at or above `threshold` (default 100ms) with `latency` (seconds), `ifindex` and

@@ -13,7 +13,7 @@
 //!   tracepoint at its start other than syscalls, which would attribute by task, not socket.
 //!
 //! Metrics: `netsleuth_socketlatency_read_seconds{<entity>}` and
-//! `netsleuth_socketlatency_send_seconds{<entity>}` (bounded per-CPU hash: 1024 namespaces).
+//! `netsleuth_socketlatency_send_seconds{<entity>}` (bounded hash: 1024 namespaces).
 //! Events `SOCKETLAT_READSLOW` / `SOCKETLAT_SENDSLOW` at or above `threshold` (default 100ms)
 //! with `latency` (seconds) and the socket's tuple (local side first).
 #![forbid(unsafe_code)]
