@@ -183,7 +183,7 @@ pub fn main() -> i32 {
 fn print_probes(cfg: &Config) {
     let enabled: Vec<&str> = cfg.probes.iter().map(|p| p.name.as_str()).collect();
     println!(
-        "{:<12} {:<8} {:<10} DETAILS",
+        "{:<14} {:<8} {:<10} DETAILS",
         "PROBE", "ENABLED", "AVAILABLE"
     );
     for spec in collectors::registry() {
@@ -196,9 +196,9 @@ fn print_probes(cfg: &Config) {
             Ok(()) => ("yes", spec.description.to_string()),
             Err(e) => ("no", e),
         };
-        println!("{:<12} {:<8} {:<10} {}", spec.name, on, avail, why);
+        println!("{:<14} {:<8} {:<10} {}", spec.name, on, avail, why);
         if let Some(f) = spec.default_fields {
-            println!("{:<12} {:<8} {:<10}   default fields: {f}", "", "", "");
+            println!("{:<14} {:<8} {:<10}   default fields: {f}", "", "", "");
         }
     }
     print_bpf_probes(cfg);
@@ -213,7 +213,7 @@ fn print_probes(cfg: &Config) {
             "no"
         };
         println!(
-            "{name:<12} {on:<8} {:<10} KubeSkoop probe not implemented in this build yet",
+            "{name:<14} {on:<8} {:<10} KubeSkoop probe not implemented in this build yet",
             "no"
         );
     }
@@ -237,7 +237,7 @@ fn print_bpf_probes(cfg: &Config) {
             ),
             Err(e) => ("no", e),
         };
-        println!("{:<12} {:<8} {:<10} {}", kind.name(), on, avail, why);
+        println!("{:<14} {:<8} {:<10} {}", kind.name(), on, avail, why);
     }
 }
 

@@ -15,6 +15,8 @@ use std::sync::{Arc, OnceLock, RwLock};
 pub enum MetricKind {
     Counter,
     Gauge,
+    /// Written with [`FamilySink::emit_histogram`]: `_bucket{le}`, `_sum`, `_count` samples.
+    Histogram,
 }
 
 impl MetricKind {
@@ -22,6 +24,7 @@ impl MetricKind {
         match self {
             MetricKind::Counter => "counter",
             MetricKind::Gauge => "gauge",
+            MetricKind::Histogram => "histogram",
         }
     }
 }
@@ -389,47 +392,6 @@ pub struct FamilySink<'a> {
     prefix: &'a str,
 }
 
-impl FamilySink<'_> {
-    fn write(&mut self, id: u32, name: &str, labels: &[(&str, &str)], value: Value) {
-        let i = match self.fams.pos.get(&id) {
-            Some(&i) => i,
-            None => {
-                // Most families have one sample per namespace: size for one line up front
-                // rather than growing through five reallocations.
-                let line = name.len()
-                    + self.prefix.len()
-                    + labels
-                        .iter()
-                        .map(|(k, v)| k.len() + v.len() + 4)
-                        .sum::<usize>()
-                    + 28;
-                self.fams.bodies.push((id, String::with_capacity(line)));
-                self.fams.pos.insert(id, self.fams.bodies.len() - 1);
-                self.fams.bodies.len() - 1
-            }
-        };
-        let b = &mut self.fams.bodies[i].1;
-        b.push_str(name);
-        if !self.prefix.is_empty() || !labels.is_empty() {
-            b.push('{');
-            b.push_str(self.prefix);
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 || !self.prefix.is_empty() {
-                    b.push(',');
-                }
-                b.push_str(k);
-                b.push_str("=\"");
-                escape_label_value(v, b);
-                b.push('"');
-            }
-            b.push('}');
-        }
-        b.push(' ');
-        value.write_to(b);
-        b.push('\n');
-    }
-}
-
 impl Sink for FamilySink<'_> {
     fn emit(
         &mut self,
@@ -439,6 +401,10 @@ impl Sink for FamilySink<'_> {
         labels: &[(&str, &str)],
         value: Value,
     ) {
+        if kind == MetricKind::Histogram {
+            log::warn!("metric {name}: histograms go through emit_histogram; sample dropped");
+            return;
+        }
         let (id, declared) = intern(name, help, kind);
         if declared != kind {
             log::warn!(
@@ -446,7 +412,9 @@ impl Sink for FamilySink<'_> {
             );
             return;
         }
-        self.write(id, name, labels, value);
+        let prefix = self.prefix;
+        let b = self.body(id, name, labels.len());
+        write_sample(b, name, "", prefix, labels, None, value);
     }
 
     fn emit_family(
@@ -457,8 +425,117 @@ impl Sink for FamilySink<'_> {
         labels: &[(&str, &str)],
         value: Value,
     ) {
-        self.write(fam.id, name, labels, value);
+        if fam.kind == MetricKind::Histogram {
+            log::warn!("metric {name}: histograms go through emit_histogram; sample dropped");
+            return;
+        }
+        let prefix = self.prefix;
+        let b = self.body(fam.id, name, labels.len());
+        write_sample(b, name, "", prefix, labels, None, value);
     }
+}
+
+/// One histogram series: cumulative bucket counts by upper bound (seconds, ascending, without
+/// `+Inf`), the sum of observations (seconds) and their count (the `+Inf` bucket).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HistogramValue {
+    pub buckets: Vec<(f64, u64)>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl FamilySink<'_> {
+    /// The body of family `id`, created (sized for one short series) if new.
+    fn body(&mut self, id: u32, name: &str, nlabels: usize) -> &mut String {
+        let i = match self.fams.pos.get(&id) {
+            Some(&i) => i,
+            None => {
+                // Most families have one sample per namespace: size for one line up front
+                // rather than growing through five reallocations.
+                let line = name.len() + self.prefix.len() + nlabels * 16 + 28;
+                self.fams.bodies.push((id, String::with_capacity(line)));
+                self.fams.pos.insert(id, self.fams.bodies.len() - 1);
+                self.fams.bodies.len() - 1
+            }
+        };
+        &mut self.fams.bodies[i].1
+    }
+
+    /// One histogram series of family `name` (declared [`MetricKind::Histogram`]). Buckets
+    /// must be cumulative; `le="+Inf"` is written from `count`.
+    pub fn emit_histogram(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+        h: &HistogramValue,
+    ) {
+        let (id, declared) = intern(name, help, MetricKind::Histogram);
+        if declared != MetricKind::Histogram {
+            log::warn!("metric {name}: emitted as Histogram but declared {declared:?}; dropped");
+            return;
+        }
+        let prefix = self.prefix;
+        let b = self.body(id, name, labels.len() + 1);
+        let mut le = String::new();
+        for (upper, n) in &h.buckets {
+            le.clear();
+            Value::F64(*upper).write_to(&mut le);
+            write_sample(
+                b,
+                name,
+                "_bucket",
+                prefix,
+                labels,
+                Some(&le),
+                Value::U64(*n),
+            );
+        }
+        write_sample(
+            b,
+            name,
+            "_bucket",
+            prefix,
+            labels,
+            Some("+Inf"),
+            Value::U64(h.count),
+        );
+        write_sample(b, name, "_sum", prefix, labels, None, Value::F64(h.sum));
+        write_sample(b, name, "_count", prefix, labels, None, Value::U64(h.count));
+    }
+}
+
+/// `name+suffix{prefix,labels[,le]} value\n`.
+fn write_sample(
+    b: &mut String,
+    name: &str,
+    suffix: &str,
+    prefix: &str,
+    labels: &[(&str, &str)],
+    le: Option<&str>,
+    value: Value,
+) {
+    b.push_str(name);
+    b.push_str(suffix);
+    if !prefix.is_empty() || !labels.is_empty() || le.is_some() {
+        b.push('{');
+        b.push_str(prefix);
+        let mut first = prefix.is_empty();
+        for (k, v) in labels.iter().copied().chain(le.map(|l| ("le", l))) {
+            if !first {
+                b.push(',');
+            }
+            first = false;
+            b.push_str(k);
+            b.push_str("=\"");
+            escape_label_value(v, b);
+            b.push('"');
+        }
+        b.push('}');
+    }
+    b.push(' ');
+    value.write_to(b);
+    b.push('\n');
 }
 
 /// Convert a kernel field name (`ActiveOpens`, `TCPSynRetrans`, `DelayedACKs`, `InCEPkts`,
@@ -691,6 +768,32 @@ mod tests {
              # HELP x_total help\\\\me\\nplease\n# TYPE x_total counter\n\
              x_total{netns=\"1\",name=\"a\\\"b\\\\c\\nd\",device=\"eth0\"} 18446744073709551615\n\
              x_total -1\n"
+        );
+    }
+
+    #[test]
+    fn histogram_renders_buckets_sum_count() {
+        let mut f = Families::new();
+        f.sink("netns=\"7\"").emit_histogram(
+            "t_hist_seconds",
+            "H.",
+            &[("device", "eth0")],
+            &HistogramValue {
+                buckets: vec![(0.001, 1), (0.5, 3)],
+                sum: 0.75,
+                count: 4,
+            },
+        );
+        let mut out = String::new();
+        f.render(&mut out);
+        assert_eq!(
+            out,
+            "# HELP t_hist_seconds H.\n# TYPE t_hist_seconds histogram\n\
+             t_hist_seconds_bucket{netns=\"7\",device=\"eth0\",le=\"0.001\"} 1\n\
+             t_hist_seconds_bucket{netns=\"7\",device=\"eth0\",le=\"0.5\"} 3\n\
+             t_hist_seconds_bucket{netns=\"7\",device=\"eth0\",le=\"+Inf\"} 4\n\
+             t_hist_seconds_sum{netns=\"7\",device=\"eth0\"} 0.75\n\
+             t_hist_seconds_count{netns=\"7\",device=\"eth0\"} 4\n"
         );
     }
 }

@@ -179,6 +179,11 @@ fn probes_lists_every_probe_with_availability() {
         "fd",
         "conntrack",
         "qdisc",
+        "netiftxlat",
+        "softirq",
+        "socketlatency",
+        "kernellatency",
+        "virtcmdlatency",
     ] {
         let l = out
             .lines()

@@ -8,9 +8,14 @@
 //! Dropping a [`ProbeSet`] stops the reader and detaches every program.
 #![forbid(unsafe_code)]
 
+pub mod kernellatency;
+pub mod netiftxlat;
 pub mod packetloss;
+pub mod socketlatency;
+pub mod softirq;
 pub mod tcpreset;
 pub mod tcpretrans;
+pub mod virtcmdlatency;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -34,16 +39,26 @@ pub enum ProbeKind {
     PacketLoss,
     TcpReset,
     TcpRetrans,
+    NetifTxLat,
+    Softirq,
+    SocketLatency,
+    KernelLatency,
+    VirtCmdLatency,
 }
 
 /// One way to attach: the method's name and the program in the object that uses it.
 pub type Alternative = (&'static str, &'static str);
 
 impl ProbeKind {
-    pub const ALL: [ProbeKind; 3] = [
+    pub const ALL: [ProbeKind; 8] = [
         ProbeKind::PacketLoss,
         ProbeKind::TcpReset,
         ProbeKind::TcpRetrans,
+        ProbeKind::NetifTxLat,
+        ProbeKind::Softirq,
+        ProbeKind::SocketLatency,
+        ProbeKind::KernelLatency,
+        ProbeKind::VirtCmdLatency,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +66,11 @@ impl ProbeKind {
             ProbeKind::PacketLoss => "packetloss",
             ProbeKind::TcpReset => "tcpreset",
             ProbeKind::TcpRetrans => "tcpretrans",
+            ProbeKind::NetifTxLat => "netiftxlat",
+            ProbeKind::Softirq => "softirq",
+            ProbeKind::SocketLatency => "socketlatency",
+            ProbeKind::KernelLatency => "kernellatency",
+            ProbeKind::VirtCmdLatency => "virtcmdlatency",
         }
     }
 
@@ -67,6 +87,21 @@ impl ProbeKind {
             ProbeKind::TcpRetrans => {
                 "TCP retransmitted segments (tcp:tcp_retransmit_skb, tcp:tcp_retransmit_synack)"
             }
+            ProbeKind::NetifTxLat => {
+                "transmit latency in the qdisc and the driver (net:net_dev_queue/start_xmit/xmit)"
+            }
+            ProbeKind::Softirq => {
+                "softirq scheduling delay and run time per CPU (irq:softirq_raise/entry/exit)"
+            }
+            ProbeKind::SocketLatency => {
+                "socket read delay (sock:sk_data_ready to sock_recv_length) and TCP send delay (sock:sock_send_length to net:net_dev_start_xmit)"
+            }
+            ProbeKind::KernelLatency => {
+                "received packets' time in the stack: to a TCP socket (net:netif_receive_skb to tcp:tcp_probe) or forwarded (to net:net_dev_queue)"
+            }
+            ProbeKind::VirtCmdLatency => {
+                "virtio-net control command latency (virtnet_send_command; fentry/fexit or kprobes only)"
+            }
         }
     }
 
@@ -78,6 +113,11 @@ impl ProbeKind {
             ProbeKind::PacketLoss => packetloss::PLAN,
             ProbeKind::TcpReset => tcpreset::PLAN,
             ProbeKind::TcpRetrans => tcpretrans::PLAN,
+            ProbeKind::NetifTxLat => netiftxlat::PLAN,
+            ProbeKind::Softirq => softirq::PLAN,
+            ProbeKind::SocketLatency => socketlatency::PLAN,
+            ProbeKind::KernelLatency => kernellatency::PLAN,
+            ProbeKind::VirtCmdLatency => virtcmdlatency::PLAN,
         }
     }
 }
@@ -95,6 +135,10 @@ pub struct BpfProbeConfig {
     /// packetloss `excludeReasons`: drop reasons (enum names without `SKB_DROP_REASON_`) that
     /// are normal frees, neither counted nor reported.
     pub exclude_reasons: Vec<String>,
+    /// Latency probes' `threshold` (`100ms` style): events only at or above it.
+    pub threshold_ns: u64,
+    /// softirq `softirq-types`: the softirq vectors measured (`net_rx`, `net_tx`, ...).
+    pub softirq_types: Vec<String>,
 }
 
 impl BpfProbeConfig {
@@ -108,13 +152,43 @@ impl BpfProbeConfig {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            threshold_ns: DEFAULT_THRESHOLD_NS,
+            softirq_types: softirq::DEFAULT_TYPES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
+    }
+
+    /// A latency probe (histograms, `threshold`).
+    pub fn is_latency(&self) -> bool {
+        matches!(
+            self.kind,
+            ProbeKind::NetifTxLat
+                | ProbeKind::Softirq
+                | ProbeKind::SocketLatency
+                | ProbeKind::KernelLatency
+                | ProbeKind::VirtCmdLatency
+        )
     }
 
     /// Consume this probe's args (from either list; later ones override).
     pub fn take_args(&mut self, a: &mut ProbeArgs) -> Result<(), String> {
         if let Some(b) = a.take_bool("enableStack")? {
             self.enable_stack = b;
+        }
+        if self.is_latency() {
+            if let Some(t) = a.take_str("threshold")? {
+                self.threshold_ns = parse_duration_ns(&t).ok_or_else(|| {
+                    format!("arg `threshold`: `{t}` is not a duration like 100ms")
+                })?;
+            }
+        }
+        if self.kind == ProbeKind::Softirq {
+            if let Some(v) = a.take_str_list("softirq-types")? {
+                softirq::mask(&v)?;
+                self.softirq_types = v;
+            }
         }
         if self.kind == ProbeKind::PacketLoss {
             if let Some(v) = a.take_str_list("excludeReasons")? {
@@ -126,6 +200,27 @@ impl BpfProbeConfig {
         }
         Ok(())
     }
+}
+
+/// Latency probes' default event threshold: 100 ms.
+pub const DEFAULT_THRESHOLD_NS: u64 = 100_000_000;
+
+/// `100ms`, `1.5s`, `250us`, `800ns`, `2m` → nanoseconds.
+pub fn parse_duration_ns(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mul = match unit.trim() {
+        "ns" => 1.0,
+        "us" | "µs" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        "m" => 60e9,
+        _ => return None,
+    };
+    let v = n * mul;
+    (0.0..1.8e19).contains(&v).then_some(v as u64)
 }
 
 /// Per-process event counters (kept across reloads: Prometheus counters must not go back).
@@ -186,6 +281,18 @@ pub fn start_probe(cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<RunningProb
             vec![u8::from(cfg.events && cfg.enable_stack)],
         ),
     ];
+    if cfg.is_latency() {
+        globals.push((
+            "threshold_ns".to_string(),
+            cfg.threshold_ns.to_ne_bytes().to_vec(),
+        ));
+    }
+    if kind == ProbeKind::Softirq {
+        globals.push((
+            "types_mask".to_string(),
+            softirq::mask(&cfg.softirq_types)?.to_ne_bytes().to_vec(),
+        ));
+    }
     let mut reasons = BTreeMap::new();
     if kind == ProbeKind::PacketLoss {
         let (g, r) = packetloss::globals(cfg, btf)?;
@@ -364,6 +471,11 @@ impl MapCollector for ProbeSet {
                 }
                 ProbeKind::TcpReset => tcpreset::collect(p, &mut prefix, out),
                 ProbeKind::TcpRetrans => tcpretrans::collect(p, &mut prefix, out),
+                ProbeKind::NetifTxLat => netiftxlat::collect(p, &mut prefix, out),
+                ProbeKind::Softirq => softirq::collect(p, out),
+                ProbeKind::SocketLatency => socketlatency::collect(p, &mut prefix, out),
+                ProbeKind::KernelLatency => kernellatency::collect(p, &mut prefix, out),
+                ProbeKind::VirtCmdLatency => virtcmdlatency::collect(p, out),
             };
             if let Err(e) = r {
                 errors.push(format!("{}: {e}", p.cfg.kind.name()));
@@ -433,6 +545,100 @@ pub fn sum_u64_map<K: Ord>(
         *out.entry(k).or_default() += n;
     }
     Ok(out)
+}
+
+// ---- latency histograms ---------------------------------------------------------------------
+
+/// Slots of `struct hist` (`bpf-asm/include/latency.h`): slot i counts [2^i, 2^(i+1)) ns, the
+/// last one everything above.
+pub const HIST_SLOTS: usize = 36;
+/// The first slot given its own bucket: `le` = 2^10 ns (~1 µs); the slots below fold into it.
+const HIST_FIRST_BUCKET: usize = 9;
+
+/// A log2 latency histogram summed over CPUs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Log2Hist {
+    pub slots: [u64; HIST_SLOTS],
+    pub sum_ns: u64,
+}
+
+impl Default for Log2Hist {
+    fn default() -> Self {
+        Log2Hist {
+            slots: [0; HIST_SLOTS],
+            sum_ns: 0,
+        }
+    }
+}
+
+impl Log2Hist {
+    /// Adds one CPU's `struct hist` (slots, then sum).
+    pub fn add_raw(&mut self, b: &[u8]) {
+        let at = |i: usize| {
+            b.get(i * 8..i * 8 + 8)
+                .and_then(|x| x.try_into().ok())
+                .map(u64::from_ne_bytes)
+                .unwrap_or(0)
+        };
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            *s = s.wrapping_add(at(i));
+        }
+        self.sum_ns = self.sum_ns.wrapping_add(at(HIST_SLOTS));
+    }
+
+    pub fn add(&mut self, o: &Log2Hist) {
+        for (a, b) in self.slots.iter_mut().zip(o.slots.iter()) {
+            *a = a.wrapping_add(*b);
+        }
+        self.sum_ns = self.sum_ns.wrapping_add(o.sum_ns);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.slots.iter().fold(0u64, |a, b| a.wrapping_add(*b))
+    }
+
+    /// Prometheus buckets (seconds, cumulative): `le` = 2^(i+1) ns for slots
+    /// [`HIST_FIRST_BUCKET`]..`HIST_SLOTS-1`; the last slot only in `+Inf`.
+    pub fn to_prometheus(&self) -> crate::model::HistogramValue {
+        let mut cum: u64 = self.slots[..HIST_FIRST_BUCKET]
+            .iter()
+            .fold(0, |a, b| a.wrapping_add(*b));
+        let mut buckets = Vec::with_capacity(HIST_SLOTS - HIST_FIRST_BUCKET);
+        for i in HIST_FIRST_BUCKET..HIST_SLOTS - 1 {
+            cum = cum.wrapping_add(self.slots[i]);
+            buckets.push(((1u64 << (i + 1)) as f64 / 1e9, cum));
+        }
+        crate::model::HistogramValue {
+            buckets,
+            sum: self.sum_ns as f64 / 1e9,
+            count: self.count(),
+        }
+    }
+}
+
+/// Reads a hash (or per-CPU hash) of `struct hist`, summing CPUs and keys that map to one label
+/// tuple.
+pub fn read_hist_map<K: Ord>(
+    l: &Loaded,
+    map: &str,
+    mut key: impl FnMut(&[u8]) -> Option<K>,
+) -> Result<BTreeMap<K, Log2Hist>, String> {
+    let m = l.map(map).map_err(|e| e.to_string())?;
+    let mut out: BTreeMap<K, Log2Hist> = BTreeMap::new();
+    for (k, v) in m.entries().map_err(|e| format!("read map {map}: {e}"))? {
+        let Some(k) = key(&k) else { continue };
+        let h = out.entry(k).or_default();
+        for cpu in m.split_percpu(&v) {
+            h.add_raw(&cpu);
+        }
+    }
+    Ok(out)
+}
+
+/// A NUL-terminated kernel string (device name) from a key.
+pub fn c_str(b: &[u8]) -> String {
+    let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
 // ---- events ---------------------------------------------------------------------------------
@@ -555,6 +761,11 @@ fn decode(ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Even
         ProbeKind::PacketLoss => packetloss::decode(ctx, r, entity),
         ProbeKind::TcpReset => tcpreset::decode(ctx, r, entity),
         ProbeKind::TcpRetrans => tcpretrans::decode(ctx, r, entity),
+        ProbeKind::NetifTxLat => netiftxlat::decode(ctx, r, entity),
+        ProbeKind::Softirq => softirq::decode(ctx, r, entity),
+        ProbeKind::SocketLatency => socketlatency::decode(ctx, r, entity),
+        ProbeKind::KernelLatency => kernellatency::decode(ctx, r, entity),
+        ProbeKind::VirtCmdLatency => virtcmdlatency::decode(ctx, r, entity),
     }
 }
 
@@ -693,6 +904,15 @@ pub const EVENT_TYPES: &[&str] = &[
     tcpreset::ACTIVE,
     tcpreset::RECEIVE,
     tcpretrans::EVENT,
+    netiftxlat::QDISC,
+    netiftxlat::DEVICE,
+    softirq::SCHED,
+    softirq::EXEC,
+    socketlatency::READSLOW,
+    socketlatency::SENDSLOW,
+    kernellatency::RX,
+    kernellatency::FORWARD,
+    virtcmdlatency::EVENT,
 ];
 
 fn event_type_static(k: &str) -> &'static str {
@@ -701,4 +921,73 @@ fn event_type_static(k: &str) -> &'static str {
         .find(|t| **t == k)
         .copied()
         .unwrap_or("OTHER")
+}
+
+#[cfg(test)]
+mod latency_tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ns("100ms"), Some(100_000_000));
+        assert_eq!(parse_duration_ns("1.5s"), Some(1_500_000_000));
+        assert_eq!(parse_duration_ns("250us"), Some(250_000));
+        assert_eq!(parse_duration_ns("2m"), Some(120_000_000_000));
+        assert_eq!(parse_duration_ns("100"), None);
+        assert_eq!(parse_duration_ns("fast"), None);
+    }
+
+    #[test]
+    fn log2_hist_is_cumulative_and_inf_equals_count() {
+        let mut h = Log2Hist::default();
+        h.slots[0] = 2; // < 2 ns: folded into the first bucket
+        h.slots[20] = 3; // [1.05 ms, 2.1 ms)
+        h.slots[HIST_SLOTS - 1] = 1; // >= 34 s: +Inf only
+        h.sum_ns = 5_000_000;
+        let p = h.to_prometheus();
+        assert_eq!(p.count, 6);
+        assert_eq!(p.buckets.first(), Some(&(1024e-9, 2)));
+        assert!(p
+            .buckets
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
+        let at = |le: f64| p.buckets.iter().find(|b| b.0 == le).unwrap().1;
+        assert_eq!(at((1u64 << 20) as f64 / 1e9), 2);
+        assert_eq!(at((1u64 << 21) as f64 / 1e9), 5);
+        assert_eq!(p.buckets.last().unwrap().1, 5);
+        assert_eq!(p.sum, 0.005);
+    }
+
+    fn args(kind: ProbeKind, yaml: &str) -> Result<BpfProbeConfig, String> {
+        let v: serde_norway::Value = serde_norway::from_str(yaml).unwrap();
+        let mut a = ProbeArgs::from_yaml(kind.name(), &v)?;
+        let mut c = BpfProbeConfig::new(kind);
+        c.take_args(&mut a)?;
+        a.finish()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn latency_args() {
+        let c = args(
+            ProbeKind::NetifTxLat,
+            "{threshold: 250ms, enableStack: true}",
+        )
+        .unwrap();
+        assert_eq!(c.threshold_ns, 250_000_000);
+        assert!(c.enable_stack);
+        assert_eq!(
+            BpfProbeConfig::new(ProbeKind::SocketLatency).threshold_ns,
+            100_000_000
+        );
+        let e = args(ProbeKind::KernelLatency, "{threshold: 100}").unwrap_err();
+        assert!(e.contains("threshold"), "{e}");
+        let c = args(ProbeKind::Softirq, "{softirq-types: [net_rx, timer]}").unwrap();
+        assert_eq!(c.softirq_types, ["net_rx", "timer"]);
+        let e = args(ProbeKind::Softirq, "{softirq-types: [net_rxx]}").unwrap_err();
+        assert!(e.contains("net_rxx"), "{e}");
+        // Probe-specific args are refused elsewhere.
+        assert!(args(ProbeKind::PacketLoss, "{threshold: 1s}").is_err());
+        assert!(args(ProbeKind::NetifTxLat, "{softirq-types: [net_rx]}").is_err());
+    }
 }

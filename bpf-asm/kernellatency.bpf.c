@@ -1,0 +1,119 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * kernellatency: time a received packet spends in the kernel, per netns of
+ * the receiving device, from net:netif_receive_skb (the stack takes the skb
+ * from the driver/GRO, or from a veth peer) to
+ *   rx:      tcp:tcp_probe (the segment reaches an established TCP socket;
+ *            the same skb object), or
+ *   forward: net:net_dev_queue (the skb leaves again through a device of the
+ *            same namespace: routed/bridged traffic, e.g. the host between
+ *            two pods).
+ * In-flight timestamps are keyed by skb address in an LRU hash and deleted
+ * when the skb is freed (skb:consume_skb, skb:kfree_skb): a reused address
+ * never inherits an old timestamp. Sending from a socket has no per-skb
+ * tracepoint before the device on this kernel line (that needs fentry or
+ * kprobes on ip_queue_xmit), so locally generated tx is netiftxlat's job.
+ * Events (type 1 rx, 2 forward) above `threshold_ns` with the tuple.
+ */
+#include "latency.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+struct rx_start {
+	__u64 ts;
+	__u32 netns;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct rx_start);
+} inflight SEC(".maps");
+
+struct lat_key {
+	__u32 netns;
+	__u32 stage; /* 0 rx, 1 forward */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 2048);
+	__type(key, struct lat_key);
+	__type(value, struct hist);
+} lat SEC(".maps");
+
+static __always_inline int on_receive(struct sk_buff___p *skb)
+{
+	__u64 key = (__u64)skb;
+	struct rx_start v = { .ts = bpf_ktime_get_ns(), .netns = skb_netns(skb) };
+
+	bpf_map_update_elem(&inflight, &key, &v, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int finish(void *ctx, struct sk_buff___p *skb, __u32 stage)
+{
+	__u64 key = (__u64)skb, now;
+	struct rx_start *v = bpf_map_lookup_elem(&inflight, &key);
+	struct lat_key k = { .stage = stage };
+	struct ns_event *e;
+	__u64 ns;
+
+	if (!v)
+		return 0;
+	now = bpf_ktime_get_ns();
+	k.netns = v->netns;
+	ns = now >= v->ts ? now - v->ts : 0;
+	bpf_map_delete_elem(&inflight, &key);
+	/* Forwarding counts only within one namespace (a veth crossing starts a new receive). */
+	if (stage == 1 && skb_netns(skb) != k.netns)
+		return 0;
+	hist_observe(&lat, &k, ns);
+	if (ns < threshold_ns)
+		return 0;
+	e = event_reserve(ctx, k.netns, stage + 1);
+	if (!e)
+		return 0;
+	skb_tuple(skb, e, 0);
+	e->location = ns;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+static __always_inline int on_free(struct sk_buff___p *skb)
+{
+	__u64 key = (__u64)skb;
+
+	bpf_map_delete_elem(&inflight, &key);
+	return 0;
+}
+
+/* netif_receive_skb(struct sk_buff *skb) */
+SEC("tp_btf/netif_receive_skb")
+int receive_btf(__u64 *ctx) { return on_receive((struct sk_buff___p *)ctx[0]); }
+SEC("raw_tp/netif_receive_skb")
+int receive_raw(__u64 *ctx) { return on_receive((struct sk_buff___p *)ctx[0]); }
+
+/* tcp_probe(struct sock *sk, const struct sk_buff *skb) */
+SEC("tp_btf/tcp_probe")
+int tcp_btf(__u64 *ctx) { return finish(ctx, (struct sk_buff___p *)ctx[1], 0); }
+SEC("raw_tp/tcp_probe")
+int tcp_raw(__u64 *ctx) { return finish(ctx, (struct sk_buff___p *)ctx[1], 0); }
+
+/* net_dev_queue(struct sk_buff *skb) */
+SEC("tp_btf/net_dev_queue")
+int queue_btf(__u64 *ctx) { return finish(ctx, (struct sk_buff___p *)ctx[0], 1); }
+SEC("raw_tp/net_dev_queue")
+int queue_raw(__u64 *ctx) { return finish(ctx, (struct sk_buff___p *)ctx[0], 1); }
+
+/* consume_skb(struct sk_buff *skb, void *location); kfree_skb(skb, location, reason, ...) */
+SEC("tp_btf/consume_skb")
+int consume_btf(__u64 *ctx) { return on_free((struct sk_buff___p *)ctx[0]); }
+SEC("raw_tp/consume_skb")
+int consume_raw(__u64 *ctx) { return on_free((struct sk_buff___p *)ctx[0]); }
+SEC("tp_btf/kfree_skb")
+int kfree_btf(__u64 *ctx) { return on_free((struct sk_buff___p *)ctx[0]); }
+SEC("raw_tp/kfree_skb")
+int kfree_raw(__u64 *ctx) { return on_free((struct sk_buff___p *)ctx[0]); }

@@ -1,0 +1,71 @@
+//! `kernellatency`: how long a received packet spends in the kernel, per namespace of the
+//! receiving device. Starts at `net:netif_receive_skb` (the stack takes the skb from the driver,
+//! GRO or a veth peer) and ends at
+//! - **rx**: `tcp:tcp_probe`, the segment reaching an established TCP socket (the same skb
+//!   object; UDP has no per-skb delivery tracepoint, so only TCP is observed), or
+//! - **forward**: `net:net_dev_queue` on a device of the same namespace (routed or bridged
+//!   traffic, e.g. the host between two pods; a veth crossing starts a new receive).
+//!
+//! In-flight timestamps are keyed by skb address in an LRU hash (16384 entries) and deleted
+//! when the skb is freed (`skb:consume_skb`, `skb:kfree_skb`), so a reused address never
+//! inherits an old timestamp. Transmit from a socket has no per-skb tracepoint before the device
+//! on this kernel line (it needs fentry/kprobes on `ip_queue_xmit`); the device part is
+//! `netiftxlat`'s.
+//!
+//! Metrics: `netsleuth_kernellatency_rx_seconds{<entity>}` and
+//! `netsleuth_kernellatency_forward_seconds{<entity>}`. Events `KERNELLAT_RX` /
+//! `KERNELLAT_FORWARD` at or above `threshold` (default 100ms) with `latency` and the tuple.
+#![forbid(unsafe_code)]
+
+use super::{read_hist_map, Alternative, DecodeCtx, RawEvent, RunningProbe};
+use crate::events::{Event, EventEntity};
+use crate::model::Families;
+
+pub const RX: &str = "KERNELLAT_RX";
+pub const FORWARD: &str = "KERNELLAT_FORWARD";
+
+pub const PLAN: &[&[Alternative]] = &[
+    &[("tp_btf", "receive_btf"), ("raw_tp", "receive_raw")],
+    &[("tp_btf", "tcp_btf"), ("raw_tp", "tcp_raw")],
+    &[("tp_btf", "queue_btf"), ("raw_tp", "queue_raw")],
+    &[("tp_btf", "consume_btf"), ("raw_tp", "consume_raw")],
+    &[("tp_btf", "kfree_btf"), ("raw_tp", "kfree_raw")],
+];
+
+pub fn collect(
+    p: &RunningProbe,
+    prefix: &mut dyn FnMut(u64) -> String,
+    out: &mut Families,
+) -> Result<(), String> {
+    // struct lat_key { u32 netns; u32 stage; }
+    let hists = read_hist_map(&p.loaded, "lat", |k| {
+        let netns = u32::from_ne_bytes(k.get(0..4)?.try_into().ok()?);
+        let stage = u32::from_ne_bytes(k.get(4..8)?.try_into().ok()?);
+        Some((u64::from(netns), stage))
+    })?;
+    for ((inode, stage), h) in hists {
+        let pre = prefix(inode);
+        let (name, help) = if stage == 0 {
+            (
+                "netsleuth_kernellatency_rx_seconds",
+                "Time a received TCP segment spent in the stack (net:netif_receive_skb to tcp:tcp_probe).",
+            )
+        } else {
+            (
+                "netsleuth_kernellatency_forward_seconds",
+                "Time a forwarded packet spent in the namespace's stack (net:netif_receive_skb to net:net_dev_queue).",
+            )
+        };
+        out.sink(&pre)
+            .emit_histogram(name, help, &[], &h.to_prometheus());
+    }
+    Ok(())
+}
+
+pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
+    let kind = if r.kind == 2 { FORWARD } else { RX };
+    let mut ev = Event::new(kind, entity);
+    r.tuple_fields(&mut ev);
+    ev.fields.push(super::netiftxlat::latency(r));
+    Some(ev)
+}

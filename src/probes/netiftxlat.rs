@@ -1,0 +1,75 @@
+//! `netiftxlat`: transmit latency at the device layer, per namespace and device.
+//!
+//! `net:net_dev_queue` (the skb enters `__dev_queue_xmit`) → `net:net_dev_start_xmit` (the
+//! qdisc, or the direct path of a `noqueue` device, hands it to the driver) is the **qdisc**
+//! stage; `net:net_dev_start_xmit` → `net:net_dev_xmit` (the driver's `ndo_start_xmit`
+//! returned) is the **device** stage. In-flight timestamps live in an LRU hash keyed by skb
+//! address (16384 entries; deleted at `net_dev_xmit` or at `skb:kfree_skb`). Packets the qdisc
+//! drops never reach the second tracepoint and are not observed; GSO segments split after the
+//! qdisc are observed in the device stage only.
+//!
+//! Metrics (log2 buckets from ~1 µs, bounded hash of 4096 (netns, stage, device)):
+//! `netsleuth_netiftxlat_qdisc_seconds{<entity>, device}` and
+//! `netsleuth_netiftxlat_device_seconds{<entity>, device}`. Events `NETIFTXLAT_QDISC` and
+//! `NETIFTXLAT_DEVICE` at or above `threshold` (default 100ms) with `latency` (seconds), `ifindex` and
+//! (qdisc stage) the packet's tuple.
+#![forbid(unsafe_code)]
+
+use super::{c_str, read_hist_map, Alternative, DecodeCtx, RawEvent, RunningProbe};
+use crate::events::{Event, EventEntity, FieldValue};
+use crate::model::Families;
+
+pub const QDISC: &str = "NETIFTXLAT_QDISC";
+pub const DEVICE: &str = "NETIFTXLAT_DEVICE";
+
+pub const PLAN: &[&[Alternative]] = &[
+    &[("tp_btf", "queue_btf"), ("raw_tp", "queue_raw")],
+    &[("tp_btf", "start_btf"), ("raw_tp", "start_raw")],
+    &[("tp_btf", "xmit_btf"), ("raw_tp", "xmit_raw")],
+    &[("tp_btf", "drop_btf"), ("raw_tp", "drop_raw")],
+];
+
+pub fn collect(
+    p: &RunningProbe,
+    prefix: &mut dyn FnMut(u64) -> String,
+    out: &mut Families,
+) -> Result<(), String> {
+    // struct lat_key { u32 netns; u32 stage; char dev[16]; }
+    let hists = read_hist_map(&p.loaded, "lat", |k| {
+        let netns = u32::from_ne_bytes(k.get(0..4)?.try_into().ok()?);
+        let stage = u32::from_ne_bytes(k.get(4..8)?.try_into().ok()?);
+        Some((u64::from(netns), stage, c_str(k.get(8..24)?)))
+    })?;
+    for ((inode, stage, dev), h) in hists {
+        let pre = prefix(inode);
+        let (name, help) = if stage == 0 {
+            (
+                "netsleuth_netiftxlat_qdisc_seconds",
+                "Time packets spent between net_dev_queue and the driver (qdisc), per device.",
+            )
+        } else {
+            (
+                "netsleuth_netiftxlat_device_seconds",
+                "Time the driver's transmit took (net_dev_start_xmit to net_dev_xmit), per device.",
+            )
+        };
+        out.sink(&pre)
+            .emit_histogram(name, help, &[("device", &dev)], &h.to_prometheus());
+    }
+    Ok(())
+}
+
+/// The latency field of a latency event (ns in `location`), in seconds.
+pub fn latency(r: &RawEvent) -> (&'static str, FieldValue) {
+    ("latency", FieldValue::Seconds(r.location as f64 / 1e9))
+}
+
+pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
+    let kind = if r.kind == 2 { DEVICE } else { QDISC };
+    let mut ev = Event::new(kind, entity);
+    r.tuple_fields(&mut ev);
+    ev.fields.push(latency(r));
+    ev.fields
+        .push(("ifindex", FieldValue::UInt(u64::from(r.reason))));
+    Some(ev)
+}

@@ -1,0 +1,71 @@
+//! `socketlatency`: how long data waits at IPv4/IPv6 sockets, per namespace of the socket.
+//!
+//! - **read**: `sock:sk_data_ready` (the kernel tells the socket data arrived) →
+//!   `sock:sock_recv_length` (the application's `recvmsg` returned data, `MSG_PEEK` excluded).
+//!   The first announcement since the last read is kept, in an LRU hash keyed by socket
+//!   (16384 entries), so a slow reader's wait is measured from the oldest unread data.
+//! - **send** (TCP): `sock:sock_send_length` returning with data the stack could not send yet
+//!   (`write_seq != snd_nxt`: congestion or receive window, Nagle, pacing) → the
+//!   `net:net_dev_start_xmit` of the segment carrying that write's last byte (the packet's TCP
+//!   sequence number plus payload reaches the `write_seq` seen at the write's end). Writes sent
+//!   within the call (every UDP write, most TCP ones) waited for nothing and are not observed;
+//!   while one write is pending, later ones on that socket are not sampled. `sendmsg` has no
+//!   tracepoint at its start other than syscalls, which would attribute by task, not socket.
+//!
+//! Metrics: `netsleuth_socketlatency_read_seconds{<entity>}` and
+//! `netsleuth_socketlatency_send_seconds{<entity>}` (bounded hash: 1024 namespaces).
+//! Events `SOCKETLAT_READSLOW` / `SOCKETLAT_SENDSLOW` at or above `threshold` (default 100ms)
+//! with `latency` (seconds) and the socket's tuple (local side first).
+#![forbid(unsafe_code)]
+
+use super::{read_hist_map, Alternative, DecodeCtx, RawEvent, RunningProbe};
+use crate::events::{Event, EventEntity};
+use crate::model::Families;
+
+pub const READSLOW: &str = "SOCKETLAT_READSLOW";
+pub const SENDSLOW: &str = "SOCKETLAT_SENDSLOW";
+
+pub const PLAN: &[&[Alternative]] = &[
+    &[("tp_btf", "ready_btf"), ("raw_tp", "ready_raw")],
+    &[("tp_btf", "recv_btf"), ("raw_tp", "recv_raw")],
+    &[("tp_btf", "send_btf"), ("raw_tp", "send_raw")],
+    &[("tp_btf", "xmit_btf"), ("raw_tp", "xmit_raw")],
+];
+
+pub fn collect(
+    p: &RunningProbe,
+    prefix: &mut dyn FnMut(u64) -> String,
+    out: &mut Families,
+) -> Result<(), String> {
+    // struct lat_key { u32 netns; u32 stage; }
+    let hists = read_hist_map(&p.loaded, "lat", |k| {
+        let netns = u32::from_ne_bytes(k.get(0..4)?.try_into().ok()?);
+        let stage = u32::from_ne_bytes(k.get(4..8)?.try_into().ok()?);
+        Some((u64::from(netns), stage))
+    })?;
+    for ((inode, stage), h) in hists {
+        let pre = prefix(inode);
+        let (name, help) = if stage == 0 {
+            (
+                "netsleuth_socketlatency_read_seconds",
+                "Time data waited at a socket for the application to read it (sock:sk_data_ready to sock_recv_length).",
+            )
+        } else {
+            (
+                "netsleuth_socketlatency_send_seconds",
+                "Time data a TCP write left unsent waited for transmission (sock:sock_send_length to net:net_dev_start_xmit).",
+            )
+        };
+        out.sink(&pre)
+            .emit_histogram(name, help, &[], &h.to_prometheus());
+    }
+    Ok(())
+}
+
+pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
+    let kind = if r.kind == 2 { SENDSLOW } else { READSLOW };
+    let mut ev = Event::new(kind, entity);
+    r.tuple_fields(&mut ev);
+    ev.fields.push(super::netiftxlat::latency(r));
+    Some(ev)
+}
