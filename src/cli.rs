@@ -144,6 +144,9 @@ pub fn main() -> i32 {
         .filter_level(args.log_level)
         .parse_env("NETSLEUTH_LOG")
         .init();
+    if args.command != Command::Serve {
+        crate::sys::default_sigpipe();
+    }
     match args.command {
         Command::Help => {
             print!("{HELP}");

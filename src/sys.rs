@@ -91,6 +91,18 @@ pub fn release_free_memory() {
     }
 }
 
+/// Restore the default SIGPIPE action for commands that only print (`probes`, `--help`): a
+/// closed pipe (`netsleuth probes | head`) then ends the process quietly instead of making
+/// `println!` panic. Not for `serve`, where a client hanging up must be a write error.
+pub fn default_sigpipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: SIG_DFL is not a Rust handler, so no code runs in signal context; this happens
+    // before any thread is started.
+    unsafe {
+        let _ = signal(Signal::SIGPIPE, SigHandler::SigDfl);
+    }
+}
+
 /// Size of a memory page (sockstat's `mem` fields are in pages).
 pub fn page_size() -> u64 {
     match nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE) {

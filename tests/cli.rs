@@ -345,3 +345,16 @@ fn concurrent_scrapes() {
         assert!(p.contains("netsleuth_build_info"));
     }
 }
+
+/// `netsleuth probes | head -1` ends quietly when the pipe closes (no panic message).
+#[test]
+fn probes_into_a_closed_pipe_is_quiet() {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{BIN} probes | head -1"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("PROBE"));
+}
