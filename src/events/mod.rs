@@ -433,6 +433,8 @@ struct Slot {
 /// `publish` never blocks: a full queue drops the event for that sink and counts it.
 pub struct Pipeline {
     slots: RwLock<Vec<Slot>>,
+    /// Threads of sinks removed by a reload, still writing out their queue.
+    retired: Mutex<Vec<std::thread::JoinHandle<()>>>,
     pub stats: Arc<PipelineStats>,
     pub streams: stream::Hub,
     queue: usize,
@@ -514,6 +516,7 @@ impl Pipeline {
         let stats = Arc::new(PipelineStats::default());
         Pipeline {
             slots: RwLock::new(Vec::new()),
+            retired: Mutex::new(Vec::new()),
             streams: stream::Hub::new(stats.counters("stream")),
             stats,
             queue,
@@ -560,18 +563,16 @@ impl Pipeline {
                 Err(e) => log::error!("cannot start event sink {name}: {e}"),
             }
         }
-        // Retired sinks drain their queue and close on their own thread.
+        // Retired sinks drain their queue and close on their own thread; `close` waits.
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        retired.retain(|t| !t.is_finished());
         for s in old {
             log::info!(
                 "event sink {} removed or changed; closing it",
                 s.counters.name
             );
             drop(s.tx);
-            let _ = std::thread::Builder::new()
-                .name("sink-retire".into())
-                .spawn(move || {
-                    let _ = s.thread.join();
-                });
+            retired.push(s.thread);
         }
         slots.iter().map(|s| s.counters.name.clone()).collect()
     }
@@ -598,7 +599,8 @@ impl Pipeline {
     /// and counts the rest; waits for them. Publishing afterwards reaches live clients only.
     pub fn close(&self) {
         let slots = std::mem::take(&mut *self.slots.write().unwrap_or_else(|e| e.into_inner()));
-        let mut threads = Vec::new();
+        let mut threads =
+            std::mem::take(&mut *self.retired.lock().unwrap_or_else(|e| e.into_inner()));
         for s in slots {
             drop(s.tx);
             threads.push(s.thread);
