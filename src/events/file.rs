@@ -153,11 +153,7 @@ impl EventSink for FileSink {
 
     fn write(&mut self, ev: &Event, c: &SinkCounters) {
         self.line.clear();
-        if serde_json::to_writer(&mut self.line, &ev.to_json()).is_err() {
-            c.failed.fetch_add(1, Ordering::Relaxed);
-            c.drop_events(DropReason::WriteError, 1);
-            return;
-        }
+        ev.write_json(&mut self.line);
         self.line.push(b'\n');
         let len = self.line.len() as u64;
         let pending = self.size + self.buf.len() as u64;

@@ -54,7 +54,7 @@ impl LokiConfig {
             node: default_node(),
             batch_size: 1 << 20,
             batch_wait: Duration::from_secs(1),
-            max_backlog: 100_000,
+            max_backlog: 20_000,
             min_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             max_retries: 10,
