@@ -575,3 +575,45 @@ event:
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sighup_adds_and_removes_sinks() {
+    let dir = std::env::temp_dir().join(unique("nsl-hup"));
+    let loki = TestLoki::start(vec![]);
+    let cfg = write_config(&format!(
+        "event:\n  sinks:\n  - {{name: file, args: {{path: {}/ev.json}}}}\n",
+        dir.display()
+    ));
+    let e = Exporter::start(&[&format!("--config.file={}", cfg.display())]);
+    let has = |sink: &str| {
+        e.scrape()
+            .find("netsleuth_event_sink_sent_total", &[("sink", sink)])
+            .len()
+            == 1
+    };
+    assert!(has("file") && !has("loki"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "event:\n  sinks:\n  - {{name: file, args: {{path: {}/ev.json}}}}\n  - {{name: loki, args: {{url: '{}'}}}}\n",
+            dir.display(),
+            loki.url()
+        ),
+    )
+    .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(e.pid()),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    wait_for("loki sink after SIGHUP", Duration::from_secs(10), || {
+        has("loki").then_some(())
+    });
+    assert_eq!(
+        e.scrape()
+            .one("netsleuth_config_last_reload_successful", &[])
+            .value,
+        "1"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
