@@ -50,12 +50,13 @@ impl TestLoki {
                 let Some(push) = read_request(&mut c) else {
                     continue;
                 };
-                if (200..300).contains(&status) {
+                if (200..300).contains(&status) && status != 260 {
                     p.lock().unwrap().push(push);
                 }
                 let reason = match status {
                     204 => "No Content",
                     429 => "Too Many Requests",
+                    260 => "Blocked",
                     400 => "Bad Request",
                     _ => "Error",
                 };
@@ -258,25 +259,28 @@ fn loki_retries_429_and_5xx_not_400() {
     assert_eq!(loki.lines().len(), 100);
     p.close();
 
-    // 400: dropped and counted at once, never retried; the next batch goes through.
-    let loki = TestLoki::start(vec![400]);
-    let p = Pipeline::from_config(&[SinkConfig::Loki(Box::new(fast_loki(loki.url())))], 1024);
-    for i in 0..50 {
-        p.publish(ev("PACKETLOSS", "default", i));
+    // 400 (and 260, Loki's "ingestion blocked"): dropped and counted at once, never
+    // retried; the next batch goes through.
+    for code in [400, 260] {
+        let loki = TestLoki::start(vec![code]);
+        let p = Pipeline::from_config(&[SinkConfig::Loki(Box::new(fast_loki(loki.url())))], 1024);
+        for i in 0..50 {
+            p.publish(ev("PACKETLOSS", "default", i));
+        }
+        let c = p.stats.sink("loki").unwrap();
+        wait_for("rejection", Duration::from_secs(10), || {
+            (c.dropped(DropReason::Rejected) == 50).then_some(())
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(loki.requests.load(Ordering::SeqCst), 1, "no retry on 400");
+        assert_eq!(c.retried.load(Ordering::Relaxed), 0);
+        for i in 50..60 {
+            p.publish(ev("PACKETLOSS", "default", i));
+        }
+        p.close();
+        assert_eq!(c.sent(), 10);
+        assert_eq!(loki.lines().len(), 10);
     }
-    let c = p.stats.sink("loki").unwrap();
-    wait_for("rejection", Duration::from_secs(10), || {
-        (c.dropped(DropReason::Rejected) == 50).then_some(())
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(loki.requests.load(Ordering::SeqCst), 1, "no retry on 400");
-    assert_eq!(c.retried.load(Ordering::Relaxed), 0);
-    for i in 50..60 {
-        p.publish(ev("PACKETLOSS", "default", i));
-    }
-    p.close();
-    assert_eq!(c.sent(), 10);
-    assert_eq!(loki.lines().len(), 10);
 }
 
 #[test]

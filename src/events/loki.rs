@@ -298,6 +298,8 @@ impl LokiSink {
         }
         match self.post_io(body) {
             Ok((status, retry_after, text)) => match status {
+                // 260: Loki's `block_ingestion_status_code`, accepted but not stored.
+                260 => Outcome::Reject(format!("HTTP 260 (ingestion blocked): {text}")),
                 200..=299 => Outcome::Ok,
                 429 | 500..=599 => Outcome::Retry(retry_after, format!("HTTP {status}: {text}")),
                 _ => Outcome::Reject(format!("HTTP {status}: {text}")),
