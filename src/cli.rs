@@ -356,8 +356,9 @@ fn start_pipeline(cfg: &Config) -> Option<Arc<crate::events::Pipeline>> {
     Some(Arc::new(p))
 }
 
-/// Events queued per sink.
-const EVENT_QUEUE: usize = 65536;
+/// Events queued per sink: at most about 8 MB of events in flight (they are shared between
+/// sinks), ample for a sink with 1 s batches.
+const EVENT_QUEUE: usize = 16384;
 
 fn netsleuth_attributor(r: &crate::attribution::StateRoots) -> crate::attribution::Attributor {
     crate::attribution::Attributor::new(r)

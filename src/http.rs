@@ -1,6 +1,7 @@
 //! The HTTP endpoint: `/metrics` (text format 0.0.4, gzip when asked), `/` and `/-/healthy`.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -183,6 +184,9 @@ fn handle(req: Request, engine: &Engine) {
     }
 }
 
+/// Threads writing `/events` streams.
+static STREAM_WRITERS: AtomicUsize = AtomicUsize::new(0);
+
 /// `/events`: the live stream, NDJSON (`application/x-ndjson`), or SSE when the client sends
 /// `Accept: text/event-stream`; filters `?type=A,B&k8s_namespace=x`. Each client gets its own
 /// thread and a bounded queue: a client that falls behind is cut off, never buffered for.
@@ -209,6 +213,13 @@ fn events_stream(req: Request, events: Option<&Arc<Pipeline>>) {
         }
     };
     let sse = find_header(&req, "Accept").is_some_and(|a| a.contains("text/event-stream"));
+    // A client cut off while its socket is stalled keeps its writer thread blocked until the
+    // peer goes away (tiny_http gives no socket timeout): bound those threads too.
+    if STREAM_WRITERS.load(Ordering::Relaxed) >= 2 * crate::events::stream::MAX_CLIENTS {
+        let _ = req
+            .respond(Response::from_string("too many /events connections\n").with_status_code(503));
+        return;
+    }
     let Some(client) = p
         .streams
         .subscribe(filter, crate::events::stream::CLIENT_QUEUE)
@@ -217,9 +228,17 @@ fn events_stream(req: Request, events: Option<&Arc<Pipeline>>) {
             req.respond(Response::from_string("too many /events clients\n").with_status_code(503));
         return;
     };
+    STREAM_WRITERS.fetch_add(1, Ordering::Relaxed);
     let r = std::thread::Builder::new()
         .name("http-events".into())
         .spawn(move || {
+            struct Done;
+            impl Drop for Done {
+                fn drop(&mut self) {
+                    STREAM_WRITERS.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            let _done = Done;
             let mut w = req.into_writer();
             let ctype = if sse {
                 "text/event-stream"
@@ -265,6 +284,7 @@ fn events_stream(req: Request, events: Option<&Arc<Pipeline>>) {
             }
         });
     if let Err(e) = r {
+        STREAM_WRITERS.fetch_sub(1, Ordering::Relaxed);
         log::error!("cannot start an /events thread: {e}");
     }
 }

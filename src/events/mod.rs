@@ -424,6 +424,10 @@ impl PipelineStats {
         let v = self.sinks.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for c in &v {
             for d in DropReason::ALL {
+                // Live clients only drop as slow clients; sinks never do.
+                if (c.name == "stream") != (d == DropReason::SlowClient) {
+                    continue;
+                }
                 let (stage, reason) = d.labels();
                 s.emit(
                     "netsleuth_events_dropped_total",
