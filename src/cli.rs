@@ -319,6 +319,9 @@ fn serve(args: Args) -> i32 {
         ..Config::default_config()
     };
     let engine = Engine::new(cfg, inventory.clone());
+    if let Some(p) = &pipeline {
+        engine.add_self_metrics(p.clone());
+    }
     start_bpf(&bpf_cfg, &engine, &inventory, &pipeline);
     match server.server_addr().to_ip() {
         Some(a) => log::info!(
@@ -339,30 +342,26 @@ fn serve(args: Args) -> i32 {
             });
     }
 
-    let _http = http::serve(server, engine.clone(), 4);
+    let _http = http::serve_with_events(server, engine.clone(), 4, pipeline.clone());
     let rc = run_signals(&args, &engine, &inventory, &pipeline);
     // Detach the eBPF programs and flush the event sinks before exiting.
     engine.set_map_collectors(Vec::new());
-    if let Some(p) = pipeline.and_then(|p| Arc::try_unwrap(p).ok()) {
+    if let Some(p) = pipeline {
         p.close();
     }
     rc
 }
 
-/// The event pipeline, when events are configured (`event.probes` and `event.sinks`).
+/// The event pipeline: always there (so `/events` serves and a reload can add sinks); the
+/// readers publish into it only for probes with events enabled.
 fn start_pipeline(cfg: &Config) -> Option<Arc<crate::events::Pipeline>> {
-    if cfg.event_sinks.is_empty() || !cfg.bpf_probes.iter().any(|p| p.events) {
-        return None;
-    }
-    let mut sinks = Vec::new();
-    for s in &cfg.event_sinks {
-        match s.open() {
-            Ok(k) => sinks.push(k),
-            Err(e) => log::error!("event sink {s:?}: {e}"),
-        }
-    }
-    Some(Arc::new(crate::events::Pipeline::start(sinks, 65536)))
+    let p = crate::events::Pipeline::from_config(&cfg.event_sinks, EVENT_QUEUE);
+    Some(Arc::new(p))
 }
+
+/// Events queued per sink: at most about 8 MB of events in flight (they are shared between
+/// sinks), ample for a sink with 1 s batches.
+const EVENT_QUEUE: usize = 16384;
 
 fn netsleuth_attributor(r: &crate::attribution::StateRoots) -> crate::attribution::Attributor {
     crate::attribution::Attributor::new(r)
@@ -396,6 +395,10 @@ fn run_signals(
                         btf: cfg.btf.clone(),
                         ..Config::default_config()
                     };
+                    if let Some(p) = pipeline {
+                        let sinks = p.reconfigure(&cfg.event_sinks);
+                        log::info!("event sinks: {}", sinks.join(", "));
+                    }
                     engine.set_probes(ActiveProbes::from_config(cfg));
                     start_bpf(&bpf_cfg, engine, inventory, pipeline);
                     engine.stats.last_reload_ok.store(1, Ordering::Relaxed);

@@ -325,28 +325,14 @@ impl Config {
                 let (name, args) = probe_entry(&at, entry)?;
                 let mut a = ProbeArgs::from_yaml(&format!("sink {name}"), &args)
                     .map_err(|e| ConfigError(format!("{at}: {e}")))?;
-                match name.as_str() {
-                    "stderr" => event_sinks.push(crate::events::SinkConfig::Stderr),
-                    "file" => match a
-                        .take_str("path")
-                        .map_err(|e| ConfigError(format!("{at}: {e}")))?
-                    {
-                        Some(p) if !p.is_empty() => {
-                            event_sinks.push(crate::events::SinkConfig::File { path: p.into() })
-                        }
-                        _ => return err(format!("{at}: sink `file` needs args.path")),
-                    },
-                    "loki" => {
-                        // Accepted so KubeSkoop configs load; delivery to Loki is not built yet.
-                        let _ = (a.take_str("addr"), a.take_str("url"));
-                        deferred.push("sink:loki".to_string());
-                    }
-                    _ => {
-                        return err(format!(
-                            "{at}: unknown sink `{name}` (known: stderr, file, loki)"
-                        ));
-                    }
+                if !["stderr", "file", "loki"].contains(&name.as_str()) {
+                    return err(format!(
+                        "{at}: unknown sink `{name}` (known: stderr, file, loki)"
+                    ));
                 }
+                let sink =
+                    sink_config(&name, &mut a).map_err(|e| ConfigError(format!("{at}: {e}")))?;
+                event_sinks.push(sink);
                 a.finish().map_err(|e| ConfigError(format!("{at}: {e}")))?;
             }
         }
@@ -485,6 +471,112 @@ fn default_workers() -> usize {
     // Collection is CPU work (procfs reads, netlink dumps, rendering), not waiting: one worker
     // per CPU; a stuck namespace only costs its scrape's deadline.
     n.clamp(2, 16)
+}
+
+/// One `event.sinks` entry's args: `stderr`; `file` (`path`, `maxSize`, `maxBackups`); `loki`
+/// (`url` or KubeSkoop's `addr`, `tenant`, `username`/`password` or `bearerToken`, `job`,
+/// `node`, `batchSize`, `batchWait`, `maxBacklog`, `minBackoff`, `maxBackoff`, `maxRetries`,
+/// `timeout`).
+fn sink_config(
+    name: &str,
+    a: &mut crate::collectors::ProbeArgs,
+) -> Result<crate::events::SinkConfig, String> {
+    use crate::events::{file, loki, SinkConfig};
+    let dur = |a: &mut crate::collectors::ProbeArgs, k: &str| -> Result<Option<Duration>, String> {
+        match a.take_str(k)? {
+            Some(s) => parse_duration(k, &s).map(Some).map_err(|e| e.0),
+            None => Ok(None),
+        }
+    };
+    let num = |a: &mut crate::collectors::ProbeArgs, k: &str| -> Result<Option<u64>, String> {
+        match a.take_scalar(k)? {
+            Some(s) => s
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| format!("`{k}` must be a whole number, not `{s}`")),
+            None => Ok(None),
+        }
+    };
+    let size = |a: &mut crate::collectors::ProbeArgs, k: &str| -> Result<Option<u64>, String> {
+        match a.take_scalar(k)? {
+            Some(s) => file::parse_size(&s)
+                .map(Some)
+                .map_err(|e| format!("`{k}`: {e}")),
+            None => Ok(None),
+        }
+    };
+    Ok(match name {
+        "stderr" => SinkConfig::Stderr,
+        "file" => {
+            let path = a
+                .take_str("path")?
+                .filter(|p| !p.is_empty())
+                .ok_or("sink `file` needs args.path")?;
+            let mut f = file::FileConfig::new(path);
+            if let Some(v) = size(a, "maxSize")? {
+                f.max_size = v;
+            }
+            if let Some(v) = num(a, "maxBackups")? {
+                f.max_backups = u32::try_from(v).map_err(|_| "`maxBackups` is too large")?;
+            }
+            SinkConfig::File(f)
+        }
+        _ => {
+            let url = match (a.take_str("url")?, a.take_str("addr")?) {
+                (Some(u), None) => u,
+                (None, Some(addr)) => loki::LokiConfig::url_from_addr(&addr),
+                (Some(_), Some(_)) => {
+                    return Err("sink `loki`: give `url` or `addr`, not both".into())
+                }
+                (None, None) => {
+                    return Err("sink `loki` needs args.url (or KubeSkoop's addr)".into())
+                }
+            };
+            loki::parse_url(&url)?;
+            let mut l = loki::LokiConfig::new(url);
+            l.tenant = a.take_str("tenant")?.filter(|t| !t.is_empty());
+            match (a.take_str("username")?, a.take_str("password")?) {
+                (Some(u), p) => l.basic_auth = Some((u, p.unwrap_or_default())),
+                (None, Some(_)) => return Err("`password` without `username`".into()),
+                (None, None) => {}
+            }
+            l.bearer_token = a.take_str("bearerToken")?;
+            if l.basic_auth.is_some() && l.bearer_token.is_some() {
+                return Err("give basic auth or `bearerToken`, not both".into());
+            }
+            if let Some(j) = a.take_str("job")? {
+                l.job = j;
+            }
+            if let Some(n) = a.take_str("node")? {
+                l.node = n;
+            }
+            if let Some(v) = size(a, "batchSize")? {
+                l.batch_size = v as usize;
+            }
+            if let Some(v) = dur(a, "batchWait")? {
+                l.batch_wait = v;
+            }
+            if let Some(v) = num(a, "maxBacklog")? {
+                l.max_backlog = (v as usize).max(1);
+            }
+            if let Some(v) = dur(a, "minBackoff")? {
+                l.min_backoff = v;
+            }
+            if let Some(v) = dur(a, "maxBackoff")? {
+                l.max_backoff = v;
+            }
+            if l.min_backoff > l.max_backoff {
+                return Err("`minBackoff` exceeds `maxBackoff`".into());
+            }
+            if let Some(v) = num(a, "maxRetries")? {
+                l.max_retries = u32::try_from(v).map_err(|_| "`maxRetries` is too large")?;
+            }
+            if let Some(v) = dur(a, "timeout")? {
+                l.timeout = v;
+            }
+            SinkConfig::Loki(Box::new(l))
+        }
+    })
 }
 
 /// A probe/sink list entry: a bare name or `{name, args}`.

@@ -118,6 +118,11 @@ struct Pending {
     cv: Condvar,
 }
 
+/// A part of the exporter with figures of its own on `/metrics` (counters it keeps itself).
+pub trait SelfMetrics: Send + Sync {
+    fn emit(&self, s: &mut dyn Sink);
+}
+
 pub struct Engine {
     probes: RwLock<Arc<ActiveProbes>>,
     inventory: Arc<Inventory>,
@@ -127,6 +132,8 @@ pub struct Engine {
     timeout: Duration,
     pub stats: Arc<Stats>,
     started: Instant,
+    /// Other parts' own figures (the event pipeline), rendered with the self-metrics.
+    extra: RwLock<Vec<Arc<dyn SelfMetrics>>>,
     /// Static labels of every entity, also given to namespaces the inventory does not know.
     extra_labels: Vec<(String, String)>,
 }
@@ -158,11 +165,20 @@ impl Engine {
             timeout,
             stats,
             started: Instant::now(),
+            extra: RwLock::new(Vec::new()),
             extra_labels,
         })
     }
 
     /// Replace the probes (config reload). A scrape in flight finishes with the old set.
+    /// Add a source of self-metrics (rendered on every scrape, after the engine's own).
+    pub fn add_self_metrics(&self, m: Arc<dyn SelfMetrics>) {
+        self.extra
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(m);
+    }
+
     pub fn set_probes(&self, p: ActiveProbes) {
         *self.probes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
     }
@@ -457,6 +473,9 @@ impl Engine {
                 Value::U64(self.stats.last_reload_ok.load(Ordering::Relaxed)),
             );
             selfmetrics::emit(&mut s, self.started);
+            for m in self.extra.read().unwrap_or_else(|e| e.into_inner()).iter() {
+                m.emit(&mut s);
+            }
         }
 
         // Log failures once per scrape per collector, with one example.

@@ -1,12 +1,14 @@
 //! The HTTP endpoint: `/metrics` (text format 0.0.4, gzip when asked), `/` and `/-/healthy`.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tiny_http::{Header, Method, Request, Response, Server};
 
 use crate::engine::Engine;
+use crate::events::Pipeline;
 use crate::model::PageReader;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -52,14 +54,29 @@ pub fn serve(
     engine: Arc<Engine>,
     threads: usize,
 ) -> Vec<std::thread::JoinHandle<()>> {
+    serve_with_events(server, engine, threads, None)
+}
+
+/// [`serve`], plus `/events` when there is an event pipeline.
+pub fn serve_with_events(
+    server: Arc<Server>,
+    engine: Arc<Engine>,
+    threads: usize,
+    events: Option<Arc<Pipeline>>,
+) -> Vec<std::thread::JoinHandle<()>> {
     (0..threads)
         .map(|i| {
             let server = server.clone();
             let engine = engine.clone();
+            let events = events.clone();
             std::thread::Builder::new()
                 .name(format!("http-{i}"))
                 .spawn(move || {
                     while let Ok(req) = server.recv() {
+                        if req.url() == "/events" || req.url().starts_with("/events?") {
+                            events_stream(req, events.as_ref());
+                            continue;
+                        }
                         handle(req, &engine);
                     }
                 })
@@ -164,6 +181,111 @@ fn handle(req: Request, engine: &Engine) {
         _ => {
             let _ = req.respond(Response::from_string("not found\n").with_status_code(404));
         }
+    }
+}
+
+/// Threads writing `/events` streams.
+static STREAM_WRITERS: AtomicUsize = AtomicUsize::new(0);
+
+/// `/events`: the live stream, NDJSON (`application/x-ndjson`), or SSE when the client sends
+/// `Accept: text/event-stream`; filters `?type=A,B&k8s_namespace=x`. Each client gets its own
+/// thread and a bounded queue: a client that falls behind is cut off, never buffered for.
+fn events_stream(req: Request, events: Option<&Arc<Pipeline>>) {
+    use std::io::Write as _;
+    let Some(p) = events else {
+        let _ = req.respond(Response::from_string("no event pipeline\n").with_status_code(404));
+        return;
+    };
+    if *req.method() != Method::Get {
+        let _ = req.respond(
+            Response::from_string("method not allowed\n")
+                .with_status_code(405)
+                .with_header(header("Allow", "GET")),
+        );
+        return;
+    }
+    let query = req.url().split_once('?').map(|(_, q)| q).unwrap_or("");
+    let filter = match crate::events::stream::Filter::from_query(query) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = req.respond(Response::from_string(format!("{e}\n")).with_status_code(400));
+            return;
+        }
+    };
+    let sse = find_header(&req, "Accept").is_some_and(|a| a.contains("text/event-stream"));
+    // A client cut off while its socket is stalled keeps its writer thread blocked until the
+    // peer goes away (tiny_http gives no socket timeout): bound those threads too.
+    if STREAM_WRITERS.load(Ordering::Relaxed) >= 2 * crate::events::stream::MAX_CLIENTS {
+        let _ = req
+            .respond(Response::from_string("too many /events connections\n").with_status_code(503));
+        return;
+    }
+    let Some(client) = p
+        .streams
+        .subscribe(filter, crate::events::stream::CLIENT_QUEUE)
+    else {
+        let _ =
+            req.respond(Response::from_string("too many /events clients\n").with_status_code(503));
+        return;
+    };
+    STREAM_WRITERS.fetch_add(1, Ordering::Relaxed);
+    let r = std::thread::Builder::new()
+        .name("http-events".into())
+        .spawn(move || {
+            struct Done;
+            impl Drop for Done {
+                fn drop(&mut self) {
+                    STREAM_WRITERS.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            let _done = Done;
+            let mut w = req.into_writer();
+            let ctype = if sse {
+                "text/event-stream"
+            } else {
+                "application/x-ndjson"
+            };
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\r\n"
+            );
+            if w.write_all(head.as_bytes()).and_then(|()| w.flush()).is_err() {
+                return;
+            }
+            let mut buf = Vec::with_capacity(4096);
+            loop {
+                buf.clear();
+                match client.rx.recv_timeout(Duration::from_secs(15)) {
+                    Ok(ev) => {
+                        let put = |ev: &crate::events::Event, buf: &mut Vec<u8>| {
+                            if sse {
+                                buf.extend_from_slice(b"event: ");
+                                buf.extend_from_slice(ev.kind.as_bytes());
+                                buf.extend_from_slice(b"\ndata: ");
+                            }
+                            let _ = serde_json::to_writer(&mut *buf, &ev.to_json());
+                            buf.extend_from_slice(if sse { b"\n\n" } else { b"\n" });
+                        };
+                        put(&ev, &mut buf);
+                        for ev in client.rx.try_iter().take(256) {
+                            put(&ev, &mut buf);
+                        }
+                    }
+                    // Keep-alive (SSE comment): finds clients that went away.
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) if sse => {
+                        buf.extend_from_slice(b": keep-alive\n\n")
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+                    // Cut off (too slow) or the exporter is stopping.
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+                }
+                if w.write_all(&buf).and_then(|()| w.flush()).is_err() {
+                    return;
+                }
+            }
+        });
+    if let Err(e) = r {
+        STREAM_WRITERS.fetch_sub(1, Ordering::Relaxed);
+        log::error!("cannot start an /events thread: {e}");
     }
 }
 

@@ -334,6 +334,18 @@ impl ProbeArgs {
         }
     }
 
+    /// Take a string or number arg as text (`maxSize: 10M` or `maxSize: 1048576`).
+    pub fn take_scalar(&mut self, key: &str) -> Result<Option<String>, String> {
+        match self.map.get(&key.to_ascii_lowercase()) {
+            Some((_, serde_norway::Value::Number(n))) => {
+                let n = n.to_string();
+                self.map.remove(&key.to_ascii_lowercase());
+                Ok(Some(n))
+            }
+            _ => self.take_str(key),
+        }
+    }
+
     /// Take a regex arg, compiled and anchored (`^(?:...)$`) like node_exporter's field filters.
     pub fn take_regex(&mut self, key: &str) -> Result<Option<Regex>, String> {
         match self.take_str(key)? {

@@ -1,0 +1,186 @@
+//! Event pipeline benchmark (no privileges): events/s from `publish` to the file sink and to
+//! a local Loki-compatible server, and the resident set while the input is ten times what a
+//! (deliberately slow) Loki can take.
+//!
+//! Run: `cargo bench --bench events` (event count via NETSLEUTH_BENCH_EVENTS=1000000).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use netsleuth::events::file::FileConfig;
+use netsleuth::events::loki::LokiConfig;
+use netsleuth::events::{Event, EventEntity, FieldValue, Pipeline, SinkConfig, SinkCounters};
+
+fn ev(i: u64) -> Event {
+    let mut e = EventEntity::unknown(4026532001);
+    e.kind = "pod".into();
+    e.k8s_namespace = ["default", "kube-system", "web"][(i % 3) as usize].into();
+    e.k8s_pod = format!("web-{}", i % 50);
+    e.name = e.k8s_pod.clone();
+    let mut e = Event::new(["PACKETLOSS", "TCPRESET_NOSOCK"][(i % 2) as usize], e)
+        .with("protocol", FieldValue::Str("TCP".into()))
+        .with("saddr", FieldValue::Addr("10.244.1.7".parse().unwrap()))
+        .with("sport", FieldValue::UInt(443))
+        .with("daddr", FieldValue::Addr("10.244.2.9".parse().unwrap()))
+        .with("dport", FieldValue::UInt(30000 + i % 30000));
+    e.stack = vec![
+        "kfree_skb_reason+0x1f".into(),
+        "nf_hook_slow+0x8a".into(),
+        "ip_local_deliver+0x6e".into(),
+    ];
+    e
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Publish `n` events as fast as the sink drains them (never more than `window` in flight, so
+/// nothing is dropped) and return events/s from the first publish to the last delivery.
+fn drive(p: &Pipeline, c: &SinkCounters, n: u64, window: u64) -> f64 {
+    let t = Instant::now();
+    for i in 0..n {
+        while i - c.sent() - c.dropped_total() >= window {
+            std::hint::spin_loop();
+        }
+        p.publish(ev(i));
+    }
+    while c.sent() + c.dropped_total() < n {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    assert_eq!(
+        c.dropped_total(),
+        0,
+        "no drops while driving at the sink's pace"
+    );
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+/// A Loki push endpoint that reads each request whole and answers 204, optionally after a
+/// delay (a slow Loki). Counts requests.
+fn loki_server(delay: Duration) -> (String, Arc<AtomicU64>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let reqs = Arc::new(AtomicU64::new(0));
+    let r = reqs.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let mut rd = BufReader::new(c.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if rd.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let t = line.trim_end();
+                if t.is_empty() {
+                    break;
+                }
+                if let Some(v) = t
+                    .to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().to_string())
+                {
+                    len = v.parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = rd.read_exact(&mut body);
+            std::thread::sleep(delay);
+            r.fetch_add(1, Ordering::Relaxed);
+            let _ = c.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (addr, reqs)
+}
+
+fn main() {
+    let n: u64 = std::env::var("NETSLEUTH_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = std::env::temp_dir().join(format!("netsleuth-bench-events-{}", std::process::id()));
+    let sample = serde_json::to_vec(&ev(1).to_json()).unwrap().len();
+    println!(
+        "event pipeline: {n} events, ~{sample} bytes each as JSON; RSS at start {} MiB",
+        rss_kib() / 1024
+    );
+
+    // 1. File sink (rotation on, 64 MiB × 2 backups).
+    let mut f = FileConfig::new(dir.join("events.json"));
+    f.max_size = 64 << 20;
+    f.max_backups = 2;
+    let p = Pipeline::from_config(&[SinkConfig::File(f)], 16384);
+    let c = p.stats.sink("file").unwrap();
+    let rate = drive(&p, &c, n, 15_000);
+    p.close();
+    println!("file sink:  {:>10.0} events/s (target >= 200000)", rate);
+
+    // 2. Loki sink to a local server (1 MiB batches).
+    let (addr, reqs) = loki_server(Duration::ZERO);
+    let mut l = LokiConfig::new(format!("http://{addr}/loki/api/v1/push"));
+    l.batch_wait = Duration::from_millis(100);
+    let p = Pipeline::from_config(&[SinkConfig::Loki(Box::new(l))], 16384);
+    let c = p.stats.sink("loki").unwrap();
+    let rate = drive(&p, &c, n, 15_000);
+    p.close();
+    println!(
+        "loki sink:  {:>10.0} events/s (target >= 50000), {} pushes",
+        rate,
+        reqs.load(Ordering::Relaxed)
+    );
+
+    // 3. Overload: a Loki that takes 200 ms per 64 KiB push (about 1400 events/s), readers
+    // publishing at 10x that, then as fast as they can, 5 s each: RSS must stay flat.
+    for (label, rate) in [("10x", Some(14_000u64)), ("flood", None)] {
+        let (addr, _) = loki_server(Duration::from_millis(200));
+        let mut l = LokiConfig::new(format!("http://{addr}/loki/api/v1/push"));
+        l.batch_size = 64 << 10;
+        let p = Pipeline::from_config(&[SinkConfig::Loki(Box::new(l))], 16384);
+        let c = p.stats.sink("loki").unwrap();
+        let before = rss_kib();
+        let mut peak = before;
+        let t = Instant::now();
+        let mut published = 0u64;
+        while t.elapsed() < Duration::from_secs(5) {
+            for _ in 0..1000 {
+                p.publish(ev(published));
+                published += 1;
+            }
+            peak = peak.max(rss_kib());
+            if let Some(r) = rate {
+                let due = Duration::from_secs_f64(published as f64 / r as f64);
+                if let Some(d) = due.checked_sub(t.elapsed()) {
+                    std::thread::sleep(d);
+                }
+            }
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let sent = c.sent();
+        println!(
+            "overload {label:>5}: published {:.0}/s, delivered {:.0}/s ({:.0}x); RSS {} MiB before, peak {} MiB; backlog {}, queued <= 16384, dropped {} (queue full {}, backlog full {})",
+            published as f64 / secs,
+            sent as f64 / secs,
+            published as f64 / (sent.max(1) as f64),
+            before / 1024,
+            peak / 1024,
+            c.backlog.load(Ordering::Relaxed),
+            c.dropped_total(),
+            c.dropped(netsleuth::events::DropReason::QueueFull),
+            c.dropped(netsleuth::events::DropReason::BacklogFull),
+        );
+        // Not waiting for the slow Loki to take the backlog.
+        std::mem::forget(p);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::process::exit(0);
+}
