@@ -453,8 +453,15 @@ impl Inventory {
                         _ => false,
                     };
                 if same {
-                    let mut e =
-                        Entity::new(ino, old.cookie, kind, old.name.clone(), pids, mount, anchor);
+                    // The first process may have exec'd since (unshare, then the program): its
+                    // command is the name now. Named and attributed names do not change.
+                    let name = match kind {
+                        EntityKind::Process if attributed.is_none() => anchor
+                            .map(|(p, _)| comm(proc_root, p))
+                            .unwrap_or_else(|| old.name.clone()),
+                        _ => old.name.clone(),
+                    };
+                    let mut e = Entity::new(ino, old.cookie, kind, name, pids, mount, anchor);
                     e.k8s_namespace.clone_from(&old.k8s_namespace);
                     e.k8s_pod.clone_from(&old.k8s_pod);
                     e.runtime_id.clone_from(&old.runtime_id);

@@ -740,3 +740,54 @@ fn churn_while_scraping() {
         }
     }
 }
+
+/// Regression: a namespace's first process that execs another program (unshare, then the
+/// program) is named after what it runs now, not what it ran when first seen.
+#[test]
+fn process_name_follows_exec() {
+    if !privileged("process_name_follows_exec") {
+        return;
+    }
+    let e = Exporter::start(&[]);
+    let mut child = Command::new("unshare")
+        .args(["--net", "sh", "-c", "read x; exec sleep 600"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let inode = wait_for("sh in its netns", Duration::from_secs(5), || {
+        let c = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        let l = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
+        (c.trim() == "sh").then(|| {
+            l.to_string_lossy()
+                .trim_start_matches("net:[")
+                .trim_end_matches(']')
+                .to_string()
+        })
+    });
+    let s = e.scrape();
+    assert_eq!(
+        s.one(
+            "netsleuth_netdev_receive_bytes_total",
+            &[("netns", &inode), ("device", "lo")]
+        )
+        .labels["name"],
+        "sh"
+    );
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    wait_for("exec", Duration::from_secs(5), || {
+        let c = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        (c.trim() == "sleep").then_some(())
+    });
+    let s = e.scrape();
+    assert_eq!(
+        s.one(
+            "netsleuth_netdev_receive_bytes_total",
+            &[("netns", &inode), ("device", "lo")]
+        )
+        .labels["name"],
+        "sleep"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
