@@ -17,7 +17,7 @@
 //! `KERNELLAT_FORWARD` at or above `threshold` (default 100ms) with `latency` and the tuple.
 #![forbid(unsafe_code)]
 
-use super::{read_hist_map, Alternative, DecodeCtx, RawEvent, RunningProbe};
+use super::{Alternative, DecodeCtx, RawEvent, RunningProbe};
 use crate::events::{Event, EventEntity};
 use crate::model::Families;
 
@@ -37,29 +37,15 @@ pub fn collect(
     prefix: &mut dyn FnMut(u64) -> String,
     out: &mut Families,
 ) -> Result<(), String> {
-    // struct lat_key { u32 netns; u32 stage; }
-    let hists = read_hist_map(&p.loaded, "lat", |k| {
-        let netns = u32::from_ne_bytes(k.get(0..4)?.try_into().ok()?);
-        let stage = u32::from_ne_bytes(k.get(4..8)?.try_into().ok()?);
-        Some((u64::from(netns), stage))
-    })?;
-    for ((inode, stage), h) in hists {
-        let pre = prefix(inode);
-        let (name, help) = if stage == 0 {
-            (
-                "netsleuth_kernellatency_rx_seconds",
-                "Time a received TCP segment spent in the stack (net:netif_receive_skb to tcp:tcp_probe).",
-            )
-        } else {
-            (
-                "netsleuth_kernellatency_forward_seconds",
-                "Time a forwarded packet spent in the namespace's stack (net:netif_receive_skb to net:net_dev_queue).",
-            )
-        };
-        out.sink(&pre)
-            .emit_histogram(name, help, &[], &h.to_prometheus());
-    }
-    Ok(())
+    super::collect_stage_histograms(
+        p,
+        prefix,
+        out,
+        [
+            ("netsleuth_kernellatency_rx_seconds", "Time a received TCP segment spent in the stack (net:netif_receive_skb to tcp:tcp_probe)."),
+            ("netsleuth_kernellatency_forward_seconds", "Time a forwarded packet spent in the namespace's stack (net:netif_receive_skb to net:net_dev_queue)."),
+        ],
+    )
 }
 
 pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {

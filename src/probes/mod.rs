@@ -616,6 +616,27 @@ impl Log2Hist {
     }
 }
 
+/// Emit a `lat` map keyed by `struct lat_key { u32 netns; u32 stage; }` as one histogram family
+/// per stage (`families[stage]` = name, help), each series under its namespace's labels.
+pub fn collect_stage_histograms(
+    p: &RunningProbe,
+    prefix: &mut dyn FnMut(u64) -> String,
+    out: &mut Families,
+    families: [(&str, &str); 2],
+) -> Result<(), String> {
+    let hists = read_hist_map(&p.loaded, "lat", |k| {
+        let netns = u32::from_ne_bytes(k.get(0..4)?.try_into().ok()?);
+        let stage = u32::from_ne_bytes(k.get(4..8)?.try_into().ok()?);
+        Some((u64::from(netns), stage))
+    })?;
+    for ((inode, stage), h) in hists {
+        let (name, help) = families[usize::from(stage != 0)];
+        out.sink(&prefix(inode))
+            .emit_histogram(name, help, &[], &h.to_prometheus());
+    }
+    Ok(())
+}
+
 /// Reads a hash (or per-CPU hash) of `struct hist`, summing CPUs and keys that map to one label
 /// tuple.
 pub fn read_hist_map<K: Ord>(

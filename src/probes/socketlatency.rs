@@ -18,7 +18,7 @@
 //! with `latency` (seconds) and the socket's tuple (local side first).
 #![forbid(unsafe_code)]
 
-use super::{read_hist_map, Alternative, DecodeCtx, RawEvent, RunningProbe};
+use super::{Alternative, DecodeCtx, RawEvent, RunningProbe};
 use crate::events::{Event, EventEntity};
 use crate::model::Families;
 
@@ -37,29 +37,15 @@ pub fn collect(
     prefix: &mut dyn FnMut(u64) -> String,
     out: &mut Families,
 ) -> Result<(), String> {
-    // struct lat_key { u32 netns; u32 stage; }
-    let hists = read_hist_map(&p.loaded, "lat", |k| {
-        let netns = u32::from_ne_bytes(k.get(0..4)?.try_into().ok()?);
-        let stage = u32::from_ne_bytes(k.get(4..8)?.try_into().ok()?);
-        Some((u64::from(netns), stage))
-    })?;
-    for ((inode, stage), h) in hists {
-        let pre = prefix(inode);
-        let (name, help) = if stage == 0 {
-            (
-                "netsleuth_socketlatency_read_seconds",
-                "Time data waited at a socket for the application to read it (sock:sk_data_ready to sock_recv_length).",
-            )
-        } else {
-            (
-                "netsleuth_socketlatency_send_seconds",
-                "Time data a TCP write left unsent waited for transmission (sock:sock_send_length to net:net_dev_start_xmit).",
-            )
-        };
-        out.sink(&pre)
-            .emit_histogram(name, help, &[], &h.to_prometheus());
-    }
-    Ok(())
+    super::collect_stage_histograms(
+        p,
+        prefix,
+        out,
+        [
+            ("netsleuth_socketlatency_read_seconds", "Time data waited at a socket for the application to read it (sock:sk_data_ready to sock_recv_length)."),
+            ("netsleuth_socketlatency_send_seconds", "Time data a TCP write left unsent waited for transmission (sock:sock_send_length to net:net_dev_start_xmit)."),
+        ],
+    )
 }
 
 pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
