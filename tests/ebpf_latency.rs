@@ -6,7 +6,7 @@ mod common;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{skip, wait_for, write_config, Exporter, Pair};
+use common::{events_of, scrape_sum, skip, wait_for, write_config, Exporter, Pair};
 
 /// Tests share kernel-global tracepoints: one at a time.
 static LOCK: Mutex<()> = Mutex::new(());
@@ -49,21 +49,8 @@ event:
     e
 }
 
-fn events_of(path: &std::path::Path, kind: &str, netns: u64) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["type"] == kind && v["netns"] == netns)
-        .collect()
-}
-
 fn value(e: &Exporter, name: &str, want: &[(&str, &str)]) -> f64 {
-    e.scrape()
-        .find(name, want)
-        .iter()
-        .map(|s| s.value.parse::<f64>().unwrap())
-        .sum()
+    scrape_sum(e, name, want)
 }
 
 /// `Sent <bytes> bytes <pkts> pkt` and the backlog packets of the root qdisc.

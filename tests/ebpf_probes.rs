@@ -10,7 +10,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{skip, wait_for, write_config, Exporter, Pair};
+use common::{events_of, scrape_sum, skip, wait_for, write_config, Exporter, Pair};
 use netsleuth::bpf::prog;
 
 /// Tests share kernel-global tracepoints and the program list: one at a time.
@@ -49,21 +49,8 @@ event:
     e
 }
 
-fn events_of(path: &std::path::Path, kind: &str, netns: u64) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["type"] == kind && v["netns"] == netns)
-        .collect()
-}
-
 fn value(e: &Exporter, name: &str, want: &[(&str, &str)]) -> u64 {
-    e.scrape()
-        .find(name, want)
-        .iter()
-        .map(|s| s.value.parse::<f64>().unwrap() as u64)
-        .sum()
+    scrape_sum(e, name, want) as u64
 }
 
 fn tmp_events() -> std::path::PathBuf {

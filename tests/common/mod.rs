@@ -501,3 +501,22 @@ metrics:
   - {name: tcpsummary}
   - {name: qdisc, args: {kindsExclude: ''}}
 "#;
+
+/// Events of one type for one namespace from a `file` sink's JSON lines.
+pub fn events_of(path: &std::path::Path, kind: &str, netns: u64) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == kind && v["netns"] == netns)
+        .collect()
+}
+
+/// Sum of a family's samples with these labels, from a fresh scrape.
+pub fn scrape_sum(e: &Exporter, name: &str, want: &[(&str, &str)]) -> f64 {
+    e.scrape()
+        .find(name, want)
+        .iter()
+        .map(|s| s.value.parse::<f64>().unwrap())
+        .sum()
+}
