@@ -102,8 +102,12 @@ pub struct ParsedStats {
 }
 
 impl ParsedStats {
-    fn new(data: &[u8], parse: StatsParser) -> Result<ParsedStats, String> {
-        let text: Box<str> = String::from_utf8_lossy(data).into();
+    fn new(data: Vec<u8>, parse: StatsParser) -> Result<ParsedStats, String> {
+        // Valid UTF-8 (always, from a kernel) becomes the text without a copy.
+        let text: Box<str> = match String::from_utf8(data) {
+            Ok(s) => s.into_boxed_str(),
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into(),
+        };
         let stats = parse(text.as_bytes())?;
         let base = text.as_ptr() as usize;
         // Parsers return slices of their input; anything else (never seen) is left out.
@@ -184,8 +188,10 @@ impl<'a> NetnsCtx<'a> {
         if let Some(r) = self.parsed.borrow().get(rel) {
             return r.clone();
         }
-        let r = self.read_net(rel).and_then(|data| {
-            ParsedStats::new(&data, parse).map(Rc::new).map_err(|e| {
+        // Not through the file cache: the parsed form is what is shared, and owning the bytes
+        // saves copying them.
+        let r = self.read_net_uncached(rel).and_then(|data| {
+            ParsedStats::new(data, parse).map(Rc::new).map_err(|e| {
                 CollectError::Failed(format!("parsing {}: {e}", self.net_dir.join(rel).display()))
             })
         });
