@@ -8,7 +8,7 @@
 
 use rustc_hash::FxHashMap as HashMap;
 use std::fmt::Write as _;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 /// Prometheus metric type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,10 +218,17 @@ impl Families {
         Self::default()
     }
 
-    /// Empty families with room for `bytes` of sample text (a namespace's last size, say).
+    /// Empty families with room for `bytes` of sample text (a namespace's last size, say),
+    /// reusing a text buffer of an earlier page when one is free.
     pub fn with_capacity(bytes: usize) -> Self {
+        let mut text = TEXT_POOL
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default();
+        text.reserve(bytes);
         Families {
-            text: String::with_capacity(bytes),
+            text,
             runs: Vec::with_capacity(bytes / 96),
         }
     }
@@ -281,6 +288,14 @@ impl Families {
     }
 }
 
+/// Text buffers of dropped pages, for the next scrape's namespaces: the buffers of a large
+/// node's page are megabytes that would otherwise go back to the system after each scrape and
+/// be page-faulted in again by the next one.
+static TEXT_POOL: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Most buffers kept (a node's namespaces, with room to spare).
+const POOL_MAX_BUFFERS: usize = 8192;
+
 /// A family on a page: name, help, kind, and (part, run) of each stretch of its samples.
 type IndexEntry = (Box<str>, Box<str>, MetricKind, Vec<(u32, u32)>);
 
@@ -324,6 +339,30 @@ impl Page {
         Page { parts, index }
     }
 
+    /// Hand the text buffers to the pool (called when the page is dropped). The pool never
+    /// holds much more than this page's text: when scrapes overlap, the older page's buffers
+    /// are freed rather than hoarded, and a buffer far larger than what it held (the host's,
+    /// say) is freed rather than handed to a small namespace.
+    fn recycle(&mut self) {
+        let used: usize = self.parts.iter().map(|p| p.text.len()).sum();
+        let limit = used + used / 4;
+        let mut pool = TEXT_POOL.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held: usize = pool.iter().map(|t| t.capacity()).sum();
+        for p in &mut self.parts {
+            let mut t = std::mem::take(&mut p.text);
+            let cap = t.capacity();
+            if cap == 0 || cap > 2 * t.len() + 4096 {
+                continue;
+            }
+            if pool.len() >= POOL_MAX_BUFFERS || held + cap > limit {
+                break;
+            }
+            held += cap;
+            t.clear();
+            pool.push(t);
+        }
+    }
+
     /// Names of the families on the page, sorted.
     pub fn family_names(&self) -> impl Iterator<Item = &str> {
         self.index.iter().map(|f| &*f.0)
@@ -365,6 +404,12 @@ impl Page {
         let mut buf = Vec::new();
         std::io::Read::read_to_end(&mut r, &mut buf).expect("reading from memory");
         out.push_str(&String::from_utf8_lossy(&buf));
+    }
+}
+
+impl Drop for Page {
+    fn drop(&mut self) {
+        self.recycle();
     }
 }
 
