@@ -43,9 +43,8 @@ fn split_group(line: &str) -> Option<(&str, &str)> {
 /// `Group_Field` keeps its first value. Returns an error only when nothing at all could be
 /// parsed, naming the first problem.
 pub fn parse_pairs(data: &[u8]) -> Result<Vec<Stat<'_>>, String> {
-    let mut lines = data
-        .split(|&b| b == b'\n')
-        .map(|l| std::str::from_utf8(l).unwrap_or(""))
+    let mut lines = text_lines(data)
+        .map(|l| l.unwrap_or(""))
         .enumerate()
         .peekable();
     let mut out = Vec::with_capacity(256);
@@ -65,11 +64,42 @@ pub fn parse_pairs(data: &[u8]) -> Result<Vec<Stat<'_>>, String> {
             continue;
         };
         lines.next();
-        let (n_names, n_vals) = (
-            header.split_ascii_whitespace().count(),
-            values.split_ascii_whitespace().count(),
+        // One pass over both lines; a pair whose counts differ is taken back out.
+        let start = out.len();
+        let (mut names, mut vals) = (
+            header.split_ascii_whitespace(),
+            values.split_ascii_whitespace(),
         );
+        let (mut n_names, mut n_vals) = (0usize, 0usize);
+        let mut bad: Option<String> = None;
+        loop {
+            match (names.next(), vals.next()) {
+                (Some(name), Some(v)) => {
+                    n_names += 1;
+                    n_vals += 1;
+                    match parse_int(v.as_bytes()) {
+                        Some(value) => out.push(Stat {
+                            group,
+                            field: name,
+                            value,
+                        }),
+                        None => {
+                            bad.get_or_insert_with(|| {
+                                format!("{group} {name}: `{v}` is not an integer")
+                            });
+                        }
+                    }
+                }
+                (None, None) => break,
+                (a, b) => {
+                    n_names += usize::from(a.is_some()) + names.by_ref().count();
+                    n_vals += usize::from(b.is_some()) + vals.by_ref().count();
+                    break;
+                }
+            }
+        }
         if n_names != n_vals {
+            out.truncate(start);
             if first_err.is_none() {
                 first_err = Some(format!(
                     "group {group}: {n_names} field names but {n_vals} values"
@@ -77,22 +107,8 @@ pub fn parse_pairs(data: &[u8]) -> Result<Vec<Stat<'_>>, String> {
             }
             continue;
         }
-        for (name, v) in header
-            .split_ascii_whitespace()
-            .zip(values.split_ascii_whitespace())
-        {
-            match parse_int(v.as_bytes()) {
-                Some(value) => out.push(Stat {
-                    group,
-                    field: name,
-                    value,
-                }),
-                None => {
-                    if first_err.is_none() {
-                        first_err = Some(format!("{group} {name}: `{v}` is not an integer"));
-                    }
-                }
-            }
+        if first_err.is_none() {
+            first_err = bad;
         }
     }
     if out.is_empty() {
@@ -100,6 +116,18 @@ pub fn parse_pairs(data: &[u8]) -> Result<Vec<Stat<'_>>, String> {
     }
     dedupe(&mut out);
     Ok(out)
+}
+
+/// The lines of `data`: all of them as text when the whole is valid UTF-8 (one check), else
+/// line by line, `None` for a line that is not.
+fn text_lines(data: &[u8]) -> Box<dyn Iterator<Item = Option<&str>> + '_> {
+    match std::str::from_utf8(data) {
+        Ok(t) => Box::new(t.split('\n').map(Some)),
+        Err(_) => Box::new(
+            data.split(|&b| b == b'\n')
+                .map(|l| std::str::from_utf8(l).ok()),
+        ),
+    }
 }
 
 /// Parse `/proc/net/snmp`.
@@ -128,8 +156,8 @@ fn split_snmp6_key(key: &str) -> Option<(&str, &str)> {
 pub fn parse_snmp6(data: &[u8]) -> Result<Vec<Stat<'_>>, String> {
     let mut out = Vec::with_capacity(128);
     let mut first_err: Option<String> = None;
-    for (n, line) in data.split(|&b| b == b'\n').enumerate() {
-        let Ok(line) = std::str::from_utf8(line) else {
+    for (n, line) in text_lines(data).enumerate() {
+        let Some(line) = line else {
             first_err.get_or_insert_with(|| format!("line {}: not UTF-8", n + 1));
             continue;
         };
@@ -609,8 +637,13 @@ impl SnmpProbe {
         out: &mut dyn Sink,
     ) {
         let mut cur = self.names[usize::from(file.ends_with('6'))].cursor();
+        // Keys come grouped: decide per run of one group, not per key.
+        let mut last: (&str, bool) = ("", false);
         for s in stats {
-            if !self.groups.contains(&s.group) {
+            if s.group != last.0 {
+                last = (s.group, self.groups.contains(&s.group));
+            }
+            if !last.1 {
                 continue;
             }
             let make = |g: &str, f: &str| {
