@@ -304,11 +304,36 @@ fn loki_tls_with_custom_ca_and_client_certificate() {
         .unwrap_err();
     assert!(err.contains("invalid peer certificate"), "{err}");
 
+    // The CA file is replaced (a rotated Secret) under an unchanged config: after a failed push
+    // the sink reads it again and delivers.
+    let rotating = pki.dir.join("rotating-ca.pem");
+    std::fs::copy(&other.ca_file, &rotating).unwrap();
+    let mut cfg = fast_loki(loki.url());
+    cfg.ca_file = Some(rotating.clone());
+    let p = Pipeline::from_config(&[SinkConfig::Loki(Box::new(cfg))], 1024);
+    for i in 0..10 {
+        p.publish(ev("PACKETLOSS", "default", i));
+    }
+    let c = p.stats.sink("loki").unwrap();
+    wait_for("a failed push", Duration::from_secs(10), || {
+        (c.retried.load(Ordering::Relaxed) >= 1).then_some(())
+    });
+    assert_eq!(c.sent(), 0);
+    let tmp = pki.dir.join("rotating-ca.pem.new");
+    std::fs::copy(&pki.ca_file, &tmp).unwrap();
+    std::fs::rename(&tmp, &rotating).unwrap();
+    wait_for("delivery with the new CA", Duration::from_secs(10), || {
+        (c.sent() == 10).then_some(())
+    });
+    p.close();
+    assert_eq!(c.dropped_total(), 0);
+    assert_eq!(loki.lines().len(), 120);
+
     // insecureSkipVerify: no check at all (dangerous, but it must work when asked for).
     let mut insecure = fast_loki(loki.url());
     insecure.insecure_skip_verify = true;
     deliver(insecure, 10);
-    assert_eq!(loki.lines().len(), 120);
+    assert_eq!(loki.lines().len(), 130);
 
     // Mutual TLS.
     let mtls = TestLoki::with(Options {

@@ -454,6 +454,9 @@ struct Stream {
 pub struct LokiSink {
     cfg: LokiConfig,
     client: Result<LokiClient, String>,
+    /// The TLS files as last read (see [`LokiSink::refresh_tls`]), and when they were checked.
+    tls_files: Vec<FileStamp>,
+    tls_checked: Instant,
     /// Label sets seen (bounded: type × k8s namespace).
     streams: Vec<Stream>,
     pending: VecDeque<Entry>,
@@ -489,6 +492,7 @@ fn prom_quote(out: &mut String, v: &str) {
 
 impl LokiSink {
     pub fn new(cfg: LokiConfig) -> LokiSink {
+        let tls_files = tls_stamps(&cfg);
         let client = LokiClient::new(&cfg);
         if let Err(e) = &client {
             log::error!("loki sink: {e}");
@@ -501,6 +505,8 @@ impl LokiSink {
         LokiSink {
             cfg,
             client,
+            tls_files,
+            tls_checked: Instant::now(),
             streams: Vec::new(),
             pending: VecDeque::new(),
             pending_bytes: 0,
@@ -699,6 +705,32 @@ impl LokiSink {
             .store(self.pending.len() as u64, Ordering::Relaxed);
     }
 
+    /// Certificates are rotated (cert-manager, mounted Secrets) under an unchanged config: the
+    /// TLS files are checked (stat) after a failed push and once a minute, and when one changed
+    /// the client is built anew from them. A broken new file keeps the old client (logged).
+    fn refresh_tls(&mut self) {
+        if self.tls_files.is_empty()
+            || (self.attempts == 0 && self.tls_checked.elapsed() < Duration::from_secs(60))
+        {
+            return;
+        }
+        self.tls_checked = Instant::now();
+        let now = tls_stamps(&self.cfg);
+        if now == self.tls_files {
+            return;
+        }
+        self.tls_files = now;
+        match LokiClient::new(&self.cfg) {
+            Ok(c) => {
+                log::info!("loki sink: TLS files changed; read again");
+                self.client = Ok(c);
+            }
+            Err(e) => {
+                log::warn!("loki sink: TLS files changed but not usable ({e}); kept the old ones")
+            }
+        }
+    }
+
     fn post(&self, body: &[u8]) -> Outcome {
         let client = match &self.client {
             Ok(c) => c,
@@ -737,6 +769,7 @@ impl LokiSink {
             if !due {
                 return;
             }
+            self.refresh_tls();
             let (body, n) = self.next_body();
             match self.post(&body) {
                 Outcome::Ok => {
@@ -873,6 +906,23 @@ impl EventSink for LokiSink {
         c.drop_events(DropReason::Shutdown, left as u64);
         self.take(left, c);
     }
+}
+
+/// What tells a file changed: (path, mtime, size, inode); `None` when it cannot be read.
+type FileStamp = (PathBuf, Option<(std::time::SystemTime, u64, u64)>);
+
+fn tls_stamps(cfg: &LokiConfig) -> Vec<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    [&cfg.ca_file, &cfg.cert_file, &cfg.key_file]
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let m = std::fs::metadata(p)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len(), m.ino())));
+            (p.clone(), m)
+        })
+        .collect()
 }
 
 /// Per-line metadata for Loki 3 (`| k8s_pod="web-0"` without parsing the line): the
