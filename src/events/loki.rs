@@ -144,11 +144,22 @@ pub struct LokiUrl {
 
 impl std::fmt::Display for LokiUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let scheme = if self.https { "https" } else { "http" };
-        if self.host.contains(':') {
-            write!(f, "{scheme}://[{}]:{}{}", self.host, self.port, self.path)
+        let (scheme, default_port) = if self.https {
+            ("https", 443)
         } else {
-            write!(f, "{scheme}://{}:{}{}", self.host, self.port, self.path)
+            ("http", 80)
+        };
+        // The default port is left out, as in the Host header a browser would send (virtual
+        // hosts in front of Loki match on it).
+        let port = if self.port == default_port {
+            String::new()
+        } else {
+            format!(":{}", self.port)
+        };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]{port}{}", self.host, self.path)
+        } else {
+            write!(f, "{scheme}://{}{port}{}", self.host, self.path)
         }
     }
 }
@@ -987,11 +998,17 @@ mod tests {
         );
         assert_eq!(
             parse_url("https://[::1]/p").unwrap().to_string(),
-            "https://[::1]:443/p"
+            "https://[::1]/p"
         );
         assert_eq!(
             parse_url("http://127.0.0.1:3100/").unwrap().to_string(),
             "http://127.0.0.1:3100/loki/api/v1/push"
+        );
+        assert_eq!(
+            parse_url("https://loki.example:443/x?y=1")
+                .unwrap()
+                .to_string(),
+            "https://loki.example/x?y=1"
         );
         for bad in [
             "loki:3100",
