@@ -218,7 +218,11 @@ impl<'a> NetnsCtx<'a> {
             OFlag::O_RDONLY | OFlag::O_CLOEXEC,
             Mode::empty(),
         ) {
-            Ok(fd) => read_all(std::fs::File::from(fd), &path()),
+            Ok(fd) => {
+                let data = read_sized(std::fs::File::from(fd), &path(), expected_size(rel))?;
+                SIZES.with(|s| s.borrow_mut().insert(rel, data.len()));
+                Ok(data)
+            }
             Err(e) => Err(io_error(&path(), std::io::Error::from(e))),
         }
     }
@@ -239,26 +243,37 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>, CollectError> {
     read_all(f, path)
 }
 
-fn read_all(mut f: std::fs::File, path: &Path) -> Result<Vec<u8>, CollectError> {
+fn read_all(f: std::fs::File, path: &Path) -> Result<Vec<u8>, CollectError> {
+    read_sized(f, path, 4096)
+}
+
+/// Read a whole file into a buffer of `expect` bytes (grown if the file is larger). procfs
+/// reports size 0, so `fs::read` would probe with 32-byte reads and grow from there (ten
+/// syscalls for snmp6), and `File::read_to_end` would stat and seek first: reading through
+/// `take` into a buffer already big enough is one read() for the data and one for the end.
+fn read_sized(f: std::fs::File, path: &Path, expect: usize) -> Result<Vec<u8>, CollectError> {
     use std::io::Read;
-    // procfs reports size 0, so `fs::read` would probe with 32-byte reads and grow from there
-    // (ten syscalls for snmp6). Read into a per-thread 64 KiB buffer instead: one read() for
-    // nearly every file, and one exact-size allocation for the result.
-    thread_local! {
-        static BUF: RefCell<Vec<u8>> = RefCell::new(vec![0u8; 64 * 1024]);
+    let mut out = Vec::with_capacity(expect);
+    match f.take(u64::MAX).read_to_end(&mut out) {
+        Ok(_) => Ok(out),
+        Err(e) => Err(io_error(path, e)),
     }
-    BUF.with(|b| {
-        let mut b = b.borrow_mut();
-        let mut out = Vec::new();
-        loop {
-            match f.read(&mut b[..]) {
-                Ok(0) => return Ok(out),
-                Ok(n) => out.extend_from_slice(&b[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io_error(path, e)),
-            }
-        }
-    })
+}
+
+thread_local! {
+    /// Size of each namespace file this thread last read (namespaces' files are alike).
+    static SIZES: RefCell<HashMap<&'static str, usize>> = RefCell::new(HashMap::default());
+}
+
+/// A buffer size that fits `rel` as last read here, with room for growth.
+fn expected_size(rel: &'static str) -> usize {
+    SIZES
+        .with(|s| s.borrow().get(rel).copied())
+        .unwrap_or(0)
+        .max(2048)
+        * 9
+        / 8
+        + 256
 }
 
 /// `available()` of probes that only need a file: `Err` names the missing file.
