@@ -675,8 +675,9 @@ fn collect_entity(
     if any_failed && !entered && !still_exists(e, proc_root) {
         return vanished(Families::new());
     }
-    if !at_home {
-        PIECE_HINT.store(fams.text_len().min(1 << 20), Ordering::Relaxed);
+    // Namespaces only (a process group's io/fd text is tiny), and not an outlier's size.
+    if !at_home && !e.group {
+        PIECE_HINT.store(fams.text_len().min(256 << 10), Ordering::Relaxed);
     }
     JobResult {
         families: fams,

@@ -533,7 +533,7 @@ pub struct HistogramValue {
 }
 
 impl FamilySink<'_> {
-    /// The body of family `id`, created (sized for one short series) if new.
+    /// The text to append family `id`'s samples to (see [`Families::run_text`]).
     fn body(&mut self, id: u32) -> &mut String {
         self.fams.run_text(id)
     }

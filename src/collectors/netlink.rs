@@ -199,6 +199,9 @@ impl DumpSocket {
     /// Send `request` as a plain `NLM_F_REQUEST` (one object, e.g. one link by index) and pass
     /// the data message(s) of its one-datagram reply to `on_msg`. An object that does not
     /// exist is `Err(NlError::Errno(ENODEV))` (or whatever the kernel answers).
+    ///
+    /// Only for requests answered by a single message, like `RTM_GETLINK` by index: a
+    /// multi-part reply (`NLM_F_MULTI` ... `NLMSG_DONE`) needs [`DumpSocket::dump`].
     pub fn get<M>(&mut self, request: M, on_msg: &mut OnMessage<'_>) -> Result<(), NlError>
     where
         M: NetlinkSerializable + fmt::Debug,

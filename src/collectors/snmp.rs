@@ -465,19 +465,25 @@ impl Cursor<'_> {
         }
         let found =
             (self.pos..(self.pos + RESYNC).min(self.seq.len())).find(|&i| same(&self.seq[i]));
-        let entry = match found {
-            Some(i) => {
-                if i != self.pos {
-                    self.miss();
-                }
-                self.pos = i + 1;
-                self.seq[i].2.clone()
-            }
-            None => {
+        if let Some(i) = found {
+            if i != self.pos {
                 self.miss();
-                self.cache.lookup(group, field, make)
             }
-        };
+            self.pos = i + 1;
+            // Borrowed from the sequence: no reference count touched on the hot path.
+            let entry = &self.seq[i].2;
+            if let Some(r) = &mut self.record {
+                if r.len() < SEQ_LIMIT {
+                    r.push((group.into(), field.into(), entry.clone()));
+                }
+            }
+            if let Some(e) = entry {
+                e.emit(out, labels, value);
+            }
+            return;
+        }
+        self.miss();
+        let entry = self.cache.lookup(group, field, make);
         if let Some(r) = &mut self.record {
             if r.len() < SEQ_LIMIT {
                 r.push((group.into(), field.into(), entry.clone()));
@@ -491,7 +497,8 @@ impl Cursor<'_> {
     fn miss(&mut self) {
         self.misses += 1;
         if self.record.is_none() {
-            // Everything before the first miss followed the sequence exactly.
+            // Everything before the first miss followed the sequence (in the current pass
+            // over it, for files that repeat their keys).
             self.record = Some(self.seq[..self.pos.min(self.seq.len())].to_vec());
         }
     }
