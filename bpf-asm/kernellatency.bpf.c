@@ -16,6 +16,7 @@
  * Events (type 1 rx, 2 forward) above `threshold_ns` with the tuple.
  */
 #include "latency.h"
+#include "fallback.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -117,3 +118,51 @@ SEC("tp_btf/kfree_skb")
 int kfree_btf(__u64 *ctx) { return on_free((struct sk_buff___p *)ctx[0]); }
 SEC("raw_tp/kfree_skb")
 int kfree_raw(__u64 *ctx) { return on_free((struct sk_buff___p *)ctx[0]); }
+
+/*
+ * Fallbacks (no usable tracepoint): the functions the tracepoints sit in, at their entry.
+ *   netif_receive_skb: __netif_receive_skb_core is inlined from 6.1 on, and GRO hands lists on the
+ *                      GRO path, so the fallback starts at the IP layer: ip_rcv_core(skb, net)
+ *                      and ip6_rcv_core(skb, dev, net), called per skb on the single and the
+ *                      list path (bridged traffic that never reaches IP is not seen there)
+ *   tcp_probe:         tcp_rcv_established(struct sock *sk, struct sk_buff *skb)
+ *   net_dev_queue:     __dev_queue_xmit(struct sk_buff *skb, ...)
+ *   consume_skb:       consume_skb(struct sk_buff *skb)
+ *   kfree_skb:         the drop functions (see packetloss.bpf.c)
+ */
+SEC("fentry/ip_rcv_core")
+int receive_fentry(__u64 *ctx) { return on_receive((struct sk_buff___p *)ctx[0]); }
+SEC("fentry/ip6_rcv_core")
+int receive6_fentry(__u64 *ctx) { return on_receive((struct sk_buff___p *)ctx[0]); }
+SEC("kprobe/ip_rcv_core")
+int receive_kprobe(void *ctx) { return on_receive((struct sk_buff___p *)KARG0(ctx)); }
+SEC("kprobe/ip6_rcv_core")
+int receive6_kprobe(void *ctx) { return on_receive((struct sk_buff___p *)KARG0(ctx)); }
+
+SEC("fentry/tcp_rcv_established")
+int tcp_fentry(__u64 *ctx) { return finish(ctx, (struct sk_buff___p *)ctx[1], 0); }
+SEC("kprobe/tcp_rcv_established")
+int tcp_kprobe(void *ctx) { return finish(ctx, (struct sk_buff___p *)KARG1(ctx), 0); }
+
+SEC("fentry/__dev_queue_xmit")
+int queue_fentry(__u64 *ctx) { return finish(ctx, (struct sk_buff___p *)ctx[0], 1); }
+SEC("kprobe/__dev_queue_xmit")
+int queue_kprobe(void *ctx) { return finish(ctx, (struct sk_buff___p *)KARG0(ctx), 1); }
+
+SEC("fentry/consume_skb")
+int consume_fentry(__u64 *ctx) { return on_free((struct sk_buff___p *)ctx[0]); }
+SEC("kprobe/consume_skb")
+int consume_kprobe(void *ctx) { return on_free((struct sk_buff___p *)KARG0(ctx)); }
+
+SEC("fentry/sk_skb_reason_drop")
+int kfree_sk_reason_fentry(__u64 *ctx) { return on_free((struct sk_buff___p *)ctx[1]); }
+SEC("fentry/kfree_skb_reason")
+int kfree_reason_fentry(__u64 *ctx) { return on_free((struct sk_buff___p *)ctx[0]); }
+SEC("fentry/kfree_skb")
+int kfree_fentry(__u64 *ctx) { return on_free((struct sk_buff___p *)ctx[0]); }
+SEC("kprobe/sk_skb_reason_drop")
+int kfree_sk_reason_kprobe(void *ctx) { return on_free((struct sk_buff___p *)KARG1(ctx)); }
+SEC("kprobe/kfree_skb_reason")
+int kfree_reason_kprobe(void *ctx) { return on_free((struct sk_buff___p *)KARG0(ctx)); }
+SEC("kprobe/kfree_skb")
+int kfree_kprobe(void *ctx) { return on_free((struct sk_buff___p *)KARG0(ctx)); }

@@ -233,7 +233,10 @@ fn print_bpf_probes(cfg: &Config) {
             Some(_) => "events",
             None => "no",
         };
-        let (avail, why) = match crate::probes::check(kind, &cfg.btf) {
+        let probe = c
+            .cloned()
+            .unwrap_or_else(|| crate::probes::BpfProbeConfig::new(kind));
+        let (avail, why) = match crate::probes::check(&probe, &cfg.btf) {
             Ok(m) => (
                 "yes",
                 format!("{} [attach: {}]", kind.description(), m.join(", ")),

@@ -24,12 +24,44 @@ use crate::model::Families;
 pub const RX: &str = "KERNELLAT_RX";
 pub const FORWARD: &str = "KERNELLAT_FORWARD";
 
+/// net:netif_receive_skb, else ip_rcv_core + ip6_rcv_core; tcp:tcp_probe, else
+/// tcp_rcv_established; net:net_dev_queue, else __dev_queue_xmit; skb:consume_skb, else
+/// consume_skb; skb:kfree_skb, else the drop functions (see packetloss).
 pub const PLAN: &[&[Alternative]] = &[
-    &[("tp_btf", "receive_btf"), ("raw_tp", "receive_raw")],
-    &[("tp_btf", "tcp_btf"), ("raw_tp", "tcp_raw")],
-    &[("tp_btf", "queue_btf"), ("raw_tp", "queue_raw")],
-    &[("tp_btf", "consume_btf"), ("raw_tp", "consume_raw")],
-    &[("tp_btf", "kfree_btf"), ("raw_tp", "kfree_raw")],
+    &[
+        ("tp_btf", &["receive_btf"]),
+        ("raw_tp", &["receive_raw"]),
+        ("fentry", &["receive_fentry", "receive6_fentry"]),
+        ("kprobe", &["receive_kprobe", "receive6_kprobe"]),
+    ],
+    &[
+        ("tp_btf", &["tcp_btf"]),
+        ("raw_tp", &["tcp_raw"]),
+        ("fentry", &["tcp_fentry"]),
+        ("kprobe", &["tcp_kprobe"]),
+    ],
+    &[
+        ("tp_btf", &["queue_btf"]),
+        ("raw_tp", &["queue_raw"]),
+        ("fentry", &["queue_fentry"]),
+        ("kprobe", &["queue_kprobe"]),
+    ],
+    &[
+        ("tp_btf", &["consume_btf"]),
+        ("raw_tp", &["consume_raw"]),
+        ("fentry", &["consume_fentry"]),
+        ("kprobe", &["consume_kprobe"]),
+    ],
+    &[
+        ("tp_btf", &["kfree_btf"]),
+        ("raw_tp", &["kfree_raw"]),
+        ("fentry", &["kfree_sk_reason_fentry"]),
+        ("fentry", &["kfree_reason_fentry"]),
+        ("fentry", &["kfree_fentry"]),
+        ("kprobe", &["kfree_sk_reason_kprobe"]),
+        ("kprobe", &["kfree_reason_kprobe"]),
+        ("kprobe", &["kfree_kprobe"]),
+    ],
 ];
 
 pub fn collect(

@@ -46,8 +46,24 @@ pub enum ProbeKind {
     VirtCmdLatency,
 }
 
-/// One way to attach: the method's name and the program in the object that uses it.
-pub type Alternative = (&'static str, &'static str);
+/// One way to attach an attach point: the method (`tp_btf`, `raw_tp`, `fentry`/`fexit`,
+/// `kprobe`/`kretprobe`) and the programs of the object that, all attached, make it (a
+/// fallback may need several kernel functions for what one tracepoint sees).
+pub type Alternative = (&'static str, &'static [&'static str]);
+
+/// The attach methods by preference, as `attachMethods` names them: tracepoints (BTF-typed,
+/// then raw), then the BPF trampoline (fentry/fexit), then kprobes (kprobe/kretprobe).
+pub const METHODS: [&str; 4] = ["tp_btf", "raw_tp", "fentry", "kprobe"];
+
+/// The `attachMethods` name of an alternative's method (fexit is a fentry-family method,
+/// kretprobe a kprobe one).
+pub fn method_family(m: &str) -> &str {
+    match m {
+        "fexit" => "fentry",
+        "kretprobe" => "kprobe",
+        m => m,
+    }
+}
 
 impl ProbeKind {
     pub const ALL: [ProbeKind; 8] = [
@@ -106,8 +122,7 @@ impl ProbeKind {
     }
 
     /// Attach plan: for each attach point, the alternatives in order of preference
-    /// (tp_btf → raw_tp; fentry/kprobe alternatives are added where a kernel lacks the
-    /// tracepoint).
+    /// (tp_btf → raw_tp → fentry → kprobe; the first the running kernel accepts is used).
     pub fn plan(self) -> &'static [&'static [Alternative]] {
         match self {
             ProbeKind::PacketLoss => packetloss::PLAN,
@@ -139,6 +154,9 @@ pub struct BpfProbeConfig {
     pub threshold_ns: u64,
     /// softirq `softirq-types`: the softirq vectors measured (`net_rx`, `net_tx`, ...).
     pub softirq_types: Vec<String>,
+    /// `attachMethods`: only these methods of the attach plan ([`METHODS`]) are tried
+    /// (troubleshooting, and tests of the fallbacks); `None`: all.
+    pub attach_methods: Option<Vec<String>>,
 }
 
 impl BpfProbeConfig {
@@ -157,6 +175,7 @@ impl BpfProbeConfig {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            attach_methods: None,
         }
     }
 
@@ -176,6 +195,9 @@ impl BpfProbeConfig {
     pub fn take_args(&mut self, a: &mut ProbeArgs) -> Result<(), String> {
         if let Some(b) = a.take_bool("enableStack")? {
             self.enable_stack = b;
+        }
+        if let Some(v) = a.take_str_list("attachMethods")? {
+            self.attach_methods = Some(parse_attach_methods(&v)?);
         }
         if self.is_latency() {
             if let Some(t) = a.take_str("threshold")? {
@@ -200,6 +222,25 @@ impl BpfProbeConfig {
         }
         Ok(())
     }
+}
+
+/// `attachMethods` → family names ([`METHODS`]); unknown names are refused.
+pub fn parse_attach_methods(v: &[String]) -> Result<Vec<String>, String> {
+    v.iter()
+        .map(|m| {
+            let f = method_family(m.trim());
+            METHODS
+                .iter()
+                .find(|k| **k == f)
+                .map(|k| k.to_string())
+                .ok_or_else(|| {
+                    format!(
+                        "arg `attachMethods`: unknown method `{m}` (known: {})",
+                        METHODS.join(", ")
+                    )
+                })
+        })
+        .collect()
 }
 
 /// Latency probes' default event threshold: 100 ms.
@@ -245,6 +286,8 @@ pub struct RunningProbe {
     pub loaded: Loaded,
     /// How each attach point got attached (`tp_btf`, `raw_tp`...).
     pub methods: Vec<&'static str>,
+    /// The alternative used for each attach point.
+    pub attached: Vec<Alternative>,
     links: Mutex<Vec<Link>>,
     /// packetloss: drop reason value → name, from the kernel's BTF.
     pub reasons: Arc<BTreeMap<u64, String>>,
@@ -257,14 +300,42 @@ impl RunningProbe {
     }
 }
 
-/// Tries each alternative of an attach point in order; the error lists why each failed.
-pub fn attach_point(l: &Loaded, alts: &[Alternative]) -> Result<(Link, &'static str), String> {
+/// Tries each alternative of an attach point in order (only the `only` methods, when given);
+/// the error lists every alternative and why it failed.
+pub fn attach_point(
+    l: &Loaded,
+    alts: &[Alternative],
+    only: Option<&[String]>,
+) -> Result<(Vec<Link>, Alternative), String> {
     let mut why = Vec::new();
-    for (method, prog) in alts {
-        match l.attach(prog) {
-            Ok(link) => return Ok((link, *method)),
-            Err(e) => why.push(format!("{method}: {e}")),
+    for (method, progs) in alts {
+        if let Some(only) = only {
+            if !only.iter().any(|m| m == method_family(method)) {
+                continue;
+            }
         }
+        let mut links = Vec::new();
+        let mut failed = None;
+        for prog in progs.iter() {
+            match l.attach(prog) {
+                Ok(link) => links.push(link),
+                Err(e) => {
+                    failed = Some(format!("{method} {prog}: {e}"));
+                    break;
+                }
+            }
+        }
+        match failed {
+            None => return Ok((links, (*method, *progs))),
+            Some(f) => why.push(f),
+        }
+    }
+    if why.is_empty() {
+        let m: Vec<&str> = alts.iter().map(|(m, _)| *m).collect();
+        why.push(format!(
+            "attachMethods excludes every method of this attach point ({})",
+            m.join(", ")
+        ));
     }
     Err(why.join("; "))
 }
@@ -310,26 +381,27 @@ pub fn start_probe(cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<RunningProb
     )
     .map_err(|e| format!("load: {e}"))?;
     let mut links = Vec::new();
-    let mut methods = Vec::new();
+    let mut attached = Vec::new();
     for alts in kind.plan() {
-        let (link, m) =
-            attach_point(&loaded, alts).map_err(|e| format!("no attach method works: {e}"))?;
-        links.push(link);
-        methods.push(m);
+        let (l, a) = attach_point(&loaded, alts, cfg.attach_methods.as_deref())
+            .map_err(|e| format!("no attach method works: {e}"))?;
+        links.extend(l);
+        attached.push(a);
     }
     Ok(RunningProbe {
         cfg: cfg.clone(),
         loaded,
-        methods,
+        methods: attached.iter().map(|(m, _)| *m).collect(),
+        attached,
         links: Mutex::new(links),
         reasons: Arc::new(reasons),
     })
 }
 
-/// For `netsleuth probes`: load, attach and detach at once; the methods it would use, or why
-/// not.
-pub fn check(kind: ProbeKind, btf: &BtfSources) -> Result<Vec<&'static str>, String> {
-    let p = start_probe(&BpfProbeConfig::new(kind), btf)?;
+/// For `netsleuth probes`: load, attach and detach at once; the method it would use for each
+/// attach point, or why not.
+pub fn check(cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<Vec<&'static str>, String> {
+    let p = start_probe(cfg, btf)?;
     p.detach();
     Ok(p.methods.clone())
 }

@@ -21,11 +21,34 @@ pub const PROCESS: &str = "TCPRESET_PROCESS";
 pub const ACTIVE: &str = "TCPRESET_ACTIVE";
 pub const RECEIVE: &str = "TCPRESET_RECEIVE";
 
+/// tcp:tcp_send_reset, else tcp_v4_send_reset + tcp_v6_send_reset + tcp_send_active_reset;
+/// tcp:tcp_receive_reset, else tcp_reset.
 pub const PLAN: &[&[Alternative]] = &[
-    &[("tp_btf", "send_reset_btf"), ("raw_tp", "send_reset_raw")],
     &[
-        ("tp_btf", "receive_reset_btf"),
-        ("raw_tp", "receive_reset_raw"),
+        ("tp_btf", &["send_reset_btf"]),
+        ("raw_tp", &["send_reset_raw"]),
+        (
+            "fentry",
+            &[
+                "send_reset_v4_fentry",
+                "send_reset_v6_fentry",
+                "send_active_reset_fentry",
+            ],
+        ),
+        (
+            "kprobe",
+            &[
+                "send_reset_v4_kprobe",
+                "send_reset_v6_kprobe",
+                "send_active_reset_kprobe",
+            ],
+        ),
+    ],
+    &[
+        ("tp_btf", &["receive_reset_btf"]),
+        ("raw_tp", &["receive_reset_raw"]),
+        ("fentry", &["receive_reset_fentry"]),
+        ("kprobe", &["receive_reset_kprobe"]),
     ],
 ];
 
