@@ -90,6 +90,20 @@ int send_reset_raw(__u64 *ctx)
 	return on_send_reset(ctx, (struct sock___p *)ctx[0], (struct sk_buff___p *)ctx[1], (__u32)ctx[2]);
 }
 
+/* Before 6.10 the tracepoint has no reason argument: tcp_send_reset(sk, skb). The program above
+ * reads a third argument, which those kernels refuse (tp_btf: at load, raw_tp: at attach). */
+SEC("tp_btf/tcp_send_reset")
+int send_reset_noreason_btf(__u64 *ctx)
+{
+	return on_send_reset(ctx, (struct sock___p *)ctx[0], (struct sk_buff___p *)ctx[1], 0);
+}
+
+SEC("raw_tp/tcp_send_reset")
+int send_reset_noreason_raw(__u64 *ctx)
+{
+	return on_send_reset(ctx, (struct sock___p *)ctx[0], (struct sk_buff___p *)ctx[1], 0);
+}
+
 /* tcp_receive_reset(struct sock *sk) */
 SEC("tp_btf/tcp_receive_reset")
 int receive_reset_btf(__u64 *ctx)

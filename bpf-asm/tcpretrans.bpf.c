@@ -77,6 +77,21 @@ int retransmit_raw(__u64 *ctx)
 	return on_retransmit(ctx, (struct sock___p *)ctx[0], (struct sk_buff___p *)ctx[1], (int)ctx[2]);
 }
 
+/* Kernels before 6.13 have no `err` argument (and trace successful retransmits only):
+ * tcp_retransmit_skb(sk, skb). The programs above read a third argument, which those kernels
+ * refuse (tp_btf: at load, raw_tp: at attach). */
+SEC("tp_btf/tcp_retransmit_skb")
+int retransmit_noerr_btf(__u64 *ctx)
+{
+	return on_retransmit(ctx, (struct sock___p *)ctx[0], (struct sk_buff___p *)ctx[1], 0);
+}
+
+SEC("raw_tp/tcp_retransmit_skb")
+int retransmit_noerr_raw(__u64 *ctx)
+{
+	return on_retransmit(ctx, (struct sock___p *)ctx[0], (struct sk_buff___p *)ctx[1], 0);
+}
+
 /* tcp_retransmit_synack(const struct sock *sk, const struct request_sock *req) */
 SEC("tp_btf/tcp_retransmit_synack")
 int retransmit_synack_btf(__u64 *ctx)

@@ -26,7 +26,10 @@ pub const RECEIVE: &str = "TCPRESET_RECEIVE";
 pub const PLAN: &[&[Alternative]] = &[
     &[
         ("tp_btf", &["send_reset_btf"]),
+        // Before 6.10: no reason argument.
+        ("tp_btf", &["send_reset_noreason_btf"]),
         ("raw_tp", &["send_reset_raw"]),
+        ("raw_tp", &["send_reset_noreason_raw"]),
         (
             "fentry",
             &[

@@ -17,7 +17,10 @@ pub const EVENT: &str = "TCPRETRANS";
 pub const PLAN: &[&[Alternative]] = &[
     &[
         ("tp_btf", &["retransmit_btf"]),
+        // Before 6.13: no err argument.
+        ("tp_btf", &["retransmit_noerr_btf"]),
         ("raw_tp", &["retransmit_raw"]),
+        ("raw_tp", &["retransmit_noerr_raw"]),
         ("fexit", &["retransmit_fexit"]),
         ("kprobe", &["retransmit_kprobe", "retransmit_kretprobe"]),
     ],
