@@ -1061,6 +1061,48 @@ mod latency_tests {
     }
 
     #[test]
+    fn attach_methods_arg() {
+        let c = args(
+            ProbeKind::TcpReset,
+            "{attachMethods: [kprobe, fexit, raw_tp]}",
+        )
+        .unwrap();
+        assert_eq!(
+            c.attach_methods.as_deref(),
+            Some(&["kprobe".to_string(), "fentry".into(), "raw_tp".into()][..])
+        );
+        assert_eq!(
+            BpfProbeConfig::new(ProbeKind::TcpReset).attach_methods,
+            None
+        );
+        let e = args(ProbeKind::Softirq, "{attachMethods: [uprobe]}").unwrap_err();
+        assert!(e.contains("attachMethods") && e.contains("uprobe"), "{e}");
+    }
+
+    /// Every plan: tracepoints first, then fentry, then kprobe; every program exists in the
+    /// embedded object.
+    #[test]
+    fn plans_are_ordered_and_name_real_programs() {
+        let rank = |m: &str| METHODS.iter().position(|k| *k == method_family(m)).unwrap();
+        for kind in ProbeKind::ALL {
+            let obj = crate::bpf::embedded::object(kind.name()).unwrap();
+            let parsed = crate::bpf::object::Object::parse(obj).unwrap();
+            for alts in kind.plan() {
+                let ranks: Vec<usize> = alts.iter().map(|(m, _)| rank(m)).collect();
+                assert!(ranks.windows(2).all(|w| w[0] <= w[1]), "{kind:?}: {alts:?}");
+                for (_, progs) in alts.iter() {
+                    for p in progs.iter() {
+                        assert!(
+                            parsed.programs.iter().any(|x| x.name == *p),
+                            "{kind:?}: no program {p}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn latency_args() {
         let c = args(
             ProbeKind::NetifTxLat,
