@@ -91,7 +91,9 @@ int send_reset_raw(__u64 *ctx)
 }
 
 /* Before 6.10 the tracepoint has no reason argument: tcp_send_reset(sk, skb). The program above
- * reads a third argument, which those kernels refuse (tp_btf: at load, raw_tp: at attach). */
+ * reads a third argument, which those kernels refuse (tp_btf: at load, raw_tp: at attach).
+ * Those kernels also fire it only for resets sent with a socket (no NOSOCK), so the plan puts
+ * these programs after the function fallbacks below, as the last resort. */
 SEC("tp_btf/tcp_send_reset")
 int send_reset_noreason_btf(__u64 *ctx)
 {

@@ -1079,16 +1079,21 @@ mod latency_tests {
         assert!(e.contains("attachMethods") && e.contains("uprobe"), "{e}");
     }
 
-    /// Every plan: tracepoints first, then fentry, then kprobe; every program exists in the
-    /// embedded object.
+    /// Every plan: tracepoints first, then fentry, then kprobe (but for the incomplete pre-6.10
+    /// tcp_send_reset, the last resort); every program exists in the embedded object.
     #[test]
     fn plans_are_ordered_and_name_real_programs() {
         let rank = |m: &str| METHODS.iter().position(|k| *k == method_family(m)).unwrap();
+        let last_resort = ["send_reset_noreason_btf", "send_reset_noreason_raw"];
         for kind in ProbeKind::ALL {
             let obj = crate::bpf::embedded::object(kind.name()).unwrap();
             let parsed = crate::bpf::object::Object::parse(obj).unwrap();
             for alts in kind.plan() {
-                let ranks: Vec<usize> = alts.iter().map(|(m, _)| rank(m)).collect();
+                let ranks: Vec<usize> = alts
+                    .iter()
+                    .filter(|(_, p)| !last_resort.contains(&p[0]))
+                    .map(|(m, _)| rank(m))
+                    .collect();
                 assert!(ranks.windows(2).all(|w| w[0] <= w[1]), "{kind:?}: {alts:?}");
                 for (_, progs) in alts.iter() {
                     for p in progs.iter() {
