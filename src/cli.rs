@@ -237,10 +237,7 @@ fn print_bpf_probes(cfg: &Config) {
             .cloned()
             .unwrap_or_else(|| crate::probes::BpfProbeConfig::new(kind));
         let (avail, why) = match crate::probes::check(&probe, &cfg.btf) {
-            Ok(m) => (
-                "yes",
-                format!("{} [attach: {}]", kind.description(), m.join(", ")),
-            ),
+            Ok(how) => ("yes", format!("{} {how}", kind.description())),
             Err(e) => ("no", e),
         };
         println!("{:<14} {:<8} {:<10} {}", kind.name(), on, avail, why);

@@ -53,12 +53,10 @@ fn line<'a>(out: &'a str, probe: &str) -> (&'a str, &'a str, &'a str) {
 /// The methods in a line's `[attach: a, b]`.
 fn attach_methods(text: &str) -> Vec<String> {
     let (_, tail) = text
-        .rsplit_once("[attach: ")
+        .split_once("[attach: ")
         .unwrap_or_else(|| panic!("no [attach: ...] in {text}"));
-    tail.trim_end_matches(']')
-        .split(", ")
-        .map(str::to_string)
-        .collect()
+    let (list, _) = tail.split_once(']').unwrap();
+    list.split(", ").map(str::to_string).collect()
 }
 
 fn no_kprobes() -> bool {
@@ -92,6 +90,20 @@ fn every_tracepoint_probe_chooses_tracepoints_and_virtcmdlatency_says_why_not() 
             m.iter().all(|m| m == "tp_btf" || m == "raw_tp"),
             "{p} must run on tracepoints here: {m:?}"
         );
+    }
+    // kernellatency's optional tx side (fentry/kprobes only) is reported, the probe runs.
+    let (_, _, text) = line(&out, "kernellatency");
+    let tx = text
+        .split_once("[tx: ")
+        .unwrap_or_else(|| panic!("kernellatency does not report its tx side: {text}"))
+        .1;
+    if no_kprobes() {
+        assert!(
+            tx.starts_with("unavailable: fentry tx_start_fentry"),
+            "{tx}"
+        );
+        assert!(tx.contains("kprobe tx_start_kprobe"), "{tx}");
+        assert!(tx.contains("CONFIG_KPROBES"), "{tx}");
     }
     let (_, avail, why) = line(&out, "virtcmdlatency");
     assert_eq!(avail, "no", "{why}");

@@ -51,6 +51,10 @@ pub enum ProbeKind {
 /// fallback may need several kernel functions for what one tracepoint sees).
 pub type Alternative = (&'static str, &'static [&'static str]);
 
+/// Optional attach points: a named group of points the probe uses where all of them attach,
+/// and reports unavailable (with every alternative's reason) elsewhere; the probe runs without.
+pub type OptionalGroup = (&'static str, &'static [&'static [Alternative]]);
+
 /// The attach methods by preference, as `attachMethods` names them: tracepoints (BTF-typed,
 /// then raw), then the BPF trampoline (fentry/fexit), then kprobes (kprobe/kretprobe).
 pub const METHODS: [&str; 4] = ["tp_btf", "raw_tp", "fentry", "kprobe"];
@@ -133,6 +137,14 @@ impl ProbeKind {
             ProbeKind::SocketLatency => socketlatency::PLAN,
             ProbeKind::KernelLatency => kernellatency::PLAN,
             ProbeKind::VirtCmdLatency => virtcmdlatency::PLAN,
+        }
+    }
+
+    /// Optional attach point groups (used where available).
+    pub fn optional(self) -> &'static [OptionalGroup] {
+        match self {
+            ProbeKind::KernelLatency => kernellatency::OPTIONAL,
+            _ => &[],
         }
     }
 }
@@ -288,6 +300,8 @@ pub struct RunningProbe {
     pub methods: Vec<&'static str>,
     /// The alternative used for each attach point.
     pub attached: Vec<Alternative>,
+    /// Each optional group: the methods used, or why it is unavailable here.
+    pub optional: Vec<(&'static str, Result<Vec<&'static str>, String>)>,
     links: Mutex<Vec<Link>>,
     /// packetloss: drop reason value → name, from the kernel's BTF.
     pub reasons: Arc<BTreeMap<u64, String>>,
@@ -388,22 +402,49 @@ pub fn start_probe(cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<RunningProb
         links.extend(l);
         attached.push(a);
     }
+    let mut optional = Vec::new();
+    for (what, points) in kind.optional() {
+        let mut group = Vec::new();
+        let mut ms = Vec::new();
+        let r = points.iter().try_for_each(|alts| {
+            let (l, a) = attach_point(&loaded, alts, cfg.attach_methods.as_deref())?;
+            group.extend(l);
+            ms.push(a.0);
+            Ok::<(), String>(())
+        });
+        match r {
+            Ok(()) => {
+                links.extend(group);
+                optional.push((*what, Ok(ms)));
+            }
+            Err(e) => optional.push((*what, Err(e))),
+        }
+    }
     Ok(RunningProbe {
         cfg: cfg.clone(),
         loaded,
         methods: attached.iter().map(|(m, _)| *m).collect(),
         attached,
+        optional,
         links: Mutex::new(links),
         reasons: Arc::new(reasons),
     })
 }
 
-/// For `netsleuth probes`: load, attach and detach at once; the method it would use for each
-/// attach point, or why not.
-pub fn check(cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<Vec<&'static str>, String> {
+/// For `netsleuth probes`: load, attach and detach at once; how it would attach here
+/// (`[attach: <method per attach point>]`, then `[<optional group>: <methods> | unavailable:
+/// <why>]`), or why it cannot run.
+pub fn check(cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<String, String> {
     let p = start_probe(cfg, btf)?;
     p.detach();
-    Ok(p.methods.clone())
+    let mut s = format!("[attach: {}]", p.methods.join(", "));
+    for (what, r) in &p.optional {
+        match r {
+            Ok(m) => s.push_str(&format!(" [{what}: {}]", m.join(", "))),
+            Err(e) => s.push_str(&format!(" [{what}: unavailable: {e}]")),
+        }
+    }
+    Ok(s)
 }
 
 /// The running eBPF probes: one metrics collector for the engine, one event reader thread.
@@ -441,6 +482,14 @@ impl ProbeSet {
                         c.metrics,
                         c.events
                     );
+                    for (what, r) in &p.optional {
+                        if let Err(e) = r {
+                            log::info!(
+                                "eBPF probe {}: {what} unavailable here (runs without): {e}",
+                                c.kind.name()
+                            );
+                        }
+                    }
                     probes.push(Arc::new(p));
                 }
                 Err(e) => {
@@ -1088,7 +1137,8 @@ mod latency_tests {
         for kind in ProbeKind::ALL {
             let obj = crate::bpf::embedded::object(kind.name()).unwrap();
             let parsed = crate::bpf::object::Object::parse(obj).unwrap();
-            for alts in kind.plan() {
+            let optional = kind.optional().iter().flat_map(|(_, points)| points.iter());
+            for alts in kind.plan().iter().chain(optional) {
                 let ranks: Vec<usize> = alts
                     .iter()
                     .filter(|(_, p)| !last_resort.contains(&p[0]))

@@ -14,6 +14,8 @@
 //! - `probe.tcpreset.count`: a connect to a closed port: one NOSOCK RST sent, one RECEIVE.
 //! - `probe.netiftxlat.count`: datagrams through lo: each timed once in both stages.
 //! - `probe.socketlatency.read`: data read 30 ms after it arrived: one read delay >= 30 ms.
+//! - `probe.kernellatency.tx`: the optional tx side (fentry/kprobes only) times the client's
+//!   segments of a TCP exchange; `unsupported` where it is unavailable.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddrV4, TcpListener, TcpStream, UdpSocket};
@@ -43,12 +45,21 @@ fn plan_check(kind: ProbeKind, methods: Option<&str>) -> Check {
                 .iter()
                 .map(|(m, progs)| format!("{m} {}", progs.join("+")))
                 .collect();
-            Check::new(
-                &name,
-                Status::Pass,
-                &p.methods.join("+"),
-                format!("attached: {}", points.join(", ")),
-            )
+            let mut how = p.methods.join("+");
+            let mut detail = format!("attached: {}", points.join(", "));
+            for (what, r) in &p.optional {
+                match r {
+                    Ok(m) => {
+                        how.push_str(&format!(",{what}={}", m.join("+")));
+                        detail.push_str(&format!("; {what}: {}", m.join("+")));
+                    }
+                    Err(e) => {
+                        how.push_str(&format!(",{what}=unavailable"));
+                        detail.push_str(&format!("; {what} unavailable: {e}"));
+                    }
+                }
+            }
+            Check::new(&name, Status::Pass, &how, detail)
         }
         Err(e) => Check::new(&name, Status::Unsupported, "", e),
     }
@@ -84,6 +95,7 @@ fn count_check(
     kind: ProbeKind,
     methods: Option<&str>,
     induce: fn() -> Result<String, String>,
+    optional: Option<&str>,
     collect: Collect,
     wants: &dyn Fn(&RunningProbe) -> (&'static str, Vec<Want>),
 ) -> Check {
@@ -99,6 +111,15 @@ fn count_check(
         Ok(p) => p,
         Err(e) => return Check::new(&name, Status::Unsupported, "", e),
     };
+    if let Some(group) = optional {
+        match p.optional.iter().find(|(w, _)| *w == group) {
+            Some((_, Err(e))) => {
+                return Check::new(&name, Status::Unsupported, "", format!("{group}: {e}"))
+            }
+            Some((_, Ok(_))) => {}
+            None => return fail(format!("no optional attach point group {group}")),
+        }
+    }
     let ns = match TestNs::new() {
         Ok(n) => n,
         Err(e) => return fail(format!("creating a network namespace: {e}")),
@@ -233,6 +254,7 @@ fn count_checks(out: &mut Vec<Check>, m: Option<&str>) {
         ProbeKind::PacketLoss,
         m,
         udp_to_closed_port,
+        None,
         packetloss_collect,
         &|p| {
             if p.reasons.is_empty() {
@@ -261,6 +283,7 @@ fn count_checks(out: &mut Vec<Check>, m: Option<&str>) {
         ProbeKind::TcpReset,
         m,
         tcp_to_closed_port,
+        None,
         probes::tcpreset::collect,
         &|_| {
             (
@@ -279,6 +302,7 @@ fn count_checks(out: &mut Vec<Check>, m: Option<&str>) {
         ProbeKind::NetifTxLat,
         m,
         udp_through_lo,
+        None,
         probes::netiftxlat::collect,
         &|_| {
             (
@@ -303,6 +327,7 @@ fn count_checks(out: &mut Vec<Check>, m: Option<&str>) {
         ProbeKind::SocketLatency,
         m,
         tcp_read_after_wait,
+        None,
         probes::socketlatency::collect,
         &|_| {
             (
@@ -316,6 +341,27 @@ fn count_checks(out: &mut Vec<Check>, m: Option<&str>) {
                         min: true,
                     },
                 ],
+            )
+        },
+    ));
+    // The client's SYN, handshake ACK and data segment leave through ip_queue_xmit (the
+    // server's SYN-ACK does not; ACKs and FINs vary with timing): at least 3 tx samples.
+    out.push(count_check(
+        "probe.kernellatency.tx",
+        ProbeKind::KernelLatency,
+        m,
+        tcp_read_after_wait,
+        Some("tx"),
+        probes::kernellatency::collect,
+        &|_| {
+            (
+                "",
+                vec![Want {
+                    metric: "netsleuth_kernellatency_tx_seconds_count",
+                    labels: &[],
+                    value: 3.0,
+                    min: true,
+                }],
             )
         },
     ));
