@@ -389,7 +389,16 @@ pub fn start_probe(cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<RunningProb
         &LoadOptions {
             btf: btf.clone(),
             globals,
-            programs: None,
+            programs: cfg.attach_methods.as_ref().map(|only| {
+                // Restricted plans load only the programs they may attach.
+                kind.plan()
+                    .iter()
+                    .chain(kind.optional().iter().flat_map(|(_, p)| p.iter()))
+                    .flat_map(|alts| alts.iter())
+                    .filter(|(m, _)| only.iter().any(|o| o == method_family(m)))
+                    .flat_map(|(_, progs)| progs.iter().map(|p| p.to_string()))
+                    .collect()
+            }),
             max_entries: Vec::new(),
         },
     )
