@@ -46,8 +46,28 @@ pub enum ProbeKind {
     VirtCmdLatency,
 }
 
-/// One way to attach: the method's name and the program in the object that uses it.
-pub type Alternative = (&'static str, &'static str);
+/// One way to attach an attach point: the method (`tp_btf`, `raw_tp`, `fentry`/`fexit`,
+/// `kprobe`/`kretprobe`) and the programs of the object that, all attached, make it (a
+/// fallback may need several kernel functions for what one tracepoint sees).
+pub type Alternative = (&'static str, &'static [&'static str]);
+
+/// Optional attach points: a named group of points the probe uses where all of them attach,
+/// and reports unavailable (with every alternative's reason) elsewhere; the probe runs without.
+pub type OptionalGroup = (&'static str, &'static [&'static [Alternative]]);
+
+/// The attach methods by preference, as `attachMethods` names them: tracepoints (BTF-typed,
+/// then raw), then the BPF trampoline (fentry/fexit), then kprobes (kprobe/kretprobe).
+pub const METHODS: [&str; 4] = ["tp_btf", "raw_tp", "fentry", "kprobe"];
+
+/// The `attachMethods` name of an alternative's method (fexit is a fentry-family method,
+/// kretprobe a kprobe one).
+pub fn method_family(m: &str) -> &str {
+    match m {
+        "fexit" => "fentry",
+        "kretprobe" => "kprobe",
+        m => m,
+    }
+}
 
 impl ProbeKind {
     pub const ALL: [ProbeKind; 8] = [
@@ -106,8 +126,7 @@ impl ProbeKind {
     }
 
     /// Attach plan: for each attach point, the alternatives in order of preference
-    /// (tp_btf → raw_tp; fentry/kprobe alternatives are added where a kernel lacks the
-    /// tracepoint).
+    /// (tp_btf → raw_tp → fentry → kprobe; the first the running kernel accepts is used).
     pub fn plan(self) -> &'static [&'static [Alternative]] {
         match self {
             ProbeKind::PacketLoss => packetloss::PLAN,
@@ -118,6 +137,14 @@ impl ProbeKind {
             ProbeKind::SocketLatency => socketlatency::PLAN,
             ProbeKind::KernelLatency => kernellatency::PLAN,
             ProbeKind::VirtCmdLatency => virtcmdlatency::PLAN,
+        }
+    }
+
+    /// Optional attach point groups (used where available).
+    pub fn optional(self) -> &'static [OptionalGroup] {
+        match self {
+            ProbeKind::KernelLatency => kernellatency::OPTIONAL,
+            _ => &[],
         }
     }
 }
@@ -139,6 +166,9 @@ pub struct BpfProbeConfig {
     pub threshold_ns: u64,
     /// softirq `softirq-types`: the softirq vectors measured (`net_rx`, `net_tx`, ...).
     pub softirq_types: Vec<String>,
+    /// `attachMethods`: only these methods of the attach plan ([`METHODS`]) are tried
+    /// (troubleshooting, and tests of the fallbacks); `None`: all.
+    pub attach_methods: Option<Vec<String>>,
 }
 
 impl BpfProbeConfig {
@@ -157,6 +187,7 @@ impl BpfProbeConfig {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            attach_methods: None,
         }
     }
 
@@ -176,6 +207,9 @@ impl BpfProbeConfig {
     pub fn take_args(&mut self, a: &mut ProbeArgs) -> Result<(), String> {
         if let Some(b) = a.take_bool("enableStack")? {
             self.enable_stack = b;
+        }
+        if let Some(v) = a.take_str_list("attachMethods")? {
+            self.attach_methods = Some(parse_attach_methods(&v)?);
         }
         if self.is_latency() {
             if let Some(t) = a.take_str("threshold")? {
@@ -200,6 +234,25 @@ impl BpfProbeConfig {
         }
         Ok(())
     }
+}
+
+/// `attachMethods` → family names ([`METHODS`]); unknown names are refused.
+pub fn parse_attach_methods(v: &[String]) -> Result<Vec<String>, String> {
+    v.iter()
+        .map(|m| {
+            let f = method_family(m.trim());
+            METHODS
+                .iter()
+                .find(|k| **k == f)
+                .map(|k| k.to_string())
+                .ok_or_else(|| {
+                    format!(
+                        "arg `attachMethods`: unknown method `{m}` (known: {})",
+                        METHODS.join(", ")
+                    )
+                })
+        })
+        .collect()
 }
 
 /// Latency probes' default event threshold: 100 ms.
@@ -245,6 +298,10 @@ pub struct RunningProbe {
     pub loaded: Loaded,
     /// How each attach point got attached (`tp_btf`, `raw_tp`...).
     pub methods: Vec<&'static str>,
+    /// The alternative used for each attach point.
+    pub attached: Vec<Alternative>,
+    /// Each optional group: the methods used, or why it is unavailable here.
+    pub optional: Vec<(&'static str, Result<Vec<&'static str>, String>)>,
     links: Mutex<Vec<Link>>,
     /// packetloss: drop reason value → name, from the kernel's BTF.
     pub reasons: Arc<BTreeMap<u64, String>>,
@@ -257,14 +314,42 @@ impl RunningProbe {
     }
 }
 
-/// Tries each alternative of an attach point in order; the error lists why each failed.
-pub fn attach_point(l: &Loaded, alts: &[Alternative]) -> Result<(Link, &'static str), String> {
+/// Tries each alternative of an attach point in order (only the `only` methods, when given);
+/// the error lists every alternative and why it failed.
+pub fn attach_point(
+    l: &Loaded,
+    alts: &[Alternative],
+    only: Option<&[String]>,
+) -> Result<(Vec<Link>, Alternative), String> {
     let mut why = Vec::new();
-    for (method, prog) in alts {
-        match l.attach(prog) {
-            Ok(link) => return Ok((link, *method)),
-            Err(e) => why.push(format!("{method}: {e}")),
+    for (method, progs) in alts {
+        if let Some(only) = only {
+            if !only.iter().any(|m| m == method_family(method)) {
+                continue;
+            }
         }
+        let mut links = Vec::new();
+        let mut failed = None;
+        for prog in progs.iter() {
+            match l.attach(prog) {
+                Ok(link) => links.push(link),
+                Err(e) => {
+                    failed = Some(format!("{method} {prog}: {e}"));
+                    break;
+                }
+            }
+        }
+        match failed {
+            None => return Ok((links, (*method, *progs))),
+            Some(f) => why.push(f),
+        }
+    }
+    if why.is_empty() {
+        let m: Vec<&str> = alts.iter().map(|(m, _)| *m).collect();
+        why.push(format!(
+            "attachMethods excludes every method of this attach point ({})",
+            m.join(", ")
+        ));
     }
     Err(why.join("; "))
 }
@@ -304,34 +389,71 @@ pub fn start_probe(cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<RunningProb
         &LoadOptions {
             btf: btf.clone(),
             globals,
-            programs: None,
+            programs: cfg.attach_methods.as_ref().map(|only| {
+                // Restricted plans load only the programs they may attach.
+                kind.plan()
+                    .iter()
+                    .chain(kind.optional().iter().flat_map(|(_, p)| p.iter()))
+                    .flat_map(|alts| alts.iter())
+                    .filter(|(m, _)| only.iter().any(|o| o == method_family(m)))
+                    .flat_map(|(_, progs)| progs.iter().map(|p| p.to_string()))
+                    .collect()
+            }),
             max_entries: Vec::new(),
         },
     )
     .map_err(|e| format!("load: {e}"))?;
     let mut links = Vec::new();
-    let mut methods = Vec::new();
+    let mut attached = Vec::new();
     for alts in kind.plan() {
-        let (link, m) =
-            attach_point(&loaded, alts).map_err(|e| format!("no attach method works: {e}"))?;
-        links.push(link);
-        methods.push(m);
+        let (l, a) = attach_point(&loaded, alts, cfg.attach_methods.as_deref())
+            .map_err(|e| format!("no attach method works: {e}"))?;
+        links.extend(l);
+        attached.push(a);
+    }
+    let mut optional = Vec::new();
+    for (what, points) in kind.optional() {
+        let mut group = Vec::new();
+        let mut ms = Vec::new();
+        let r = points.iter().try_for_each(|alts| {
+            let (l, a) = attach_point(&loaded, alts, cfg.attach_methods.as_deref())?;
+            group.extend(l);
+            ms.push(a.0);
+            Ok::<(), String>(())
+        });
+        match r {
+            Ok(()) => {
+                links.extend(group);
+                optional.push((*what, Ok(ms)));
+            }
+            Err(e) => optional.push((*what, Err(e))),
+        }
     }
     Ok(RunningProbe {
         cfg: cfg.clone(),
         loaded,
-        methods,
+        methods: attached.iter().map(|(m, _)| *m).collect(),
+        attached,
+        optional,
         links: Mutex::new(links),
         reasons: Arc::new(reasons),
     })
 }
 
-/// For `netsleuth probes`: load, attach and detach at once; the methods it would use, or why
-/// not.
-pub fn check(kind: ProbeKind, btf: &BtfSources) -> Result<Vec<&'static str>, String> {
-    let p = start_probe(&BpfProbeConfig::new(kind), btf)?;
+/// For `netsleuth probes`: load, attach and detach at once; how it would attach here
+/// (`[attach: <method per attach point>]`, then `[<optional group>: <methods> | unavailable:
+/// <why>]`), or why it cannot run.
+pub fn check(cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<String, String> {
+    let p = start_probe(cfg, btf)?;
     p.detach();
-    Ok(p.methods.clone())
+    let mut s = format!("[attach: {}]", p.methods.join(", "));
+    for (what, r) in &p.optional {
+        match r {
+            Ok(m) => s.push_str(&format!(" [{what}: {}]", m.join(", "))),
+            Err(e) => s.push_str(&format!(" [{what}: unavailable: {e}]")),
+        }
+    }
+    Ok(s)
 }
 
 /// The running eBPF probes: one metrics collector for the engine, one event reader thread.
@@ -369,6 +491,14 @@ impl ProbeSet {
                         c.metrics,
                         c.events
                     );
+                    for (what, r) in &p.optional {
+                        if let Err(e) = r {
+                            log::info!(
+                                "eBPF probe {}: {what} unavailable here (runs without): {e}",
+                                c.kind.name()
+                            );
+                        }
+                    }
                     probes.push(Arc::new(p));
                 }
                 Err(e) => {
@@ -986,6 +1116,54 @@ mod latency_tests {
         c.take_args(&mut a)?;
         a.finish()?;
         Ok(c)
+    }
+
+    #[test]
+    fn attach_methods_arg() {
+        let c = args(
+            ProbeKind::TcpReset,
+            "{attachMethods: [kprobe, fexit, raw_tp]}",
+        )
+        .unwrap();
+        assert_eq!(
+            c.attach_methods.as_deref(),
+            Some(&["kprobe".to_string(), "fentry".into(), "raw_tp".into()][..])
+        );
+        assert_eq!(
+            BpfProbeConfig::new(ProbeKind::TcpReset).attach_methods,
+            None
+        );
+        let e = args(ProbeKind::Softirq, "{attachMethods: [uprobe]}").unwrap_err();
+        assert!(e.contains("attachMethods") && e.contains("uprobe"), "{e}");
+    }
+
+    /// Every plan: tracepoints first, then fentry, then kprobe (but for the incomplete pre-6.10
+    /// tcp_send_reset, the last resort); every program exists in the embedded object.
+    #[test]
+    fn plans_are_ordered_and_name_real_programs() {
+        let rank = |m: &str| METHODS.iter().position(|k| *k == method_family(m)).unwrap();
+        let last_resort = ["send_reset_noreason_btf", "send_reset_noreason_raw"];
+        for kind in ProbeKind::ALL {
+            let obj = crate::bpf::embedded::object(kind.name()).unwrap();
+            let parsed = crate::bpf::object::Object::parse(obj).unwrap();
+            let optional = kind.optional().iter().flat_map(|(_, points)| points.iter());
+            for alts in kind.plan().iter().chain(optional) {
+                let ranks: Vec<usize> = alts
+                    .iter()
+                    .filter(|(_, p)| !last_resort.contains(&p[0]))
+                    .map(|(m, _)| rank(m))
+                    .collect();
+                assert!(ranks.windows(2).all(|w| w[0] <= w[1]), "{kind:?}: {alts:?}");
+                for (_, progs) in alts.iter() {
+                    for p in progs.iter() {
+                        assert!(
+                            parsed.programs.iter().any(|x| x.name == *p),
+                            "{kind:?}: no program {p}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
