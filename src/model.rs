@@ -373,6 +373,25 @@ impl Page {
         self.parts.iter().map(|p| p.text.len()).sum()
     }
 
+    /// Bytes the page renders to (what [`PageReader`] yields), so it can be sent with a
+    /// `Content-Length` rather than in chunks.
+    pub fn rendered_len(&self) -> usize {
+        let bodies: usize = self
+            .index
+            .iter()
+            .map(|f| {
+                f.3.iter()
+                    .map(|&(part, run)| {
+                        let (_, start, end) = self.parts[part as usize].runs[run as usize];
+                        end.saturating_sub(start) as usize
+                    })
+                    .sum::<usize>()
+            })
+            .sum();
+        let headers: usize = (0..self.index.len()).map(|f| self.header(f).len()).sum();
+        bodies + headers
+    }
+
     fn header(&self, fam: usize) -> Vec<u8> {
         let (name, help, kind, _) = &self.index[fam];
         let mut h = String::with_capacity(name.len() * 2 + help.len() + 24);
