@@ -285,6 +285,8 @@ struct EventCounters {
     suppressed_base: BTreeMap<&'static str, u64>,
     /// (`run_time_ns`, `run_cnt`) of programs no longer running, per `program` label.
     run_base: BTreeMap<String, (u64, u64)>,
+    /// Kernel-map entries deleted because their namespace vanished, per probe.
+    reaped: BTreeMap<&'static str, u64>,
 }
 
 static COUNTERS: Mutex<Option<EventCounters>> = Mutex::new(None);
@@ -541,6 +543,9 @@ pub fn check(kind: ProbeKind, btf: &BtfSources) -> Result<Vec<&'static str>, Str
 /// The running eBPF probes: one metrics collector for the engine, one event reader thread.
 pub struct ProbeSet {
     probes: Vec<Arc<RunningProbe>>,
+    inventory: Arc<Inventory>,
+    /// Namespaces seen in the counting maps: when the inventory last listed each.
+    last_alive: Arc<Mutex<HashMap<u64, Instant>>>,
     pub failed: Vec<(ProbeKind, String)>,
     btf: BtfSources,
     /// The event reader: its stop flag and thread.
@@ -620,6 +625,8 @@ impl ProbeSet {
         let kallsyms = previous
             .map(|p| p.kallsyms.clone())
             .unwrap_or_else(|| Arc::new(Mutex::new(None)));
+        let last_alive = previous.map(|p| p.last_alive.clone()).unwrap_or_default();
+        let inv = inventory.clone();
         let ev: Vec<Arc<RunningProbe>> = probes.iter().filter(|p| p.cfg.events).cloned().collect();
         let reader = if ev.is_empty() {
             None
@@ -637,6 +644,8 @@ impl ProbeSet {
         };
         ProbeSet {
             probes,
+            inventory: inv,
+            last_alive,
             failed,
             btf: btf.clone(),
             reader: Mutex::new(reader),
@@ -656,6 +665,56 @@ impl ProbeSet {
         self.probes.is_empty()
     }
 
+    /// Deletes the counting maps' entries of namespaces that vanished from the inventory more
+    /// than [`crate::inventory::GRACE`] ago, so that dead pods do not fill the bounded maps.
+    /// Only namespaces the inventory once listed are deleted: an unknown namespace (labelled by
+    /// its inode) may well be alive. Returns the number of entries deleted.
+    pub fn reap_dead_namespaces(&self, now: Instant) -> usize {
+        let snap = self.inventory.snapshot();
+        let mut last = self.last_alive.lock().unwrap_or_else(|e| e.into_inner());
+        let mut dead = std::collections::HashSet::new();
+        let mut total = 0;
+        for p in &self.probes {
+            let Some(name) = netns_map(p.cfg.kind) else {
+                continue;
+            };
+            let Ok(m) = p.loaded.map(name) else { continue };
+            let Ok(keys) = m.keys() else { continue };
+            let mut n = 0u64;
+            for k in keys {
+                let Some(ino) = k
+                    .get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_ne_bytes)
+                else {
+                    continue;
+                };
+                let ino = u64::from(ino);
+                if snap.by_inode(ino).is_some() {
+                    last.insert(ino, now);
+                } else if last
+                    .get(&ino)
+                    .is_some_and(|t| now.saturating_duration_since(*t) > crate::inventory::GRACE)
+                {
+                    if m.delete(&k).unwrap_or(false) {
+                        n += 1;
+                    }
+                    dead.insert(ino);
+                }
+            }
+            if n > 0 {
+                with_counters(|c| *c.reaped.entry(p.cfg.kind.name()).or_default() += n);
+                total += n as usize;
+            }
+        }
+        for ino in dead {
+            last.remove(&ino);
+        }
+        // Forget namespaces long gone from the maps too (bounded by what the maps can hold).
+        last.retain(|_, t| now.saturating_duration_since(*t) <= crate::inventory::GRACE * 4);
+        total
+    }
+
     pub fn running(&self) -> impl Iterator<Item = &RunningProbe> {
         self.probes.iter().map(|p| p.as_ref())
     }
@@ -670,6 +729,17 @@ impl Drop for ProbeSet {
                 p.retire();
             }
         }
+    }
+}
+
+/// The counting map of a probe whose keys start with the namespace inode (u32).
+fn netns_map(kind: ProbeKind) -> Option<&'static str> {
+    match kind {
+        ProbeKind::PacketLoss => Some("drops"),
+        ProbeKind::TcpReset => Some("resets"),
+        ProbeKind::TcpRetrans => Some("retrans"),
+        ProbeKind::NetifTxLat | ProbeKind::SocketLatency | ProbeKind::KernelLatency => Some("lat"),
+        ProbeKind::Softirq | ProbeKind::VirtCmdLatency => None,
     }
 }
 
@@ -698,6 +768,7 @@ impl MapCollector for ProbeSet {
         out: &mut Families,
     ) -> Result<(), CollectError> {
         let mut errors = Vec::new();
+        self.reap_dead_namespaces(Instant::now());
         let mut prefixes: HashMap<u64, String> = HashMap::new();
         let mut prefix = |inode: u64| {
             prefixes
@@ -775,6 +846,15 @@ impl MapCollector for ProbeSet {
                 let v = runs.entry(label.clone()).or_default();
                 v.0 += ns;
                 v.1 += cnt;
+            }
+            for (p, n) in &c.reaped {
+                s.emit(
+                    "netsleuth_bpf_map_entries_reaped_total",
+                    "Kernel-map entries deleted because their network namespace vanished (past the inventory's grace period).",
+                    MetricKind::Counter,
+                    &[("probe", p)],
+                    Value::U64(*n),
+                );
             }
             for (t, n) in &suppressed {
                 s.emit(
