@@ -363,15 +363,9 @@ fn sighup_keeps_an_unchanged_probe_counting_and_restarts_a_changed_one() {
     assert!(rst_runs1 >= rst_runs0, "{rst_runs0} -> {rst_runs1}");
 }
 
-#[test]
-fn map_entries_of_a_deleted_namespace_go_after_the_grace_period() {
-    if !root("dead_namespace_entries") {
-        return;
-    }
-    let _g = lock();
-    let (e, _) = start("metrics:\n  probes: [packetloss]\n", "packetloss");
-    let ns = Netns::new("nsdead");
-    let ino = ns.inode().to_string();
+/// A namespace of its own whose OUTPUT chain drops UDP to port 9999, after `n` such drops.
+fn dropping_ns(prefix: &str, n: usize) -> Netns {
+    let ns = Netns::new(prefix);
     ns.exec(
         "iptables",
         &["-A", "OUTPUT", "-p", "udp", "--dport", "9999", "-j", "DROP"],
@@ -381,45 +375,64 @@ fn map_entries_of_a_deleted_namespace_go_after_the_grace_period() {
         let f = std::fs::File::open(&path).unwrap();
         nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        for _ in 0..3 {
+        for _ in 0..n {
             // EPERM: the OUTPUT rule drops it.
             let _ = s.send_to(b"x", "127.0.0.1:9999");
         }
     })
     .join()
     .unwrap();
-    let want = [("netns", ino.as_str()), ("reason", "NETFILTER_DROP")];
+    ns
+}
+
+#[test]
+fn map_entries_of_a_deleted_namespace_go_after_the_grace_period() {
+    if !root("dead_namespace_entries") {
+        return;
+    }
+    let _g = lock();
+    let (e, _) = start("metrics:\n  probes: [packetloss]\n", "packetloss");
+    let reaped = || {
+        value(
+            &e,
+            "netsleuth_bpf_map_entries_reaped_total",
+            &[("probe", "packetloss")],
+        )
+    };
+    // One namespace scraped while it lives...
+    let ns1 = dropping_ns("nsdead", 3);
+    let ino1 = ns1.inode().to_string();
+    let want1 = [("netns", ino1.as_str()), ("reason", "NETFILTER_DROP")];
     wait_for("3 drops in the namespace", Duration::from_secs(5), || {
         let s = e.scrape();
-        let m = s.find("netsleuth_packetloss_total", &want);
-        (m.len() == 1 && m[0].value == "3" && m[0].labels["name"] == ns.name).then_some(())
+        let m = s.find("netsleuth_packetloss_total", &want1);
+        (m.len() == 1 && m[0].value == "3" && m[0].labels["name"] == ns1.name).then_some(())
     });
-    let reaped0 = value(
-        &e,
-        "netsleuth_bpf_map_entries_reaped_total",
-        &[("probe", "packetloss")],
-    );
-    drop(ns);
+    let reaped0 = reaped();
+    // ...and one never scraped while it lives (only the reaper thread sees it alive).
+    let ns2 = dropping_ns("nsdead", 4);
+    let ino2 = ns2.inode().to_string();
+    let want2 = [("netns", ino2.as_str()), ("reason", "NETFILTER_DROP")];
+    std::thread::sleep(Duration::from_secs(7));
+    drop(ns1);
+    drop(ns2);
     let gone = Instant::now();
-    // Within the grace period the series stays (late scrapes still see the last counts).
+    // Within the grace period the series stay (late scrapes still see the last counts).
     std::thread::sleep(Duration::from_secs(5));
-    assert_eq!(value(&e, "netsleuth_packetloss_total", &want), 3);
-    wait_for("entry deleted", Duration::from_secs(60), || {
-        e.scrape()
-            .find("netsleuth_packetloss_total", &want)
-            .is_empty()
-            .then_some(())
+    assert_eq!(value(&e, "netsleuth_packetloss_total", &want1), 3);
+    assert_eq!(value(&e, "netsleuth_packetloss_total", &want2), 4);
+    wait_for("entries deleted", Duration::from_secs(60), || {
+        let s = e.scrape();
+        (s.find("netsleuth_packetloss_total", &want1).is_empty()
+            && s.find("netsleuth_packetloss_total", &want2).is_empty())
+        .then_some(())
     });
     let after = gone.elapsed();
     assert!(
         after >= netsleuth::inventory::GRACE,
-        "deleted {after:?} after the namespace went, before the grace period"
+        "deleted {after:?} after the namespaces went, before the grace period"
     );
-    // That namespace had one key (NETFILTER_DROP, UDP); others may go at the same time.
-    let reaped1 = value(
-        &e,
-        "netsleuth_bpf_map_entries_reaped_total",
-        &[("probe", "packetloss")],
-    );
-    assert!(reaped1 > reaped0, "{reaped0} -> {reaped1}");
+    // Each namespace had one key (NETFILTER_DROP, UDP); others may go at the same time.
+    let reaped1 = reaped();
+    assert!(reaped1 >= reaped0 + 2, "{reaped0} -> {reaped1}");
 }

@@ -544,12 +544,12 @@ pub fn check(kind: ProbeKind, btf: &BtfSources) -> Result<Vec<&'static str>, Str
 pub struct ProbeSet {
     probes: Vec<Arc<RunningProbe>>,
     inventory: Arc<Inventory>,
-    /// Namespaces seen in the counting maps: when the inventory last listed each.
-    last_alive: Arc<Mutex<HashMap<u64, Instant>>>,
+    /// Namespaces in the counting maps: listed by the inventory, or missing since when.
+    netns_seen: Arc<NetnsSeen>,
     pub failed: Vec<(ProbeKind, String)>,
     btf: BtfSources,
-    /// The event reader: its stop flag and thread.
-    reader: Mutex<Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>>,
+    /// The event reader and the map reaper: their stop flags and threads.
+    threads: Mutex<Vec<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>>,
     kallsyms: Arc<Mutex<Option<Kallsyms>>>,
 }
 
@@ -579,7 +579,7 @@ impl ProbeSet {
     ) -> ProbeSet {
         let mut keep: BTreeMap<ProbeKind, Arc<RunningProbe>> = BTreeMap::new();
         if let Some(prev) = previous {
-            prev.stop_reader();
+            prev.stop_threads();
             for p in &prev.probes {
                 if prev.btf == *btf && cfgs.contains(&p.cfg) {
                     keep.insert(p.cfg.kind, p.clone());
@@ -625,38 +625,62 @@ impl ProbeSet {
         let kallsyms = previous
             .map(|p| p.kallsyms.clone())
             .unwrap_or_else(|| Arc::new(Mutex::new(None)));
-        let last_alive = previous.map(|p| p.last_alive.clone()).unwrap_or_default();
+        let netns_seen = previous.map(|p| p.netns_seen.clone()).unwrap_or_default();
         let inv = inventory.clone();
+        let mut threads = Vec::new();
+        // Dead namespaces are reaped every few seconds too, not only on scrapes: a namespace
+        // that comes and goes between two scrapes is still seen alive once.
+        if probes.iter().any(|p| netns_map(p.cfg.kind).is_some()) {
+            let stop = Arc::new(AtomicBool::new(false));
+            let st = stop.clone();
+            let (ps, inv, seen) = (probes.clone(), inventory.clone(), netns_seen.clone());
+            match std::thread::Builder::new()
+                .name("bpf-reaper".into())
+                .spawn(move || {
+                    let mut next = Instant::now();
+                    while !st.load(Ordering::Relaxed) {
+                        if Instant::now() >= next {
+                            reap_dead_namespaces(&ps, &inv, &seen, Instant::now());
+                            next = Instant::now() + REAP_EVERY;
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                }) {
+                Ok(h) => threads.push((stop, h)),
+                Err(e) => log::error!("cannot start the BPF map reaper: {e}"),
+            }
+        }
         let ev: Vec<Arc<RunningProbe>> = probes.iter().filter(|p| p.cfg.events).cloned().collect();
-        let reader = if ev.is_empty() {
-            None
-        } else {
+        if !ev.is_empty() {
             let stop = Arc::new(AtomicBool::new(false));
             let st = stop.clone();
             let ks = kallsyms.clone();
             let pipeline = pipeline.clone();
-            std::thread::Builder::new()
+            match std::thread::Builder::new()
                 .name("bpf-events".into())
                 .spawn(move || reader_loop(ev, st, inventory, pipeline, ks))
-                .map_err(|e| log::error!("cannot start the BPF event reader: {e}"))
-                .ok()
-                .map(|h| (stop, h))
-        };
+            {
+                Ok(h) => threads.push((stop, h)),
+                Err(e) => log::error!("cannot start the BPF event reader: {e}"),
+            }
+        }
         ProbeSet {
             probes,
             inventory: inv,
-            last_alive,
+            netns_seen,
             failed,
             btf: btf.clone(),
-            reader: Mutex::new(reader),
+            threads: Mutex::new(threads),
             kallsyms,
         }
     }
 
-    fn stop_reader(&self) {
-        let r = self.reader.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some((stop, h)) = r {
+    fn stop_threads(&self) {
+        let ts = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for (stop, _) in &ts {
             stop.store(true, Ordering::Relaxed);
+        }
+        for (_, h) in ts {
             let _ = h.join();
         }
     }
@@ -665,54 +689,9 @@ impl ProbeSet {
         self.probes.is_empty()
     }
 
-    /// Deletes the counting maps' entries of namespaces that vanished from the inventory more
-    /// than [`crate::inventory::GRACE`] ago, so that dead pods do not fill the bounded maps.
-    /// Only namespaces the inventory once listed are deleted: an unknown namespace (labelled by
-    /// its inode) may well be alive. Returns the number of entries deleted.
+    /// See [`reap_dead_namespaces`].
     pub fn reap_dead_namespaces(&self, now: Instant) -> usize {
-        let snap = self.inventory.snapshot();
-        let mut last = self.last_alive.lock().unwrap_or_else(|e| e.into_inner());
-        let mut dead = std::collections::HashSet::new();
-        let mut total = 0;
-        for p in &self.probes {
-            let Some(name) = netns_map(p.cfg.kind) else {
-                continue;
-            };
-            let Ok(m) = p.loaded.map(name) else { continue };
-            let Ok(keys) = m.keys() else { continue };
-            let mut n = 0u64;
-            for k in keys {
-                let Some(ino) = k
-                    .get(..4)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u32::from_ne_bytes)
-                else {
-                    continue;
-                };
-                let ino = u64::from(ino);
-                if snap.by_inode(ino).is_some() {
-                    last.insert(ino, now);
-                } else if last
-                    .get(&ino)
-                    .is_some_and(|t| now.saturating_duration_since(*t) > crate::inventory::GRACE)
-                {
-                    if m.delete(&k).unwrap_or(false) {
-                        n += 1;
-                    }
-                    dead.insert(ino);
-                }
-            }
-            if n > 0 {
-                with_counters(|c| *c.reaped.entry(p.cfg.kind.name()).or_default() += n);
-                total += n as usize;
-            }
-        }
-        for ino in dead {
-            last.remove(&ino);
-        }
-        // Forget namespaces long gone from the maps too (bounded by what the maps can hold).
-        last.retain(|_, t| now.saturating_duration_since(*t) <= crate::inventory::GRACE * 4);
-        total
+        reap_dead_namespaces(&self.probes, &self.inventory, &self.netns_seen, now)
     }
 
     pub fn running(&self) -> impl Iterator<Item = &RunningProbe> {
@@ -722,7 +701,7 @@ impl ProbeSet {
 
 impl Drop for ProbeSet {
     fn drop(&mut self) {
-        self.stop_reader();
+        self.stop_threads();
         for p in &self.probes {
             // A probe a newer set took over is still referenced there: it keeps running.
             if Arc::strong_count(p) == 1 {
@@ -730,6 +709,76 @@ impl Drop for ProbeSet {
             }
         }
     }
+}
+
+/// How often the reaper thread looks for dead namespaces in the maps.
+const REAP_EVERY: Duration = Duration::from_secs(5);
+
+/// What the reaper knows of a namespace in the counting maps: `None` while the inventory lists
+/// it, then since when it has been missing.
+pub type NetnsSeen = Mutex<HashMap<u64, Option<Instant>>>;
+
+/// Deletes the counting maps' entries of namespaces that have been missing from the inventory
+/// for longer than [`crate::inventory::GRACE`], so that dead pods do not fill the bounded maps.
+/// Only namespaces the inventory once listed are deleted: an unknown namespace (labelled by
+/// its inode) may well be alive. The grace period runs from the first call that finds the
+/// namespace missing, so entries never go early. Returns the number of entries deleted.
+pub fn reap_dead_namespaces(
+    probes: &[Arc<RunningProbe>],
+    inventory: &Inventory,
+    seen: &NetnsSeen,
+    now: Instant,
+) -> usize {
+    let snap = inventory.snapshot();
+    let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+    let mut in_maps = std::collections::HashSet::new();
+    let mut dead = std::collections::HashSet::new();
+    let mut total = 0;
+    for p in probes {
+        let Some(name) = netns_map(p.cfg.kind) else {
+            continue;
+        };
+        let Ok(m) = p.loaded.map(name) else { continue };
+        let Ok(keys) = m.keys() else { continue };
+        let mut n = 0u64;
+        for k in keys {
+            let Some(ino) = k
+                .get(..4)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_ne_bytes)
+            else {
+                continue;
+            };
+            let ino = u64::from(ino);
+            in_maps.insert(ino);
+            if snap.by_inode(ino).is_some() {
+                seen.insert(ino, None);
+                continue;
+            }
+            match seen.get(&ino).copied() {
+                // Never listed: unknown, kept.
+                None => {}
+                Some(None) => {
+                    seen.insert(ino, Some(now));
+                }
+                Some(Some(since)) => {
+                    if now.saturating_duration_since(since) > crate::inventory::GRACE {
+                        if m.delete(&k).unwrap_or(false) {
+                            n += 1;
+                        }
+                        dead.insert(ino);
+                    }
+                }
+            }
+        }
+        if n > 0 {
+            with_counters(|c| *c.reaped.entry(p.cfg.kind.name()).or_default() += n);
+            total += n as usize;
+        }
+    }
+    // Bounded by what the maps hold: forget what is gone from them.
+    seen.retain(|ino, _| in_maps.contains(ino) && !dead.contains(ino));
+    total
 }
 
 /// The counting map of a probe whose keys start with the namespace inode (u32).
