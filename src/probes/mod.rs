@@ -761,14 +761,15 @@ pub fn reap_dead_namespaces(
                 Some(None) => {
                     seen.insert(ino, Some(now));
                 }
-                Some(Some(since)) => {
-                    if now.saturating_duration_since(since) > crate::inventory::GRACE {
-                        if m.delete(&k).unwrap_or(false) {
-                            n += 1;
-                        }
-                        dead.insert(ino);
+                Some(Some(since))
+                    if now.saturating_duration_since(since) > crate::inventory::GRACE =>
+                {
+                    if m.delete(&k).unwrap_or(false) {
+                        n += 1;
                     }
+                    dead.insert(ino);
                 }
+                Some(Some(_)) => {}
             }
         }
         if n > 0 {
