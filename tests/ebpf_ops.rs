@@ -159,6 +159,15 @@ fn program_run_time_and_count_rise_with_the_drops_they_handle() {
     assert!(per_run > 0.0 && per_run < 100e-6, "{per_run} s per run");
 }
 
+/// PACKETLOSS events of namespace `ns` with reason NETFILTER_DROP (the neighbour priming
+/// datagram to a closed port is another drop).
+fn nf_events(path: &std::path::Path, ns: u64) -> u64 {
+    events_of(path, "PACKETLOSS", ns)
+        .iter()
+        .filter(|v| v["fields"]["reason"] == "NETFILTER_DROP")
+        .count() as u64
+}
+
 /// Sums over every namespace (foreign drops show up here).
 fn all_drops(e: &Exporter) -> u64 {
     value(e, "netsleuth_packetloss_total", &[])
@@ -181,11 +190,13 @@ fn rate_limit_emits_the_burst_suppresses_the_rest_and_keeps_metrics_exact() {
     let dir = std::env::temp_dir().join(common::unique("nslrl"));
     std::fs::create_dir_all(&dir).unwrap();
     let evp = dir.join("events.jsonl");
-    // 20 events/s: 50 ms per token, a full bucket of 5 in 250 ms.
+    // 20 events/s: 50 ms per token, a full bucket of 5 in 250 ms. Each scrape ends with a
+    // QUEUE_PURGE free of the exporter's own HTTP socket (sk_stream_kill_queues): left out
+    // here, or our own scrapes would take tokens.
     let yaml = format!(
         r#"
 metrics:
-  probes: [packetloss]
+  probes: [{{name: packetloss, args: {{excludeReasons: [NOT_SPECIFIED, CONSUMED, QUEUE_PURGE]}}}}]
 event:
   probes: [{{name: packetloss, args: {{rateLimit: 20, burst: 5}}}}]
   sinks: [{{name: file, args: {{path: {}}}}}]
@@ -204,14 +215,14 @@ event:
         let pre = all_drops(&e);
         std::thread::sleep(Duration::from_millis(400));
         let (all0, supp0, ours0) = (all_drops(&e), suppressed(&e), drops_of(&e, &b));
-        let ev0 = events_of(&evp, "PACKETLOSS", b_n).len();
+        let ev0 = nf_events(&evp, b_n) as usize;
         let took = send_dropped(&p, 50);
         wait_for("50 drops counted", Duration::from_secs(5), || {
             (drops_of(&e, &b) >= ours0 + 50).then_some(())
         });
         std::thread::sleep(Duration::from_millis(300));
         let (all1, supp1, ours1) = (all_drops(&e), suppressed(&e), drops_of(&e, &b));
-        let ev1 = events_of(&evp, "PACKETLOSS", b_n).len();
+        let ev1 = nf_events(&evp, b_n) as usize;
         // The metric is exact whatever the limit.
         assert_eq!(ours1 - ours0, 50);
         // Never more than the burst plus what refilled while sending.
@@ -254,7 +265,7 @@ event:
     // Sustained: sending for ~1 s gives about burst + rate * t events, not one per drop.
     std::thread::sleep(Duration::from_millis(400));
     let (supp0, ours0) = (suppressed(&e), drops_of(&e, &b));
-    let ev0 = events_of(&evp, "PACKETLOSS", b_n).len();
+    let ev0 = nf_events(&evp, b_n) as usize;
     let ip_b = p.ip_b.clone();
     let (sent, took) = p.a.within(move || {
         let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
@@ -276,7 +287,7 @@ event:
         sent,
         "metric exact under the limit"
     );
-    let ev = (events_of(&evp, "PACKETLOSS", b_n).len() - ev0) as f64;
+    let ev = (nf_events(&evp, b_n) as usize - ev0) as f64;
     let max = 5.0 + 20.0 * took.as_secs_f64() + 2.0;
     assert!(
         ev <= max && ev >= 5.0 + 20.0 * 0.9 - 6.0,
@@ -291,8 +302,16 @@ fn sighup_keeps_an_unchanged_probe_counting_and_restarts_a_changed_one() {
         return;
     }
     let _g = lock();
-    let v1 = "metrics:\n  probes: [packetloss, tcpreset]\n";
-    let (e, cfg) = start(v1, "packetloss");
+    let dir = std::env::temp_dir().join(common::unique("nslhup"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let evp = dir.join("events.jsonl");
+    let conf = |event_probes: &str| {
+        format!(
+            "metrics:\n  probes: [packetloss, tcpreset]\nevent:\n  probes: [{event_probes}]\n  sinks: [{{name: file, args: {{path: {}}}}}]\n",
+            evp.display()
+        )
+    };
+    let (e, cfg) = start(&conf("packetloss"), "packetloss");
     wait_for("tcpreset attached", Duration::from_secs(10), || {
         (!programs(&e, "tcpreset").is_empty()).then_some(())
     });
@@ -305,14 +324,7 @@ fn sighup_keeps_an_unchanged_probe_counting_and_restarts_a_changed_one() {
     let (_, runs0) = runs(&e, "packetloss");
     let (_, rst_runs0) = runs(&e, "tcpreset");
     // tcpreset changes (now with events), packetloss does not.
-    std::fs::write(
-        &cfg,
-        format!(
-            "{v1}event:\n  probes: [tcpreset]\n  sinks: [{{name: file, args: {{path: {}}}}}]\n",
-            cfg.with_file_name("ev.jsonl").display()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&cfg, conf("packetloss, tcpreset")).unwrap();
     // Drops keep coming while the reload happens: none may be missed.
     let ip_b = p.ip_b.clone();
     let a_path = format!("/run/netns/{}", p.a.name);
@@ -354,8 +366,16 @@ fn sighup_keeps_an_unchanged_probe_counting_and_restarts_a_changed_one() {
         (drops_of(&e, &b) >= 10 + sent).then_some(())
     });
     std::thread::sleep(Duration::from_millis(200));
-    // Nothing reset, nothing missed across the reload.
+    // Nothing reset, nothing missed across the reload: neither counts nor events.
     assert_eq!(drops_of(&e, &b), 10 + sent, "{sent} sent during the reload");
+    let b_n: u64 = p.b.inode();
+    let evs = wait_for("every event written", Duration::from_secs(5), || {
+        let n = nf_events(&evp, b_n);
+        (n >= 10 + sent).then_some(n)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(evs, 10 + sent);
+    assert_eq!(nf_events(&evp, b_n), 10 + sent);
     let (_, runs1) = runs(&e, "packetloss");
     assert!(runs1 >= runs0 + sent, "runs {runs0} -> {runs1}");
     // The restarted probe's run counter does not go back either.
