@@ -6,7 +6,8 @@
 //! run time from `netsleuth_bpf_program_run_seconds_total` during the probed rounds.
 //!
 //! Run: `cargo bench --bench throughput` (as root). `NETSLEUTH_BENCH_SECONDS=5` (per
-//! measurement) and `NETSLEUTH_BENCH_ROUNDS=3` change the run. Needs a quiet machine for
+//! measurement), `NETSLEUTH_BENCH_ROUNDS=3` and `NETSLEUTH_BENCH_PROBES=softirq,packetloss` (a
+//! subset, to find what costs) change the run. Needs a quiet machine for
 //! meaningful figures.
 
 use std::collections::BTreeMap;
@@ -21,9 +22,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_netsleuth");
 const IP_A: &str = "198.18.254.1";
 const IP_B: &str = "198.18.254.2";
 
-const PROBES: &str = "metrics:
-  probes: [packetloss, tcpreset, tcpretrans, netiftxlat, softirq, socketlatency, kernellatency, virtcmdlatency]
-";
+/// Every eBPF probe (virtcmdlatency says why it cannot run where it cannot).
+const PROBES: &str =
+    "packetloss,tcpreset,tcpretrans,netiftxlat,softirq,socketlatency,kernellatency,virtcmdlatency";
 
 fn run(cmd: &str, args: &[&str]) {
     let out = Command::new(cmd)
@@ -264,7 +265,9 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("nsl-bench-tp-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("config.yaml");
-    std::fs::write(&cfg, PROBES).unwrap();
+    let probes = std::env::var("NETSLEUTH_BENCH_PROBES").unwrap_or_else(|_| PROBES.into());
+    std::fs::write(&cfg, format!("metrics:\n  probes: [{probes}]\n")).unwrap();
+    println!("eBPF probes: {probes}");
 
     // Warm up (neighbour resolution, page cache).
     tcp(&net, Duration::from_millis(300));
