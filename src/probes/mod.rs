@@ -694,6 +694,14 @@ impl ProbeSet {
         reap_dead_namespaces(&self.probes, &self.inventory, &self.netns_seen, now)
     }
 
+    /// The probes not retired: a reload may have retired some of this set's probes (their
+    /// counters moved to the totals of past probes) while a scrape still uses this set.
+    fn live(&self) -> impl Iterator<Item = &Arc<RunningProbe>> {
+        self.probes
+            .iter()
+            .filter(|p| !p.retired.load(Ordering::SeqCst))
+    }
+
     pub fn running(&self) -> impl Iterator<Item = &RunningProbe> {
         self.probes.iter().map(|p| p.as_ref())
     }
@@ -826,7 +834,7 @@ impl MapCollector for ProbeSet {
                 .or_insert_with(|| labels(inode))
                 .clone()
         };
-        for p in &self.probes {
+        for p in self.live() {
             if !p.cfg.metrics {
                 continue;
             }
@@ -856,7 +864,7 @@ impl MapCollector for ProbeSet {
                 );
             }
         }
-        for p in &self.probes {
+        for p in self.live() {
             if p.cfg.events {
                 if let Ok(n) = lost_of(p) {
                     with_counters(|c| c.lost_now.insert(p.cfg.kind.name(), n));
@@ -865,7 +873,7 @@ impl MapCollector for ProbeSet {
         }
         let mut suppressed: BTreeMap<&str, u64> = BTreeMap::new();
         let mut runs: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-        for p in &self.probes {
+        for p in self.live() {
             if p.cfg.events {
                 match p.suppressed() {
                     Ok(m) => {
