@@ -1,6 +1,8 @@
-//! BPF loader benchmark (root): time from start to every object loaded and
-//! attached (vmlinux BTF parse included; target ≤ 150 ms), and ring-buffer
-//! drain rate for 64-byte records on one core (target ≥ 2 M records/s).
+//! BPF loader benchmark (root): time from start to every probe object loaded and
+//! attached, every program of every attach plan alternative included (vmlinux BTF parse
+//! included; target ≤ 150 ms), and ring-buffer drain rate for 64-byte records on one core
+//! (target ≥ 2 M records/s; the loader test object with its 16 MiB ring buffer is loaded for it
+//! after the startup figure is taken).
 use std::time::Instant;
 
 use netsleuth::bpf::{embedded, load, LoadOptions};
@@ -21,14 +23,23 @@ fn main() {
     let mut links = Vec::new();
     let mut unsupported = 0;
     let pid = std::process::id();
-    for (name, bytes) in embedded::OBJECTS {
+    // The loader test object with its 16 MiB ring buffer (for the drain figure below) is not
+    // part of any startup: it is loaded after the startup time is taken.
+    let (probe_objects, test_objects): (Vec<_>, Vec<_>) = embedded::OBJECTS
+        .iter()
+        .partition(|(name, _)| *name != "loadertest");
+    let mut startup = None;
+    for &(name, bytes) in probe_objects.into_iter().chain(test_objects) {
+        if name == "loadertest" {
+            startup = Some((t0.elapsed(), keep.len(), links.len(), unsupported));
+        }
         let opts = LoadOptions {
-            globals: if *name == "loadertest" {
+            globals: if name == "loadertest" {
                 vec![("target_pid".into(), pid.to_ne_bytes().to_vec())]
             } else {
                 vec![]
             },
-            max_entries: if *name == "loadertest" {
+            max_entries: if name == "loadertest" {
                 vec![("rb".into(), 16 << 20)]
             } else {
                 vec![]
@@ -50,13 +61,12 @@ fn main() {
         }
         keep.push((name, l));
     }
-    let startup = t0.elapsed();
+    let (startup, objects, attached, unsupported) =
+        startup.unwrap_or((t0.elapsed(), keep.len(), links.len(), unsupported));
     println!(
-        "startup: {} objects loaded, {} programs attached ({} unsupported here) in {:.1} ms (target <= 150 ms)",
-        keep.len(),
-        links.len(),
-        unsupported,
-        startup.as_secs_f64() * 1e3
+        "startup: {objects} probe objects loaded, {attached} programs attached ({unsupported} unsupported here) in {:.1} ms (target <= 150 ms); with the loader test object and its 16 MiB ring buffer {:.1} ms",
+        startup.as_secs_f64() * 1e3,
+        t0.elapsed().as_secs_f64() * 1e3
     );
 
     // Ring buffer drain: fill with 64-byte records, then time the consumer.
@@ -66,7 +76,7 @@ fn main() {
         (t_idx - t_btf).as_secs_f64() * 1e3,
         (t_feat - t_idx).as_secs_f64() * 1e3
     );
-    let (_, l) = keep.iter().find(|(n, _)| **n == "loadertest").unwrap();
+    let (_, l) = keep.iter().find(|(n, _)| *n == "loadertest").unwrap();
     let obj =
         netsleuth::bpf::object::Object::parse(embedded::object("loadertest").unwrap()).unwrap();
     let def = &obj.maps[obj.map_index(".bss").unwrap()];

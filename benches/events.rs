@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netsleuth::events::file::FileConfig;
-use netsleuth::events::loki::LokiConfig;
+use netsleuth::events::loki::{LokiConfig, LokiFormat};
 use netsleuth::events::{Event, EventEntity, FieldValue, Pipeline, SinkConfig, SinkCounters};
 
 fn ev(i: u64) -> Event {
@@ -64,43 +64,57 @@ fn drive(p: &Pipeline, c: &SinkCounters, n: u64, window: u64) -> f64 {
     n as f64 / t.elapsed().as_secs_f64()
 }
 
-/// A Loki push endpoint that reads each request whole and answers 204, optionally after a
-/// delay (a slow Loki). Counts requests.
-fn loki_server(delay: Duration) -> (String, Arc<AtomicU64>) {
+/// A Loki push endpoint that reads each request whole and answers 204 on a kept-alive
+/// connection (a thread per connection), optionally after a delay (a slow Loki). Counts
+/// requests and connections.
+fn loki_server(delay: Duration) -> (String, Arc<AtomicU64>, Arc<AtomicU64>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let reqs = Arc::new(AtomicU64::new(0));
-    let r = reqs.clone();
+    let conns = Arc::new(AtomicU64::new(0));
+    let (r, n) = (reqs.clone(), conns.clone());
     std::thread::spawn(move || {
         for c in l.incoming() {
             let Ok(mut c) = c else { continue };
-            let mut rd = BufReader::new(c.try_clone().unwrap());
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                if rd.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
+            n.fetch_add(1, Ordering::Relaxed);
+            let r = r.clone();
+            std::thread::spawn(move || {
+                let mut rd = BufReader::new(c.try_clone().unwrap());
+                'conn: loop {
+                    let mut len = 0usize;
+                    let mut first = true;
+                    loop {
+                        let mut line = String::new();
+                        if rd.read_line(&mut line).unwrap_or(0) == 0 {
+                            break 'conn;
+                        }
+                        let t = line.trim_end();
+                        if t.is_empty() && !first {
+                            break;
+                        }
+                        first = false;
+                        if let Some(v) = t
+                            .to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().to_string())
+                        {
+                            len = v.parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    if rd.read_exact(&mut body).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(delay);
+                    r.fetch_add(1, Ordering::Relaxed);
+                    if c.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").is_err() {
+                        break;
+                    }
                 }
-                let t = line.trim_end();
-                if t.is_empty() {
-                    break;
-                }
-                if let Some(v) = t
-                    .to_ascii_lowercase()
-                    .strip_prefix("content-length:")
-                    .map(|v| v.trim().to_string())
-                {
-                    len = v.parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; len];
-            let _ = rd.read_exact(&mut body);
-            std::thread::sleep(delay);
-            r.fetch_add(1, Ordering::Relaxed);
-            let _ = c.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+            });
         }
     });
-    (addr, reqs)
+    (addr, reqs, conns)
 }
 
 fn main() {
@@ -125,24 +139,28 @@ fn main() {
     p.close();
     println!("file sink:  {:>10.0} events/s (target >= 200000)", rate);
 
-    // 2. Loki sink to a local server (1 MiB batches).
-    let (addr, reqs) = loki_server(Duration::ZERO);
-    let mut l = LokiConfig::new(format!("http://{addr}/loki/api/v1/push"));
-    l.batch_wait = Duration::from_millis(100);
-    let p = Pipeline::from_config(&[SinkConfig::Loki(Box::new(l))], 16384);
-    let c = p.stats.sink("loki").unwrap();
-    let rate = drive(&p, &c, n, 15_000);
-    p.close();
-    println!(
-        "loki sink:  {:>10.0} events/s (target >= 50000), {} pushes",
-        rate,
-        reqs.load(Ordering::Relaxed)
-    );
+    // 2. Loki sink to a local server (1 MiB batches of lines), JSON and protobuf+snappy.
+    for format in [LokiFormat::Json, LokiFormat::Protobuf] {
+        let (addr, reqs, conns) = loki_server(Duration::ZERO);
+        let mut l = LokiConfig::new(format!("http://{addr}/loki/api/v1/push"));
+        l.batch_wait = Duration::from_millis(100);
+        l.format = format;
+        let p = Pipeline::from_config(&[SinkConfig::Loki(Box::new(l))], 16384);
+        let c = p.stats.sink("loki").unwrap();
+        let rate = drive(&p, &c, n, 15_000);
+        p.close();
+        println!(
+            "loki sink ({format:?}):  {:>10.0} events/s (target >= 50000), {} pushes over {} connection(s)",
+            rate,
+            reqs.load(Ordering::Relaxed),
+            conns.load(Ordering::Relaxed)
+        );
+    }
 
     // 3. Overload: a Loki that takes 200 ms per 64 KiB push (about 1400 events/s), readers
     // publishing at 10x that, then as fast as they can, 5 s each: RSS must stay flat.
     for (label, rate) in [("10x", Some(14_000u64)), ("flood", None)] {
-        let (addr, _) = loki_server(Duration::from_millis(200));
+        let (addr, _, _) = loki_server(Duration::from_millis(200));
         let mut l = LokiConfig::new(format!("http://{addr}/loki/api/v1/push"));
         l.batch_size = 64 << 10;
         let p = Pipeline::from_config(&[SinkConfig::Loki(Box::new(l))], 16384);

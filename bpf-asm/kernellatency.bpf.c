@@ -16,6 +16,7 @@
  * Events (type 1 rx, 2 forward) above `threshold_ns` with the tuple.
  */
 #include "latency.h"
+#include "fallback.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -117,3 +118,134 @@ SEC("tp_btf/kfree_skb")
 int kfree_btf(__u64 *ctx) { return on_free((struct sk_buff___p *)ctx[0]); }
 SEC("raw_tp/kfree_skb")
 int kfree_raw(__u64 *ctx) { return on_free((struct sk_buff___p *)ctx[0]); }
+
+/*
+ * Fallbacks (no usable tracepoint): the functions the tracepoints sit in, at their entry.
+ *   netif_receive_skb: __netif_receive_skb_core is inlined from 6.1 on, and GRO hands lists on the
+ *                      GRO path, so the fallback starts at the IP layer: ip_rcv_core(skb, net)
+ *                      and ip6_rcv_core(skb, dev, net), called per skb on the single and the
+ *                      list path (bridged traffic that never reaches IP is not seen there)
+ *   tcp_probe:         tcp_rcv_established(struct sock *sk, struct sk_buff *skb)
+ *   net_dev_queue:     __dev_queue_xmit(struct sk_buff *skb, ...)
+ *   consume_skb:       consume_skb(struct sk_buff *skb)
+ *   kfree_skb:         the drop functions (see packetloss.bpf.c)
+ */
+SEC("fentry/ip_rcv_core")
+int receive_fentry(__u64 *ctx) { return on_receive((struct sk_buff___p *)ctx[0]); }
+SEC("fentry/ip6_rcv_core")
+int receive6_fentry(__u64 *ctx) { return on_receive((struct sk_buff___p *)ctx[0]); }
+SEC("kprobe/ip_rcv_core")
+int receive_kprobe(void *ctx) { return on_receive((struct sk_buff___p *)KARG0(ctx)); }
+SEC("kprobe/ip6_rcv_core")
+int receive6_kprobe(void *ctx) { return on_receive((struct sk_buff___p *)KARG0(ctx)); }
+
+SEC("fentry/tcp_rcv_established")
+int tcp_fentry(__u64 *ctx) { return finish(ctx, (struct sk_buff___p *)ctx[1], 0); }
+SEC("kprobe/tcp_rcv_established")
+int tcp_kprobe(void *ctx) { return finish(ctx, (struct sk_buff___p *)KARG1(ctx), 0); }
+
+SEC("fentry/__dev_queue_xmit")
+int queue_fentry(__u64 *ctx) { return finish(ctx, (struct sk_buff___p *)ctx[0], 1); }
+SEC("kprobe/__dev_queue_xmit")
+int queue_kprobe(void *ctx) { return finish(ctx, (struct sk_buff___p *)KARG0(ctx), 1); }
+
+SEC("fentry/consume_skb")
+int consume_fentry(__u64 *ctx) { return on_free((struct sk_buff___p *)ctx[0]); }
+SEC("kprobe/consume_skb")
+int consume_kprobe(void *ctx) { return on_free((struct sk_buff___p *)KARG0(ctx)); }
+
+SEC("fentry/sk_skb_reason_drop")
+int kfree_sk_reason_fentry(__u64 *ctx) { return on_free((struct sk_buff___p *)ctx[1]); }
+SEC("fentry/kfree_skb_reason")
+int kfree_reason_fentry(__u64 *ctx) { return on_free((struct sk_buff___p *)ctx[0]); }
+SEC("fentry/kfree_skb")
+int kfree_fentry(__u64 *ctx) { return on_free((struct sk_buff___p *)ctx[0]); }
+SEC("kprobe/sk_skb_reason_drop")
+int kfree_sk_reason_kprobe(void *ctx) { return on_free((struct sk_buff___p *)KARG1(ctx)); }
+SEC("kprobe/kfree_skb_reason")
+int kfree_reason_kprobe(void *ctx) { return on_free((struct sk_buff___p *)KARG0(ctx)); }
+SEC("kprobe/kfree_skb")
+int kfree_kprobe(void *ctx) { return on_free((struct sk_buff___p *)KARG0(ctx)); }
+
+/*
+ * tx (optional, where fentry or kprobes work): time a TCP segment spends in the stack from the
+ * socket to the device layer, per netns of the socket: ip_queue_xmit(sk, skb, fl) /
+ * inet6_csk_xmit(sk, skb, fl) (TCP's queue_xmit for IPv4/IPv6: the socket hands the segment to
+ * IP; no tracepoint there; not ip6_xmit, whose 7 arguments the BPF trampoline takes only from
+ * 6.5 on) ->
+ * net:net_dev_queue (else __dev_queue_xmit) of the same skb. Stamps live in their own LRU
+ * hash with the socket, and count only when the skb reaching the device still belongs to that
+ * socket (a freed skb's address reused by other traffic never matches). Histogram in its own
+ * map `lat_tx` keyed by netns; metrics only (no events).
+ */
+struct tx_start {
+	__u64 ts;
+	__u64 sk;
+	__u32 netns;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct tx_start);
+} tx_inflight SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct hist);
+} lat_tx SEC(".maps");
+
+static __always_inline int on_tx_start(struct sock___p *sk, struct sk_buff___p *skb)
+{
+	__u64 key = (__u64)skb;
+	struct tx_start v = { .ts = bpf_ktime_get_ns(), .sk = (__u64)sk, .netns = sk_netns(sk) };
+
+	if (!sk || !skb)
+		return 0;
+	bpf_map_update_elem(&tx_inflight, &key, &v, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int on_tx_end(struct sk_buff___p *skb)
+{
+	__u64 key = (__u64)skb, now, ns;
+	struct tx_start *v = bpf_map_lookup_elem(&tx_inflight, &key);
+	struct sock___p *sk = 0;
+	__u32 netns;
+
+	if (!v)
+		return 0;
+	BPF_CORE_READ_INTO(&sk, skb, sk);
+	if ((__u64)sk != v->sk) {
+		bpf_map_delete_elem(&tx_inflight, &key);
+		return 0;
+	}
+	now = bpf_ktime_get_ns();
+	ns = now >= v->ts ? now - v->ts : 0;
+	netns = v->netns;
+	bpf_map_delete_elem(&tx_inflight, &key);
+	hist_observe(&lat_tx, &netns, ns);
+	return 0;
+}
+
+SEC("fentry/ip_queue_xmit")
+int tx_start_fentry(__u64 *ctx) { return on_tx_start((struct sock___p *)ctx[0], (struct sk_buff___p *)ctx[1]); }
+SEC("fentry/inet6_csk_xmit")
+int tx_start6_fentry(__u64 *ctx) { return on_tx_start((struct sock___p *)ctx[0], (struct sk_buff___p *)ctx[1]); }
+SEC("kprobe/ip_queue_xmit")
+int tx_start_kprobe(void *ctx) { return on_tx_start((struct sock___p *)KARG0(ctx), (struct sk_buff___p *)KARG1(ctx)); }
+SEC("kprobe/inet6_csk_xmit")
+int tx_start6_kprobe(void *ctx) { return on_tx_start((struct sock___p *)KARG0(ctx), (struct sk_buff___p *)KARG1(ctx)); }
+
+SEC("tp_btf/net_dev_queue")
+int tx_end_btf(__u64 *ctx) { return on_tx_end((struct sk_buff___p *)ctx[0]); }
+SEC("raw_tp/net_dev_queue")
+int tx_end_raw(__u64 *ctx) { return on_tx_end((struct sk_buff___p *)ctx[0]); }
+SEC("fentry/__dev_queue_xmit")
+int tx_end_fentry(__u64 *ctx) { return on_tx_end((struct sk_buff___p *)ctx[0]); }
+SEC("kprobe/__dev_queue_xmit")
+int tx_end_kprobe(void *ctx) { return on_tx_end((struct sk_buff___p *)KARG0(ctx)); }

@@ -11,6 +11,8 @@
  * `reason` = ifindex.
  */
 #include "latency.h"
+#define FALLBACK_KPROBE_STASH
+#include "fallback.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -133,3 +135,53 @@ SEC("tp_btf/kfree_skb")
 int drop_btf(__u64 *ctx) { return on_drop((struct sk_buff___p *)ctx[0]); }
 SEC("raw_tp/kfree_skb")
 int drop_raw(__u64 *ctx) { return on_drop((struct sk_buff___p *)ctx[0]); }
+
+/*
+ * Fallbacks (no usable tracepoint): the functions the tracepoints sit in.
+ *   net_dev_queue:      __dev_queue_xmit(struct sk_buff *skb, struct net_device *sb_dev), entry
+ *   net_dev_start_xmit: xmit_one() is inlined into dev_hard_start_xmit(struct sk_buff *first,
+ *                       struct net_device *dev, ...): its entry, for the first skb of the list
+ *                       (later ones of a GSO/bulk list are not timed: their stamps expire)
+ *   net_dev_xmit:       dev_hard_start_xmit's return: the first skb's address and the device
+ *                       (the skb may be freed by then: only its address is used, as in the
+ *                       tracepoint's handler)
+ *   kfree_skb:          the drop functions (see packetloss.bpf.c), entry
+ */
+SEC("fentry/__dev_queue_xmit")
+int queue_fentry(__u64 *ctx) { return on_queue((struct sk_buff___p *)ctx[0]); }
+SEC("kprobe/__dev_queue_xmit")
+int queue_kprobe(void *ctx) { return on_queue((struct sk_buff___p *)KARG0(ctx)); }
+
+SEC("fentry/dev_hard_start_xmit")
+int start_fentry(__u64 *ctx) { return on_start(ctx, (struct sk_buff___p *)ctx[0], (struct net_device___lat *)ctx[1]); }
+SEC("kprobe/dev_hard_start_xmit")
+int start_kprobe(void *ctx) { return on_start(ctx, (struct sk_buff___p *)KARG0(ctx), (struct net_device___lat *)KARG1(ctx)); }
+
+/* fexit sees (first, dev, ...); a kretprobe only the result, so its kprobe keeps the first skb
+ * and the device per thread (fallback.h). */
+SEC("fexit/dev_hard_start_xmit")
+int xmit_fexit(__u64 *ctx) { return on_xmit(ctx, (struct sk_buff___p *)ctx[0], (struct net_device___lat *)ctx[1]); }
+SEC("kprobe/dev_hard_start_xmit")
+int xmit_kprobe(void *ctx) { return kprobe_stash(KARG0(ctx), KARG1(ctx), 0); }
+SEC("kretprobe/dev_hard_start_xmit")
+int xmit_kretprobe(void *ctx)
+{
+	struct kprobe_args a;
+
+	if (!kprobe_unstash(&a))
+		return 0;
+	return on_xmit(ctx, (struct sk_buff___p *)a.a0, (struct net_device___lat *)a.a1);
+}
+
+SEC("fentry/sk_skb_reason_drop")
+int drop_sk_reason_fentry(__u64 *ctx) { return on_drop((struct sk_buff___p *)ctx[1]); }
+SEC("fentry/kfree_skb_reason")
+int drop_reason_fentry(__u64 *ctx) { return on_drop((struct sk_buff___p *)ctx[0]); }
+SEC("fentry/kfree_skb")
+int drop_fentry(__u64 *ctx) { return on_drop((struct sk_buff___p *)ctx[0]); }
+SEC("kprobe/sk_skb_reason_drop")
+int drop_sk_reason_kprobe(void *ctx) { return on_drop((struct sk_buff___p *)KARG1(ctx)); }
+SEC("kprobe/kfree_skb_reason")
+int drop_reason_kprobe(void *ctx) { return on_drop((struct sk_buff___p *)KARG0(ctx)); }
+SEC("kprobe/kfree_skb")
+int drop_kprobe(void *ctx) { return on_drop((struct sk_buff___p *)KARG0(ctx)); }

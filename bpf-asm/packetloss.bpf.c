@@ -8,7 +8,7 @@
  * reported. On kernels without drop reasons (`have_reasons == 0`) the key
  * carries the freeing location instead, which user space symbolizes.
  */
-#include "netprobes.h"
+#include "fallback.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -91,3 +91,26 @@ int kfree_skb_raw(__u64 *ctx)
 {
 	return on_drop(ctx, (struct sk_buff___p *)ctx[0], ctx[1], have_reasons ? (__u32)ctx[2] : 0);
 }
+
+/*
+ * Fallbacks (no usable skb:kfree_skb tracepoint): the function the tracepoint
+ * sits in, at its entry. It fires for every call, also when the skb still has
+ * other references (the tracepoint fires only on the last one): such calls
+ * are counted too.
+ *   6.11+:      sk_skb_reason_drop(struct sock *sk, struct sk_buff *skb, enum skb_drop_reason reason)
+ *   5.17-6.10:  kfree_skb_reason(struct sk_buff *skb, enum skb_drop_reason reason)
+ *   before:     kfree_skb(struct sk_buff *skb), no reason: the key is the caller
+ * fentry cannot see the caller (the drop location), which is all that
+ * classifies a drop before 5.17, so there only the kprobe (return address at
+ * the stack pointer) is offered; with reasons, fentry events carry location 0.
+ */
+SEC("fentry/sk_skb_reason_drop")
+int drop_sk_reason_fentry(__u64 *ctx) { return on_drop(ctx, (struct sk_buff___p *)ctx[1], 0, (__u32)ctx[2]); }
+SEC("fentry/kfree_skb_reason")
+int drop_reason_fentry(__u64 *ctx) { return on_drop(ctx, (struct sk_buff___p *)ctx[0], 0, (__u32)ctx[1]); }
+SEC("kprobe/sk_skb_reason_drop")
+int drop_sk_reason_kprobe(void *ctx) { return on_drop(ctx, (struct sk_buff___p *)KARG1(ctx), kprobe_caller(ctx), (__u32)KARG2(ctx)); }
+SEC("kprobe/kfree_skb_reason")
+int drop_reason_kprobe(void *ctx) { return on_drop(ctx, (struct sk_buff___p *)KARG0(ctx), kprobe_caller(ctx), (__u32)KARG1(ctx)); }
+SEC("kprobe/kfree_skb")
+int drop_kprobe(void *ctx) { return on_drop(ctx, (struct sk_buff___p *)KARG0(ctx), kprobe_caller(ctx), 0); }

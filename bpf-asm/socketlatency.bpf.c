@@ -16,6 +16,8 @@
  * Events (type 1 read, 2 send) above `threshold_ns` with the socket's tuple.
  */
 #include "latency.h"
+#define FALLBACK_KPROBE_STASH
+#include "fallback.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -238,3 +240,74 @@ SEC("tp_btf/net_dev_start_xmit")
 int xmit_btf(__u64 *ctx) { return on_xmit(ctx, (struct sk_buff___p *)ctx[0]); }
 SEC("raw_tp/net_dev_start_xmit")
 int xmit_raw(__u64 *ctx) { return on_xmit(ctx, (struct sk_buff___p *)ctx[0]); }
+
+/*
+ * Fallbacks: sock:sk_data_ready, sock_recv_length and sock_send_length are 6.6+; before, these
+ * functions (fentry/fexit, else kprobe/kretprobe) make the probe work:
+ *   sk_data_ready:    sock_def_readable(struct sock *sk), entry: the sk_data_ready callback of
+ *                     TCP and UDP sockets (the tracepoint sits just before the callback; sockets
+ *                     whose callback is replaced, e.g. by sockmap or kTLS, are not seen)
+ *   sock_recv_length: inet_recvmsg / inet6_recvmsg(struct socket *sock, struct msghdr *msg,
+ *                     size_t size, int flags) -> int, return: what sock_recvmsg calls for IP
+ *                     sockets, in another file (never inlined, unlike sock_recvmsg into its
+ *                     callers); the result is the tracepoint's `ret`
+ *   sock_send_length: tcp_sendmsg(struct sock *sk, struct msghdr *msg, size_t size) -> int,
+ *                     return: the TCP send the tracepoint reports (only TCP is measured)
+ *   net_dev_start_xmit: dev_hard_start_xmit(struct sk_buff *first, ...), entry (see
+ *                     netiftxlat.bpf.c: the first skb of a list)
+ */
+static __always_inline struct sock___p *socket_sk(__u64 sock)
+{
+	struct sock___p *sk = 0;
+
+	if (sock)
+		BPF_CORE_READ_INTO(&sk, (struct socket___p *)sock, sk);
+	return sk;
+}
+
+SEC("fentry/sock_def_readable")
+int ready_fentry(__u64 *ctx) { return on_data_ready((struct sock___p *)ctx[0]); }
+SEC("kprobe/sock_def_readable")
+int ready_kprobe(void *ctx) { return on_data_ready((struct sock___p *)KARG0(ctx)); }
+
+SEC("fexit/inet_recvmsg")
+int recv_fexit(__u64 *ctx) { return on_recv(ctx, socket_sk(ctx[0]), (int)ctx[4], (int)ctx[3]); }
+SEC("fexit/inet6_recvmsg")
+int recv6_fexit(__u64 *ctx) { return on_recv(ctx, socket_sk(ctx[0]), (int)ctx[4], (int)ctx[3]); }
+SEC("kprobe/inet_recvmsg")
+int recv_kprobe(void *ctx) { return kprobe_stash(KARG0(ctx), KARG3(ctx), 1); }
+SEC("kprobe/inet6_recvmsg")
+int recv6_kprobe(void *ctx) { return kprobe_stash(KARG0(ctx), KARG3(ctx), 1); }
+
+static __always_inline int recv_return(void *ctx)
+{
+	struct kprobe_args a;
+
+	if (!kprobe_unstash(&a) || a.a2 != 1)
+		return 0;
+	return on_recv(ctx, socket_sk(a.a0), (int)KRET(ctx), (int)a.a1);
+}
+
+SEC("kretprobe/inet_recvmsg")
+int recv_kretprobe(void *ctx) { return recv_return(ctx); }
+SEC("kretprobe/inet6_recvmsg")
+int recv6_kretprobe(void *ctx) { return recv_return(ctx); }
+
+SEC("fexit/tcp_sendmsg")
+int send_fexit(__u64 *ctx) { return on_send((struct sock___p *)ctx[0], (int)ctx[3]); }
+SEC("kprobe/tcp_sendmsg")
+int send_kprobe(void *ctx) { return kprobe_stash(KARG0(ctx), 0, 2); }
+SEC("kretprobe/tcp_sendmsg")
+int send_kretprobe(void *ctx)
+{
+	struct kprobe_args a;
+
+	if (!kprobe_unstash(&a) || a.a2 != 2)
+		return 0;
+	return on_send((struct sock___p *)a.a0, (int)KRET(ctx));
+}
+
+SEC("fentry/dev_hard_start_xmit")
+int xmit_fentry(__u64 *ctx) { return on_xmit(ctx, (struct sk_buff___p *)ctx[0]); }
+SEC("kprobe/dev_hard_start_xmit")
+int xmit_kprobe(void *ctx) { return on_xmit(ctx, (struct sk_buff___p *)KARG0(ctx)); }

@@ -13,6 +13,7 @@
  * `reason` = vec | cpu << 8.
  */
 #include "latency.h"
+#include "fallback.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -126,3 +127,36 @@ SEC("tp_btf/softirq_exit")
 int exit_btf(__u64 *ctx) { return on_exit(ctx, (__u32)ctx[0]); }
 SEC("raw_tp/softirq_exit")
 int exit_raw(__u64 *ctx) { return on_exit(ctx, (__u32)ctx[0]); }
+
+/*
+ * Fallbacks (no usable tracepoint): the raise is __raise_softirq_irqoff(unsigned int nr), where
+ * irq:softirq_raise sits. softirq_entry/exit sit in the softirq loop around each vector's action
+ * and have no function of their own: the fallback times the actions of the network vectors only,
+ * net_tx_action (NET_TX, 2) and net_rx_action (NET_RX, 3), entry and return (fentry/fexit,
+ * kprobe/kretprobe). Other `softirq-types` are not measured there.
+ */
+#define NET_TX 2
+#define NET_RX 3
+
+SEC("fentry/__raise_softirq_irqoff")
+int raise_fentry(__u64 *ctx) { return on_raise((__u32)ctx[0]); }
+SEC("kprobe/__raise_softirq_irqoff")
+int raise_kprobe(void *ctx) { return on_raise((__u32)KARG0(ctx)); }
+
+SEC("fentry/net_tx_action")
+int entry_tx_fentry(__u64 *ctx) { return on_entry(ctx, NET_TX); }
+SEC("fentry/net_rx_action")
+int entry_rx_fentry(__u64 *ctx) { return on_entry(ctx, NET_RX); }
+SEC("kprobe/net_tx_action")
+int entry_tx_kprobe(void *ctx) { return on_entry(ctx, NET_TX); }
+SEC("kprobe/net_rx_action")
+int entry_rx_kprobe(void *ctx) { return on_entry(ctx, NET_RX); }
+
+SEC("fexit/net_tx_action")
+int exit_tx_fexit(__u64 *ctx) { return on_exit(ctx, NET_TX); }
+SEC("fexit/net_rx_action")
+int exit_rx_fexit(__u64 *ctx) { return on_exit(ctx, NET_RX); }
+SEC("kretprobe/net_tx_action")
+int exit_tx_kretprobe(void *ctx) { return on_exit(ctx, NET_TX); }
+SEC("kretprobe/net_rx_action")
+int exit_rx_kretprobe(void *ctx) { return on_exit(ctx, NET_RX); }

@@ -15,7 +15,7 @@
  *   with unread data, SO_LINGER 0, memory pressure, keepalive timeout).
  * - RECEIVE (4): tcp_receive_reset: a RST arrived on a socket.
  */
-#include "netprobes.h"
+#include "fallback.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -90,6 +90,22 @@ int send_reset_raw(__u64 *ctx)
 	return on_send_reset(ctx, (struct sock___p *)ctx[0], (struct sk_buff___p *)ctx[1], (__u32)ctx[2]);
 }
 
+/* Before 6.10 the tracepoint has no reason argument: tcp_send_reset(sk, skb). The program above
+ * reads a third argument, which those kernels refuse (tp_btf: at load, raw_tp: at attach).
+ * Those kernels also fire it only for resets sent with a socket (no NOSOCK), so the plan puts
+ * these programs after the function fallbacks below, as the last resort. */
+SEC("tp_btf/tcp_send_reset")
+int send_reset_noreason_btf(__u64 *ctx)
+{
+	return on_send_reset(ctx, (struct sock___p *)ctx[0], (struct sk_buff___p *)ctx[1], 0);
+}
+
+SEC("raw_tp/tcp_send_reset")
+int send_reset_noreason_raw(__u64 *ctx)
+{
+	return on_send_reset(ctx, (struct sock___p *)ctx[0], (struct sk_buff___p *)ctx[1], 0);
+}
+
 /* tcp_receive_reset(struct sock *sk) */
 SEC("tp_btf/tcp_receive_reset")
 int receive_reset_btf(__u64 *ctx)
@@ -102,3 +118,61 @@ int receive_reset_raw(__u64 *ctx)
 {
 	return on_receive_reset(ctx, (struct sock___p *)ctx[0]);
 }
+
+/*
+ * Fallbacks (no usable tracepoint): the functions the tracepoints sit in, at
+ * their entry. Sent resets: tcp_v4_send_reset / tcp_v6_send_reset (sk, skb):
+ * a segment answered (sk NULL: no socket), tcp_send_active_reset (sk, gfp):
+ * the local side aborted (no segment). The functions return without sending
+ * when the segment is itself a RST, so those are skipped here. The reason
+ * argument (6.10+, where the tracepoint always exists) is not read: 0.
+ * Received resets: tcp_reset(sk, ...), where tcp_receive_reset sits.
+ */
+struct sk_buff___rst {
+	unsigned char *head;
+	__u16 transport_header;
+};
+
+/* The segment being answered is a RST (no reset is sent for it). */
+static __always_inline int answers_rst(struct sk_buff___p *skb)
+{
+	struct sk_buff___rst *s = (struct sk_buff___rst *)skb;
+	unsigned char *head = 0;
+	__u16 th = 0;
+	__u8 flags = 0;
+
+	if (!skb)
+		return 0;
+	BPF_CORE_READ_INTO(&head, s, head);
+	BPF_CORE_READ_INTO(&th, s, transport_header);
+	if (!head || th == (__u16)~0U)
+		return 0;
+	if (bpf_probe_read_kernel(&flags, 1, head + th + 13))
+		return 0;
+	return flags & 0x04;
+}
+
+static __always_inline int on_send_reset_fn(void *ctx, struct sock___p *sk, struct sk_buff___p *skb)
+{
+	if (answers_rst(skb))
+		return 0;
+	return on_send_reset(ctx, sk, skb, 0);
+}
+
+SEC("fentry/tcp_v4_send_reset")
+int send_reset_v4_fentry(__u64 *ctx) { return on_send_reset_fn(ctx, (struct sock___p *)ctx[0], (struct sk_buff___p *)ctx[1]); }
+SEC("fentry/tcp_v6_send_reset")
+int send_reset_v6_fentry(__u64 *ctx) { return on_send_reset_fn(ctx, (struct sock___p *)ctx[0], (struct sk_buff___p *)ctx[1]); }
+SEC("fentry/tcp_send_active_reset")
+int send_active_reset_fentry(__u64 *ctx) { return on_send_reset(ctx, (struct sock___p *)ctx[0], 0, 0); }
+SEC("kprobe/tcp_v4_send_reset")
+int send_reset_v4_kprobe(void *ctx) { return on_send_reset_fn(ctx, (struct sock___p *)KARG0(ctx), (struct sk_buff___p *)KARG1(ctx)); }
+SEC("kprobe/tcp_v6_send_reset")
+int send_reset_v6_kprobe(void *ctx) { return on_send_reset_fn(ctx, (struct sock___p *)KARG0(ctx), (struct sk_buff___p *)KARG1(ctx)); }
+SEC("kprobe/tcp_send_active_reset")
+int send_active_reset_kprobe(void *ctx) { return on_send_reset(ctx, (struct sock___p *)KARG0(ctx), 0, 0); }
+
+SEC("fentry/tcp_reset")
+int receive_reset_fentry(__u64 *ctx) { return on_receive_reset(ctx, (struct sock___p *)ctx[0]); }
+SEC("kprobe/tcp_reset")
+int receive_reset_kprobe(void *ctx) { return on_receive_reset(ctx, (struct sock___p *)KARG0(ctx)); }

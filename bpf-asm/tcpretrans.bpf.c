@@ -6,7 +6,8 @@
  * type 2: SYN-ACK). Args are typed (tp_btf/raw_tp), so no tracepoint record
  * layout is assumed (KubeSkoop's hand-written one missed `family`).
  */
-#include "netprobes.h"
+#define FALLBACK_KPROBE_STASH
+#include "fallback.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -76,6 +77,21 @@ int retransmit_raw(__u64 *ctx)
 	return on_retransmit(ctx, (struct sock___p *)ctx[0], (struct sk_buff___p *)ctx[1], (int)ctx[2]);
 }
 
+/* Kernels before 6.13 have no `err` argument (and trace successful retransmits only):
+ * tcp_retransmit_skb(sk, skb). The programs above read a third argument, which those kernels
+ * refuse (tp_btf: at load, raw_tp: at attach). */
+SEC("tp_btf/tcp_retransmit_skb")
+int retransmit_noerr_btf(__u64 *ctx)
+{
+	return on_retransmit(ctx, (struct sock___p *)ctx[0], (struct sk_buff___p *)ctx[1], 0);
+}
+
+SEC("raw_tp/tcp_retransmit_skb")
+int retransmit_noerr_raw(__u64 *ctx)
+{
+	return on_retransmit(ctx, (struct sock___p *)ctx[0], (struct sk_buff___p *)ctx[1], 0);
+}
+
 /* tcp_retransmit_synack(const struct sock *sk, const struct request_sock *req) */
 SEC("tp_btf/tcp_retransmit_synack")
 int retransmit_synack_btf(__u64 *ctx)
@@ -87,4 +103,53 @@ SEC("raw_tp/tcp_retransmit_synack")
 int retransmit_synack_raw(__u64 *ctx)
 {
 	return on_retransmit_synack(ctx, (struct sock___p *)ctx[0], (struct request_sock___p *)ctx[1]);
+}
+
+/*
+ * Fallbacks (no usable tracepoint): the functions the tracepoints sit in, at
+ * their return (the tracepoints fire only on success):
+ *   __tcp_retransmit_skb(struct sock *sk, struct sk_buff *skb, int segs) -> int
+ *     (also the tail loss probe's retransmits, as the tracepoint)
+ *   tcp_rtx_synack(const struct sock *sk, struct request_sock *req) -> int
+ * fexit sees arguments and result; a kprobe keeps the arguments for its
+ * kretprobe (fallback.h).
+ */
+SEC("fexit/__tcp_retransmit_skb")
+int retransmit_fexit(__u64 *ctx)
+{
+	return on_retransmit(ctx, (struct sock___p *)ctx[0], (struct sk_buff___p *)ctx[1], (int)ctx[3]);
+}
+
+SEC("kprobe/__tcp_retransmit_skb")
+int retransmit_kprobe(void *ctx) { return kprobe_stash(KARG0(ctx), KARG1(ctx), 0); }
+
+SEC("kretprobe/__tcp_retransmit_skb")
+int retransmit_kretprobe(void *ctx)
+{
+	struct kprobe_args a;
+
+	if (!kprobe_unstash(&a) || a.a2 != 0)
+		return 0;
+	return on_retransmit(ctx, (struct sock___p *)a.a0, (struct sk_buff___p *)a.a1, (int)KRET(ctx));
+}
+
+SEC("fexit/tcp_rtx_synack")
+int retransmit_synack_fexit(__u64 *ctx)
+{
+	if ((int)ctx[2])
+		return 0;
+	return on_retransmit_synack(ctx, (struct sock___p *)ctx[0], (struct request_sock___p *)ctx[1]);
+}
+
+SEC("kprobe/tcp_rtx_synack")
+int retransmit_synack_kprobe(void *ctx) { return kprobe_stash(KARG0(ctx), KARG1(ctx), 1); }
+
+SEC("kretprobe/tcp_rtx_synack")
+int retransmit_synack_kretprobe(void *ctx)
+{
+	struct kprobe_args a;
+
+	if (!kprobe_unstash(&a) || a.a2 != 1 || (int)KRET(ctx))
+		return 0;
+	return on_retransmit_synack(ctx, (struct sock___p *)a.a0, (struct request_sock___p *)a.a1);
 }

@@ -233,11 +233,11 @@ fn print_bpf_probes(cfg: &Config) {
             Some(_) => "events",
             None => "no",
         };
-        let (avail, why) = match crate::probes::check(kind, &cfg.btf) {
-            Ok(m) => (
-                "yes",
-                format!("{} [attach: {}]", kind.description(), m.join(", ")),
-            ),
+        let probe = c
+            .cloned()
+            .unwrap_or_else(|| crate::probes::BpfProbeConfig::new(kind));
+        let (avail, why) = match crate::probes::check(&probe, &cfg.btf) {
+            Ok(how) => ("yes", format!("{} {how}", kind.description())),
             Err(e) => ("no", e),
         };
         println!("{:<14} {:<8} {:<10} {}", kind.name(), on, avail, why);

@@ -476,7 +476,8 @@ fn default_workers() -> usize {
 /// One `event.sinks` entry's args: `stderr`; `file` (`path`, `maxSize`, `maxBackups`); `loki`
 /// (`url` or KubeSkoop's `addr`, `tenant`, `username`/`password` or `bearerToken`, `job`,
 /// `node`, `batchSize`, `batchWait`, `maxBacklog`, `minBackoff`, `maxBackoff`, `maxRetries`,
-/// `timeout`).
+/// `timeout`, `caFile`, `certFile`/`keyFile`, `insecureSkipVerify`, `format` (json or
+/// protobuf), `structuredMetadata`).
 fn sink_config(
     name: &str,
     a: &mut crate::collectors::ProbeArgs,
@@ -532,7 +533,6 @@ fn sink_config(
                     return Err("sink `loki` needs args.url (or KubeSkoop's addr)".into())
                 }
             };
-            loki::parse_url(&url)?;
             let mut l = loki::LokiConfig::new(url);
             l.tenant = a.take_str("tenant")?.filter(|t| !t.is_empty());
             match (a.take_str("username")?, a.take_str("password")?) {
@@ -574,6 +574,22 @@ fn sink_config(
             if let Some(v) = dur(a, "timeout")? {
                 l.timeout = v;
             }
+            l.ca_file = a.take_str("caFile")?.map(Into::into);
+            l.cert_file = a.take_str("certFile")?.map(Into::into);
+            l.key_file = a.take_str("keyFile")?.map(Into::into);
+            l.insecure_skip_verify = a.take_bool("insecureSkipVerify")?.unwrap_or(false);
+            if l.insecure_skip_verify {
+                log::warn!(
+                    "sink `loki`: insecureSkipVerify: Loki's certificate is not checked; \
+                     anyone on the path can read and forge the pushes"
+                );
+            }
+            if let Some(f) = a.take_str("format")? {
+                l.format = loki::LokiFormat::parse(&f)?;
+            }
+            l.structured_metadata = a.take_bool("structuredMetadata")?.unwrap_or(false);
+            // The URL, headers and TLS files checked now: a bad one is a config error.
+            loki::LokiClient::new(&l)?;
             SinkConfig::Loki(Box::new(l))
         }
     })

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -543,6 +543,9 @@ fn spawn_worker(i: usize, rx: Receiver<Job>, proc_root: PathBuf, can_enter: bool
     }
 }
 
+/// Bytes of sample text the last collected namespace produced.
+static PIECE_HINT: AtomicUsize = AtomicUsize::new(0);
+
 /// Probes whose figures are sums over processes: the only ones run for a process group.
 const PER_PROCESS: [&str; 2] = ["io", "fd"];
 
@@ -554,7 +557,9 @@ fn collect_entity(
     can_enter: bool,
     home: &(std::os::fd::OwnedFd, u64),
 ) -> JobResult {
-    let mut fams = Families::new();
+    // Sized like the last namespace's text (they are alike): no growing through a dozen
+    // reallocations per namespace.
+    let mut fams = Families::with_capacity(PIECE_HINT.load(Ordering::Relaxed));
     let mut runs = Vec::with_capacity(probes.netns.len());
     let (home_fd, home_ino) = home;
     let at_home = e.inode == *home_ino;
@@ -669,6 +674,10 @@ fn collect_entity(
     let any_failed = runs.iter().any(|r| r.result.is_err());
     if any_failed && !entered && !still_exists(e, proc_root) {
         return vanished(Families::new());
+    }
+    // Namespaces only (a process group's io/fd text is tiny), and not an outlier's size.
+    if !at_home && !e.group {
+        PIECE_HINT.store(fams.text_len().min(256 << 10), Ordering::Relaxed);
     }
     JobResult {
         families: fams,

@@ -143,8 +143,10 @@ fn handle(req: Request, engine: &Engine) {
             let budget = scrape_budget(find_header(&req, "X-Prometheus-Scrape-Timeout-Seconds"));
             let gzip = find_header(&req, "Accept-Encoding").is_some_and(accepts_gzip);
             let page = engine.scrape(budget);
-            // Stream the page (chunked): the text of a large node never sits in memory whole,
-            // and gzip compresses as it reads.
+            // Stream the page: the text of a large node never sits in memory whole, and gzip
+            // compresses as it reads. Uncompressed, its length is known: sent with a
+            // Content-Length in large writes instead of 8 KiB chunks (half the syscalls).
+            let length = (!gzip).then(|| page.rendered_len());
             let reader = PageReader::new(page);
             let mut resp_headers = vec![header("Content-Type", CONTENT_TYPE)];
             let body: Box<dyn std::io::Read + Send> = if gzip {
@@ -156,13 +158,10 @@ fn handle(req: Request, engine: &Engine) {
             } else {
                 Box::new(reader)
             };
-            let _ = req.respond(Response::new(
-                tiny_http::StatusCode(200),
-                resp_headers,
-                body,
-                None,
-                None,
-            ));
+            let _ = req.respond(
+                Response::new(tiny_http::StatusCode(200), resp_headers, body, length, None)
+                    .with_chunked_threshold(usize::MAX),
+            );
             // The page's pieces were just freed (unless another scrape still streams them).
             crate::sys::release_free_memory();
         }

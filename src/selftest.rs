@@ -23,6 +23,7 @@ use crate::model::{MetricKind, Sink, Value};
 
 pub mod bpf;
 pub mod netns;
+pub mod plans;
 use netns::TestNs;
 
 /// Outcome of one check.
@@ -172,6 +173,7 @@ pub fn run() -> Report {
     }
     metric_checks(&mut report.checks);
     bpf::checks(&mut report.checks);
+    plans::checks(&mut report.checks);
     report
 }
 

@@ -207,6 +207,9 @@ fn endpoints_content_type_and_gzip() {
     assert_eq!(code, 200);
     let ct = hdrs.iter().find(|(k, _)| k == "content-type").unwrap();
     assert_eq!(ct.1, "text/plain; version=0.0.4; charset=utf-8");
+    // Uncompressed, the page's length is known up front: sent with a Content-Length.
+    let cl = hdrs.iter().find(|(k, _)| k == "content-length").unwrap();
+    assert_eq!(cl.1, body.len().to_string());
     let plain = String::from_utf8(body).unwrap();
     assert!(plain.contains("netsleuth_build_info{"));
 

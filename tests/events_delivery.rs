@@ -1,145 +1,23 @@
-//! Event delivery: Loki push against a Loki-compatible server written here (schema, headers,
-//! ordering, retries on 429/5xx, none on 400, a dead Loki with a bounded backlog), live
+//! Event delivery: Loki push against a Loki-compatible server written in the tests (schema,
+//! headers, ordering, JSON and protobuf+snappy, retries on 429/5xx, none on 400, a dead Loki
+//! with a bounded backlog, TLS with a test CA and client certificates, keep-alive), live
 //! `/events` clients (filters, SSE, a stalled client cut off), sink reload without loss, and
 //! the exporter's `/metrics` accounting. No privileges needed.
 
 mod common;
+mod loki_server;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use loki_server::{Options, Pki, TestLoki};
 use netsleuth::events::file::FileConfig;
-use netsleuth::events::loki::LokiConfig;
+use netsleuth::events::loki::{LokiClient, LokiConfig, LokiFormat};
 use netsleuth::events::{DropReason, Event, EventEntity, FieldValue, Pipeline, SinkConfig};
-
-/// One request the test Loki received.
-#[derive(Debug, Clone)]
-struct Push {
-    path: String,
-    headers: Vec<(String, String)>,
-    body: serde_json::Value,
-}
-
-/// A Loki-compatible push endpoint: answers each request with the next status of `script`
-/// (then 204 for ever), records the request.
-struct TestLoki {
-    addr: String,
-    pushes: Arc<Mutex<Vec<Push>>>,
-    requests: Arc<AtomicUsize>,
-}
-
-impl TestLoki {
-    fn start(script: Vec<u16>) -> TestLoki {
-        Self::on(TcpListener::bind("127.0.0.1:0").unwrap(), script)
-    }
-
-    fn on(l: TcpListener, script: Vec<u16>) -> TestLoki {
-        let addr = l.local_addr().unwrap().to_string();
-        let pushes = Arc::new(Mutex::new(Vec::new()));
-        let requests = Arc::new(AtomicUsize::new(0));
-        let (p, r) = (pushes.clone(), requests.clone());
-        std::thread::spawn(move || {
-            for conn in l.incoming() {
-                let Ok(mut c) = conn else { continue };
-                let i = r.fetch_add(1, Ordering::SeqCst);
-                let status = script.get(i).copied().unwrap_or(204);
-                let Some(push) = read_request(&mut c) else {
-                    continue;
-                };
-                if (200..300).contains(&status) && status != 260 {
-                    p.lock().unwrap().push(push);
-                }
-                let reason = match status {
-                    204 => "No Content",
-                    429 => "Too Many Requests",
-                    260 => "Blocked",
-                    400 => "Bad Request",
-                    _ => "Error",
-                };
-                let body = if status >= 400 {
-                    "entry out of order\n"
-                } else {
-                    ""
-                };
-                let _ = write!(
-                    c,
-                    "HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        });
-        TestLoki {
-            addr,
-            pushes,
-            requests,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/loki/api/v1/push", self.addr)
-    }
-
-    /// (seq, labels, ts) of every line received, in arrival order.
-    fn lines(&self) -> Vec<(u64, serde_json::Value, u128)> {
-        let mut out = Vec::new();
-        for p in self.pushes.lock().unwrap().iter() {
-            for s in p.body["streams"].as_array().unwrap() {
-                for v in s["values"].as_array().unwrap() {
-                    let line = v[1].as_str().unwrap();
-                    let seq = line
-                        .split(' ')
-                        .find_map(|kv| kv.strip_prefix("seq="))
-                        .unwrap()
-                        .parse()
-                        .unwrap();
-                    out.push((
-                        seq,
-                        s["stream"].clone(),
-                        v[0].as_str().unwrap().parse().unwrap(),
-                    ));
-                }
-            }
-        }
-        out
-    }
-}
-
-fn read_request(c: &mut TcpStream) -> Option<Push> {
-    c.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let mut r = BufReader::new(c.try_clone().ok()?);
-    let mut first = String::new();
-    r.read_line(&mut first).ok()?;
-    let path = first.split_whitespace().nth(1)?.to_string();
-    assert!(first.starts_with("POST "), "{first}");
-    let mut headers = Vec::new();
-    loop {
-        let mut l = String::new();
-        r.read_line(&mut l).ok()?;
-        let l = l.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let (k, v) = l.split_once(':')?;
-        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-    }
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")?
-        .1
-        .parse()
-        .ok()?;
-    let mut body = vec![0; len];
-    r.read_exact(&mut body).ok()?;
-    Some(Push {
-        path,
-        headers,
-        body: serde_json::from_slice(&body).expect("push body is JSON"),
-    })
-}
 
 fn ev(kind: &str, ns: &str, seq: u64) -> Event {
     let mut e = EventEntity::unknown(4026531840);
@@ -164,12 +42,13 @@ fn fast_loki(url: String) -> LokiConfig {
     l
 }
 
-#[test]
-fn loki_push_schema_headers_and_order() {
-    let loki = TestLoki::start(vec![]);
-    let mut cfg = fast_loki(loki.url());
+/// 3000 events of 3 types × 3 namespaces through a Loki sink of `cfg` into `loki`, checked as
+/// Loki would: path, headers, labels, timestamps, lines, structured metadata when asked for,
+/// every event exactly once and each stream in time order.
+fn push_and_check(loki: &TestLoki, mut cfg: LokiConfig, content_type: &str) {
     cfg.tenant = Some("team-a".into());
     cfg.basic_auth = Some(("user".into(), "pass".into()));
+    let with_meta = cfg.structured_metadata;
     let p = Pipeline::from_config(&[SinkConfig::Loki(Box::new(cfg))], 65536);
     let kinds = ["PACKETLOSS", "TCPRESET_NOSOCK", "TCPRETRANS"];
     let nss = ["default", "kube-system", ""];
@@ -191,15 +70,10 @@ fn loki_push_schema_headers_and_order() {
     );
     for p in &pushes {
         assert_eq!(p.path, "/loki/api/v1/push");
-        let h = |k: &str| {
-            p.headers
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.as_str())
-        };
-        assert_eq!(h("content-type"), Some("application/json"));
-        assert_eq!(h("x-scope-orgid"), Some("team-a"));
-        assert_eq!(h("authorization"), Some("Basic dXNlcjpwYXNz"));
+        assert_eq!(p.header("content-type"), Some(content_type));
+        assert_eq!(p.header("x-scope-orgid"), Some("team-a"));
+        assert_eq!(p.header("authorization"), Some("Basic dXNlcjpwYXNz"));
+        assert_eq!(p.header("content-encoding"), None);
         for s in p.body["streams"].as_array().unwrap() {
             let labels = s["stream"].as_object().unwrap();
             let mut keys: Vec<&str> = labels.keys().map(|k| k.as_str()).collect();
@@ -219,9 +93,31 @@ fn loki_push_schema_headers_and_order() {
                     "{ts}"
                 );
                 let line = v[1].as_str().unwrap();
-                assert!(line.starts_with("type="), "{line}");
+                assert!(
+                    line.starts_with(&format!("type={} ", labels["type"].as_str().unwrap())),
+                    "{line}"
+                );
                 assert!(line.contains(" pod=pod-"), "pod is in the line: {line}");
                 assert!(line.contains(" saddr=10.0.0.1"), "{line}");
+                let seq: u64 = line
+                    .split(' ')
+                    .find_map(|kv| kv.strip_prefix("seq="))
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                if with_meta {
+                    assert_eq!(
+                        v[2],
+                        serde_json::json!({
+                            "k8s_pod": format!("pod-{}", seq % 7),
+                            "netns": "4026531840",
+                            "entity_kind": "pod",
+                        }),
+                        "{line}"
+                    );
+                } else {
+                    assert_eq!(v.as_array().unwrap().len(), 2, "no metadata: {v}");
+                }
             }
         }
     }
@@ -239,6 +135,231 @@ fn loki_push_schema_headers_and_order() {
         last.insert(k, (*ts, *seq));
     }
     assert_eq!(last.len(), 9, "3 types × 3 namespaces (one unset)");
+}
+
+#[test]
+fn loki_push_schema_headers_and_order() {
+    let loki = TestLoki::start(vec![]);
+    push_and_check(&loki, fast_loki(loki.url()), "application/json");
+}
+
+/// `format: protobuf`: the same content as JSON, as a snappy-compressed `logproto.PushRequest`
+/// (decoded by the test Loki with its own message structs); structured metadata in both.
+#[test]
+fn loki_protobuf_snappy_and_structured_metadata() {
+    for (format, meta, ctype) in [
+        (LokiFormat::Protobuf, false, "application/x-protobuf"),
+        (LokiFormat::Protobuf, true, "application/x-protobuf"),
+        (LokiFormat::Json, true, "application/json"),
+    ] {
+        let loki = TestLoki::start(vec![]);
+        let mut cfg = fast_loki(loki.url());
+        cfg.format = format;
+        cfg.structured_metadata = meta;
+        push_and_check(&loki, cfg, ctype);
+    }
+}
+
+/// Pushes reuse one kept-alive connection; when the server closes it (announced or not), the
+/// next push reconnects, and nothing is counted as failed.
+#[test]
+fn loki_keep_alive_reuses_one_connection() {
+    let rounds = |loki: &TestLoki| {
+        let p = Pipeline::from_config(&[SinkConfig::Loki(Box::new(fast_loki(loki.url())))], 1024);
+        let c = p.stats.sink("loki").unwrap();
+        for r in 0..10u64 {
+            for i in 0..10 {
+                p.publish(ev("PACKETLOSS", "default", r * 10 + i));
+            }
+            // Each round is pushed on its own (batchWait 50 ms) before the next one starts.
+            wait_for("round delivered", Duration::from_secs(10), || {
+                (c.sent() == (r + 1) * 10).then_some(())
+            });
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        p.close();
+        assert_eq!(c.sent(), 100);
+        assert_eq!(c.failed.load(Ordering::Relaxed), 0);
+        assert_eq!(c.retried.load(Ordering::Relaxed), 0);
+        assert_eq!(loki.lines().len(), 100);
+        let reqs = loki.requests.load(Ordering::SeqCst);
+        assert!(reqs >= 10, "one push per round at least: {reqs}");
+        (reqs, loki.connections.load(Ordering::SeqCst))
+    };
+    let (reqs, conns) = rounds(&TestLoki::start(vec![]));
+    assert_eq!(conns, 1, "{reqs} pushes over one connection");
+
+    // The server closes after every 3rd request without saying so (an idle timeout), or says
+    // `Connection: close` on every response.
+    for (max, announce) in [(3, false), (1, true)] {
+        let loki = TestLoki::with(Options {
+            max_per_conn: Some(max),
+            announce_close: announce,
+            ..Default::default()
+        });
+        let (reqs, conns) = rounds(&loki);
+        assert_eq!(
+            conns,
+            reqs.div_ceil(max),
+            "{reqs} pushes, {max} per connection"
+        );
+    }
+
+    // Over TLS too (the handshake is paid once).
+    let pki = Pki::new(&std::env::temp_dir().join(unique("nsl-ka-pki")));
+    let loki = TestLoki::with(Options {
+        tls: Some(pki.server_config(false)),
+        ..Default::default()
+    });
+    let rounds_tls = {
+        let mut cfg = fast_loki(loki.url());
+        cfg.ca_file = Some(pki.ca_file.clone());
+        let p = Pipeline::from_config(&[SinkConfig::Loki(Box::new(cfg))], 1024);
+        let c = p.stats.sink("loki").unwrap();
+        for r in 0..5u64 {
+            for i in 0..10 {
+                p.publish(ev("PACKETLOSS", "default", r * 10 + i));
+            }
+            wait_for("round delivered", Duration::from_secs(10), || {
+                (c.sent() == (r + 1) * 10).then_some(())
+            });
+        }
+        p.close();
+        c.sent()
+    };
+    assert_eq!(rounds_tls, 50);
+    assert!(loki.requests.load(Ordering::SeqCst) >= 5);
+    assert_eq!(loki.connections.load(Ordering::SeqCst), 1);
+}
+
+/// `https://` with the test CA in `caFile` delivers; without it (the bundled public roots) the
+/// push fails with a certificate error, is counted failed/retried and nothing arrives;
+/// `insecureSkipVerify` delivers anyway; a Loki that requires a client certificate takes
+/// `certFile`/`keyFile` and refuses a client without one.
+#[test]
+fn loki_tls_with_custom_ca_and_client_certificate() {
+    let pki = Pki::new(&std::env::temp_dir().join(unique("nsl-pki")));
+    let loki = TestLoki::with(Options {
+        tls: Some(pki.server_config(false)),
+        ..Default::default()
+    });
+    assert!(loki.url().starts_with("https://127.0.0.1:"));
+    let deliver = |cfg: LokiConfig, n: u64| {
+        let p = Pipeline::from_config(&[SinkConfig::Loki(Box::new(cfg))], 1024);
+        for i in 0..n {
+            p.publish(ev("PACKETLOSS", "default", i));
+        }
+        let c = p.stats.sink("loki").unwrap();
+        wait_for("delivery over TLS", Duration::from_secs(10), || {
+            (c.sent() == n).then_some(())
+        });
+        p.close();
+        assert_eq!(c.failed.load(Ordering::Relaxed), 0);
+    };
+
+    let mut with_ca = fast_loki(loki.url());
+    with_ca.ca_file = Some(pki.ca_file.clone());
+    deliver(with_ca.clone(), 100);
+    assert_eq!(loki.lines().len(), 100);
+    // By name too (the certificate has localhost and 127.0.0.1).
+    let mut by_name = with_ca.clone();
+    by_name.url = loki.url().replace("127.0.0.1", "localhost");
+    deliver(by_name, 10);
+    assert_eq!(loki.lines().len(), 110);
+
+    // Without the CA: a certificate error, named as such.
+    let no_ca = fast_loki(loki.url());
+    let client = LokiClient::new(&no_ca).unwrap();
+    let err = client.post(b"{\"streams\":[]}").unwrap_err();
+    assert!(
+        err.starts_with("TLS: invalid peer certificate") && err.contains("UnknownIssuer"),
+        "{err}"
+    );
+    let p = Pipeline::from_config(&[SinkConfig::Loki(Box::new(no_ca))], 1024);
+    for i in 0..10 {
+        p.publish(ev("PACKETLOSS", "default", i));
+    }
+    let c = p.stats.sink("loki").unwrap();
+    wait_for("retries", Duration::from_secs(10), || {
+        (c.retried.load(Ordering::Relaxed) >= 2).then_some(())
+    });
+    p.close();
+    assert_eq!(c.sent(), 0);
+    // Every failed attempt but the last one at shutdown was scheduled for a retry.
+    assert_eq!(
+        c.failed.load(Ordering::Relaxed),
+        c.retried.load(Ordering::Relaxed) + 1
+    );
+    assert_eq!(c.dropped(DropReason::Shutdown), 10);
+    assert_eq!(c.dropped(DropReason::Rejected), 0);
+    assert_eq!(loki.lines().len(), 110, "nothing arrived without the CA");
+
+    // A CA that did not sign Loki's certificate is no better.
+    let other = Pki::new(&std::env::temp_dir().join(unique("nsl-pki-other")));
+    let mut wrong_ca = fast_loki(loki.url());
+    wrong_ca.ca_file = Some(other.ca_file.clone());
+    let err = LokiClient::new(&wrong_ca)
+        .unwrap()
+        .post(b"{\"streams\":[]}")
+        .unwrap_err();
+    assert!(err.contains("invalid peer certificate"), "{err}");
+
+    // The CA file is replaced (a rotated Secret) under an unchanged config: after a failed push
+    // the sink reads it again and delivers.
+    let rotating = pki.dir.join("rotating-ca.pem");
+    std::fs::copy(&other.ca_file, &rotating).unwrap();
+    let mut cfg = fast_loki(loki.url());
+    cfg.ca_file = Some(rotating.clone());
+    let p = Pipeline::from_config(&[SinkConfig::Loki(Box::new(cfg))], 1024);
+    for i in 0..10 {
+        p.publish(ev("PACKETLOSS", "default", i));
+    }
+    let c = p.stats.sink("loki").unwrap();
+    wait_for("a failed push", Duration::from_secs(10), || {
+        (c.retried.load(Ordering::Relaxed) >= 1).then_some(())
+    });
+    assert_eq!(c.sent(), 0);
+    let tmp = pki.dir.join("rotating-ca.pem.new");
+    std::fs::copy(&pki.ca_file, &tmp).unwrap();
+    std::fs::rename(&tmp, &rotating).unwrap();
+    wait_for("delivery with the new CA", Duration::from_secs(10), || {
+        (c.sent() == 10).then_some(())
+    });
+    p.close();
+    assert_eq!(c.dropped_total(), 0);
+    assert_eq!(loki.lines().len(), 120);
+
+    // insecureSkipVerify: no check at all (dangerous, but it must work when asked for).
+    let mut insecure = fast_loki(loki.url());
+    insecure.insecure_skip_verify = true;
+    deliver(insecure, 10);
+    assert_eq!(loki.lines().len(), 130);
+
+    // Mutual TLS.
+    let mtls = TestLoki::with(Options {
+        tls: Some(pki.server_config(true)),
+        ..Default::default()
+    });
+    let mut with_cert = fast_loki(mtls.url());
+    with_cert.ca_file = Some(pki.ca_file.clone());
+    with_cert.cert_file = Some(pki.client_cert_file.clone());
+    with_cert.key_file = Some(pki.client_key_file.clone());
+    deliver(with_cert, 20);
+    assert_eq!(mtls.lines().len(), 20);
+    let mut no_cert = fast_loki(mtls.url());
+    no_cert.ca_file = Some(pki.ca_file.clone());
+    let err = LokiClient::new(&no_cert)
+        .unwrap()
+        .post(b"{\"streams\":[]}")
+        .unwrap_err();
+    // TLS 1.3: the server checks the client's (missing) certificate after the client's side of
+    // the handshake is done, so the client sees its alert or the closed connection.
+    assert!(
+        err.starts_with("TLS: ") || err.starts_with("connection: "),
+        "{err}"
+    );
+    assert_eq!(mtls.lines().len(), 20);
+    let _ = other;
 }
 
 #[test]
@@ -305,7 +426,10 @@ fn dead_loki_bounded_backlog_nothing_lost_silently() {
     assert!(c.retried.load(Ordering::Relaxed) >= 1);
     assert!(c.backlog.load(Ordering::Relaxed) <= 2000);
     // Loki comes back.
-    let loki = TestLoki::on(TcpListener::bind(("127.0.0.1", port)).unwrap(), vec![]);
+    let loki = TestLoki::on(
+        TcpListener::bind(("127.0.0.1", port)).unwrap(),
+        Options::default(),
+    );
     for i in generated / 2..generated {
         p.publish(ev("PACKETLOSS", "default", i));
         if i % 1000 == 0 {
@@ -560,7 +684,22 @@ event:
     // Bad configs are refused with a reason.
     for (yaml, want) in [
         ("{name: loki}", "needs args.url"),
-        ("{name: loki, args: {url: 'https://l'}}", "TLS"),
+        (
+            "{name: loki, args: {url: 'https://l', caFile: /nonexistent/ca.pem}}",
+            "caFile `/nonexistent/ca.pem`",
+        ),
+        (
+            "{name: loki, args: {url: 'http://l', caFile: /etc/hostname}}",
+            "need an https:// URL",
+        ),
+        (
+            "{name: loki, args: {url: 'https://l', certFile: /etc/hostname}}",
+            "keyFile",
+        ),
+        (
+            "{name: loki, args: {url: 'http://l', format: xml}}",
+            "json or protobuf",
+        ),
         (
             "{name: file, args: {path: /tmp/x, maxSize: 10X}}",
             "maxSize",

@@ -577,6 +577,60 @@ fn qdisc_equals_tc() {
     );
 }
 
+/// A namespace with more devices carrying qdiscs than the exporter asks for one by one (16):
+/// device names then come from a link dump; every device is named right either way.
+#[test]
+fn qdisc_names_many_devices() {
+    if !privileged("qdisc_names_many_devices") {
+        return;
+    }
+    let ns = Netns::new("nsqd");
+    let mut want = std::collections::BTreeMap::new();
+    for i in 0..20 {
+        let dev = format!("qd{i}");
+        let peer = format!("qp{i}");
+        ns.exec(
+            "ip",
+            &["link", "add", &dev, "type", "veth", "peer", "name", &peer],
+        );
+        // A distinct queue limit per device, to tie each series to its device.
+        let limit = (100 + i).to_string();
+        ns.exec(
+            "tc",
+            &[
+                "qdisc", "add", "dev", &dev, "root", "handle", "1:", "pfifo", "limit", &limit,
+            ],
+        );
+        want.insert(dev, limit);
+    }
+    let p = write_config("metrics:\n  probes: [qdisc]\n");
+    let e = Exporter::start(&[&format!("--config.file={}", p.display())]);
+    let s = e.scrape();
+    let ino = ns.inode().to_string();
+    let got: std::collections::BTreeMap<String, String> = s
+        .find(
+            "netsleuth_qdisc_packets_total",
+            &[("netns", &ino), ("qdisc_kind", "pfifo")],
+        )
+        .iter()
+        .map(|x| (x.labels["device"].clone(), x.labels["handle"].clone()))
+        .collect();
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    assert!(got.values().all(|h| h == "1:"));
+    // And the kernel agrees which device has which qdisc (limit is per device).
+    let tc: serde_json::Value =
+        serde_json::from_str(&ns.exec("tc", &["-j", "qdisc", "show"])).unwrap();
+    for q in tc.as_array().unwrap() {
+        if q["kind"] == "pfifo" {
+            let dev = q["dev"].as_str().unwrap();
+            assert_eq!(q["options"]["limit"].to_string(), want[dev], "{dev}");
+        }
+    }
+}
+
 /// conntrack per namespace: the entry count matches the namespace's own table.
 #[test]
 fn conntrack_per_namespace() {

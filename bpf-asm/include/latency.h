@@ -54,9 +54,20 @@ static __always_inline __u32 log2_slot(__u64 v)
 }
 
 /* One observation of `ns` in `h` (a per-CPU value: no atomics needed). */
+/* The slot of `ns` as a 64-bit value the compiler knows nothing about, so the bounds check
+ * below stays a 64-bit compare: verifiers before 6.x do not carry a 32-bit compare's bound
+ * into the 64-bit register used for the index ("unbounded min value" on 5.10/6.1). */
+static __always_inline __u64 hist_slot(__u64 ns)
+{
+	__u64 slot = log2_slot(ns);
+
+	asm volatile("" : "+r"(slot));
+	return slot;
+}
+
 static __always_inline void hist_add(struct hist *h, __u64 ns)
 {
-	__u32 slot = log2_slot(ns);
+	__u64 slot = hist_slot(ns);
 
 	if (slot >= HIST_SLOTS)
 		return;
@@ -70,7 +81,8 @@ static __always_inline void hist_add(struct hist *h, __u64 ns)
 static __always_inline void hist_observe(void *map, const void *key, __u64 ns)
 {
 	struct hist *h = bpf_map_lookup_elem(map, key);
-	__u32 zero = 0, slot;
+	__u32 zero = 0;
+	__u64 slot;
 
 	if (!h) {
 		struct hist *z = bpf_map_lookup_elem(&hist_zero, &zero);
@@ -85,7 +97,7 @@ static __always_inline void hist_observe(void *map, const void *key, __u64 ns)
 		if (!h)
 			return;
 	}
-	slot = log2_slot(ns);
+	slot = hist_slot(ns);
 	if (slot >= HIST_SLOTS)
 		return;
 	__sync_fetch_and_add(&h->slots[slot], 1);

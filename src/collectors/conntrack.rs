@@ -158,8 +158,9 @@ impl Collector for ConntrackProbe {
             );
             Some(Entry::new(name, help, MetricKind::Counter))
         };
+        let mut cur = self.names.cursor();
         for (col, &v) in st.columns.iter().zip(&st.sums) {
-            self.names.emit("", col, Value::U64(v), &[], out, &make);
+            cur.emit("", col, Value::U64(v), &[], out, &make);
         }
         if self.filter.matches("entries_limit") {
             {

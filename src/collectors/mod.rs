@@ -102,8 +102,12 @@ pub struct ParsedStats {
 }
 
 impl ParsedStats {
-    fn new(data: &[u8], parse: StatsParser) -> Result<ParsedStats, String> {
-        let text: Box<str> = String::from_utf8_lossy(data).into();
+    fn new(data: Vec<u8>, parse: StatsParser) -> Result<ParsedStats, String> {
+        // Valid UTF-8 (always, from a kernel) becomes the text without a copy.
+        let text: Box<str> = match String::from_utf8(data) {
+            Ok(s) => s.into_boxed_str(),
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into(),
+        };
         let stats = parse(text.as_bytes())?;
         let base = text.as_ptr() as usize;
         // Parsers return slices of their input; anything else (never seen) is left out.
@@ -184,8 +188,10 @@ impl<'a> NetnsCtx<'a> {
         if let Some(r) = self.parsed.borrow().get(rel) {
             return r.clone();
         }
-        let r = self.read_net(rel).and_then(|data| {
-            ParsedStats::new(&data, parse).map(Rc::new).map_err(|e| {
+        // Not through the file cache: the parsed form is what is shared, and owning the bytes
+        // saves copying them.
+        let r = self.read_net_uncached(rel).and_then(|data| {
+            ParsedStats::new(data, parse).map(Rc::new).map_err(|e| {
                 CollectError::Failed(format!("parsing {}: {e}", self.net_dir.join(rel).display()))
             })
         });
@@ -212,7 +218,11 @@ impl<'a> NetnsCtx<'a> {
             OFlag::O_RDONLY | OFlag::O_CLOEXEC,
             Mode::empty(),
         ) {
-            Ok(fd) => read_all(std::fs::File::from(fd), &path()),
+            Ok(fd) => {
+                let data = read_sized(std::fs::File::from(fd), &path(), expected_size(rel))?;
+                SIZES.with(|s| s.borrow_mut().insert(rel, data.len()));
+                Ok(data)
+            }
             Err(e) => Err(io_error(&path(), std::io::Error::from(e))),
         }
     }
@@ -233,26 +243,37 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>, CollectError> {
     read_all(f, path)
 }
 
-fn read_all(mut f: std::fs::File, path: &Path) -> Result<Vec<u8>, CollectError> {
+fn read_all(f: std::fs::File, path: &Path) -> Result<Vec<u8>, CollectError> {
+    read_sized(f, path, 4096)
+}
+
+/// Read a whole file into a buffer of `expect` bytes (grown if the file is larger). procfs
+/// reports size 0, so `fs::read` would probe with 32-byte reads and grow from there (ten
+/// syscalls for snmp6), and `File::read_to_end` would stat and seek first: reading through
+/// `take` into a buffer already big enough is one read() for the data and one for the end.
+fn read_sized(f: std::fs::File, path: &Path, expect: usize) -> Result<Vec<u8>, CollectError> {
     use std::io::Read;
-    // procfs reports size 0, so `fs::read` would probe with 32-byte reads and grow from there
-    // (ten syscalls for snmp6). Read into a per-thread 64 KiB buffer instead: one read() for
-    // nearly every file, and one exact-size allocation for the result.
-    thread_local! {
-        static BUF: RefCell<Vec<u8>> = RefCell::new(vec![0u8; 64 * 1024]);
+    let mut out = Vec::with_capacity(expect);
+    match f.take(u64::MAX).read_to_end(&mut out) {
+        Ok(_) => Ok(out),
+        Err(e) => Err(io_error(path, e)),
     }
-    BUF.with(|b| {
-        let mut b = b.borrow_mut();
-        let mut out = Vec::new();
-        loop {
-            match f.read(&mut b[..]) {
-                Ok(0) => return Ok(out),
-                Ok(n) => out.extend_from_slice(&b[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io_error(path, e)),
-            }
-        }
-    })
+}
+
+thread_local! {
+    /// Size of each namespace file this thread last read (namespaces' files are alike).
+    static SIZES: RefCell<HashMap<&'static str, usize>> = RefCell::new(HashMap::default());
+}
+
+/// A buffer size that fits `rel` as last read here, with room for growth.
+fn expected_size(rel: &'static str) -> usize {
+    SIZES
+        .with(|s| s.borrow().get(rel).copied())
+        .unwrap_or(0)
+        .max(2048)
+        * 9
+        / 8
+        + 256
 }
 
 /// `available()` of probes that only need a file: `Err` names the missing file.

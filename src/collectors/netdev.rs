@@ -178,13 +178,14 @@ impl Collector for NetdevProbe {
             let name = metric_name("netsleuth_netdev", col, MetricKind::Counter)?;
             Some(Entry::new(name, help_for(col), MetricKind::Counter))
         };
+        let mut cur = self.names.cursor();
         for (i, dev) in nd.devices.iter().enumerate() {
             if !self.devices.matches(dev) || self.exclude.as_ref().is_some_and(|x| x.matches(dev)) {
                 continue;
             }
             let labels = [("device", *dev)];
             for (col, &v) in nd.columns.iter().zip(nd.device_values(i)) {
-                self.names.emit("", col, Value::U64(v), &labels, out, &make);
+                cur.emit("", col, Value::U64(v), &labels, out, &make);
             }
         }
         Ok(())

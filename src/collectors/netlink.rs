@@ -174,8 +174,8 @@ impl DumpSocket {
                 errno: e.raw_os_error().unwrap_or(libc::EIO),
             }
         };
-        let mut sock = Socket::new(protocol).map_err(io("socket(AF_NETLINK)"))?;
-        sock.bind_auto().map_err(io("bind"))?;
+        // Not bound: the kernel gives the socket a port id with its first send.
+        let sock = Socket::new(protocol).map_err(io("socket(AF_NETLINK)"))?;
         // Each recv waits at most the whole budget; `dump` also checks the total.
         let tv = nix::sys::time::TimeVal::new(DUMP_TIMEOUT.as_secs() as _, 0);
         nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReceiveTimeout, &tv)
@@ -192,10 +192,32 @@ impl DumpSocket {
     where
         M: NetlinkSerializable + fmt::Debug,
     {
+        let seq = self.send(request, NLM_F_REQUEST | NLM_F_DUMP)?;
+        self.receive(seq, true, on_msg)
+    }
+
+    /// Send `request` as a plain `NLM_F_REQUEST` (one object, e.g. one link by index) and pass
+    /// the data message(s) of its one-datagram reply to `on_msg`. An object that does not
+    /// exist is `Err(NlError::Errno(ENODEV))` (or whatever the kernel answers).
+    ///
+    /// Only for requests answered by a single message, like `RTM_GETLINK` by index: a
+    /// multi-part reply (`NLM_F_MULTI` ... `NLMSG_DONE`) needs [`DumpSocket::dump`].
+    pub fn get<M>(&mut self, request: M, on_msg: &mut OnMessage<'_>) -> Result<(), NlError>
+    where
+        M: NetlinkSerializable + fmt::Debug,
+    {
+        let seq = self.send(request, NLM_F_REQUEST)?;
+        self.receive(seq, false, on_msg)
+    }
+
+    fn send<M>(&mut self, request: M, flags: u16) -> Result<u32, NlError>
+    where
+        M: NetlinkSerializable + fmt::Debug,
+    {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        header.flags = flags;
         header.sequence_number = seq;
         let mut msg = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(request));
         msg.finalize();
@@ -205,7 +227,17 @@ impl DumpSocket {
             what: "send",
             errno: e.raw_os_error().unwrap_or(libc::EIO),
         })?;
+        Ok(seq)
+    }
 
+    /// Receive the reply to request `seq`: until `NLMSG_DONE` for a dump, else the first
+    /// datagram that answers it (datagrams answering older requests are skipped).
+    fn receive(
+        &mut self,
+        seq: u32,
+        until_done: bool,
+        on_msg: &mut OnMessage<'_>,
+    ) -> Result<(), NlError> {
         let deadline = Instant::now() + DUMP_TIMEOUT;
         RECV.with(|cell| {
             // A nested dump on this thread (not expected) gets its own buffer.
@@ -237,7 +269,12 @@ impl DumpSocket {
                         buf.len()
                     )));
                 }
-                if walk(buf, Some(seq), on_msg)? {
+                let mut answered = false;
+                let done = walk(buf, Some(seq), &mut |ty, p| {
+                    answered = true;
+                    on_msg(ty, p)
+                })?;
+                if done || (!until_done && answered) {
                     return Ok(());
                 }
                 if Instant::now() > deadline {

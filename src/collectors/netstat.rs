@@ -33,8 +33,9 @@ impl Collector for NetstatProbe {
         let make = |g: &str, f: &str| {
             make_entry(&self.filter, g, f, MetricKind::Counter, "/proc/net/netstat")
         };
+        let mut cur = self.names.cursor();
         for s in stats.iter().filter(|s| s.group == self.group) {
-            self.names.emit(s.group, s.field, s.value, &[], out, &make);
+            cur.emit(s.group, s.field, s.value, &[], out, &make);
         }
         Ok(())
     }

@@ -13,7 +13,7 @@ use rustc_hash::FxHashSet as HashSet;
 
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use super::{parse_int, CollectError, Collector, FieldFilter, NetnsCtx, ProbeArgs, ProbeSpec};
 use crate::model::{snake_case, MetricKind, Sink, Value};
@@ -43,68 +43,91 @@ fn split_group(line: &str) -> Option<(&str, &str)> {
 /// `Group_Field` keeps its first value. Returns an error only when nothing at all could be
 /// parsed, naming the first problem.
 pub fn parse_pairs(data: &[u8]) -> Result<Vec<Stat<'_>>, String> {
-    let lines: Vec<&str> = data
-        .split(|&b| b == b'\n')
-        .map(|l| std::str::from_utf8(l).unwrap_or(""))
-        .collect();
+    let mut lines = text_lines(data)
+        .map(|l| l.unwrap_or(""))
+        .enumerate()
+        .peekable();
     let mut out = Vec::with_capacity(256);
-    let mut seen: HashSet<(&str, &str)> =
-        HashSet::with_capacity_and_hasher(256, Default::default());
     let mut first_err: Option<String> = None;
-    let mut i = 0;
-    while i < lines.len() {
-        let Some((group, header)) = split_group(lines[i]) else {
-            if !lines[i].trim().is_empty() && first_err.is_none() {
+    while let Some((i, line)) = lines.next() {
+        let Some((group, header)) = split_group(line) else {
+            if !line.trim().is_empty() && first_err.is_none() {
                 first_err = Some(format!("line {}: no `Group:` prefix", i + 1));
             }
-            i += 1;
             continue;
         };
-        let next = lines.get(i + 1).and_then(|l| split_group(l));
-        let Some((vgroup, values)) = next.filter(|(g, _)| *g == group) else {
+        let next = lines.peek().and_then(|(_, l)| split_group(l));
+        let Some((_, values)) = next.filter(|(g, _)| *g == group) else {
             if first_err.is_none() {
                 first_err = Some(format!("group {group}: header without a value line"));
             }
-            i += 1;
             continue;
         };
-        let _ = vgroup;
-        i += 2;
-        let names: Vec<&str> = header.split_ascii_whitespace().collect();
-        let vals: Vec<&str> = values.split_ascii_whitespace().collect();
-        if names.len() != vals.len() {
+        lines.next();
+        // One pass over both lines; a pair whose counts differ is taken back out.
+        let start = out.len();
+        let (mut names, mut vals) = (
+            header.split_ascii_whitespace(),
+            values.split_ascii_whitespace(),
+        );
+        let (mut n_names, mut n_vals) = (0usize, 0usize);
+        let mut bad: Option<String> = None;
+        loop {
+            match (names.next(), vals.next()) {
+                (Some(name), Some(v)) => {
+                    n_names += 1;
+                    n_vals += 1;
+                    match parse_int(v.as_bytes()) {
+                        Some(value) => out.push(Stat {
+                            group,
+                            field: name,
+                            value,
+                        }),
+                        None => {
+                            bad.get_or_insert_with(|| {
+                                format!("{group} {name}: `{v}` is not an integer")
+                            });
+                        }
+                    }
+                }
+                (None, None) => break,
+                (a, b) => {
+                    n_names += usize::from(a.is_some()) + names.by_ref().count();
+                    n_vals += usize::from(b.is_some()) + vals.by_ref().count();
+                    break;
+                }
+            }
+        }
+        if n_names != n_vals {
+            out.truncate(start);
             if first_err.is_none() {
                 first_err = Some(format!(
-                    "group {group}: {} field names but {} values",
-                    names.len(),
-                    vals.len()
+                    "group {group}: {n_names} field names but {n_vals} values"
                 ));
             }
             continue;
         }
-        for (name, v) in names.into_iter().zip(vals) {
-            match parse_int(v.as_bytes()) {
-                Some(value) => {
-                    if seen.insert((group, name)) {
-                        out.push(Stat {
-                            group,
-                            field: name,
-                            value,
-                        });
-                    }
-                }
-                None => {
-                    if first_err.is_none() {
-                        first_err = Some(format!("{group} {name}: `{v}` is not an integer"));
-                    }
-                }
-            }
+        if first_err.is_none() {
+            first_err = bad;
         }
     }
     if out.is_empty() {
         return Err(first_err.unwrap_or_else(|| "no statistics found".to_string()));
     }
+    dedupe(&mut out);
     Ok(out)
+}
+
+/// The lines of `data`: all of them as text when the whole is valid UTF-8 (one check), else
+/// line by line, `None` for a line that is not.
+fn text_lines(data: &[u8]) -> Box<dyn Iterator<Item = Option<&str>> + '_> {
+    match std::str::from_utf8(data) {
+        Ok(t) => Box::new(t.split('\n').map(Some)),
+        Err(_) => Box::new(
+            data.split(|&b| b == b'\n')
+                .map(|l| std::str::from_utf8(l).ok()),
+        ),
+    }
 }
 
 /// Parse `/proc/net/snmp`.
@@ -132,11 +155,9 @@ fn split_snmp6_key(key: &str) -> Option<(&str, &str)> {
 /// error only when nothing parses.
 pub fn parse_snmp6(data: &[u8]) -> Result<Vec<Stat<'_>>, String> {
     let mut out = Vec::with_capacity(128);
-    let mut seen: HashSet<(&str, &str)> =
-        HashSet::with_capacity_and_hasher(128, Default::default());
     let mut first_err: Option<String> = None;
-    for (n, line) in data.split(|&b| b == b'\n').enumerate() {
-        let Ok(line) = std::str::from_utf8(line) else {
+    for (n, line) in text_lines(data).enumerate() {
+        let Some(line) = line else {
             first_err.get_or_insert_with(|| format!("line {}: not UTF-8", n + 1));
             continue;
         };
@@ -155,18 +176,55 @@ pub fn parse_snmp6(data: &[u8]) -> Result<Vec<Stat<'_>>, String> {
             first_err.get_or_insert_with(|| format!("{key}: `{v}` is not an integer"));
             continue;
         };
-        if seen.insert((group, field)) {
-            out.push(Stat {
-                group,
-                field,
-                value,
-            });
-        }
+        out.push(Stat {
+            group,
+            field,
+            value,
+        });
     }
     if out.is_empty() {
         return Err(first_err.unwrap_or_else(|| "no statistics found".to_string()));
     }
+    dedupe(&mut out);
     Ok(out)
+}
+
+/// Drop repeated `(group, field)` keys, keeping the first value.
+///
+/// A kernel never repeats a key, and files with the same keys come by the hundred (one per
+/// namespace), so a key sequence found free of repeats is remembered by a hash of its keys and
+/// not checked with a set again.
+fn dedupe(items: &mut Vec<Stat<'_>>) {
+    use std::hash::Hasher;
+    static UNIQUE: std::sync::Mutex<Option<HashSet<u64>>> = std::sync::Mutex::new(None);
+    let mut h = rustc_hash::FxHasher::default();
+    for s in items.iter() {
+        h.write(s.group.as_bytes());
+        h.write_u8(0xff);
+        h.write(s.field.as_bytes());
+        h.write_u8(0xfe);
+    }
+    let key = h.finish();
+    let known = |f: &mut dyn FnMut(&mut HashSet<u64>) -> bool| {
+        let mut g = UNIQUE.lock().unwrap_or_else(|e| e.into_inner());
+        f(g.get_or_insert_with(HashSet::default))
+    };
+    if known(&mut |set| set.contains(&key)) {
+        return;
+    }
+    let mut seen: HashSet<(&str, &str)> =
+        HashSet::with_capacity_and_hasher(items.len(), Default::default());
+    let before = items.len();
+    items.retain(|s| seen.insert((s.group, s.field)));
+    if items.len() == before {
+        known(&mut |set| {
+            // Bounded: garbage input must not grow it (a cleared set only costs re-checks).
+            if set.len() >= 1024 {
+                set.clear();
+            }
+            set.insert(key)
+        });
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -293,18 +351,48 @@ impl Entry {
 /// Most entries a cache keeps; beyond that (garbage input) names are built per sample.
 const CACHE_LIMIT: usize = 4096;
 
+/// Longest key sequence a cache follows (a file with more keys uses the maps only).
+const SEQ_LIMIT: usize = 4096;
+
+/// How far ahead a [`Cursor`] looks for a key the file skipped (an `IcmpMsg` type one
+/// namespace has and another has not).
+const RESYNC: usize = 4;
+
+/// Entries by group, then field.
+type EntryMap = HashMap<String, HashMap<String, Option<Arc<Entry>>>>;
+
+/// A key and its entry (`None`: filtered out).
+type SeqItem = (Box<str>, Box<str>, Option<Arc<Entry>>);
+
 /// Per-collector cache of the filter decision and metric name for each `(group, field)`, so a
-/// namespace's collection neither runs regexes nor allocates names: lookups borrow the parsed
-/// `&str`s. `None` means "filtered out".
+/// namespace's collection neither runs regexes nor allocates names. `None` means "filtered
+/// out".
+///
+/// Namespaces on one kernel print the same keys in the same order, so besides the maps the
+/// cache keeps the last file's key sequence: a [`Cursor`] walking a new file finds each entry
+/// with one string comparison against the next key of that sequence, and only falls back to
+/// the maps where the file differs.
 #[derive(Debug, Default)]
 pub struct NameCache {
-    map: RwLock<HashMap<String, HashMap<String, Option<Entry>>>>,
+    map: RwLock<EntryMap>,
     len: AtomicUsize,
+    seq: RwLock<Arc<Vec<SeqItem>>>,
 }
 
 impl NameCache {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Start emitting one file's keys in order.
+    pub fn cursor(&self) -> Cursor<'_> {
+        Cursor {
+            cache: self,
+            seq: self.seq.read().unwrap_or_else(|e| e.into_inner()).clone(),
+            pos: 0,
+            misses: 0,
+            record: None,
+        }
     }
 
     /// Emit `value` for `(group, field)`, building its entry with `make` the first time.
@@ -317,24 +405,112 @@ impl NameCache {
         out: &mut dyn Sink,
         make: &dyn Fn(&str, &str) -> Option<Entry>,
     ) {
+        if let Some(e) = self.lookup(group, field, make) {
+            e.emit(out, labels, value);
+        }
+    }
+
+    /// The entry of `(group, field)` from the maps, built with `make` the first time.
+    fn lookup(
+        &self,
+        group: &str,
+        field: &str,
+        make: &dyn Fn(&str, &str) -> Option<Entry>,
+    ) -> Option<Arc<Entry>> {
         {
             let m = self.map.read().unwrap_or_else(|e| e.into_inner());
             if let Some(e) = m.get(group).and_then(|g| g.get(field)) {
-                if let Some(e) = e {
-                    e.emit(out, labels, value);
-                }
-                return;
+                return e.clone();
             }
         }
-        let e = make(group, field);
-        if let Some(e) = &e {
-            e.emit(out, labels, value);
-        }
+        let e = make(group, field).map(Arc::new);
         if self.len.load(Ordering::Relaxed) < CACHE_LIMIT {
             let mut m = self.map.write().unwrap_or_else(|e| e.into_inner());
             let g = m.entry(group.to_string()).or_default();
-            if g.insert(field.to_string(), e).is_none() {
+            if g.insert(field.to_string(), e.clone()).is_none() {
                 self.len.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        e
+    }
+}
+
+/// Emits one file's keys through a [`NameCache`], following the cache's last key sequence; if
+/// the file strays from it by more than a few keys, the file's own sequence replaces it when
+/// the cursor is dropped.
+pub struct Cursor<'c> {
+    cache: &'c NameCache,
+    seq: Arc<Vec<SeqItem>>,
+    pos: usize,
+    misses: usize,
+    /// This file's sequence, recorded from the first miss on (when it may replace the cache's).
+    record: Option<Vec<SeqItem>>,
+}
+
+impl Cursor<'_> {
+    /// Emit `value` for the file's next key `(group, field)`.
+    pub fn emit(
+        &mut self,
+        group: &str,
+        field: &str,
+        value: Value,
+        labels: &[(&str, &str)],
+        out: &mut dyn Sink,
+        make: &dyn Fn(&str, &str) -> Option<Entry>,
+    ) {
+        let same = |it: &SeqItem| *it.0 == *group && *it.1 == *field;
+        // A file repeating its keys (one block per device) starts the sequence over.
+        if self.pos == self.seq.len() && self.seq.first().is_some_and(same) {
+            self.pos = 0;
+        }
+        let found =
+            (self.pos..(self.pos + RESYNC).min(self.seq.len())).find(|&i| same(&self.seq[i]));
+        if let Some(i) = found {
+            if i != self.pos {
+                self.miss();
+            }
+            self.pos = i + 1;
+            // Borrowed from the sequence: no reference count touched on the hot path.
+            let entry = &self.seq[i].2;
+            if let Some(r) = &mut self.record {
+                if r.len() < SEQ_LIMIT {
+                    r.push((group.into(), field.into(), entry.clone()));
+                }
+            }
+            if let Some(e) = entry {
+                e.emit(out, labels, value);
+            }
+            return;
+        }
+        self.miss();
+        let entry = self.cache.lookup(group, field, make);
+        if let Some(r) = &mut self.record {
+            if r.len() < SEQ_LIMIT {
+                r.push((group.into(), field.into(), entry.clone()));
+            }
+        }
+        if let Some(e) = entry {
+            e.emit(out, labels, value);
+        }
+    }
+
+    fn miss(&mut self) {
+        self.misses += 1;
+        if self.record.is_none() {
+            // Everything before the first miss followed the sequence (in the current pass
+            // over it, for files that repeat their keys).
+            self.record = Some(self.seq[..self.pos.min(self.seq.len())].to_vec());
+        }
+    }
+}
+
+impl Drop for Cursor<'_> {
+    fn drop(&mut self) {
+        // A few strays (an ICMP type more or less) are cheap to skip; a different layout
+        // (another kernel's file, a cold cache) becomes the sequence to follow.
+        if self.misses > RESYNC {
+            if let Some(r) = self.record.take() {
+                *self.cache.seq.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(r);
             }
         }
     }
@@ -456,7 +632,8 @@ struct SnmpProbe {
     name: &'static str,
     groups: &'static [&'static str],
     filter: FieldFilter,
-    names: NameCache,
+    /// One cache per file (`snmp`, `snmp6`): each follows its own key sequence.
+    names: [NameCache; 2],
 }
 
 impl SnmpProbe {
@@ -466,8 +643,14 @@ impl SnmpProbe {
         file: &str,
         out: &mut dyn Sink,
     ) {
+        let mut cur = self.names[usize::from(file.ends_with('6'))].cursor();
+        // Keys come grouped: decide per run of one group, not per key.
+        let mut last: (&str, bool) = ("", false);
         for s in stats {
-            if !self.groups.contains(&s.group) {
+            if s.group != last.0 {
+                last = (s.group, self.groups.contains(&s.group));
+            }
+            if !last.1 {
                 continue;
             }
             let make = |g: &str, f: &str| {
@@ -478,7 +661,7 @@ impl SnmpProbe {
                 };
                 make_entry(&self.filter, g, f, kind, file)
             };
-            self.names.emit(s.group, s.field, s.value, &[], out, &make);
+            cur.emit(s.group, s.field, s.value, &[], out, &make);
         }
     }
 }
@@ -520,7 +703,7 @@ fn build(
         name,
         groups,
         filter,
-        names: NameCache::new(),
+        names: [NameCache::new(), NameCache::new()],
     }))
 }
 
@@ -891,5 +1074,112 @@ mod tests {
                 assert_eq!(testutil::lint(&n(f, k), k), None, "{f}");
             }
         }
+    }
+
+    #[test]
+    fn repeated_keys_keep_the_first_value_every_time() {
+        let d = b"Tcp: A B A\nTcp: 1 2 3\nUdp: X\nUdp: 4\nTcp: B\nTcp: 5\n";
+        // Twice: the second parse must not trust a remembered "no repeats" for this layout.
+        for _ in 0..2 {
+            let s = parse_pairs(d).unwrap();
+            let keys: Vec<_> = s.iter().map(|x| (x.group, x.field, x.value)).collect();
+            assert_eq!(
+                keys,
+                [
+                    ("Tcp", "A", Value::U64(1)),
+                    ("Tcp", "B", Value::U64(2)),
+                    ("Udp", "X", Value::U64(4))
+                ]
+            );
+        }
+        let s = parse_snmp6(b"Ip6InReceives 1\nIp6InReceives 2\nIp6OutRequests 3\n").unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(get(&s, "Ip6", "InReceives"), Some(Value::U64(1)));
+    }
+
+    /// Emit `keys` through one cursor of `cache`; returns the rendered samples.
+    fn emit_through(cache: &NameCache, keys: &[(&str, u64)]) -> Vec<String> {
+        let mut f = crate::model::Families::new();
+        {
+            let mut sink = f.sink("");
+            let mut cur = cache.cursor();
+            let make = |_: &str, field: &str| {
+                (!field.starts_with('x')).then(|| {
+                    Entry::new(
+                        format!("netsleuth_cursortest_{}_total", field.to_lowercase()),
+                        "h".into(),
+                        MetricKind::Counter,
+                    )
+                })
+            };
+            for &(k, v) in keys {
+                cur.emit("G", k, Value::U64(v), &[], &mut sink, &make);
+            }
+        }
+        let mut text = String::new();
+        f.render(&mut text);
+        samples(&text).into_iter().map(String::from).collect()
+    }
+
+    #[test]
+    fn cursor_follows_skips_and_relearns_sequences() {
+        let c = NameCache::new();
+        let base = [("A", 1), ("xB", 2), ("C", 3), ("D", 4)];
+        let want = |a, c, d| {
+            vec![
+                format!("netsleuth_cursortest_a_total {a}"),
+                format!("netsleuth_cursortest_c_total {c}"),
+                format!("netsleuth_cursortest_d_total {d}"),
+            ]
+        };
+        assert_eq!(emit_through(&c, &base), want(1, 3, 4));
+        assert_eq!(emit_through(&c, &base), want(1, 3, 4));
+        // A key missing, a key extra: still right.
+        assert_eq!(
+            emit_through(&c, &[("A", 5), ("C", 6), ("E", 9), ("D", 7)]),
+            vec![
+                "netsleuth_cursortest_a_total 5".to_string(),
+                "netsleuth_cursortest_c_total 6".into(),
+                "netsleuth_cursortest_d_total 7".into(),
+                "netsleuth_cursortest_e_total 9".into(),
+            ]
+        );
+        // Repeated blocks (one per device) and a wholly different order.
+        let rev = [
+            ("D", 1),
+            ("C", 2),
+            ("xB", 0),
+            ("A", 3),
+            ("F", 4),
+            ("G", 5),
+            ("H", 6),
+        ];
+        for _ in 0..3 {
+            let got = emit_through(&c, &rev);
+            assert_eq!(got.len(), 6, "{got:?}");
+            assert!(got.contains(&"netsleuth_cursortest_a_total 3".to_string()));
+        }
+        let twice = [("A", 1), ("C", 2), ("A", 3), ("C", 4)];
+        let mut f = crate::model::Families::new();
+        {
+            let mut sink = f.sink("");
+            let mut cur = c.cursor();
+            let make = |_: &str, _: &str| None;
+            for (i, &(k, v)) in twice.iter().enumerate() {
+                let dev = i.to_string();
+                cur.emit("G", k, Value::U64(v), &[("device", &dev)], &mut sink, &make);
+            }
+        }
+        let mut text = String::new();
+        f.render(&mut text);
+        assert_eq!(
+            samples(&text),
+            [
+                "netsleuth_cursortest_a_total{device=\"0\"} 1",
+                "netsleuth_cursortest_a_total{device=\"2\"} 3",
+                "netsleuth_cursortest_c_total{device=\"1\"} 2",
+                "netsleuth_cursortest_c_total{device=\"3\"} 4",
+            ]
+        );
     }
 }

@@ -14,6 +14,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendErro
 
 pub mod file;
 pub mod loki;
+pub mod loki_proto;
 pub mod stream;
 
 use crate::inventory::{Entity, EntityKind};

@@ -8,29 +8,82 @@
 //!
 //! In-flight timestamps are keyed by skb address in an LRU hash (16384 entries) and deleted
 //! when the skb is freed (`skb:consume_skb`, `skb:kfree_skb`), so a reused address never
-//! inherits an old timestamp. Transmit from a socket has no per-skb tracepoint before the device
-//! on this kernel line (it needs fentry/kprobes on `ip_queue_xmit`); the device part is
-//! `netiftxlat`'s.
+//! inherits an old timestamp.
+//! - **tx** (optional: only where fentry or kprobes work, reported unavailable elsewhere, the
+//!   probe then runs without it): a TCP segment from the socket handing it to IP
+//!   (`ip_queue_xmit`/`inet6_csk_xmit`, no tracepoint there) to `net:net_dev_queue`, per namespace of
+//!   the socket; metrics only. The device part is `netiftxlat`'s.
 //!
-//! Metrics: `netsleuth_kernellatency_rx_seconds{<entity>}` and
-//! `netsleuth_kernellatency_forward_seconds{<entity>}`. Events `KERNELLAT_RX` /
+//! Metrics: `netsleuth_kernellatency_rx_seconds{<entity>}`,
+//! `netsleuth_kernellatency_forward_seconds{<entity>}` and (tx)
+//! `netsleuth_kernellatency_tx_seconds{<entity>}`. Events `KERNELLAT_RX` /
 //! `KERNELLAT_FORWARD` at or above `threshold` (default 100ms) with `latency` and the tuple.
 #![forbid(unsafe_code)]
 
-use super::{Alternative, DecodeCtx, RawEvent, RunningProbe};
+use super::{Alternative, DecodeCtx, OptionalGroup, RawEvent, RunningProbe};
 use crate::events::{Event, EventEntity};
 use crate::model::Families;
 
 pub const RX: &str = "KERNELLAT_RX";
 pub const FORWARD: &str = "KERNELLAT_FORWARD";
 
+/// net:netif_receive_skb, else ip_rcv_core + ip6_rcv_core; tcp:tcp_probe, else
+/// tcp_rcv_established; net:net_dev_queue, else __dev_queue_xmit; skb:consume_skb, else
+/// consume_skb; skb:kfree_skb, else the drop functions (see packetloss).
 pub const PLAN: &[&[Alternative]] = &[
-    &[("tp_btf", "receive_btf"), ("raw_tp", "receive_raw")],
-    &[("tp_btf", "tcp_btf"), ("raw_tp", "tcp_raw")],
-    &[("tp_btf", "queue_btf"), ("raw_tp", "queue_raw")],
-    &[("tp_btf", "consume_btf"), ("raw_tp", "consume_raw")],
-    &[("tp_btf", "kfree_btf"), ("raw_tp", "kfree_raw")],
+    &[
+        ("tp_btf", &["receive_btf"]),
+        ("raw_tp", &["receive_raw"]),
+        ("fentry", &["receive_fentry", "receive6_fentry"]),
+        ("kprobe", &["receive_kprobe", "receive6_kprobe"]),
+    ],
+    &[
+        ("tp_btf", &["tcp_btf"]),
+        ("raw_tp", &["tcp_raw"]),
+        ("fentry", &["tcp_fentry"]),
+        ("kprobe", &["tcp_kprobe"]),
+    ],
+    &[
+        ("tp_btf", &["queue_btf"]),
+        ("raw_tp", &["queue_raw"]),
+        ("fentry", &["queue_fentry"]),
+        ("kprobe", &["queue_kprobe"]),
+    ],
+    &[
+        ("tp_btf", &["consume_btf"]),
+        ("raw_tp", &["consume_raw"]),
+        ("fentry", &["consume_fentry"]),
+        ("kprobe", &["consume_kprobe"]),
+    ],
+    &[
+        ("tp_btf", &["kfree_btf"]),
+        ("raw_tp", &["kfree_raw"]),
+        ("fentry", &["kfree_sk_reason_fentry"]),
+        ("fentry", &["kfree_reason_fentry"]),
+        ("fentry", &["kfree_fentry"]),
+        ("kprobe", &["kfree_sk_reason_kprobe"]),
+        ("kprobe", &["kfree_reason_kprobe"]),
+        ("kprobe", &["kfree_kprobe"]),
+    ],
 ];
+
+/// The optional tx side: ip_queue_xmit + inet6_csk_xmit (fentry, else kprobe) to net:net_dev_queue
+/// (else __dev_queue_xmit).
+pub const OPTIONAL: &[OptionalGroup] = &[(
+    "tx",
+    &[
+        &[
+            ("fentry", &["tx_start_fentry", "tx_start6_fentry"]),
+            ("kprobe", &["tx_start_kprobe", "tx_start6_kprobe"]),
+        ],
+        &[
+            ("tp_btf", &["tx_end_btf"]),
+            ("raw_tp", &["tx_end_raw"]),
+            ("fentry", &["tx_end_fentry"]),
+            ("kprobe", &["tx_end_kprobe"]),
+        ],
+    ],
+)];
 
 pub fn collect(
     p: &RunningProbe,
@@ -45,7 +98,20 @@ pub fn collect(
             ("netsleuth_kernellatency_rx_seconds", "Time a received TCP segment spent in the stack (net:netif_receive_skb to tcp:tcp_probe)."),
             ("netsleuth_kernellatency_forward_seconds", "Time a forwarded packet spent in the namespace's stack (net:netif_receive_skb to net:net_dev_queue)."),
         ],
-    )
+    )?;
+    // The optional tx side (its map stays empty where it is not attached).
+    let tx = super::read_hist_map(&p.loaded, "lat_tx", |k| {
+        Some(u64::from(u32::from_ne_bytes(k.get(0..4)?.try_into().ok()?)))
+    })?;
+    for (inode, h) in tx {
+        out.sink(&prefix(inode)).emit_histogram(
+            "netsleuth_kernellatency_tx_seconds",
+            "Time a TCP segment spent in the stack from the socket to the device layer (ip_queue_xmit/inet6_csk_xmit to net:net_dev_queue; where fentry or kprobes work).",
+            &[],
+            &h.to_prometheus(),
+        );
+    }
+    Ok(())
 }
 
 pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {

@@ -46,8 +46,28 @@ pub enum ProbeKind {
     VirtCmdLatency,
 }
 
-/// One way to attach: the method's name and the program in the object that uses it.
-pub type Alternative = (&'static str, &'static str);
+/// One way to attach an attach point: the method (`tp_btf`, `raw_tp`, `fentry`/`fexit`,
+/// `kprobe`/`kretprobe`) and the programs of the object that, all attached, make it (a
+/// fallback may need several kernel functions for what one tracepoint sees).
+pub type Alternative = (&'static str, &'static [&'static str]);
+
+/// Optional attach points: a named group of points the probe uses where all of them attach,
+/// and reports unavailable (with every alternative's reason) elsewhere; the probe runs without.
+pub type OptionalGroup = (&'static str, &'static [&'static [Alternative]]);
+
+/// The attach methods by preference, as `attachMethods` names them: tracepoints (BTF-typed,
+/// then raw), then the BPF trampoline (fentry/fexit), then kprobes (kprobe/kretprobe).
+pub const METHODS: [&str; 4] = ["tp_btf", "raw_tp", "fentry", "kprobe"];
+
+/// The `attachMethods` name of an alternative's method (fexit is a fentry-family method,
+/// kretprobe a kprobe one).
+pub fn method_family(m: &str) -> &str {
+    match m {
+        "fexit" => "fentry",
+        "kretprobe" => "kprobe",
+        m => m,
+    }
+}
 
 impl ProbeKind {
     pub const ALL: [ProbeKind; 8] = [
@@ -106,8 +126,7 @@ impl ProbeKind {
     }
 
     /// Attach plan: for each attach point, the alternatives in order of preference
-    /// (tp_btf → raw_tp; fentry/kprobe alternatives are added where a kernel lacks the
-    /// tracepoint).
+    /// (tp_btf → raw_tp → fentry → kprobe; the first the running kernel accepts is used).
     pub fn plan(self) -> &'static [&'static [Alternative]] {
         match self {
             ProbeKind::PacketLoss => packetloss::PLAN,
@@ -118,6 +137,14 @@ impl ProbeKind {
             ProbeKind::SocketLatency => socketlatency::PLAN,
             ProbeKind::KernelLatency => kernellatency::PLAN,
             ProbeKind::VirtCmdLatency => virtcmdlatency::PLAN,
+        }
+    }
+
+    /// Optional attach point groups (used where available).
+    pub fn optional(self) -> &'static [OptionalGroup] {
+        match self {
+            ProbeKind::KernelLatency => kernellatency::OPTIONAL,
+            _ => &[],
         }
     }
 }
@@ -144,6 +171,9 @@ pub struct BpfProbeConfig {
     pub rate_limit: u64,
     /// `burst`: how many events of one type may come at once (bucket depth).
     pub burst: u64,
+    /// `attachMethods`: only these methods of the attach plan ([`METHODS`]) are tried
+    /// (troubleshooting, and tests of the fallbacks); `None`: all.
+    pub attach_methods: Option<Vec<String>>,
 }
 
 /// Default `rateLimit`: events per second per event type.
@@ -193,6 +223,7 @@ impl BpfProbeConfig {
                 .collect(),
             rate_limit: DEFAULT_RATE_LIMIT,
             burst: DEFAULT_BURST,
+            attach_methods: None,
         }
     }
 
@@ -228,6 +259,9 @@ impl BpfProbeConfig {
             self.burst = b;
         }
         rate_limit_globals(self.rate_limit, self.burst)?;
+        if let Some(v) = a.take_str_list("attachMethods")? {
+            self.attach_methods = Some(parse_attach_methods(&v)?);
+        }
         if self.is_latency() {
             if let Some(t) = a.take_str("threshold")? {
                 self.threshold_ns = parse_duration_ns(&t).ok_or_else(|| {
@@ -251,6 +285,25 @@ impl BpfProbeConfig {
         }
         Ok(())
     }
+}
+
+/// `attachMethods` → family names ([`METHODS`]); unknown names are refused.
+pub fn parse_attach_methods(v: &[String]) -> Result<Vec<String>, String> {
+    v.iter()
+        .map(|m| {
+            let f = method_family(m.trim());
+            METHODS
+                .iter()
+                .find(|k| **k == f)
+                .map(|k| k.to_string())
+                .ok_or_else(|| {
+                    format!(
+                        "arg `attachMethods`: unknown method `{m}` (known: {})",
+                        METHODS.join(", ")
+                    )
+                })
+        })
+        .collect()
 }
 
 /// Latency probes' default event threshold: 100 ms.
@@ -302,10 +355,14 @@ pub struct RunningProbe {
     pub loaded: Loaded,
     /// How each attach point got attached (`tp_btf`, `raw_tp`...).
     pub methods: Vec<&'static str>,
+    /// The alternative used for each attach point.
+    pub attached: Vec<Alternative>,
+    /// Each optional group: the methods used, or why it is unavailable here.
+    pub optional: Vec<(&'static str, Result<Vec<&'static str>, String>)>,
     links: Mutex<Vec<Link>>,
     /// packetloss: drop reason value → name, from the kernel's BTF.
     pub reasons: Arc<BTreeMap<u64, String>>,
-    /// The attached programs (one per attach point).
+    /// The attached programs (of every attach point and attached optional group).
     pub programs: Vec<&'static str>,
     /// Detached for good and its counters moved into the totals of past probes.
     retired: AtomicBool,
@@ -444,14 +501,42 @@ pub fn run_stats_on() -> bool {
         .is_some_and(|s| s.on())
 }
 
-/// Tries each alternative of an attach point in order; the error lists why each failed.
-pub fn attach_point(l: &Loaded, alts: &[Alternative]) -> Result<(Link, &'static str), String> {
+/// Tries each alternative of an attach point in order (only the `only` methods, when given);
+/// the error lists every alternative and why it failed.
+pub fn attach_point(
+    l: &Loaded,
+    alts: &[Alternative],
+    only: Option<&[String]>,
+) -> Result<(Vec<Link>, Alternative), String> {
     let mut why = Vec::new();
-    for (method, prog) in alts {
-        match l.attach(prog) {
-            Ok(link) => return Ok((link, *method)),
-            Err(e) => why.push(format!("{method}: {e}")),
+    for (method, progs) in alts {
+        if let Some(only) = only {
+            if !only.iter().any(|m| m == method_family(method)) {
+                continue;
+            }
         }
+        let mut links = Vec::new();
+        let mut failed = None;
+        for prog in progs.iter() {
+            match l.attach(prog) {
+                Ok(link) => links.push(link),
+                Err(e) => {
+                    failed = Some(format!("{method} {prog}: {e}"));
+                    break;
+                }
+            }
+        }
+        match failed {
+            None => return Ok((links, (*method, *progs))),
+            Some(f) => why.push(f),
+        }
+    }
+    if why.is_empty() {
+        let m: Vec<&str> = alts.iter().map(|(m, _)| *m).collect();
+        why.push(format!(
+            "attachMethods excludes every method of this attach point ({})",
+            m.join(", ")
+        ));
     }
     Err(why.join("; "))
 }
@@ -501,30 +586,58 @@ pub fn start_probe(cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<RunningProb
         &LoadOptions {
             btf: btf.clone(),
             globals,
-            programs: None,
+            programs: cfg.attach_methods.as_ref().map(|only| {
+                // Restricted plans load only the programs they may attach.
+                kind.plan()
+                    .iter()
+                    .chain(kind.optional().iter().flat_map(|(_, p)| p.iter()))
+                    .flat_map(|alts| alts.iter())
+                    .filter(|(m, _)| only.iter().any(|o| o == method_family(m)))
+                    .flat_map(|(_, progs)| progs.iter().map(|p| p.to_string()))
+                    .collect()
+            }),
             max_entries: Vec::new(),
         },
     )
     .map_err(|e| format!("load: {e}"))?;
     let mut links = Vec::new();
-    let mut methods = Vec::new();
+    let mut attached = Vec::new();
     for alts in kind.plan() {
-        let (link, m) =
-            attach_point(&loaded, alts).map_err(|e| format!("no attach method works: {e}"))?;
-        links.push(link);
-        methods.push(m);
+        let (l, a) = attach_point(&loaded, alts, cfg.attach_methods.as_deref())
+            .map_err(|e| format!("no attach method works: {e}"))?;
+        links.extend(l);
+        attached.push(a);
     }
-    // The program each attach point's chosen method uses.
-    let programs = kind
-        .plan()
-        .iter()
-        .zip(&methods)
-        .filter_map(|(alts, m)| alts.iter().find(|(am, _)| am == m).map(|(_, p)| *p))
-        .collect();
+    // The attached programs (run-time stats per program).
+    let mut programs: Vec<&'static str> =
+        attached.iter().flat_map(|a| a.1.iter().copied()).collect();
+    let mut optional = Vec::new();
+    for (what, points) in kind.optional() {
+        let mut group = Vec::new();
+        let mut ms = Vec::new();
+        let mut progs = Vec::new();
+        let r = points.iter().try_for_each(|alts| {
+            let (l, a) = attach_point(&loaded, alts, cfg.attach_methods.as_deref())?;
+            group.extend(l);
+            ms.push(a.0);
+            progs.extend(a.1.iter().copied());
+            Ok::<(), String>(())
+        });
+        match r {
+            Ok(()) => {
+                links.extend(group);
+                programs.extend(progs);
+                optional.push((*what, Ok(ms)));
+            }
+            Err(e) => optional.push((*what, Err(e))),
+        }
+    }
     Ok(RunningProbe {
         cfg: cfg.clone(),
         loaded,
-        methods,
+        methods: attached.iter().map(|(m, _)| *m).collect(),
+        attached,
+        optional,
         links: Mutex::new(links),
         reasons: Arc::new(reasons),
         programs,
@@ -532,12 +645,20 @@ pub fn start_probe(cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<RunningProb
     })
 }
 
-/// For `netsleuth probes`: load, attach and detach at once; the methods it would use, or why
-/// not.
-pub fn check(kind: ProbeKind, btf: &BtfSources) -> Result<Vec<&'static str>, String> {
-    let p = start_probe(&BpfProbeConfig::new(kind), btf)?;
+/// For `netsleuth probes`: load, attach and detach at once; how it would attach here
+/// (`[attach: <method per attach point>]`, then `[<optional group>: <methods> | unavailable:
+/// <why>]`), or why it cannot run.
+pub fn check(cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<String, String> {
+    let p = start_probe(cfg, btf)?;
     p.detach();
-    Ok(p.methods.clone())
+    let mut s = format!("[attach: {}]", p.methods.join(", "));
+    for (what, r) in &p.optional {
+        match r {
+            Ok(m) => s.push_str(&format!(" [{what}: {}]", m.join(", "))),
+            Err(e) => s.push_str(&format!(" [{what}: unavailable: {e}]")),
+        }
+    }
+    Ok(s)
 }
 
 /// The running eBPF probes: one metrics collector for the engine, one event reader thread.
@@ -614,6 +735,14 @@ impl ProbeSet {
                         c.metrics,
                         c.events
                     );
+                    for (what, r) in &p.optional {
+                        if let Err(e) = r {
+                            log::info!(
+                                "eBPF probe {}: {what} unavailable here (runs without): {e}",
+                                c.kind.name()
+                            );
+                        }
+                    }
                     probes.push(Arc::new(p));
                 }
                 Err(e) => {
@@ -630,7 +759,7 @@ impl ProbeSet {
         let mut threads = Vec::new();
         // Dead namespaces are reaped every few seconds too, not only on scrapes: a namespace
         // that comes and goes between two scrapes is still seen alive once.
-        if probes.iter().any(|p| netns_map(p.cfg.kind).is_some()) {
+        if probes.iter().any(|p| !netns_maps(p.cfg.kind).is_empty()) {
             let stop = Arc::new(AtomicBool::new(false));
             let st = stop.clone();
             let (ps, inv, seen) = (probes.clone(), inventory.clone(), netns_seen.clone());
@@ -743,41 +872,40 @@ pub fn reap_dead_namespaces(
     let mut dead = std::collections::HashSet::new();
     let mut total = 0;
     for p in probes {
-        let Some(name) = netns_map(p.cfg.kind) else {
-            continue;
-        };
-        let Ok(m) = p.loaded.map(name) else { continue };
-        let Ok(keys) = m.keys() else { continue };
         let mut n = 0u64;
-        for k in keys {
-            let Some(ino) = k
-                .get(..4)
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_ne_bytes)
-            else {
-                continue;
-            };
-            let ino = u64::from(ino);
-            in_maps.insert(ino);
-            if snap.by_inode(ino).is_some() {
-                seen.insert(ino, None);
-                continue;
-            }
-            match seen.get(&ino).copied() {
-                // Never listed: unknown, kept.
-                None => {}
-                Some(None) => {
-                    seen.insert(ino, Some(now));
+        for name in netns_maps(p.cfg.kind) {
+            let Ok(m) = p.loaded.map(name) else { continue };
+            let Ok(keys) = m.keys() else { continue };
+            for k in keys {
+                let Some(ino) = k
+                    .get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_ne_bytes)
+                else {
+                    continue;
+                };
+                let ino = u64::from(ino);
+                in_maps.insert(ino);
+                if snap.by_inode(ino).is_some() {
+                    seen.insert(ino, None);
+                    continue;
                 }
-                Some(Some(since))
-                    if now.saturating_duration_since(since) > crate::inventory::GRACE =>
-                {
-                    if m.delete(&k).unwrap_or(false) {
-                        n += 1;
+                match seen.get(&ino).copied() {
+                    // Never listed: unknown, kept.
+                    None => {}
+                    Some(None) => {
+                        seen.insert(ino, Some(now));
                     }
-                    dead.insert(ino);
+                    Some(Some(since))
+                        if now.saturating_duration_since(since) > crate::inventory::GRACE =>
+                    {
+                        if m.delete(&k).unwrap_or(false) {
+                            n += 1;
+                        }
+                        dead.insert(ino);
+                    }
+                    Some(Some(_)) => {}
                 }
-                Some(Some(_)) => {}
             }
         }
         if n > 0 {
@@ -790,14 +918,15 @@ pub fn reap_dead_namespaces(
     total
 }
 
-/// The counting map of a probe whose keys start with the namespace inode (u32).
-fn netns_map(kind: ProbeKind) -> Option<&'static str> {
+/// The counting maps of a probe whose keys start with the namespace inode (u32).
+fn netns_maps(kind: ProbeKind) -> &'static [&'static str] {
     match kind {
-        ProbeKind::PacketLoss => Some("drops"),
-        ProbeKind::TcpReset => Some("resets"),
-        ProbeKind::TcpRetrans => Some("retrans"),
-        ProbeKind::NetifTxLat | ProbeKind::SocketLatency | ProbeKind::KernelLatency => Some("lat"),
-        ProbeKind::Softirq | ProbeKind::VirtCmdLatency => None,
+        ProbeKind::PacketLoss => &["drops"],
+        ProbeKind::TcpReset => &["resets"],
+        ProbeKind::TcpRetrans => &["retrans"],
+        ProbeKind::NetifTxLat | ProbeKind::SocketLatency => &["lat"],
+        ProbeKind::KernelLatency => &["lat", "lat_tx"],
+        ProbeKind::Softirq | ProbeKind::VirtCmdLatency => &[],
     }
 }
 
@@ -1480,6 +1609,54 @@ mod latency_tests {
             for t in 0..RL_TYPES as u8 {
                 if let Some(n) = event_type_of(k, t) {
                     assert!(EVENT_TYPES.contains(&n), "{n}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn attach_methods_arg() {
+        let c = args(
+            ProbeKind::TcpReset,
+            "{attachMethods: [kprobe, fexit, raw_tp]}",
+        )
+        .unwrap();
+        assert_eq!(
+            c.attach_methods.as_deref(),
+            Some(&["kprobe".to_string(), "fentry".into(), "raw_tp".into()][..])
+        );
+        assert_eq!(
+            BpfProbeConfig::new(ProbeKind::TcpReset).attach_methods,
+            None
+        );
+        let e = args(ProbeKind::Softirq, "{attachMethods: [uprobe]}").unwrap_err();
+        assert!(e.contains("attachMethods") && e.contains("uprobe"), "{e}");
+    }
+
+    /// Every plan: tracepoints first, then fentry, then kprobe (but for the incomplete pre-6.10
+    /// tcp_send_reset, the last resort); every program exists in the embedded object.
+    #[test]
+    fn plans_are_ordered_and_name_real_programs() {
+        let rank = |m: &str| METHODS.iter().position(|k| *k == method_family(m)).unwrap();
+        let last_resort = ["send_reset_noreason_btf", "send_reset_noreason_raw"];
+        for kind in ProbeKind::ALL {
+            let obj = crate::bpf::embedded::object(kind.name()).unwrap();
+            let parsed = crate::bpf::object::Object::parse(obj).unwrap();
+            let optional = kind.optional().iter().flat_map(|(_, points)| points.iter());
+            for alts in kind.plan().iter().chain(optional) {
+                let ranks: Vec<usize> = alts
+                    .iter()
+                    .filter(|(_, p)| !last_resort.contains(&p[0]))
+                    .map(|(m, _)| rank(m))
+                    .collect();
+                assert!(ranks.windows(2).all(|w| w[0] <= w[1]), "{kind:?}: {alts:?}");
+                for (_, progs) in alts.iter() {
+                    for p in progs.iter() {
+                        assert!(
+                            parsed.programs.iter().any(|x| x.name == *p),
+                            "{kind:?}: no program {p}"
+                        );
+                    }
                 }
             }
         }

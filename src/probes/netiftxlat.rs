@@ -22,11 +22,38 @@ use crate::model::Families;
 pub const QDISC: &str = "NETIFTXLAT_QDISC";
 pub const DEVICE: &str = "NETIFTXLAT_DEVICE";
 
+/// net:net_dev_queue, else __dev_queue_xmit; net:net_dev_start_xmit, else dev_hard_start_xmit
+/// (entry); net:net_dev_xmit, else dev_hard_start_xmit's return; skb:kfree_skb, else the drop
+/// functions (see packetloss).
 pub const PLAN: &[&[Alternative]] = &[
-    &[("tp_btf", "queue_btf"), ("raw_tp", "queue_raw")],
-    &[("tp_btf", "start_btf"), ("raw_tp", "start_raw")],
-    &[("tp_btf", "xmit_btf"), ("raw_tp", "xmit_raw")],
-    &[("tp_btf", "drop_btf"), ("raw_tp", "drop_raw")],
+    &[
+        ("tp_btf", &["queue_btf"]),
+        ("raw_tp", &["queue_raw"]),
+        ("fentry", &["queue_fentry"]),
+        ("kprobe", &["queue_kprobe"]),
+    ],
+    &[
+        ("tp_btf", &["start_btf"]),
+        ("raw_tp", &["start_raw"]),
+        ("fentry", &["start_fentry"]),
+        ("kprobe", &["start_kprobe"]),
+    ],
+    &[
+        ("tp_btf", &["xmit_btf"]),
+        ("raw_tp", &["xmit_raw"]),
+        ("fexit", &["xmit_fexit"]),
+        ("kprobe", &["xmit_kprobe", "xmit_kretprobe"]),
+    ],
+    &[
+        ("tp_btf", &["drop_btf"]),
+        ("raw_tp", &["drop_raw"]),
+        ("fentry", &["drop_sk_reason_fentry"]),
+        ("fentry", &["drop_reason_fentry"]),
+        ("fentry", &["drop_fentry"]),
+        ("kprobe", &["drop_sk_reason_kprobe"]),
+        ("kprobe", &["drop_reason_kprobe"]),
+        ("kprobe", &["drop_kprobe"]),
+    ],
 ];
 
 pub fn collect(

@@ -24,7 +24,17 @@ use crate::model::{Families, MetricKind, Sink, Value};
 
 pub const EVENT: &str = "PACKETLOSS";
 
-pub const PLAN: &[&[Alternative]] = &[&[("tp_btf", "kfree_skb_btf"), ("raw_tp", "kfree_skb_raw")]];
+/// skb:kfree_skb; else the function it sits in: sk_skb_reason_drop (6.11+), kfree_skb_reason
+/// (5.17+), kfree_skb (no reasons: kprobe only, fentry cannot see the drop location).
+pub const PLAN: &[&[Alternative]] = &[&[
+    ("tp_btf", &["kfree_skb_btf"]),
+    ("raw_tp", &["kfree_skb_raw"]),
+    ("fentry", &["drop_sk_reason_fentry"]),
+    ("fentry", &["drop_reason_fentry"]),
+    ("kprobe", &["drop_sk_reason_kprobe"]),
+    ("kprobe", &["drop_reason_kprobe"]),
+    ("kprobe", &["drop_kprobe"]),
+]];
 
 /// Reasons that are normal frees, excluded unless `excludeReasons` says otherwise:
 /// `NOT_SPECIFIED` is what plain `kfree_skb()` reports (neighbour queue purges, IPv6 MLD/ND

@@ -25,11 +25,43 @@ use crate::model::Families;
 pub const READSLOW: &str = "SOCKETLAT_READSLOW";
 pub const SENDSLOW: &str = "SOCKETLAT_SENDSLOW";
 
+/// sock:sk_data_ready, else sock_def_readable; sock:sock_recv_length, else the return of
+/// inet_recvmsg + inet6_recvmsg; sock:sock_send_length, else tcp_sendmsg's return (these three
+/// tracepoints are 6.6+: before, the fallbacks make the probe); net:net_dev_start_xmit, else
+/// dev_hard_start_xmit.
 pub const PLAN: &[&[Alternative]] = &[
-    &[("tp_btf", "ready_btf"), ("raw_tp", "ready_raw")],
-    &[("tp_btf", "recv_btf"), ("raw_tp", "recv_raw")],
-    &[("tp_btf", "send_btf"), ("raw_tp", "send_raw")],
-    &[("tp_btf", "xmit_btf"), ("raw_tp", "xmit_raw")],
+    &[
+        ("tp_btf", &["ready_btf"]),
+        ("raw_tp", &["ready_raw"]),
+        ("fentry", &["ready_fentry"]),
+        ("kprobe", &["ready_kprobe"]),
+    ],
+    &[
+        ("tp_btf", &["recv_btf"]),
+        ("raw_tp", &["recv_raw"]),
+        ("fexit", &["recv_fexit", "recv6_fexit"]),
+        (
+            "kprobe",
+            &[
+                "recv_kprobe",
+                "recv_kretprobe",
+                "recv6_kprobe",
+                "recv6_kretprobe",
+            ],
+        ),
+    ],
+    &[
+        ("tp_btf", &["send_btf"]),
+        ("raw_tp", &["send_raw"]),
+        ("fexit", &["send_fexit"]),
+        ("kprobe", &["send_kprobe", "send_kretprobe"]),
+    ],
+    &[
+        ("tp_btf", &["xmit_btf"]),
+        ("raw_tp", &["xmit_raw"]),
+        ("fentry", &["xmit_fentry"]),
+        ("kprobe", &["xmit_kprobe"]),
+    ],
 ];
 
 pub fn collect(

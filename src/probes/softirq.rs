@@ -20,10 +20,27 @@ pub const SCHED: &str = "SOFTIRQ_SCHED_SLOW";
 /// KubeSkoop's name, spelling included.
 pub const EXEC: &str = "SOFTIRQ_EXCUTE_SLOW";
 
+/// irq:softirq_raise, else __raise_softirq_irqoff; irq:softirq_entry/exit, else the entry and
+/// return of net_tx_action and net_rx_action (the network vectors only).
 pub const PLAN: &[&[Alternative]] = &[
-    &[("tp_btf", "raise_btf"), ("raw_tp", "raise_raw")],
-    &[("tp_btf", "entry_btf"), ("raw_tp", "entry_raw")],
-    &[("tp_btf", "exit_btf"), ("raw_tp", "exit_raw")],
+    &[
+        ("tp_btf", &["raise_btf"]),
+        ("raw_tp", &["raise_raw"]),
+        ("fentry", &["raise_fentry"]),
+        ("kprobe", &["raise_kprobe"]),
+    ],
+    &[
+        ("tp_btf", &["entry_btf"]),
+        ("raw_tp", &["entry_raw"]),
+        ("fentry", &["entry_tx_fentry", "entry_rx_fentry"]),
+        ("kprobe", &["entry_tx_kprobe", "entry_rx_kprobe"]),
+    ],
+    &[
+        ("tp_btf", &["exit_btf"]),
+        ("raw_tp", &["exit_raw"]),
+        ("fexit", &["exit_tx_fexit", "exit_rx_fexit"]),
+        ("kretprobe", &["exit_tx_kretprobe", "exit_rx_kretprobe"]),
+    ],
 ];
 
 /// Softirq vector names, by vector number (include/linux/interrupt.h, as in

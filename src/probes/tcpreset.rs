@@ -21,11 +21,42 @@ pub const PROCESS: &str = "TCPRESET_PROCESS";
 pub const ACTIVE: &str = "TCPRESET_ACTIVE";
 pub const RECEIVE: &str = "TCPRESET_RECEIVE";
 
+/// tcp:tcp_send_reset, else tcp_v4_send_reset + tcp_v6_send_reset + tcp_send_active_reset;
+/// tcp:tcp_receive_reset, else tcp_reset.
+///
+/// Before 6.10 (no `reason` argument) tcp_send_reset fires only for resets sent with a socket:
+/// the no-socket (NOSOCK) ones, e.g. for a closed port, are missing (seen on Debian 5.10 and
+/// 6.1 by the kernel matrix). There the function fallbacks, which see every reset, come first,
+/// and that tracepoint is only the last resort (NOSOCK then stays 0).
 pub const PLAN: &[&[Alternative]] = &[
-    &[("tp_btf", "send_reset_btf"), ("raw_tp", "send_reset_raw")],
     &[
-        ("tp_btf", "receive_reset_btf"),
-        ("raw_tp", "receive_reset_raw"),
+        ("tp_btf", &["send_reset_btf"]),
+        ("raw_tp", &["send_reset_raw"]),
+        (
+            "fentry",
+            &[
+                "send_reset_v4_fentry",
+                "send_reset_v6_fentry",
+                "send_active_reset_fentry",
+            ],
+        ),
+        (
+            "kprobe",
+            &[
+                "send_reset_v4_kprobe",
+                "send_reset_v6_kprobe",
+                "send_active_reset_kprobe",
+            ],
+        ),
+        // Before 6.10, without fentry or kprobes: incomplete (no NOSOCK).
+        ("tp_btf", &["send_reset_noreason_btf"]),
+        ("raw_tp", &["send_reset_noreason_raw"]),
+    ],
+    &[
+        ("tp_btf", &["receive_reset_btf"]),
+        ("raw_tp", &["receive_reset_raw"]),
+        ("fentry", &["receive_reset_fentry"]),
+        ("kprobe", &["receive_reset_kprobe"]),
     ],
 ];
 

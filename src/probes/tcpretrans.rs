@@ -12,11 +12,26 @@ use crate::model::{Families, MetricKind, Sink, Value};
 
 pub const EVENT: &str = "TCPRETRANS";
 
+/// tcp:tcp_retransmit_skb, else __tcp_retransmit_skb's return; tcp:tcp_retransmit_synack, else
+/// tcp_rtx_synack's return (both tracepoints fire on success only).
 pub const PLAN: &[&[Alternative]] = &[
-    &[("tp_btf", "retransmit_btf"), ("raw_tp", "retransmit_raw")],
     &[
-        ("tp_btf", "retransmit_synack_btf"),
-        ("raw_tp", "retransmit_synack_raw"),
+        ("tp_btf", &["retransmit_btf"]),
+        // Before 6.13: no err argument.
+        ("tp_btf", &["retransmit_noerr_btf"]),
+        ("raw_tp", &["retransmit_raw"]),
+        ("raw_tp", &["retransmit_noerr_raw"]),
+        ("fexit", &["retransmit_fexit"]),
+        ("kprobe", &["retransmit_kprobe", "retransmit_kretprobe"]),
+    ],
+    &[
+        ("tp_btf", &["retransmit_synack_btf"]),
+        ("raw_tp", &["retransmit_synack_raw"]),
+        ("fexit", &["retransmit_synack_fexit"]),
+        (
+            "kprobe",
+            &["retransmit_synack_kprobe", "retransmit_synack_kretprobe"],
+        ),
     ],
 ];
 

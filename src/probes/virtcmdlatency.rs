@@ -18,16 +18,16 @@ pub const EVENT: &str = "VIRTCMD_SLOW";
 /// `virtnet_send_command`.
 pub const PLAN: &[&[Alternative]] = &[
     &[
-        ("fentry", "entry_reply_fentry"),
-        ("fentry", "entry_fentry"),
-        ("kprobe", "entry_reply_kprobe"),
-        ("kprobe", "entry_kprobe"),
+        ("fentry", &["entry_reply_fentry"]),
+        ("fentry", &["entry_fentry"]),
+        ("kprobe", &["entry_reply_kprobe"]),
+        ("kprobe", &["entry_kprobe"]),
     ],
     &[
-        ("fexit", "exit_reply_fexit"),
-        ("fexit", "exit_fexit"),
-        ("kretprobe", "exit_reply_kretprobe"),
-        ("kretprobe", "exit_kretprobe"),
+        ("fexit", &["exit_reply_fexit"]),
+        ("fexit", &["exit_fexit"]),
+        ("kretprobe", &["exit_reply_kretprobe"]),
+        ("kretprobe", &["exit_kretprobe"]),
     ],
 ];
 

@@ -1,0 +1,381 @@
+//! The real probes' attach plans on this kernel: each eBPF probe of `netsleuth` loaded and
+//! attached through its whole plan (`probe.<name>`: the method chosen per attach point, joined
+//! with `+`), then restricted to its fentry alternatives (`probe.<name>.fentry`) and to its
+//! kprobe ones (`probe.<name>.kprobe`), so the fallbacks are loaded, verified and attached for
+//! real wherever the kernel allows them. A probe that cannot attach is `unsupported` (the
+//! reason lists every alternative).
+//!
+//! Functional checks, each through the whole plan and through its fentry and its kprobe
+//! fallbacks alone (`.fentry`, `.kprobe` suffixes), in a namespace of our own with exactly
+//! known effects, read back from the probe's own metrics:
+//! - `probe.packetloss.drop`: UDP to a closed port (`__udp4_lib_rcv` frees each datagram with
+//!   `kfree_skb`): by drop reason `NO_SOCKET` where the kernel has reasons (`pass:reason`), else
+//!   by the symbolized freeing function (`pass:location`, 5.10).
+//! - `probe.tcpreset.count`: a connect to a closed port: one NOSOCK RST sent, one RECEIVE.
+//! - `probe.netiftxlat.count`: datagrams through lo: each timed once in both stages.
+//! - `probe.socketlatency.read`: data read 30 ms after it arrived: one read delay >= 30 ms.
+//! - `probe.kernellatency.tx`: the optional tx side (fentry/kprobes only) times the client's
+//!   segments of a TCP exchange; `unsupported` where it is unavailable.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use super::netns::{self, TestNs};
+use super::{Check, Status, A_ADDR, CLOSED_PORT, N, PAYLOAD};
+use crate::bpf::kallsyms::Kallsyms;
+use crate::bpf::target_btf::BtfSources;
+use crate::model::Families;
+use crate::probes::{self, BpfProbeConfig, ProbeKind, RunningProbe};
+
+/// Loads and attaches `kind` with only `methods` (all when `None`); detaches at once.
+fn plan_check(kind: ProbeKind, methods: Option<&str>) -> Check {
+    let name = match methods {
+        Some(m) => format!("probe.{}.{m}", kind.name()),
+        None => format!("probe.{}", kind.name()),
+    };
+    let mut cfg = BpfProbeConfig::new(kind);
+    cfg.metrics = true;
+    cfg.attach_methods = methods.map(|m| vec![m.to_string()]);
+    match probes::start_probe(&cfg, &BtfSources::default()) {
+        Ok(p) => {
+            p.detach();
+            let points: Vec<String> = p
+                .attached
+                .iter()
+                .map(|(m, progs)| format!("{m} {}", progs.join("+")))
+                .collect();
+            let mut how = p.methods.join("+");
+            let mut detail = format!("attached: {}", points.join(", "));
+            for (what, r) in &p.optional {
+                match r {
+                    Ok(m) => {
+                        how.push_str(&format!(",{what}={}", m.join("+")));
+                        detail.push_str(&format!("; {what}: {}", m.join("+")));
+                    }
+                    Err(e) => {
+                        how.push_str(&format!(",{what}=unavailable"));
+                        detail.push_str(&format!("; {what} unavailable: {e}"));
+                    }
+                }
+            }
+            Check::new(&name, Status::Pass, &how, detail)
+        }
+        Err(e) => Check::new(&name, Status::Unsupported, "", e),
+    }
+}
+
+/// One expected sample of a probe's metric in the test namespace: the sum of the lines of
+/// `metric` whose labels contain every `labels` pair, exactly `value` (or at least, `min`).
+struct Want {
+    metric: &'static str,
+    labels: &'static [&'static str],
+    value: f64,
+    min: bool,
+}
+
+const fn want(metric: &'static str, labels: &'static [&'static str], value: u64) -> Want {
+    Want {
+        metric,
+        labels,
+        value: value as f64,
+        min: false,
+    }
+}
+
+type Collect =
+    fn(&RunningProbe, &mut dyn FnMut(u64) -> String, &mut Families) -> Result<(), String>;
+
+/// Starts `kind` restricted to `methods`, runs `induce` in a fresh namespace (lo up, 198.18.0.1,
+/// no IPv6), then reads the probe's metrics for that namespace and compares them with `wants`.
+/// `how` is the outcome's suffix on success (the same for every method: the methods chosen are
+/// in the `probe.*` rows).
+fn count_check(
+    name: &str,
+    kind: ProbeKind,
+    methods: Option<&str>,
+    induce: fn() -> Result<String, String>,
+    optional: Option<&str>,
+    collect: Collect,
+    wants: &dyn Fn(&RunningProbe) -> (&'static str, Vec<Want>),
+) -> Check {
+    let name = match methods {
+        Some(m) => format!("{name}.{m}"),
+        None => name.to_string(),
+    };
+    let fail = |d: String| Check::new(&name, Status::Fail, "", d);
+    let mut cfg = BpfProbeConfig::new(kind);
+    cfg.metrics = true;
+    cfg.attach_methods = methods.map(|m| vec![m.to_string()]);
+    let p = match probes::start_probe(&cfg, &BtfSources::default()) {
+        Ok(p) => p,
+        Err(e) => return Check::new(&name, Status::Unsupported, "", e),
+    };
+    if let Some(group) = optional {
+        match p.optional.iter().find(|(w, _)| *w == group) {
+            Some((_, Err(e))) => {
+                return Check::new(&name, Status::Unsupported, "", format!("{group}: {e}"))
+            }
+            Some((_, Ok(_))) => {}
+            None => return fail(format!("no optional attach point group {group}")),
+        }
+    }
+    let ns = match TestNs::new() {
+        Ok(n) => n,
+        Err(e) => return fail(format!("creating a network namespace: {e}")),
+    };
+    let note = match ns.run(|| -> Result<String, String> {
+        netns::disable_ipv6();
+        netns::lo_up().map_err(|e| format!("lo up: {e}"))?;
+        netns::lo_addr(A_ADDR, 32).map_err(|e| format!("lo address: {e}"))?;
+        induce()
+    }) {
+        Ok(Ok(n)) => n,
+        Ok(Err(e)) => return fail(e),
+        Err(e) => return fail(e.to_string()),
+    };
+    let mut fams = Families::new();
+    let mut prefix = |i: u64| format!("netns=\"{i}\"");
+    if let Err(e) = collect(&p, &mut prefix, &mut fams) {
+        return fail(format!("reading the probe's maps: {e}"));
+    }
+    p.detach();
+    let mut text = String::new();
+    fams.render(&mut text);
+    let mine = format!("netns=\"{}\"", ns.inode);
+    let (how, wants) = wants(&p);
+    let mut got = Vec::new();
+    let mut bad = Vec::new();
+    for w in &wants {
+        let v: f64 = text
+            .lines()
+            .filter(|l| l.starts_with(&format!("{}{{", w.metric)) && l.contains(&mine))
+            .filter(|l| w.labels.iter().all(|x| l.contains(x)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .fold(0.0, |a, b| a + b);
+        let what = format!("{}{{{}}} = {v}", w.metric, w.labels.join(","));
+        if v == w.value || (w.min && v >= w.value) {
+            got.push(what);
+        } else {
+            let op = if w.min { ">=" } else { "" };
+            bad.push(format!("{what} (expected {op}{})", w.value));
+        }
+    }
+    let detail = format!(
+        "{note}; attached via {}; {}",
+        p.methods.join("+"),
+        got.join(", ")
+    );
+    if bad.is_empty() {
+        Check::new(&name, Status::Pass, how, detail)
+    } else {
+        let all: Vec<&str> = text.lines().filter(|l| l.contains(&mine)).collect();
+        fail(format!(
+            "{}; {detail}; the namespace's samples: {}",
+            bad.join(", "),
+            all.join(" | ")
+        ))
+    }
+}
+
+/// UDP to a closed port: `__udp4_lib_rcv` frees each datagram with `kfree_skb` (NO_SOCKET).
+fn udp_to_closed_port() -> Result<String, String> {
+    let s = UdpSocket::bind(SocketAddrV4::new(A_ADDR, 0)).map_err(|e| format!("bind: {e}"))?;
+    for _ in 0..N {
+        s.send_to(&[0u8; PAYLOAD], SocketAddrV4::new(A_ADDR, CLOSED_PORT))
+            .map_err(|e| format!("send_to: {e}"))?;
+    }
+    Ok(format!("{N} datagrams to a closed port"))
+}
+
+/// UDP to a bound socket, all received: each datagram passes lo's transmit path once.
+fn udp_through_lo() -> Result<String, String> {
+    let rx = UdpSocket::bind(SocketAddrV4::new(A_ADDR, 0)).map_err(|e| format!("bind: {e}"))?;
+    let to = rx.local_addr().map_err(|e| e.to_string())?;
+    let tx = UdpSocket::bind(SocketAddrV4::new(A_ADDR, 0)).map_err(|e| format!("bind: {e}"))?;
+    rx.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 2048];
+    for i in 0..N {
+        tx.send_to(&[0u8; PAYLOAD], to)
+            .map_err(|e| format!("send_to: {e}"))?;
+        rx.recv(&mut buf)
+            .map_err(|e| format!("datagram {i}: {e}"))?;
+    }
+    Ok(format!("{N} datagrams through lo"))
+}
+
+/// A TCP connect to a closed port: one RST sent without a socket, one received by the client.
+fn tcp_to_closed_port() -> Result<String, String> {
+    let to = SocketAddrV4::new(A_ADDR, CLOSED_PORT).into();
+    match TcpStream::connect_timeout(&to, Duration::from_secs(5)) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Ok("connect to a closed port refused".into())
+        }
+        Err(e) => Err(format!("connect {to}: {e} (expected refused)")),
+        Ok(_) => Err(format!("connect {to} succeeded (expected refused)")),
+    }
+}
+
+/// Data that waits READ_WAIT at a TCP socket before the application reads it: one read delay
+/// of at least READ_WAIT.
+fn tcp_read_after_wait() -> Result<String, String> {
+    let l = TcpListener::bind(SocketAddrV4::new(A_ADDR, 0)).map_err(|e| format!("listen: {e}"))?;
+    let to = l.local_addr().map_err(|e| e.to_string())?;
+    let mut c = TcpStream::connect(to).map_err(|e| format!("connect: {e}"))?;
+    let (mut srv, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
+    c.write_all(&[7u8; PAYLOAD])
+        .map_err(|e| format!("write: {e}"))?;
+    std::thread::sleep(READ_WAIT);
+    let mut buf = [0u8; PAYLOAD];
+    srv.read_exact(&mut buf).map_err(|e| format!("read: {e}"))?;
+    Ok(format!(
+        "{PAYLOAD} bytes over TCP read after {} ms",
+        READ_WAIT.as_millis()
+    ))
+}
+
+const READ_WAIT: Duration = Duration::from_millis(30);
+
+fn packetloss_collect(
+    p: &RunningProbe,
+    prefix: &mut dyn FnMut(u64) -> String,
+    out: &mut Families,
+) -> Result<(), String> {
+    let ks = std::sync::Mutex::new(Kallsyms::load().ok());
+    probes::packetloss::collect(p, prefix, out, &ks)
+}
+
+/// The functional checks of one plan restriction (`None`: the whole plan).
+fn count_checks(out: &mut Vec<Check>, m: Option<&str>) {
+    // Drops by reason where the kernel has reasons, else by the symbolized freeing function.
+    out.push(count_check(
+        "probe.packetloss.drop",
+        ProbeKind::PacketLoss,
+        m,
+        udp_to_closed_port,
+        None,
+        packetloss_collect,
+        &|p| {
+            if p.reasons.is_empty() {
+                (
+                    "location",
+                    vec![want(
+                        "netsleuth_packetloss_total",
+                        &["reason=\"__udp4_lib_rcv\"", "protocol=\"UDP\""],
+                        N,
+                    )],
+                )
+            } else {
+                (
+                    "reason",
+                    vec![want(
+                        "netsleuth_packetloss_total",
+                        &["reason=\"NO_SOCKET\"", "protocol=\"UDP\""],
+                        N,
+                    )],
+                )
+            }
+        },
+    ));
+    out.push(count_check(
+        "probe.tcpreset.count",
+        ProbeKind::TcpReset,
+        m,
+        tcp_to_closed_port,
+        None,
+        probes::tcpreset::collect,
+        &|_| {
+            (
+                "",
+                vec![
+                    want("netsleuth_tcpreset_total", &["type=\"NOSOCK\""], 1),
+                    want("netsleuth_tcpreset_total", &["type=\"RECEIVE\""], 1),
+                    want("netsleuth_tcpreset_total", &["type=\"PROCESS\""], 0),
+                    want("netsleuth_tcpreset_total", &["type=\"ACTIVE\""], 0),
+                ],
+            )
+        },
+    ));
+    out.push(count_check(
+        "probe.netiftxlat.count",
+        ProbeKind::NetifTxLat,
+        m,
+        udp_through_lo,
+        None,
+        probes::netiftxlat::collect,
+        &|_| {
+            (
+                "",
+                vec![
+                    want(
+                        "netsleuth_netiftxlat_qdisc_seconds_count",
+                        &["device=\"lo\""],
+                        N,
+                    ),
+                    want(
+                        "netsleuth_netiftxlat_device_seconds_count",
+                        &["device=\"lo\""],
+                        N,
+                    ),
+                ],
+            )
+        },
+    ));
+    out.push(count_check(
+        "probe.socketlatency.read",
+        ProbeKind::SocketLatency,
+        m,
+        tcp_read_after_wait,
+        None,
+        probes::socketlatency::collect,
+        &|_| {
+            (
+                "",
+                vec![
+                    want("netsleuth_socketlatency_read_seconds_count", &[], 1),
+                    Want {
+                        metric: "netsleuth_socketlatency_read_seconds_sum",
+                        labels: &[],
+                        value: READ_WAIT.as_secs_f64(),
+                        min: true,
+                    },
+                ],
+            )
+        },
+    ));
+    // The client's SYN, handshake ACK and data segment leave through ip_queue_xmit (the
+    // server's SYN-ACK does not; ACKs and FINs vary with timing): at least 3 tx samples.
+    out.push(count_check(
+        "probe.kernellatency.tx",
+        ProbeKind::KernelLatency,
+        m,
+        tcp_read_after_wait,
+        Some("tx"),
+        probes::kernellatency::collect,
+        &|_| {
+            (
+                "",
+                vec![Want {
+                    metric: "netsleuth_kernellatency_tx_seconds_count",
+                    labels: &[],
+                    value: 3.0,
+                    min: true,
+                }],
+            )
+        },
+    ));
+}
+
+pub fn checks(out: &mut Vec<Check>) {
+    for kind in ProbeKind::ALL {
+        out.push(plan_check(kind, None));
+        if kind != ProbeKind::VirtCmdLatency {
+            out.push(plan_check(kind, Some("fentry")));
+            out.push(plan_check(kind, Some("kprobe")));
+        }
+    }
+    for m in [None, Some("fentry"), Some("kprobe")] {
+        count_checks(out, m);
+    }
+}
