@@ -244,25 +244,32 @@ fn print_bpf_probes(cfg: &Config) {
     }
 }
 
-/// Starts the configured eBPF probes and hands their metrics to the engine (replacing, and
-/// so detaching, the previous set).
+/// Starts the configured eBPF probes and hands their metrics to the engine, replacing the
+/// `previous` set: probes whose configuration is unchanged keep running (no gap, no counter
+/// reset), the others are detached and started anew. Returns the new set.
 fn start_bpf(
     cfg: &Config,
     engine: &Engine,
     inventory: &Arc<Inventory>,
     pipeline: &Option<Arc<crate::events::Pipeline>>,
-) {
-    engine.set_map_collectors(Vec::new());
+    previous: Option<Arc<crate::probes::ProbeSet>>,
+) -> Option<Arc<crate::probes::ProbeSet>> {
     if cfg.bpf_probes.is_empty() {
-        return;
+        engine.set_map_collectors(Vec::new());
+        return None;
     }
-    let set = crate::probes::ProbeSet::start(
+    let set = Arc::new(crate::probes::ProbeSet::restart(
+        previous.as_deref(),
         &cfg.bpf_probes,
         &cfg.btf,
         inventory.clone(),
         pipeline.clone(),
-    );
-    engine.set_map_collectors(vec![Arc::new(set)]);
+    ));
+    engine.set_map_collectors(vec![set.clone()]);
+    // The previous set (dropped here, or after a scrape in flight) detaches only what the
+    // new one did not take over.
+    drop(previous);
+    Some(set)
 }
 
 fn serve(args: Args) -> i32 {
@@ -322,7 +329,7 @@ fn serve(args: Args) -> i32 {
     if let Some(p) = &pipeline {
         engine.add_self_metrics(p.clone());
     }
-    start_bpf(&bpf_cfg, &engine, &inventory, &pipeline);
+    let bpf_set = start_bpf(&bpf_cfg, &engine, &inventory, &pipeline, None);
     match server.server_addr().to_ip() {
         Some(a) => log::info!(
             "netsleuth {VERSION} listening on {a}; probes: {}",
@@ -343,9 +350,11 @@ fn serve(args: Args) -> i32 {
     }
 
     let _http = http::serve_with_events(server, engine.clone(), 4, pipeline.clone());
-    let rc = run_signals(&args, &engine, &inventory, &pipeline);
+    let bpf_set = run_signals(&args, &engine, &inventory, &pipeline, bpf_set);
+    let rc = bpf_set.0;
     // Detach the eBPF programs and flush the event sinks before exiting.
     engine.set_map_collectors(Vec::new());
+    drop(bpf_set.1);
     if let Some(p) = pipeline {
         p.close();
     }
@@ -368,19 +377,21 @@ fn netsleuth_attributor(r: &crate::attribution::StateRoots) -> crate::attributio
 }
 
 /// Handle signals on the main thread: SIGHUP reloads, SIGTERM/SIGINT exit 0.
+/// Returns the exit code and the running eBPF probe set.
 fn run_signals(
     args: &Args,
     engine: &Arc<Engine>,
     inventory: &Arc<Inventory>,
     pipeline: &Option<Arc<crate::events::Pipeline>>,
-) -> i32 {
+    mut bpf_set: Option<Arc<crate::probes::ProbeSet>>,
+) -> (i32, Option<Arc<crate::probes::ProbeSet>>) {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     use std::sync::atomic::Ordering;
     let mut signals = match signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM]) {
         Ok(s) => s,
         Err(e) => {
             log::error!("cannot install signal handlers: {e}");
-            return 1;
+            return (1, bpf_set);
         }
     };
     for sig in signals.forever() {
@@ -399,8 +410,14 @@ fn run_signals(
                         let sinks = p.reconfigure(&cfg.event_sinks);
                         log::info!("event sinks: {}", sinks.join(", "));
                     }
-                    engine.set_probes(ActiveProbes::from_config(cfg));
-                    start_bpf(&bpf_cfg, engine, inventory, pipeline);
+                    // The running eBPF set stays in place until its successor replaces it:
+                    // no scrape in between misses its series.
+                    let mut active = ActiveProbes::from_config(cfg);
+                    if let Some(s) = &bpf_set {
+                        active.maps = vec![s.clone()];
+                    }
+                    engine.set_probes(active);
+                    bpf_set = start_bpf(&bpf_cfg, engine, inventory, pipeline, bpf_set.take());
                     engine.stats.last_reload_ok.store(1, Ordering::Relaxed);
                     log::info!("configuration reloaded; probes: {}", names.join(", "));
                 }
@@ -412,11 +429,11 @@ fn run_signals(
             },
             _ => {
                 log::info!("signal {sig}: exiting");
-                return 0;
+                return (0, bpf_set);
             }
         }
     }
-    0
+    (0, bpf_set)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 #define NETSLEUTH_NETPROBES_H
 
 #include "netsleuth.h"
+#include "ratelimit.h"
 
 #define BPF_F_FAST_STACK_CMP (1ULL << 9)
 #define STACK_DEPTH 32
@@ -301,12 +302,13 @@ static __always_inline void sk_tuple(struct sock_common___p *skc, struct ns_even
 	}
 }
 
-/* A zeroed event record, or NULL when events are off or the buffer is full (counted). */
+/* A zeroed event record, or NULL when events are off, over the type's rate limit or the
+ * buffer is full (both counted). */
 static __always_inline struct ns_event *event_reserve(void *ctx, __u32 netns, __u8 type)
 {
 	struct ns_event *e;
 
-	if (!emit_events)
+	if (!emit_events || !rl_allow(type))
 		return 0;
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {

@@ -41,6 +41,9 @@ pub const BPF_BTF_LOAD: u32 = 18;
 pub const BPF_MAP_FREEZE: u32 = 22;
 pub const BPF_MAP_LOOKUP_BATCH: u32 = 24;
 pub const BPF_LINK_CREATE: u32 = 28;
+pub const BPF_ENABLE_STATS: u32 = 32;
+/// `enum bpf_stats_type`: run time and run count of every program.
+pub const BPF_STATS_RUN_TIME: u32 = 0;
 
 // Map types.
 pub const MAP_HASH: u32 = 1;
@@ -232,7 +235,9 @@ pub struct ObjPinAttr {
     pub file_flags: u32,
 }
 
-/// Leading part of `struct bpf_prog_info`.
+/// `struct bpf_prog_info` up to `attach_btf_id` (Linux 6.x; older kernels fill a prefix and
+/// leave the rest zero). `run_time_ns`/`run_cnt` count only while run-time stats are enabled
+/// (`BPF_ENABLE_STATS` or the `kernel.bpf_stats_enabled` sysctl).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProgInfo {
@@ -248,6 +253,42 @@ pub struct ProgInfo {
     pub nr_map_ids: u32,
     pub map_ids: u64,
     pub name: [u8; 16],
+    pub ifindex: u32,
+    /// `gpl_compatible:1` and 31 reserved bits.
+    pub flags: u32,
+    pub netns_dev: u64,
+    pub netns_ino: u64,
+    pub nr_jited_ksyms: u32,
+    pub nr_jited_func_lens: u32,
+    pub jited_ksyms: u64,
+    pub jited_func_lens: u64,
+    pub btf_id: u32,
+    pub func_info_rec_size: u32,
+    pub func_info: u64,
+    pub nr_func_info: u32,
+    pub nr_line_info: u32,
+    pub line_info: u64,
+    pub jited_line_info: u64,
+    pub nr_jited_line_info: u32,
+    pub line_info_rec_size: u32,
+    pub jited_line_info_rec_size: u32,
+    pub nr_prog_tags: u32,
+    pub prog_tags: u64,
+    pub run_time_ns: u64,
+    pub run_cnt: u64,
+    pub recursion_misses: u64,
+    pub verified_insns: u32,
+    pub attach_btf_obj_id: u32,
+    pub attach_btf_id: u32,
+    /// The struct's tail padding (`__attribute__((aligned(8)))`), zero.
+    pub _pad: u32,
+}
+
+/// `bpf_attr` for `BPF_ENABLE_STATS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EnableStatsAttr {
+    pub type_: u32,
 }
 
 /// `struct perf_event_attr` (`PERF_ATTR_SIZE_VER8`, 136 bytes).
@@ -348,6 +389,7 @@ pod!(
     FdAttr,
     ObjPinAttr,
     ProgInfo,
+    EnableStatsAttr,
     PerfEventAttr
 );
 
@@ -448,7 +490,7 @@ check!(InfoAttr, 16, bpf_fd = 0, info_len = 4, info = 8);
 check!(ObjPinAttr, 16, pathname = 0, bpf_fd = 8, file_flags = 12);
 check!(
     ProgInfo,
-    80,
+    232,
     prog_type = 0,
     id = 4,
     tag = 8,
@@ -456,8 +498,22 @@ check!(
     load_time = 40,
     nr_map_ids = 52,
     map_ids = 56,
-    name = 64
+    name = 64,
+    ifindex = 80,
+    netns_dev = 88,
+    jited_ksyms = 112,
+    btf_id = 128,
+    func_info = 136,
+    line_info = 152,
+    nr_prog_tags = 180,
+    prog_tags = 184,
+    run_time_ns = 192,
+    run_cnt = 200,
+    recursion_misses = 208,
+    verified_insns = 216,
+    attach_btf_id = 224
 );
+check!(EnableStatsAttr, 4, type_ = 0);
 check!(
     PerfEventAttr,
     136,
@@ -552,6 +608,43 @@ mod tests {
         let n = obj_name("a_very_long_program_name");
         assert_eq!(n[15], 0);
         assert_eq!(c_str(&n), "a_very_long_pro");
+    }
+
+    /// The `bpf_prog_info` fields we read sit where the running kernel's BTF says (the const
+    /// checks above are from the UAPI header; this compares with the kernel itself).
+    #[test]
+    fn prog_info_layout_matches_running_kernel_btf() {
+        use super::super::btf::{Btf, Kind};
+        let Ok(raw) = std::fs::read("/sys/kernel/btf/vmlinux") else {
+            eprintln!("SKIP prog_info_layout: no /sys/kernel/btf/vmlinux on this kernel");
+            return;
+        };
+        let btf = Btf::parse(&raw).expect("parse vmlinux BTF");
+        let id = btf
+            .find_by_name_kind("bpf_prog_info", Kind::Struct)
+            .expect("struct bpf_prog_info in vmlinux BTF");
+        let ours = [
+            ("type", offset_of!(ProgInfo, prog_type)),
+            ("id", offset_of!(ProgInfo, id)),
+            ("name", offset_of!(ProgInfo, name)),
+            ("nr_map_ids", offset_of!(ProgInfo, nr_map_ids)),
+            ("netns_ino", offset_of!(ProgInfo, netns_ino)),
+            ("prog_tags", offset_of!(ProgInfo, prog_tags)),
+            ("run_time_ns", offset_of!(ProgInfo, run_time_ns)),
+            ("run_cnt", offset_of!(ProgInfo, run_cnt)),
+            ("recursion_misses", offset_of!(ProgInfo, recursion_misses)),
+            ("verified_insns", offset_of!(ProgInfo, verified_insns)),
+            ("attach_btf_id", offset_of!(ProgInfo, attach_btf_id)),
+        ];
+        for (name, off) in ours {
+            let (_, bits) = btf
+                .find_member(id, name)
+                .unwrap()
+                .unwrap_or_else(|| panic!("bpf_prog_info.{name} missing from the kernel's BTF"));
+            assert_eq!(bits as usize, off * 8, "bpf_prog_info.{name}");
+        }
+        // The kernel's struct may have grown; ours is a prefix of it.
+        assert!(btf.resolve_size(id).unwrap() >= size_of::<ProgInfo>() as u64);
     }
 
     #[test]

@@ -269,6 +269,54 @@ pub fn prog_info(fd: BorrowedFd<'_>) -> KResult<ProgInfo> {
     Ok(info)
 }
 
+/// How the kernel's per-program run-time statistics are switched on.
+#[derive(Debug)]
+pub enum RunStats {
+    /// Our `BPF_ENABLE_STATS` fd: on while it is held.
+    Enabled(OwnedFd),
+    /// `BPF_ENABLE_STATS` failed (the error) but `kernel.bpf_stats_enabled` is 1.
+    Sysctl(String),
+    /// Neither: `run_time_ns`/`run_cnt` stay 0. Why, for the log.
+    Off(String),
+}
+
+/// Where the `kernel.bpf_stats_enabled` sysctl lives.
+pub const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl RunStats {
+    /// Switches run-time stats on with `BPF_ENABLE_STATS`; if the kernel refuses, looks whether
+    /// the `kernel.bpf_stats_enabled` sysctl has them on already (it is never written: that is
+    /// the administrator's global setting).
+    pub fn enable() -> RunStats {
+        let e = match sys::enable_run_time_stats() {
+            Ok(fd) => return RunStats::Enabled(fd),
+            Err(e) => e,
+        };
+        match std::fs::read_to_string(BPF_STATS_SYSCTL) {
+            Ok(v) if v.trim() == "1" => RunStats::Sysctl(format!("BPF_ENABLE_STATS: {e}")),
+            Ok(v) => RunStats::Off(format!(
+                "BPF_ENABLE_STATS failed ({e}) and {BPF_STATS_SYSCTL} is {}",
+                v.trim()
+            )),
+            Err(r) => RunStats::Off(format!(
+                "BPF_ENABLE_STATS failed ({e}) and {BPF_STATS_SYSCTL} cannot be read ({r})"
+            )),
+        }
+    }
+
+    /// Whether the kernel is counting.
+    pub fn on(&self) -> bool {
+        !matches!(self, RunStats::Off(_))
+    }
+}
+
+/// A program's (`run_time_ns`, `run_cnt`): totals since load, counted only while run-time
+/// stats are on.
+pub fn run_stats(fd: BorrowedFd<'_>) -> KResult<(u64, u64)> {
+    let i = prog_info(fd)?;
+    Ok((i.run_time_ns, i.run_cnt))
+}
+
 /// Every program loaded in the kernel: (id, name), by walking
 /// `BPF_PROG_GET_NEXT_ID` and `BPF_OBJ_GET_INFO_BY_FD`.
 pub fn loaded_programs() -> KResult<Vec<(u32, String)>> {

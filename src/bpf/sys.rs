@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
-use super::abi::{PerfEventAttr, Pod};
+use super::abi::{self, EnableStatsAttr, PerfEventAttr, Pod};
 
 /// One call into the kernel.
 #[derive(Debug)]
@@ -134,6 +134,16 @@ pub fn bpf<T: Pod>(cmd: u32, attr: &mut T) -> io::Result<i64> {
 pub fn bpf_fd<T: Pod>(cmd: u32, attr: &mut T) -> io::Result<OwnedFd> {
     let fd = bpf(cmd, attr)?;
     owned(fd)
+}
+
+/// `BPF_ENABLE_STATS(BPF_STATS_RUN_TIME)`: the kernel accounts every program's run time and
+/// run count (`bpf_prog_info.run_time_ns`/`run_cnt`) while the returned fd stays open
+/// (Linux 5.8+, CAP_SYS_ADMIN).
+pub fn enable_run_time_stats() -> io::Result<OwnedFd> {
+    let mut a = EnableStatsAttr {
+        type_: abi::BPF_STATS_RUN_TIME,
+    };
+    bpf_fd(abi::BPF_ENABLE_STATS, &mut a)
 }
 
 /// `perf_event_open` with `PERF_FLAG_FD_CLOEXEC` added.

@@ -19,7 +19,7 @@ pub const SYSFS_VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 pub static VENDOR_BTF: &[(&str, &[u8])] = &[];
 
 /// Where to look, in order.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BtfSources {
     /// A file (raw BTF or ELF with `.BTF`) given by configuration.
     pub path: Option<PathBuf>,

@@ -166,9 +166,43 @@ pub struct BpfProbeConfig {
     pub threshold_ns: u64,
     /// softirq `softirq-types`: the softirq vectors measured (`net_rx`, `net_tx`, ...).
     pub softirq_types: Vec<String>,
+    /// `rateLimit`: events per second per event type, enforced in the kernel (token bucket,
+    /// `bpf-asm/include/ratelimit.h`); 0: unlimited.
+    pub rate_limit: u64,
+    /// `burst`: how many events of one type may come at once (bucket depth).
+    pub burst: u64,
     /// `attachMethods`: only these methods of the attach plan ([`METHODS`]) are tried
     /// (troubleshooting, and tests of the fallbacks); `None`: all.
     pub attach_methods: Option<Vec<String>>,
+}
+
+/// Default `rateLimit`: events per second per event type.
+pub const DEFAULT_RATE_LIMIT: u64 = 10_000;
+/// Default `burst`.
+pub const DEFAULT_BURST: u64 = 20_000;
+/// Largest `rateLimit` (one token per nanosecond).
+pub const MAX_RATE_LIMIT: u64 = 1_000_000_000;
+/// Largest `burst`.
+pub const MAX_BURST: u64 = 1_000_000_000;
+
+/// The kernel token bucket's parameters (`rl_interval_ns`, `rl_depth_ns`) for `rate` events/s
+/// and `burst`; (0, 0) when unlimited.
+pub fn rate_limit_globals(rate: u64, burst: u64) -> Result<(u64, u64), String> {
+    if rate == 0 {
+        return Ok((0, 0));
+    }
+    if rate > MAX_RATE_LIMIT {
+        return Err(format!(
+            "arg `rateLimit`: {rate} events/s is above the most the kernel bucket can pace ({MAX_RATE_LIMIT}); use 0 for no limit"
+        ));
+    }
+    if burst == 0 || burst > MAX_BURST {
+        return Err(format!(
+            "arg `burst`: {burst} must be between 1 and {MAX_BURST} when `rateLimit` is set"
+        ));
+    }
+    let interval = 1_000_000_000 / rate;
+    Ok((interval, interval * burst))
 }
 
 impl BpfProbeConfig {
@@ -187,6 +221,8 @@ impl BpfProbeConfig {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            rate_limit: DEFAULT_RATE_LIMIT,
+            burst: DEFAULT_BURST,
             attach_methods: None,
         }
     }
@@ -208,6 +244,21 @@ impl BpfProbeConfig {
         if let Some(b) = a.take_bool("enableStack")? {
             self.enable_stack = b;
         }
+        let count = |a: &mut ProbeArgs, key: &str| -> Result<Option<u64>, String> {
+            match a.take_scalar(key)? {
+                None => Ok(None),
+                Some(v) => v.trim().parse::<u64>().map(Some).map_err(|_| {
+                    format!("arg `{key}`: `{v}` is not a whole number of events (0 or more)")
+                }),
+            }
+        };
+        if let Some(r) = count(a, "rateLimit")? {
+            self.rate_limit = r;
+        }
+        if let Some(b) = count(a, "burst")? {
+            self.burst = b;
+        }
+        rate_limit_globals(self.rate_limit, self.burst)?;
         if let Some(v) = a.take_str_list("attachMethods")? {
             self.attach_methods = Some(parse_attach_methods(&v)?);
         }
@@ -283,6 +334,12 @@ struct EventCounters {
     /// Ring buffer records lost, per probe: sum over probe sets (`base`) + current.
     lost_base: BTreeMap<&'static str, u64>,
     lost_now: BTreeMap<&'static str, u64>,
+    /// Events the kernel rate limit suppressed, per type, of probes no longer running.
+    suppressed_base: BTreeMap<&'static str, u64>,
+    /// (`run_time_ns`, `run_cnt`) of programs no longer running, per `program` label.
+    run_base: BTreeMap<String, (u64, u64)>,
+    /// Kernel-map entries deleted because their namespace vanished, per probe.
+    reaped: BTreeMap<&'static str, u64>,
 }
 
 static COUNTERS: Mutex<Option<EventCounters>> = Mutex::new(None);
@@ -305,6 +362,10 @@ pub struct RunningProbe {
     links: Mutex<Vec<Link>>,
     /// packetloss: drop reason value → name, from the kernel's BTF.
     pub reasons: Arc<BTreeMap<u64, String>>,
+    /// The attached programs (of every attach point and attached optional group).
+    pub programs: Vec<&'static str>,
+    /// Detached for good and its counters moved into the totals of past probes.
+    retired: AtomicBool,
 }
 
 impl RunningProbe {
@@ -312,6 +373,132 @@ impl RunningProbe {
     pub fn detach(&self) {
         self.links.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
+
+    /// The `program` label of one of its programs: `probe/program`.
+    pub fn program_label(&self, prog: &str) -> String {
+        format!("{}/{prog}", self.cfg.kind.name())
+    }
+
+    /// (`run_time_ns`, `run_cnt`) per attached program, from the kernel's run-time stats.
+    pub fn run_stats(&self) -> Vec<(String, bpf::KResult<(u64, u64)>)> {
+        self.programs
+            .iter()
+            .map(|name| {
+                let r = self
+                    .loaded
+                    .program(name)
+                    .and_then(|p| bpf::prog::run_stats(p.as_fd()));
+                (self.program_label(name), r)
+            })
+            .collect()
+    }
+
+    /// Events suppressed by the kernel rate limit, per event type.
+    pub fn suppressed(&self) -> bpf::KResult<BTreeMap<&'static str, u64>> {
+        let m = self.loaded.map("events_suppressed")?;
+        let mut out = BTreeMap::new();
+        for t in 0..RL_TYPES {
+            let Some(name) = event_type_of(self.cfg.kind, t as u8) else {
+                continue;
+            };
+            let n: u64 = m
+                .lookup_percpu(&t.to_ne_bytes())?
+                .unwrap_or_default()
+                .iter()
+                .map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap_or([0; 8])))
+                .sum();
+            *out.entry(name).or_default() += n;
+        }
+        Ok(out)
+    }
+
+    /// Detach and fold its counters into the totals kept across probe sets (once).
+    fn retire(&self) {
+        if self.retired.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Final figures first, then detach: nothing runs after the links are gone.
+        self.detach();
+        let lost = if self.cfg.events {
+            lost_of(self).ok()
+        } else {
+            None
+        };
+        let suppressed = self.suppressed().unwrap_or_default();
+        let runs = self.run_stats();
+        with_counters(|c| {
+            let name = self.cfg.kind.name();
+            if let Some(n) = lost {
+                *c.lost_base.entry(name).or_default() += n;
+            }
+            c.lost_now.remove(name);
+            for (t, n) in suppressed {
+                *c.suppressed_base.entry(t).or_default() += n;
+            }
+            for (label, r) in runs {
+                if let Ok((ns, cnt)) = r {
+                    let b = c.run_base.entry(label).or_default();
+                    b.0 += ns;
+                    b.1 += cnt;
+                }
+            }
+        });
+    }
+}
+
+/// Event types with their own kernel token bucket (`RL_TYPES` in `ratelimit.h`).
+pub const RL_TYPES: u32 = 8;
+
+/// The event type name of a probe's record subtype (`ns_event.type`).
+pub fn event_type_of(kind: ProbeKind, t: u8) -> Option<&'static str> {
+    let two = |a: &'static str, b: &'static str| match t {
+        1 => Some(a),
+        2 => Some(b),
+        _ => None,
+    };
+    match kind {
+        ProbeKind::PacketLoss => (t == 0).then_some(packetloss::EVENT),
+        ProbeKind::TcpReset => tcpreset::type_of(t).map(|(k, _)| k),
+        ProbeKind::TcpRetrans => two(tcpretrans::EVENT, tcpretrans::EVENT),
+        ProbeKind::NetifTxLat => two(netiftxlat::QDISC, netiftxlat::DEVICE),
+        ProbeKind::Softirq => two(softirq::SCHED, softirq::EXEC),
+        ProbeKind::SocketLatency => two(socketlatency::READSLOW, socketlatency::SENDSLOW),
+        ProbeKind::KernelLatency => two(kernellatency::RX, kernellatency::FORWARD),
+        ProbeKind::VirtCmdLatency => (t == 1).then_some(virtcmdlatency::EVENT),
+    }
+}
+
+/// The kernel's run-time stats for the probes' programs: switched on once, when the first
+/// probe starts, and kept on while the exporter runs.
+static RUN_STATS: Mutex<Option<bpf::prog::RunStats>> = Mutex::new(None);
+
+fn ensure_run_stats() {
+    let mut g = RUN_STATS.lock().unwrap_or_else(|e| e.into_inner());
+    if g.is_some() {
+        return;
+    }
+    let s = bpf::prog::RunStats::enable();
+    match &s {
+        bpf::prog::RunStats::Enabled(_) => {
+            log::info!("BPF run-time stats enabled (BPF_ENABLE_STATS) for netsleuth_bpf_program_run_seconds_total")
+        }
+        bpf::prog::RunStats::Sysctl(why) => log::info!(
+            "BPF run-time stats: {why}; using kernel.bpf_stats_enabled=1 set by the administrator"
+        ),
+        bpf::prog::RunStats::Off(why) => log::warn!(
+            "BPF run-time stats unavailable: {why}; netsleuth_bpf_program_run_seconds_total and netsleuth_bpf_program_runs_total stay 0"
+        ),
+    }
+    *g = Some(s);
+}
+
+/// Whether the kernel counts the programs' run time (after the first probe started).
+pub fn run_stats_on() -> bool {
+    RUN_STATS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .is_some_and(|s| s.on())
 }
 
 /// Tries each alternative of an attach point in order (only the `only` methods, when given);
@@ -366,6 +553,16 @@ pub fn start_probe(cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<RunningProb
             vec![u8::from(cfg.events && cfg.enable_stack)],
         ),
     ];
+    let (rl_interval, rl_depth) = if cfg.events {
+        rate_limit_globals(cfg.rate_limit, cfg.burst)?
+    } else {
+        (0, 0)
+    };
+    globals.push((
+        "rl_interval_ns".to_string(),
+        rl_interval.to_ne_bytes().to_vec(),
+    ));
+    globals.push(("rl_depth_ns".to_string(), rl_depth.to_ne_bytes().to_vec()));
     if cfg.is_latency() {
         globals.push((
             "threshold_ns".to_string(),
@@ -411,19 +608,25 @@ pub fn start_probe(cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<RunningProb
         links.extend(l);
         attached.push(a);
     }
+    // The attached programs (run-time stats per program).
+    let mut programs: Vec<&'static str> =
+        attached.iter().flat_map(|a| a.1.iter().copied()).collect();
     let mut optional = Vec::new();
     for (what, points) in kind.optional() {
         let mut group = Vec::new();
         let mut ms = Vec::new();
+        let mut progs = Vec::new();
         let r = points.iter().try_for_each(|alts| {
             let (l, a) = attach_point(&loaded, alts, cfg.attach_methods.as_deref())?;
             group.extend(l);
             ms.push(a.0);
+            progs.extend(a.1.iter().copied());
             Ok::<(), String>(())
         });
         match r {
             Ok(()) => {
                 links.extend(group);
+                programs.extend(progs);
                 optional.push((*what, Ok(ms)));
             }
             Err(e) => optional.push((*what, Err(e))),
@@ -437,6 +640,8 @@ pub fn start_probe(cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<RunningProb
         optional,
         links: Mutex::new(links),
         reasons: Arc::new(reasons),
+        programs,
+        retired: AtomicBool::new(false),
     })
 }
 
@@ -459,9 +664,13 @@ pub fn check(cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<String, String> {
 /// The running eBPF probes: one metrics collector for the engine, one event reader thread.
 pub struct ProbeSet {
     probes: Vec<Arc<RunningProbe>>,
+    inventory: Arc<Inventory>,
+    /// Namespaces in the counting maps: listed by the inventory, or missing since when.
+    netns_seen: Arc<NetnsSeen>,
     pub failed: Vec<(ProbeKind, String)>,
-    stop: Arc<AtomicBool>,
-    reader: Option<std::thread::JoinHandle<()>>,
+    btf: BtfSources,
+    /// The event reader and the map reaper: their stop flags and threads.
+    threads: Mutex<Vec<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>>,
     kallsyms: Arc<Mutex<Option<Kallsyms>>>,
 }
 
@@ -474,14 +683,49 @@ impl ProbeSet {
         inventory: Arc<Inventory>,
         pipeline: Option<Arc<Pipeline>>,
     ) -> ProbeSet {
+        Self::restart(None, cfgs, btf, inventory, pipeline)
+    }
+
+    /// Like [`ProbeSet::start`], taking over from `previous` (a config reload): a probe whose
+    /// configuration did not change keeps running as it is (same programs and maps: no
+    /// detach/attach gap, no counter reset, its queued events stay in its ring buffer); the
+    /// previous set's other probes are detached before their replacements attach. The previous
+    /// set's event reader stops here; dropping it afterwards detaches nothing that was kept.
+    pub fn restart(
+        previous: Option<&ProbeSet>,
+        cfgs: &[BpfProbeConfig],
+        btf: &BtfSources,
+        inventory: Arc<Inventory>,
+        pipeline: Option<Arc<Pipeline>>,
+    ) -> ProbeSet {
+        let mut keep: BTreeMap<ProbeKind, Arc<RunningProbe>> = BTreeMap::new();
+        if let Some(prev) = previous {
+            prev.stop_threads();
+            for p in &prev.probes {
+                if prev.btf == *btf && cfgs.contains(&p.cfg) {
+                    keep.insert(p.cfg.kind, p.clone());
+                } else {
+                    p.retire();
+                }
+            }
+        }
         if !cfgs.is_empty() {
             if let Err(e) = bpf::fs::tracefs() {
                 log::debug!("tracefs: {e}");
             }
+            ensure_run_stats();
         }
         let mut probes = Vec::new();
         let mut failed = Vec::new();
         for c in cfgs {
+            if let Some(p) = keep.remove(&c.kind) {
+                log::info!(
+                    "eBPF probe {}: configuration unchanged, kept running",
+                    c.kind.name()
+                );
+                probes.push(p);
+                continue;
+            }
             match start_probe(c, btf) {
                 Ok(p) => {
                     log::info!(
@@ -507,32 +751,84 @@ impl ProbeSet {
                 }
             }
         }
-        let kallsyms = Arc::new(Mutex::new(None));
-        let stop = Arc::new(AtomicBool::new(false));
+        let kallsyms = previous
+            .map(|p| p.kallsyms.clone())
+            .unwrap_or_else(|| Arc::new(Mutex::new(None)));
+        let netns_seen = previous.map(|p| p.netns_seen.clone()).unwrap_or_default();
+        let inv = inventory.clone();
+        let mut threads = Vec::new();
+        // Dead namespaces are reaped every few seconds too, not only on scrapes: a namespace
+        // that comes and goes between two scrapes is still seen alive once.
+        if probes.iter().any(|p| !netns_maps(p.cfg.kind).is_empty()) {
+            let stop = Arc::new(AtomicBool::new(false));
+            let st = stop.clone();
+            let (ps, inv, seen) = (probes.clone(), inventory.clone(), netns_seen.clone());
+            match std::thread::Builder::new()
+                .name("bpf-reaper".into())
+                .spawn(move || {
+                    let mut next = Instant::now();
+                    while !st.load(Ordering::Relaxed) {
+                        if Instant::now() >= next {
+                            reap_dead_namespaces(&ps, &inv, &seen, Instant::now());
+                            next = Instant::now() + REAP_EVERY;
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                }) {
+                Ok(h) => threads.push((stop, h)),
+                Err(e) => log::error!("cannot start the BPF map reaper: {e}"),
+            }
+        }
         let ev: Vec<Arc<RunningProbe>> = probes.iter().filter(|p| p.cfg.events).cloned().collect();
-        let reader = if ev.is_empty() {
-            None
-        } else {
-            let stop = stop.clone();
+        if !ev.is_empty() {
+            let stop = Arc::new(AtomicBool::new(false));
+            let st = stop.clone();
             let ks = kallsyms.clone();
             let pipeline = pipeline.clone();
-            std::thread::Builder::new()
+            match std::thread::Builder::new()
                 .name("bpf-events".into())
-                .spawn(move || reader_loop(ev, stop, inventory, pipeline, ks))
-                .map_err(|e| log::error!("cannot start the BPF event reader: {e}"))
-                .ok()
-        };
+                .spawn(move || reader_loop(ev, st, inventory, pipeline, ks))
+            {
+                Ok(h) => threads.push((stop, h)),
+                Err(e) => log::error!("cannot start the BPF event reader: {e}"),
+            }
+        }
         ProbeSet {
             probes,
+            inventory: inv,
+            netns_seen,
             failed,
-            stop,
-            reader,
+            btf: btf.clone(),
+            threads: Mutex::new(threads),
             kallsyms,
+        }
+    }
+
+    fn stop_threads(&self) {
+        let ts = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for (stop, _) in &ts {
+            stop.store(true, Ordering::Relaxed);
+        }
+        for (_, h) in ts {
+            let _ = h.join();
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.probes.is_empty()
+    }
+
+    /// See [`reap_dead_namespaces`].
+    pub fn reap_dead_namespaces(&self, now: Instant) -> usize {
+        reap_dead_namespaces(&self.probes, &self.inventory, &self.netns_seen, now)
+    }
+
+    /// The probes not retired: a reload may have retired some of this set's probes (their
+    /// counters moved to the totals of past probes) while a scrape still uses this set.
+    fn live(&self) -> impl Iterator<Item = &Arc<RunningProbe>> {
+        self.probes
+            .iter()
+            .filter(|p| !p.retired.load(Ordering::SeqCst))
     }
 
     pub fn running(&self) -> impl Iterator<Item = &RunningProbe> {
@@ -542,19 +838,95 @@ impl ProbeSet {
 
 impl Drop for ProbeSet {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.reader.take() {
-            let _ = h.join();
-        }
+        self.stop_threads();
         for p in &self.probes {
-            p.detach();
-            if let Ok(n) = lost_of(p) {
-                with_counters(|c| {
-                    *c.lost_base.entry(p.cfg.kind.name()).or_default() += n;
-                    c.lost_now.remove(p.cfg.kind.name());
-                });
+            // A probe a newer set took over is still referenced there: it keeps running.
+            if Arc::strong_count(p) == 1 {
+                p.retire();
             }
         }
+    }
+}
+
+/// How often the reaper thread looks for dead namespaces in the maps.
+const REAP_EVERY: Duration = Duration::from_secs(5);
+
+/// What the reaper knows of a namespace in the counting maps: `None` while the inventory lists
+/// it, then since when it has been missing.
+pub type NetnsSeen = Mutex<HashMap<u64, Option<Instant>>>;
+
+/// Deletes the counting maps' entries of namespaces that have been missing from the inventory
+/// for longer than [`crate::inventory::GRACE`], so that dead pods do not fill the bounded maps.
+/// Only namespaces the inventory once listed are deleted: an unknown namespace (labelled by
+/// its inode) may well be alive. The grace period runs from the first call that finds the
+/// namespace missing, so entries never go early. Returns the number of entries deleted.
+pub fn reap_dead_namespaces(
+    probes: &[Arc<RunningProbe>],
+    inventory: &Inventory,
+    seen: &NetnsSeen,
+    now: Instant,
+) -> usize {
+    let snap = inventory.snapshot();
+    let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+    let mut in_maps = std::collections::HashSet::new();
+    let mut dead = std::collections::HashSet::new();
+    let mut total = 0;
+    for p in probes {
+        let mut n = 0u64;
+        for name in netns_maps(p.cfg.kind) {
+            let Ok(m) = p.loaded.map(name) else { continue };
+            let Ok(keys) = m.keys() else { continue };
+            for k in keys {
+                let Some(ino) = k
+                    .get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_ne_bytes)
+                else {
+                    continue;
+                };
+                let ino = u64::from(ino);
+                in_maps.insert(ino);
+                if snap.by_inode(ino).is_some() {
+                    seen.insert(ino, None);
+                    continue;
+                }
+                match seen.get(&ino).copied() {
+                    // Never listed: unknown, kept.
+                    None => {}
+                    Some(None) => {
+                        seen.insert(ino, Some(now));
+                    }
+                    Some(Some(since))
+                        if now.saturating_duration_since(since) > crate::inventory::GRACE =>
+                    {
+                        if m.delete(&k).unwrap_or(false) {
+                            n += 1;
+                        }
+                        dead.insert(ino);
+                    }
+                    Some(Some(_)) => {}
+                }
+            }
+        }
+        if n > 0 {
+            with_counters(|c| *c.reaped.entry(p.cfg.kind.name()).or_default() += n);
+            total += n as usize;
+        }
+    }
+    // Bounded by what the maps hold: forget what is gone from them.
+    seen.retain(|ino, _| in_maps.contains(ino) && !dead.contains(ino));
+    total
+}
+
+/// The counting maps of a probe whose keys start with the namespace inode (u32).
+fn netns_maps(kind: ProbeKind) -> &'static [&'static str] {
+    match kind {
+        ProbeKind::PacketLoss => &["drops"],
+        ProbeKind::TcpReset => &["resets"],
+        ProbeKind::TcpRetrans => &["retrans"],
+        ProbeKind::NetifTxLat | ProbeKind::SocketLatency => &["lat"],
+        ProbeKind::KernelLatency => &["lat", "lat_tx"],
+        ProbeKind::Softirq | ProbeKind::VirtCmdLatency => &[],
     }
 }
 
@@ -583,6 +955,7 @@ impl MapCollector for ProbeSet {
         out: &mut Families,
     ) -> Result<(), CollectError> {
         let mut errors = Vec::new();
+        self.reap_dead_namespaces(Instant::now());
         let mut prefixes: HashMap<u64, String> = HashMap::new();
         let mut prefix = |inode: u64| {
             prefixes
@@ -590,7 +963,7 @@ impl MapCollector for ProbeSet {
                 .or_insert_with(|| labels(inode))
                 .clone()
         };
-        for p in &self.probes {
+        for p in self.live() {
             if !p.cfg.metrics {
                 continue;
             }
@@ -620,15 +993,83 @@ impl MapCollector for ProbeSet {
                 );
             }
         }
-        for p in &self.probes {
+        for p in self.live() {
             if p.cfg.events {
                 if let Ok(n) = lost_of(p) {
                     with_counters(|c| c.lost_now.insert(p.cfg.kind.name(), n));
                 }
             }
         }
+        let mut suppressed: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut runs: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for p in self.live() {
+            if p.cfg.events {
+                match p.suppressed() {
+                    Ok(m) => {
+                        for (t, n) in m {
+                            *suppressed.entry(t).or_default() += n;
+                        }
+                    }
+                    Err(e) => errors.push(format!("{}: suppressed events: {e}", p.cfg.kind.name())),
+                }
+            }
+            for (label, r) in p.run_stats() {
+                match r {
+                    Ok((ns, cnt)) => {
+                        let v = runs.entry(label).or_default();
+                        v.0 += ns;
+                        v.1 += cnt;
+                    }
+                    Err(e) => errors.push(format!("{label}: run stats: {e}")),
+                }
+            }
+        }
         let mut s = out.sink("");
         with_counters(|c| {
+            for (t, n) in &c.suppressed_base {
+                *suppressed.entry(t).or_default() += n;
+            }
+            for (label, (ns, cnt)) in &c.run_base {
+                let v = runs.entry(label.clone()).or_default();
+                v.0 += ns;
+                v.1 += cnt;
+            }
+            for (p, n) in &c.reaped {
+                s.emit(
+                    "netsleuth_bpf_map_entries_reaped_total",
+                    "Kernel-map entries deleted because their network namespace vanished (past the inventory's grace period).",
+                    MetricKind::Counter,
+                    &[("probe", p)],
+                    Value::U64(*n),
+                );
+            }
+            for (t, n) in &suppressed {
+                s.emit(
+                    "netsleuth_events_suppressed_total",
+                    "Events not emitted because their type exceeded the probe's rateLimit (kernel token bucket); the metrics still count them.",
+                    MetricKind::Counter,
+                    &[("type", t)],
+                    Value::U64(*n),
+                );
+            }
+            for (label, (ns, _)) in &runs {
+                s.emit(
+                    "netsleuth_bpf_program_run_seconds_total",
+                    "Time the kernel spent running the probe's BPF program (bpf_stats run_time_ns; counts only while run-time stats are on).",
+                    MetricKind::Counter,
+                    &[("program", label)],
+                    Value::F64(*ns as f64 / 1e9),
+                );
+            }
+            for (label, (_, cnt)) in &runs {
+                s.emit(
+                    "netsleuth_bpf_program_runs_total",
+                    "Times the kernel ran the probe's BPF program (bpf_stats run_cnt; counts only while run-time stats are on).",
+                    MetricKind::Counter,
+                    &[("program", label)],
+                    Value::U64(*cnt),
+                );
+            }
             for (t, n) in &c.by_type {
                 s.emit(
                     "netsleuth_events_total",
@@ -1116,6 +1557,61 @@ mod latency_tests {
         c.take_args(&mut a)?;
         a.finish()?;
         Ok(c)
+    }
+
+    #[test]
+    fn rate_limit_args() {
+        let d = BpfProbeConfig::new(ProbeKind::TcpReset);
+        assert_eq!((d.rate_limit, d.burst), (DEFAULT_RATE_LIMIT, DEFAULT_BURST));
+        let c = args(ProbeKind::PacketLoss, "{rateLimit: 1000, burst: 2000}").unwrap();
+        assert_eq!((c.rate_limit, c.burst), (1000, 2000));
+        // 1 ms per token, a bucket 2 s deep.
+        assert_eq!(
+            rate_limit_globals(1000, 2000),
+            Ok((1_000_000, 2_000_000_000))
+        );
+        assert_eq!(rate_limit_globals(3, 5), Ok((333_333_333, 1_666_666_665)));
+        let c = args(ProbeKind::TcpRetrans, "{rateLimit: '0'}").unwrap();
+        assert_eq!(c.rate_limit, 0);
+        assert_eq!(
+            rate_limit_globals(0, 0),
+            Ok((0, 0)),
+            "0: unlimited, burst unused"
+        );
+        for (bad, word) in [
+            ("{rateLimit: -1}", "rateLimit"),
+            ("{rateLimit: 1.5}", "rateLimit"),
+            ("{rateLimit: fast}", "rateLimit"),
+            ("{rateLimit: 2000000000}", "rateLimit"),
+            ("{burst: 0}", "burst"),
+            ("{rateLimit: 10, burst: 0}", "burst"),
+            ("{burst: [1]}", "burst"),
+        ] {
+            let e = args(ProbeKind::PacketLoss, bad).unwrap_err();
+            assert!(e.contains(word), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn every_event_subtype_has_a_name() {
+        assert_eq!(event_type_of(ProbeKind::PacketLoss, 0), Some("PACKETLOSS"));
+        assert_eq!(event_type_of(ProbeKind::PacketLoss, 1), None);
+        assert_eq!(
+            event_type_of(ProbeKind::TcpReset, 1),
+            Some("TCPRESET_NOSOCK")
+        );
+        assert_eq!(
+            event_type_of(ProbeKind::TcpReset, 4),
+            Some("TCPRESET_RECEIVE")
+        );
+        assert_eq!(event_type_of(ProbeKind::Softirq, 2), Some(softirq::EXEC));
+        for k in ProbeKind::ALL {
+            for t in 0..RL_TYPES as u8 {
+                if let Some(n) = event_type_of(k, t) {
+                    assert!(EVENT_TYPES.contains(&n), "{n}");
+                }
+            }
+        }
     }
 
     #[test]

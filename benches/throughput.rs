@@ -1,0 +1,343 @@
+//! What the eBPF probes cost the traffic they watch (root): TCP and UDP throughput between two
+//! namespaces this benchmark creates (a veth pair, 198.18.254.0/24), first with no exporter,
+//! then with the real binary running every eBPF probe in `metrics.probes` (no events), in
+//! alternating rounds. Prints Gbit/s (TCP, one stream of 128 KiB writes) and received packets/s
+//! (UDP, 64-byte datagrams), the with/without ratio (target >= 97 %), and each program's kernel
+//! run time from `netsleuth_bpf_program_run_seconds_total` during the probed rounds.
+//!
+//! Run: `cargo bench --bench throughput` (as root). `NETSLEUTH_BENCH_SECONDS=5` (per
+//! measurement), `NETSLEUTH_BENCH_ROUNDS=3` and `NETSLEUTH_BENCH_PROBES=softirq,packetloss` (a
+//! subset, to find what costs) change the run. Needs a quiet machine for
+//! meaningful figures.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_netsleuth");
+const IP_A: &str = "198.18.254.1";
+const IP_B: &str = "198.18.254.2";
+
+/// Every eBPF probe (virtcmdlatency says why it cannot run where it cannot).
+const PROBES: &str =
+    "packetloss,tcpreset,tcpretrans,netiftxlat,softirq,socketlatency,kernellatency,virtcmdlatency";
+
+fn run(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Two namespaces and a veth pair between them; deleted on drop.
+struct Net {
+    a: String,
+    b: String,
+}
+
+impl Net {
+    fn new() -> Net {
+        let id = std::process::id();
+        let (a, b) = (format!("nsbtpa{id}"), format!("nsbtpb{id}"));
+        run("ip", &["netns", "add", &a]);
+        run("ip", &["netns", "add", &b]);
+        let net = Net { a, b };
+        let (va, vb) = (format!("vtpa{id}"), format!("vtpb{id}"));
+        run(
+            "ip",
+            &[
+                "link", "add", &va, "netns", &net.a, "type", "veth", "peer", "name", &vb, "netns",
+                &net.b,
+            ],
+        );
+        for (ns, dev, ip) in [(&net.a, &va, IP_A), (&net.b, &vb, IP_B)] {
+            let exec = |args: &[&str]| {
+                let mut v = vec!["netns", "exec", ns.as_str()];
+                v.extend_from_slice(args);
+                run("ip", &v);
+            };
+            exec(&["ip", "link", "set", "lo", "up"]);
+            exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", dev]);
+            exec(&["ip", "link", "set", dev, "up"]);
+        }
+        net
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for n in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+/// Runs `f` on a new thread inside namespace `ns`.
+fn within<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+}
+
+/// One TCP stream a → b for `d`: Gbit/s received.
+fn tcp(net: &Net, d: Duration) -> f64 {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let recv = within(&net.b, move || {
+        let l = TcpListener::bind((IP_B, 0)).unwrap();
+        tx.send(l.local_addr().unwrap().port()).unwrap();
+        let (mut c, _) = l.accept().unwrap();
+        let mut buf = vec![0u8; 256 * 1024];
+        let t = Instant::now();
+        let mut n = 0u64;
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => n += k as u64,
+            }
+        }
+        n as f64 * 8.0 / t.elapsed().as_secs_f64() / 1e9
+    });
+    let port = rx.recv().unwrap();
+    within(&net.a, move || {
+        let mut c = TcpStream::connect((IP_B, port)).unwrap();
+        let buf = vec![0x5au8; 128 * 1024];
+        let t = Instant::now();
+        while t.elapsed() < d {
+            c.write_all(&buf).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    recv.join().unwrap()
+}
+
+/// 64-byte UDP datagrams a → b for `d`: datagrams/s received.
+fn udp(net: &Net, d: Duration) -> f64 {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let done = Arc::new(AtomicBool::new(false));
+    let dn = done.clone();
+    let recv = within(&net.b, move || {
+        let s = UdpSocket::bind((IP_B, 0)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        tx.send(s.local_addr().unwrap().port()).unwrap();
+        let mut buf = [0u8; 2048];
+        let mut n = 0u64;
+        let mut first: Option<Instant> = None;
+        let mut last = Instant::now();
+        while !dn.load(Ordering::Relaxed) {
+            if s.recv(&mut buf).is_ok() {
+                n += 1;
+                last = Instant::now();
+                first.get_or_insert(last);
+            }
+        }
+        match first {
+            Some(f) if last > f => n as f64 / (last - f).as_secs_f64(),
+            _ => 0.0,
+        }
+    });
+    let port = rx.recv().unwrap();
+    within(&net.a, move || {
+        let s = UdpSocket::bind((IP_A, 0)).unwrap();
+        s.connect((IP_B, port)).unwrap();
+        let buf = [0x5au8; 64];
+        let t = Instant::now();
+        while t.elapsed() < d {
+            let _ = s.send(&buf);
+        }
+    })
+    .join()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    done.store(true, Ordering::Relaxed);
+    recv.join().unwrap()
+}
+
+/// The exporter with every eBPF probe, on a free loopback port; killed on drop.
+struct Exporter {
+    child: Child,
+    addr: String,
+}
+
+impl Exporter {
+    fn start(cfg: &std::path::Path) -> Exporter {
+        let mut child = Command::new(BIN)
+            .arg("--web.listen-address=127.0.0.1:0")
+            .arg(format!("--config.file={}", cfg.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start netsleuth");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("netsleuth exited before listening")
+                .unwrap();
+            eprintln!("  exporter: {line}");
+            if let Some(i) = line.find("listening on ") {
+                break line[i + 13..]
+                    .split(|c: char| c == ';' || c.is_whitespace())
+                    .next()
+                    .unwrap()
+                    .to_string();
+            }
+        };
+        // Keep draining its log.
+        std::thread::spawn(move || for _ in lines {});
+        Exporter { child, addr }
+    }
+
+    /// program → (run seconds, runs).
+    fn program_stats(&self) -> BTreeMap<String, (f64, u64)> {
+        let mut c = TcpStream::connect(&self.addr).unwrap();
+        write!(c, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut body = String::new();
+        c.read_to_string(&mut body).unwrap();
+        let mut out: BTreeMap<String, (f64, u64)> = BTreeMap::new();
+        for l in body.lines() {
+            for (metric, secs) in [
+                ("netsleuth_bpf_program_run_seconds_total{program=\"", true),
+                ("netsleuth_bpf_program_runs_total{program=\"", false),
+            ] {
+                let Some(rest) = l.strip_prefix(metric) else {
+                    continue;
+                };
+                let Some((prog, v)) = rest.split_once("\"} ") else {
+                    continue;
+                };
+                let e = out.entry(prog.to_string()).or_default();
+                if secs {
+                    e.0 = v.trim().parse().unwrap_or(0.0);
+                } else {
+                    e.1 = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn env_u64(k: &str, d: u64) -> u64 {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
+}
+
+fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP throughput benchmark: needs root (namespaces, BPF)");
+        return;
+    }
+    let secs = env_u64("NETSLEUTH_BENCH_SECONDS", 5);
+    let rounds = env_u64("NETSLEUTH_BENCH_ROUNDS", 3).max(1);
+    let d = Duration::from_secs(secs);
+    let net = Net::new();
+    let dir = std::env::temp_dir().join(format!("nsl-bench-tp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("config.yaml");
+    let probes = std::env::var("NETSLEUTH_BENCH_PROBES").unwrap_or_else(|_| PROBES.into());
+    std::fs::write(&cfg, format!("metrics:\n  probes: [{probes}]\n")).unwrap();
+    println!("eBPF probes: {probes}");
+
+    // Warm up (neighbour resolution, page cache).
+    tcp(&net, Duration::from_millis(300));
+    udp(&net, Duration::from_millis(300));
+
+    let (mut tcp_off, mut tcp_on, mut udp_off, mut udp_on) = (vec![], vec![], vec![], vec![]);
+    let mut run_time: BTreeMap<String, (f64, u64)> = BTreeMap::new();
+    let mut probed = Duration::ZERO;
+    for r in 0..rounds {
+        let t = tcp(&net, d);
+        let u = udp(&net, d);
+        println!("round {r}: no probes:  TCP {t:7.2} Gbit/s  UDP {u:10.0} pkt/s");
+        tcp_off.push(t);
+        udp_off.push(u);
+
+        let e = Exporter::start(&cfg);
+        std::thread::sleep(Duration::from_millis(500));
+        let before = e.program_stats();
+        let t0 = Instant::now();
+        let t = tcp(&net, d);
+        let u = udp(&net, d);
+        probed += t0.elapsed();
+        let after = e.program_stats();
+        for (p, (s, n)) in &after {
+            let (s0, n0) = before.get(p).copied().unwrap_or_default();
+            let x = run_time.entry(p.clone()).or_default();
+            x.0 += s - s0;
+            x.1 += n - n0;
+        }
+        println!("round {r}: all probes: TCP {t:7.2} Gbit/s  UDP {u:10.0} pkt/s");
+        tcp_on.push(t);
+        udp_on.push(u);
+        drop(e);
+    }
+    let (t0, t1) = (median(&mut tcp_off), median(&mut tcp_on));
+    let (u0, u1) = (median(&mut udp_off), median(&mut udp_on));
+    println!();
+    println!("medians over {rounds} rounds of {secs} s (veth between two namespaces):");
+    println!(
+        "TCP: {t0:.2} Gbit/s without probes, {t1:.2} with: {:.1} % (target >= 97 %)",
+        100.0 * t1 / t0
+    );
+    println!(
+        "UDP: {u0:.0} pkt/s without probes, {u1:.0} with: {:.1} % (target >= 97 %)",
+        100.0 * u1 / u0
+    );
+    println!();
+    println!(
+        "kernel run time per program while probed ({:.1} s of traffic):",
+        probed.as_secs_f64()
+    );
+    println!(
+        "{:<40} {:>10} {:>12} {:>9} {:>8}",
+        "program", "seconds", "runs", "ns/run", "% of 1 CPU"
+    );
+    let mut total = 0.0;
+    for (p, (s, n)) in &run_time {
+        total += s;
+        println!(
+            "{p:<40} {s:>10.4} {n:>12} {:>9.0} {:>8.2}",
+            if *n > 0 { s * 1e9 / *n as f64 } else { 0.0 },
+            100.0 * s / probed.as_secs_f64()
+        );
+    }
+    println!(
+        "{:<40} {total:>10.4} {:>12} {:>9} {:>8.2}",
+        "total",
+        "",
+        "",
+        100.0 * total / probed.as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
