@@ -496,3 +496,29 @@ fn map_entries_of_a_deleted_namespace_go_after_the_grace_period() {
     let reaped1 = reaped();
     assert!(reaped1 >= reaped0 + 2, "{reaped0} -> {reaped1}");
 }
+
+/// Scrapes are not packet loss: each closes an HTTP connection whose queued FIN is freed as
+/// `QUEUE_PURGE`, a reason left out by default (with the default `excludeReasons`, while the
+/// same scrapes with an empty list do show it, so the check can fail).
+#[test]
+fn scrapes_do_not_count_as_packet_loss_by_default() {
+    if !root("scrapes_do_not_count_as_packet_loss_by_default") {
+        return;
+    }
+    let _g = lock();
+    let purges = |yaml: &str| {
+        let (e, _) = start(yaml, "packetloss");
+        for _ in 0..10 {
+            let _ = e.scrape_text();
+        }
+        // The last connection's teardown lands after its response: one more scrape sees it.
+        std::thread::sleep(Duration::from_millis(200));
+        let s = e.scrape();
+        s.find("netsleuth_packetloss_total", &[("reason", "QUEUE_PURGE")])
+            .iter()
+            .map(|x| x.value.parse::<f64>().unwrap())
+            .sum::<f64>()
+    };
+    assert_eq!(purges("metrics:\n  probes: [packetloss]\n"), 0.0);
+    assert!(purges("metrics:\n  probes: [{name: packetloss, args: {excludeReasons: []}}]\n") > 0.0);
+}

@@ -38,9 +38,11 @@ pub const PLAN: &[&[Alternative]] = &[&[
 
 /// Reasons that are normal frees, excluded unless `excludeReasons` says otherwise:
 /// `NOT_SPECIFIED` is what plain `kfree_skb()` reports (neighbour queue purges, IPv6 MLD/ND
-/// housekeeping, socket teardown) and `CONSUMED` is a successful free. Real drops such as
-/// `NO_SOCKET` (closed port) and `NETFILTER_DROP` are counted.
-pub const DEFAULT_EXCLUDE: &[&str] = &["NOT_SPECIFIED", "CONSUMED"];
+/// housekeeping, socket teardown), `CONSUMED` is a successful free, and `QUEUE_PURGE` is a
+/// closing socket emptying its queues (e.g. the peer's FIN still queued: every HTTP connection
+/// a scrape closes makes one). Real drops such as `NO_SOCKET` (closed port) and
+/// `NETFILTER_DROP` are counted.
+pub const DEFAULT_EXCLUDE: &[&str] = &["NOT_SPECIFIED", "CONSUMED", "QUEUE_PURGE"];
 
 /// Drop reason value → name from a BTF (empty when the kernel has no drop reasons).
 pub fn reason_names(btf: &crate::bpf::btf::Btf) -> BTreeMap<u64, String> {
