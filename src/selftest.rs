@@ -567,4 +567,53 @@ fn metric_checks(out: &mut Vec<Check>) {
             Check::new("metrics.netns_isolation", Status::Fail, "", e)
         }
     });
+    // 6. The exporter's workers keep one `/proc/thread-self/net` open across the namespaces
+    // they enter: a file opened under it after setns must be the entered namespace's.
+    out.push(match net_dir_follows_setns(&a) {
+        Ok(d) => Check::new("metrics.net_dir_follows_setns", Status::Pass, "", d),
+        Err(d) => Check::new("metrics.net_dir_follows_setns", Status::Fail, "", d),
+    });
+}
+
+/// Opens `/proc/thread-self/net` at home, enters `ns`, and compares `snmp` read through that
+/// directory with `snmp` read by path inside `ns`; they must match, and differ from home's.
+fn net_dir_follows_setns(ns: &TestNs) -> Result<String, String> {
+    use std::io::Read;
+    let read_in = |dir: &std::fs::File| -> Result<String, String> {
+        let fd = nix::fcntl::openat(
+            dir,
+            "snmp",
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| format!("openat snmp: {e}"))?;
+        let mut s = String::new();
+        std::fs::File::from(fd)
+            .read_to_string(&mut s)
+            .map_err(|e| format!("reading snmp: {e}"))?;
+        Ok(s)
+    };
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            let dir = std::fs::File::open("/proc/thread-self/net")
+                .map_err(|e| format!("/proc/thread-self/net: {e}"))?;
+            let home = read_in(&dir)?;
+            crate::sys::enter_netns(ns.fd()).map_err(|e| format!("setns: {e}"))?;
+            let through = read_in(&dir)?;
+            let by_path = std::fs::read_to_string("/proc/thread-self/net/snmp")
+                .map_err(|e| format!("/proc/thread-self/net/snmp: {e}"))?;
+            if through != by_path {
+                return Err(
+                    "snmp read through a directory opened before setns is not the entered namespace's"
+                        .to_string(),
+                );
+            }
+            if through == home {
+                return Err("the test namespace's snmp equals the host's: cannot tell them apart".into());
+            }
+            Ok(format!("snmp through the kept directory is namespace {}'s", ns.inode))
+        })
+        .join()
+        .map_err(|_| "thread panicked".to_string())?
+    })
 }

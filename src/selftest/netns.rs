@@ -30,6 +30,11 @@ impl TestNs {
         .map_err(|_| io::Error::other("netns helper thread panicked"))?
     }
 
+    /// The namespace's nsfs file descriptor (for `setns`).
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
     /// Runs `f` on a thread inside the namespace (sockets it opens, processes it spawns and
     /// `/proc/thread-self/net` all belong to the namespace).
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> io::Result<T> {
