@@ -88,23 +88,6 @@ fn log_until(e: &Exporter, needle: &str, timeout: Duration) -> Vec<String> {
     }
 }
 
-/// `b` drops UDP to port 9999 (iptables INPUT); the neighbour is resolved first so that no
-/// datagram waits in the neighbour queue.
-fn dropping_pair() -> Pair {
-    let p = Pair::new();
-    p.b.exec(
-        "iptables",
-        &["-A", "INPUT", "-p", "udp", "--dport", "9999", "-j", "DROP"],
-    );
-    let ip = p.ip_b.clone();
-    p.a.within(move || {
-        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-        s.send_to(b"w", format!("{ip}:9998")).unwrap();
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    p
-}
-
 /// Sends `n` datagrams from a to b's dropped port; returns how long the sending took.
 fn send_dropped(p: &Pair, n: usize) -> Duration {
     let ip_b = p.ip_b.clone();
@@ -141,7 +124,7 @@ fn program_run_time_and_count_rise_with_the_drops_they_handle() {
         progs[0].0 == "packetloss/kfree_skb_btf" || progs[0].0 == "packetloss/kfree_skb_raw",
         "{progs:?}"
     );
-    let p = dropping_pair();
+    let p = Pair::dropping(9999);
     let b = p.b.inode().to_string();
     let (secs0, runs0) = runs(&e, "packetloss");
     const N: usize = 200;
@@ -204,7 +187,7 @@ event:
         evp.display()
     );
     let (e, _) = start(&yaml, "packetloss");
-    let p = dropping_pair();
+    let p = Pair::dropping(9999);
     let b = p.b.inode().to_string();
     let b_n: u64 = p.b.inode();
     // The bucket is shared by every PACKETLOSS of the node: a round is exact only if nothing
@@ -315,7 +298,7 @@ fn sighup_keeps_an_unchanged_probe_counting_and_restarts_a_changed_one() {
     wait_for("tcpreset attached", Duration::from_secs(10), || {
         (!programs(&e, "tcpreset").is_empty()).then_some(())
     });
-    let p = dropping_pair();
+    let p = Pair::dropping(9999);
     let b = p.b.inode().to_string();
     send_dropped(&p, 10);
     wait_for("10 drops", Duration::from_secs(5), || {

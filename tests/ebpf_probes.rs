@@ -67,28 +67,9 @@ fn netfilter_drop_gives_exact_packetloss_events_and_counter() {
     let _g = lock();
     let evp = tmp_events();
     let e = start(&evp);
-    let p = Pair::new();
+    let p = Pair::dropping(9999);
     let b_ino = p.b.inode().to_string();
-    p.b.exec(
-        "iptables",
-        &["-A", "INPUT", "-p", "udp", "--dport", "9999", "-j", "DROP"],
-    );
-    // Resolve the neighbour first (one datagram to another port) so that nothing of the ten
-    // waits in the neighbour queue.
-    let ip = p.ip_b.clone();
-    p.a.within(move || {
-        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-        s.send_to(b"w", format!("{ip}:9998")).unwrap();
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    let ip_b = p.ip_b.clone();
-    let sport = p.a.within(move || {
-        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-        for _ in 0..10 {
-            s.send_to(b"x", format!("{ip_b}:9999")).unwrap();
-        }
-        s.local_addr().unwrap().port()
-    });
+    let sport = p.send_udp_to_b(9999, 10);
     let want = [("netns", b_ino.as_str()), ("reason", "NETFILTER_DROP")];
     wait_for("10 drops counted", Duration::from_secs(5), || {
         (value(&e, "netsleuth_packetloss_total", &want) >= 10).then_some(())

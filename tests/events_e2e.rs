@@ -101,29 +101,10 @@ event:
     });
     let stream = stream_client(&e.addr, "?type=PACKETLOSS,TCPRESET_NOSOCK");
 
-    let p = Pair::new();
+    // N datagrams into a DROP rule.
+    let p = Pair::dropping(9999);
     let b_ino = p.b.inode();
-    p.b.exec(
-        "iptables",
-        &["-A", "INPUT", "-p", "udp", "--dport", "9999", "-j", "DROP"],
-    );
-    // Resolve the neighbour first so that nothing waits in (or is dropped from) its queue.
-    let ip = p.ip_b.clone();
-    p.a.within(move || {
-        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-        s.send_to(b"w", format!("{ip}:9998")).unwrap();
-    });
-    std::thread::sleep(Duration::from_millis(300));
-
-    // N datagrams into the DROP rule.
-    let ip_b = p.ip_b.clone();
-    let usport = p.a.within(move || {
-        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-        for _ in 0..DROPS {
-            s.send_to(b"x", format!("{ip_b}:9999")).unwrap();
-        }
-        s.local_addr().unwrap().port()
-    });
+    let usport = p.send_udp_to_b(9999, DROPS);
     // M connects from known source ports to a closed port: b answers each SYN with a RST.
     let base: u16 = 40000 + (std::process::id() % 20000) as u16;
     let tsports: Vec<u16> = (0..RESETS as u16).map(|i| base + i).collect();

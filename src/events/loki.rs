@@ -490,14 +490,7 @@ enum Outcome {
 /// A label value in Prometheus/LogQL syntax: quoted, `\`, `"` and newlines escaped.
 fn prom_quote(out: &mut String, v: &str) {
     out.push('"');
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
+    crate::model::escape_label_value(v, out);
     out.push('"');
 }
 

@@ -410,6 +410,40 @@ impl Pair {
     }
 }
 
+impl Pair {
+    /// A pair whose `b` drops UDP to `port` (iptables INPUT). The neighbour is resolved first
+    /// (one datagram to `port - 1`) so that no datagram sent later waits in, or is dropped
+    /// from, the neighbour queue.
+    pub fn dropping(port: u16) -> Pair {
+        let p = Pair::new();
+        let dport = port.to_string();
+        p.b.exec(
+            "iptables",
+            &["-A", "INPUT", "-p", "udp", "--dport", &dport, "-j", "DROP"],
+        );
+        let to = format!("{}:{}", p.ip_b, port - 1);
+        p.a.within(move || {
+            let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            s.send_to(b"w", to).unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        p
+    }
+
+    /// Sends `n` one-byte datagrams from `a` to `b`'s `port` from one socket; returns its
+    /// source port.
+    pub fn send_udp_to_b(&self, port: u16, n: usize) -> u16 {
+        let to = format!("{}:{port}", self.ip_b);
+        self.a.within(move || {
+            let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            for _ in 0..n {
+                s.send_to(b"x", &to).unwrap();
+            }
+            s.local_addr().unwrap().port()
+        })
+    }
+}
+
 /// Parse `/proc/net/dev` independently: device → column values in file order.
 pub fn proc_net_dev(text: &str) -> BTreeMap<String, Vec<u64>> {
     text.lines()
