@@ -3,7 +3,10 @@
  * socketlatency: per netns (of the socket), IPv4/IPv6 sockets only
  *   read: sock:sk_data_ready -> sock:sock_recv_length (ret > 0, not MSG_PEEK):
  *         how long data the kernel announced waited for the application. The
- *         first announcement since the last read is kept (LRU keyed by sk).
+ *         first announcement since the last read is kept: in a direct-mapped
+ *         table (array slot by a hash of sk, holding its sk), else, while
+ *         another socket holds that slot, in an LRU hash keyed by sk, which
+ *         is only searched while it may hold entries (a count of them).
  *   send: TCP only: sock:sock_send_length (ret > 0) returning with data the
  *         stack could not send yet (write_seq != snd_nxt: cwnd, receive
  *         window, Nagle, pacing) -> the net:net_dev_start_xmit of the
@@ -11,7 +14,8 @@
  *         the packet reach the write_seq seen at the write's end). Writes
  *         sent within the call (all of UDP's, most of TCP's) waited for
  *         nothing and are not observed; while one write is pending, later
- *         ones on that socket are not sampled.
+ *         ones on that socket are not sampled. net_dev_start_xmit looks for a
+ *         pending write only while some may exist (a count of them).
  * Histograms: hash `lat` keyed (netns, stage), 1024 namespaces.
  * Events (type 1 read, 2 send) above `threshold_ns` with the socket's tuple.
  */
@@ -48,7 +52,22 @@ struct sk_buff___lat {
 };
 #pragma clang attribute pop
 
-/* sk -> first sk_data_ready since the last read. */
+/* sk -> first sk_data_ready since the last read: the fast path. */
+struct ready_slot {
+	__u64 sk; /* 0: free */
+	__u64 ts;
+};
+
+#define READY_SLOTS_LOG2 14
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << READY_SLOTS_LOG2);
+	__type(key, __u32);
+	__type(value, struct ready_slot);
+} ready_slots SEC(".maps");
+
+/* sk -> first sk_data_ready since the last read, for sockets whose slot another one holds. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -69,6 +88,28 @@ struct {
 	__type(key, __u64);
 	__type(value, struct pending_write);
 } pending SEC(".maps");
+
+/* Entries added to `readable` (0) and `pending` (1) minus those deleted: never below what the
+ * maps hold (LRU evictions are not subtracted), so 0 means a map is empty and need not be
+ * searched. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} spill_count SEC(".maps");
+
+static __always_inline __u64 *spill(__u32 which)
+{
+	return bpf_map_lookup_elem(&spill_count, &which);
+}
+
+static __always_inline struct ready_slot *ready_slot(struct sock___p *sk)
+{
+	__u32 i = addr_slot(sk, READY_SLOTS_LOG2);
+
+	return bpf_map_lookup_elem(&ready_slots, &i);
+}
 
 struct lat_key {
 	__u32 netns;
@@ -106,31 +147,61 @@ static __always_inline void observe(void *ctx, struct sock___p *sk, __u32 stage,
 static __always_inline int on_data_ready(struct sock___p *sk)
 {
 	__u64 key = (__u64)sk, now;
+	struct ready_slot *r;
 	__u16 family = 0;
+	__u64 *n;
 
 	/* IP sockets only: unix and netlink sockets wake readers the same way. */
 	BPF_CORE_READ_INTO(&family, sk, __sk_common.skc_family);
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
+	r = ready_slot(sk);
+	n = spill(0);
+	if (!r || !n)
+		return 0;
+	if (r->sk == key)
+		return 0; /* unread data announced before: keep the first */
+	if (*n && bpf_map_lookup_elem(&readable, &key))
+		return 0;
 	now = bpf_ktime_get_ns();
-	bpf_map_update_elem(&readable, &key, &now, BPF_NOEXIST);
+	if (!r->sk) {
+		r->ts = now;
+		r->sk = key;
+		return 0;
+	}
+	if (bpf_map_update_elem(&readable, &key, &now, BPF_NOEXIST) == 0)
+		__sync_fetch_and_add(n, 1);
 	return 0;
 }
 
 static __always_inline int on_recv(void *ctx, struct sock___p *sk, int ret, int flags)
 {
-	__u64 key = (__u64)sk, now;
-	__u64 *ts;
+	__u64 key = (__u64)sk, now, ts;
+	struct ready_slot *r;
+	__u64 *p, *n;
 
 	if (ret <= 0 || (flags & MSG_PEEK))
 		return 0;
-	ts = bpf_map_lookup_elem(&readable, &key);
-	if (!ts)
+	r = ready_slot(sk);
+	if (!r)
 		return 0;
+	if (r->sk == key) {
+		ts = r->ts;
+		r->sk = 0;
+	} else {
+		n = spill(0);
+		if (!n || !*n)
+			return 0;
+		p = bpf_map_lookup_elem(&readable, &key);
+		if (!p)
+			return 0;
+		ts = *p;
+		if (bpf_map_delete_elem(&readable, &key) == 0)
+			__sync_fetch_and_add(n, -1);
+	}
 	now = bpf_ktime_get_ns();
-	if (now >= *ts)
-		observe(ctx, sk, 0, now - *ts);
-	bpf_map_delete_elem(&readable, &key);
+	if (now >= ts)
+		observe(ctx, sk, 0, now - ts);
 	return 0;
 }
 
@@ -154,7 +225,10 @@ static __always_inline int on_send(struct sock___p *sk, int ret)
 	{
 		struct pending_write w = { .ts = now, .end_seq = write_seq };
 
-		bpf_map_update_elem(&pending, &key, &w, BPF_NOEXIST);
+		__u64 *n = spill(1);
+
+		if (n && bpf_map_update_elem(&pending, &key, &w, BPF_NOEXIST) == 0)
+			__sync_fetch_and_add(n, 1);
 	}
 	return 0;
 }
@@ -198,9 +272,11 @@ static __always_inline int on_xmit(void *ctx, struct sk_buff___p *skb)
 {
 	struct sock___p *sk = 0;
 	struct pending_write *w;
+	__u64 key, now, *n = spill(1);
 	__u32 end = 0;
-	__u64 key, now;
 
+	if (!n || !*n)
+		return 0; /* no write pending anywhere */
 	BPF_CORE_READ_INTO(&sk, skb, sk);
 	if (!sk)
 		return 0;
@@ -213,7 +289,8 @@ static __always_inline int on_xmit(void *ctx, struct sk_buff___p *skb)
 	now = bpf_ktime_get_ns();
 	if (now >= w->ts)
 		observe(ctx, sk, 1, now - w->ts);
-	bpf_map_delete_elem(&pending, &key);
+	if (bpf_map_delete_elem(&pending, &key) == 0)
+		__sync_fetch_and_add(n, -1);
 	return 0;
 }
 
