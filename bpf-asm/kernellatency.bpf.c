@@ -64,14 +64,34 @@ static __always_inline struct rx_start *slot(struct sk_buff___p *skb)
 	return bpf_map_lookup_elem(&inflight, &i);
 }
 
-static __always_inline int on_receive(struct sk_buff___p *skb)
+/* skb_netns with plain loads, for typed pointers (tp_btf, fentry): the verifier makes them
+ * fault-safe, without a bpf_probe_read_kernel call each. */
+static __always_inline __u32 skb_netns_btf(struct sk_buff___p *skb)
+{
+	struct net_device___p *dev = skb->dev;
+	struct net___p *net;
+	struct sock___p *sk;
+
+	if (dev) {
+		net = dev->nd_net.net;
+		if (net)
+			return net->ns.inum;
+	}
+	sk = skb->sk;
+	if (!sk)
+		return 0;
+	net = sk->__sk_common.skc_net.net;
+	return net ? net->ns.inum : 0;
+}
+
+static __always_inline int on_receive(struct sk_buff___p *skb, int btf)
 {
 	struct rx_start *v = slot(skb);
 
 	if (!v)
 		return 0;
 	v->ts = bpf_ktime_get_ns();
-	v->netns = skb_netns(skb);
+	v->netns = btf ? skb_netns_btf(skb) : skb_netns(skb);
 	v->skb = (__u64)skb;
 	return 0;
 }
@@ -116,9 +136,9 @@ static __always_inline int on_free(struct sk_buff___p *skb)
 
 /* netif_receive_skb(struct sk_buff *skb) */
 SEC("tp_btf/netif_receive_skb")
-int receive_btf(__u64 *ctx) { return on_receive((struct sk_buff___p *)ctx[0]); }
+int receive_btf(__u64 *ctx) { return on_receive((struct sk_buff___p *)ctx[0], 1); }
 SEC("raw_tp/netif_receive_skb")
-int receive_raw(__u64 *ctx) { return on_receive((struct sk_buff___p *)ctx[0]); }
+int receive_raw(__u64 *ctx) { return on_receive((struct sk_buff___p *)ctx[0], 0); }
 
 /* tcp_probe(struct sock *sk, const struct sk_buff *skb) */
 SEC("tp_btf/tcp_probe")
@@ -154,13 +174,13 @@ int kfree_raw(__u64 *ctx) { return on_free((struct sk_buff___p *)ctx[0]); }
  *   kfree_skb:         the drop functions (see packetloss.bpf.c)
  */
 SEC("fentry/ip_rcv_core")
-int receive_fentry(__u64 *ctx) { return on_receive((struct sk_buff___p *)ctx[0]); }
+int receive_fentry(__u64 *ctx) { return on_receive((struct sk_buff___p *)ctx[0], 1); }
 SEC("fentry/ip6_rcv_core")
-int receive6_fentry(__u64 *ctx) { return on_receive((struct sk_buff___p *)ctx[0]); }
+int receive6_fentry(__u64 *ctx) { return on_receive((struct sk_buff___p *)ctx[0], 1); }
 SEC("kprobe/ip_rcv_core")
-int receive_kprobe(void *ctx) { return on_receive((struct sk_buff___p *)KARG0(ctx)); }
+int receive_kprobe(void *ctx) { return on_receive((struct sk_buff___p *)KARG0(ctx), 0); }
 SEC("kprobe/ip6_rcv_core")
-int receive6_kprobe(void *ctx) { return on_receive((struct sk_buff___p *)KARG0(ctx)); }
+int receive6_kprobe(void *ctx) { return on_receive((struct sk_buff___p *)KARG0(ctx), 0); }
 
 SEC("fentry/tcp_rcv_established")
 int tcp_fentry(__u64 *ctx) { return finish(ctx, (struct sk_buff___p *)ctx[1], 0); }

@@ -126,20 +126,39 @@ static __always_inline void observe(void *ctx, struct sk_buff___p *skb, struct n
 	bpf_ringbuf_submit(e, 0);
 }
 
+/*
+ * Reads of kernel memory: `btf` (a constant per program) says the pointers are typed
+ * (tp_btf, fentry): then plain loads, which the verifier makes fault-safe, instead of a
+ * bpf_probe_read_kernel call each (raw_tp, kprobe).
+ */
+#define RD(btf, dst, src, field)                                    \
+	do {                                                        \
+		if (btf)                                            \
+			(dst) = (src)->field;                       \
+		else                                                \
+			BPF_CORE_READ_INTO(&(dst), (src), field);   \
+	} while (0)
+
 /* The histogram key of `dev` into frame `f`. */
-static __always_inline void frame_key(struct frame *f, struct net_device___lat *dev)
+static __always_inline void frame_key(struct frame *f, struct net_device___lat *dev, int btf)
 {
 	struct net___p *net = 0;
+	__u32 inum = 0;
 
 	if (dev) {
-		BPF_CORE_READ_INTO(&net, dev, nd_net.net);
-		BPF_CORE_READ_INTO(&f->name, dev, name);
+		RD(btf, net, dev, nd_net.net);
+		if (btf)
+			__builtin_memcpy(f->name, dev->name, sizeof(f->name));
+		else
+			BPF_CORE_READ_INTO(&f->name, dev, name);
 	}
-	f->netns = net_inum(net);
+	if (net)
+		RD(btf, inum, net, ns.inum);
+	f->netns = inum;
 }
 
 /* Whether `dev`'s root qdisc is noqueue: it transmits synchronously, no queue in between. */
-static __always_inline int noqueue(struct net_device___txl *dev)
+static __always_inline int noqueue(struct net_device___txl *dev, int btf)
 {
 	struct Qdisc___lat *q = 0;
 	struct Qdisc_ops___lat *ops = 0;
@@ -147,26 +166,29 @@ static __always_inline int noqueue(struct net_device___txl *dev)
 
 	if (!dev)
 		return 0;
-	BPF_CORE_READ_INTO(&q, dev, qdisc);
+	RD(btf, q, dev, qdisc);
 	if (!q)
 		return 0;
-	BPF_CORE_READ_INTO(&ops, q, ops);
+	RD(btf, ops, q, ops);
 	if (!ops)
 		return 0;
-	BPF_CORE_READ_INTO(&id, ops, id);
+	if (btf)
+		__builtin_memcpy(&id, ops->id, sizeof(id));
+	else
+		BPF_CORE_READ_INTO(&id, ops, id);
 	/* "noqueue\0" as a little-endian u64 */
 	return id == 0x0065756575716f6eULL;
 }
 
-static __always_inline int on_queue(struct sk_buff___p *skb)
+static __always_inline int on_queue(struct sk_buff___p *skb, int btf)
 {
 	struct net_device___p *dev = 0;
 	__u64 key = (__u64)skb, now = bpf_ktime_get_ns();
 	struct stack *s;
 	__u64 d;
 
-	BPF_CORE_READ_INTO(&dev, skb, dev);
-	if (!noqueue((struct net_device___txl *)dev)) {
+	RD(btf, dev, skb, dev);
+	if (!noqueue((struct net_device___txl *)dev, btf)) {
 		bpf_map_update_elem(&inflight, &key, &now, BPF_ANY);
 		return 0;
 	}
@@ -194,7 +216,7 @@ static __always_inline int on_queue(struct sk_buff___p *skb)
 	return 0;
 }
 
-static __always_inline int on_start(void *ctx, struct sk_buff___p *skb, struct net_device___lat *dev)
+static __always_inline int on_start(void *ctx, struct sk_buff___p *skb, struct net_device___lat *dev, int btf)
 {
 	__u64 key = (__u64)skb, now = bpf_ktime_get_ns(), d, queued = 0;
 	struct stack *s = cpu_stack();
@@ -222,7 +244,7 @@ static __always_inline int on_start(void *ctx, struct sk_buff___p *skb, struct n
 	f->dev = (__u64)dev;
 	f->ts = now;
 	f->stage = 1;
-	frame_key(f, (struct net_device___lat *)dev);
+	frame_key(f, dev, btf);
 	s->depth = d + 1;
 	if (!queued) {
 		p = bpf_map_lookup_elem(&inflight, &key);
@@ -268,15 +290,15 @@ static __always_inline int on_xmit(void *ctx, struct sk_buff___p *skb, struct ne
 
 /* net_dev_queue(struct sk_buff *skb) */
 SEC("tp_btf/net_dev_queue")
-int queue_btf(__u64 *ctx) { return on_queue((struct sk_buff___p *)ctx[0]); }
+int queue_btf(__u64 *ctx) { return on_queue((struct sk_buff___p *)ctx[0], 1); }
 SEC("raw_tp/net_dev_queue")
-int queue_raw(__u64 *ctx) { return on_queue((struct sk_buff___p *)ctx[0]); }
+int queue_raw(__u64 *ctx) { return on_queue((struct sk_buff___p *)ctx[0], 0); }
 
 /* net_dev_start_xmit(const struct sk_buff *skb, const struct net_device *dev) */
 SEC("tp_btf/net_dev_start_xmit")
-int start_btf(__u64 *ctx) { return on_start(ctx, (struct sk_buff___p *)ctx[0], (struct net_device___lat *)ctx[1]); }
+int start_btf(__u64 *ctx) { return on_start(ctx, (struct sk_buff___p *)ctx[0], (struct net_device___lat *)ctx[1], 1); }
 SEC("raw_tp/net_dev_start_xmit")
-int start_raw(__u64 *ctx) { return on_start(ctx, (struct sk_buff___p *)ctx[0], (struct net_device___lat *)ctx[1]); }
+int start_raw(__u64 *ctx) { return on_start(ctx, (struct sk_buff___p *)ctx[0], (struct net_device___lat *)ctx[1], 0); }
 
 /* net_dev_xmit(struct sk_buff *skb, int rc, struct net_device *dev, unsigned int skb_len):
  * the skb may be freed already: only its address and the device are used. */
@@ -311,14 +333,14 @@ int drop_raw(__u64 *ctx) { return on_drop((struct sk_buff___p *)ctx[0]); }
  *   kfree_skb:          the drop functions (see packetloss.bpf.c), entry
  */
 SEC("fentry/__dev_queue_xmit")
-int queue_fentry(__u64 *ctx) { return on_queue((struct sk_buff___p *)ctx[0]); }
+int queue_fentry(__u64 *ctx) { return on_queue((struct sk_buff___p *)ctx[0], 1); }
 SEC("kprobe/__dev_queue_xmit")
-int queue_kprobe(void *ctx) { return on_queue((struct sk_buff___p *)KARG0(ctx)); }
+int queue_kprobe(void *ctx) { return on_queue((struct sk_buff___p *)KARG0(ctx), 0); }
 
 SEC("fentry/dev_hard_start_xmit")
-int start_fentry(__u64 *ctx) { return on_start(ctx, (struct sk_buff___p *)ctx[0], (struct net_device___lat *)ctx[1]); }
+int start_fentry(__u64 *ctx) { return on_start(ctx, (struct sk_buff___p *)ctx[0], (struct net_device___lat *)ctx[1], 1); }
 SEC("kprobe/dev_hard_start_xmit")
-int start_kprobe(void *ctx) { return on_start(ctx, (struct sk_buff___p *)KARG0(ctx), (struct net_device___lat *)KARG1(ctx)); }
+int start_kprobe(void *ctx) { return on_start(ctx, (struct sk_buff___p *)KARG0(ctx), (struct net_device___lat *)KARG1(ctx), 0); }
 
 /* fexit sees (first, dev, ...); a kretprobe only the result, so its kprobe keeps the first skb
  * and the device per thread (fallback.h). */
