@@ -123,9 +123,22 @@ struct {
 	__type(value, struct hist);
 } lat SEC(".maps");
 
-static __always_inline void observe(void *ctx, struct sock___p *sk, __u32 stage, __u64 ns)
+/* sk_netns with plain loads, for typed pointers (tp_btf, fentry): the verifier makes them
+ * fault-safe, without a bpf_probe_read_kernel call each. */
+static __always_inline __u32 sk_netns_btf(struct sock___p *sk)
 {
-	struct lat_key k = { .netns = sk_netns(sk), .stage = stage };
+	struct net___p *net;
+
+	if (!sk)
+		return 0;
+	net = sk->__sk_common.skc_net.net;
+	return net ? net->ns.inum : 0;
+}
+
+/* `btf`: `sk` is a typed pointer (tp_btf, fentry), read with plain loads. */
+static __always_inline void observe(void *ctx, struct sock___p *sk, __u32 stage, __u64 ns, int btf)
+{
+	struct lat_key k = { .netns = btf ? sk_netns_btf(sk) : sk_netns(sk), .stage = stage };
 	struct ns_event *e;
 	__u16 proto = 0;
 
@@ -144,7 +157,7 @@ static __always_inline void observe(void *ctx, struct sock___p *sk, __u32 stage,
 	bpf_ringbuf_submit(e, 0);
 }
 
-static __always_inline int on_data_ready(struct sock___p *sk)
+static __always_inline int on_data_ready(struct sock___p *sk, int btf)
 {
 	__u64 key = (__u64)sk, now;
 	struct ready_slot *r;
@@ -152,7 +165,10 @@ static __always_inline int on_data_ready(struct sock___p *sk)
 	__u64 *n;
 
 	/* IP sockets only: unix and netlink sockets wake readers the same way. */
-	BPF_CORE_READ_INTO(&family, sk, __sk_common.skc_family);
+	if (btf)
+		family = sk->__sk_common.skc_family;
+	else
+		BPF_CORE_READ_INTO(&family, sk, __sk_common.skc_family);
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
 	r = ready_slot(sk);
@@ -174,7 +190,7 @@ static __always_inline int on_data_ready(struct sock___p *sk)
 	return 0;
 }
 
-static __always_inline int on_recv(void *ctx, struct sock___p *sk, int ret, int flags)
+static __always_inline int on_recv(void *ctx, struct sock___p *sk, int ret, int flags, int btf)
 {
 	__u64 key = (__u64)sk, now, ts;
 	struct ready_slot *r;
@@ -201,7 +217,7 @@ static __always_inline int on_recv(void *ctx, struct sock___p *sk, int ret, int 
 	}
 	now = bpf_ktime_get_ns();
 	if (now >= ts)
-		observe(ctx, sk, 0, now - ts);
+		observe(ctx, sk, 0, now - ts, btf);
 	return 0;
 }
 
@@ -288,7 +304,7 @@ static __always_inline int on_xmit(void *ctx, struct sk_buff___p *skb)
 		return 0;
 	now = bpf_ktime_get_ns();
 	if (now >= w->ts)
-		observe(ctx, sk, 1, now - w->ts);
+		observe(ctx, sk, 1, now - w->ts, 0);
 	if (bpf_map_delete_elem(&pending, &key) == 0)
 		__sync_fetch_and_add(n, -1);
 	return 0;
@@ -296,15 +312,15 @@ static __always_inline int on_xmit(void *ctx, struct sk_buff___p *skb)
 
 /* sk_data_ready(const struct sock *sk) */
 SEC("tp_btf/sk_data_ready")
-int ready_btf(__u64 *ctx) { return on_data_ready((struct sock___p *)ctx[0]); }
+int ready_btf(__u64 *ctx) { return on_data_ready((struct sock___p *)ctx[0], 1); }
 SEC("raw_tp/sk_data_ready")
-int ready_raw(__u64 *ctx) { return on_data_ready((struct sock___p *)ctx[0]); }
+int ready_raw(__u64 *ctx) { return on_data_ready((struct sock___p *)ctx[0], 0); }
 
 /* sock_recv_length(struct sock *sk, int ret, int flags) */
 SEC("tp_btf/sock_recv_length")
-int recv_btf(__u64 *ctx) { return on_recv(ctx, (struct sock___p *)ctx[0], (int)ctx[1], (int)ctx[2]); }
+int recv_btf(__u64 *ctx) { return on_recv(ctx, (struct sock___p *)ctx[0], (int)ctx[1], (int)ctx[2], 1); }
 SEC("raw_tp/sock_recv_length")
-int recv_raw(__u64 *ctx) { return on_recv(ctx, (struct sock___p *)ctx[0], (int)ctx[1], (int)ctx[2]); }
+int recv_raw(__u64 *ctx) { return on_recv(ctx, (struct sock___p *)ctx[0], (int)ctx[1], (int)ctx[2], 0); }
 
 /* sock_send_length(struct sock *sk, int ret, int flags) */
 SEC("tp_btf/sock_send_length")
@@ -343,14 +359,14 @@ static __always_inline struct sock___p *socket_sk(__u64 sock)
 }
 
 SEC("fentry/sock_def_readable")
-int ready_fentry(__u64 *ctx) { return on_data_ready((struct sock___p *)ctx[0]); }
+int ready_fentry(__u64 *ctx) { return on_data_ready((struct sock___p *)ctx[0], 1); }
 SEC("kprobe/sock_def_readable")
-int ready_kprobe(void *ctx) { return on_data_ready((struct sock___p *)KARG0(ctx)); }
+int ready_kprobe(void *ctx) { return on_data_ready((struct sock___p *)KARG0(ctx), 0); }
 
 SEC("fexit/inet_recvmsg")
-int recv_fexit(__u64 *ctx) { return on_recv(ctx, socket_sk(ctx[0]), (int)ctx[4], (int)ctx[3]); }
+int recv_fexit(__u64 *ctx) { return on_recv(ctx, socket_sk(ctx[0]), (int)ctx[4], (int)ctx[3], 0); }
 SEC("fexit/inet6_recvmsg")
-int recv6_fexit(__u64 *ctx) { return on_recv(ctx, socket_sk(ctx[0]), (int)ctx[4], (int)ctx[3]); }
+int recv6_fexit(__u64 *ctx) { return on_recv(ctx, socket_sk(ctx[0]), (int)ctx[4], (int)ctx[3], 0); }
 SEC("kprobe/inet_recvmsg")
 int recv_kprobe(void *ctx) { return kprobe_stash(KARG0(ctx), KARG3(ctx), 1); }
 SEC("kprobe/inet6_recvmsg")
@@ -362,7 +378,7 @@ static __always_inline int recv_return(void *ctx)
 
 	if (!kprobe_unstash(&a) || a.a2 != 1)
 		return 0;
-	return on_recv(ctx, socket_sk(a.a0), (int)KRET(ctx), (int)a.a1);
+	return on_recv(ctx, socket_sk(a.a0), (int)KRET(ctx), (int)a.a1, 0);
 }
 
 SEC("kretprobe/inet_recvmsg")
