@@ -221,7 +221,9 @@ static __always_inline int on_recv(void *ctx, struct sock___p *sk, int ret, int 
 	return 0;
 }
 
-static __always_inline int on_send(struct sock___p *sk, int ret)
+/* `btf`: `sk` is a typed pointer (tp_btf, fexit): its protocol is read with a plain load (the
+ * tcp_sock fields lie beyond struct sock, which the verifier allows only through a probe read). */
+static __always_inline int on_send(struct sock___p *sk, int ret, int btf)
 {
 	struct tcp_sock___lat *tp = (struct tcp_sock___lat *)sk;
 	__u32 snd_nxt = 0, write_seq = 0;
@@ -230,7 +232,10 @@ static __always_inline int on_send(struct sock___p *sk, int ret)
 
 	if (ret <= 0)
 		return 0;
-	BPF_CORE_READ_INTO(&proto, (struct sock___lat *)sk, sk_protocol);
+	if (btf)
+		proto = ((struct sock___lat *)sk)->sk_protocol;
+	else
+		BPF_CORE_READ_INTO(&proto, (struct sock___lat *)sk, sk_protocol);
 	if (proto != IPPROTO_TCP)
 		return 0;
 	BPF_CORE_READ_INTO(&snd_nxt, tp, snd_nxt);
@@ -324,9 +329,9 @@ int recv_raw(__u64 *ctx) { return on_recv(ctx, (struct sock___p *)ctx[0], (int)c
 
 /* sock_send_length(struct sock *sk, int ret, int flags) */
 SEC("tp_btf/sock_send_length")
-int send_btf(__u64 *ctx) { return on_send((struct sock___p *)ctx[0], (int)ctx[1]); }
+int send_btf(__u64 *ctx) { return on_send((struct sock___p *)ctx[0], (int)ctx[1], 1); }
 SEC("raw_tp/sock_send_length")
-int send_raw(__u64 *ctx) { return on_send((struct sock___p *)ctx[0], (int)ctx[1]); }
+int send_raw(__u64 *ctx) { return on_send((struct sock___p *)ctx[0], (int)ctx[1], 0); }
 
 /* net_dev_start_xmit(const struct sk_buff *skb, const struct net_device *dev) */
 SEC("tp_btf/net_dev_start_xmit")
@@ -387,7 +392,7 @@ SEC("kretprobe/inet6_recvmsg")
 int recv6_kretprobe(void *ctx) { return recv_return(ctx); }
 
 SEC("fexit/tcp_sendmsg")
-int send_fexit(__u64 *ctx) { return on_send((struct sock___p *)ctx[0], (int)ctx[3]); }
+int send_fexit(__u64 *ctx) { return on_send((struct sock___p *)ctx[0], (int)ctx[3], 1); }
 SEC("kprobe/tcp_sendmsg")
 int send_kprobe(void *ctx) { return kprobe_stash(KARG0(ctx), 0, 2); }
 SEC("kretprobe/tcp_sendmsg")
@@ -397,7 +402,7 @@ int send_kretprobe(void *ctx)
 
 	if (!kprobe_unstash(&a) || a.a2 != 2)
 		return 0;
-	return on_send((struct sock___p *)a.a0, (int)KRET(ctx));
+	return on_send((struct sock___p *)a.a0, (int)KRET(ctx), 0);
 }
 
 SEC("fentry/dev_hard_start_xmit")
