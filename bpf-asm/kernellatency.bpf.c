@@ -8,9 +8,17 @@
  *   forward: net:net_dev_queue (the skb leaves again through a device of the
  *            same namespace: routed/bridged traffic, e.g. the host between
  *            two pods).
- * In-flight timestamps are keyed by skb address in an LRU hash and deleted
- * when the skb is freed (skb:consume_skb, skb:kfree_skb): a reused address
- * never inherits an old timestamp. Sending from a socket has no per-skb
+ * In-flight timestamps live in a direct-mapped table (a plain array indexed
+ * by a hash of the skb address; each slot holds the skb it belongs to) and
+ * are cleared when the skb is freed (skb:consume_skb, skb:kfree_skb): a
+ * reused address never inherits an old timestamp. Every received packet is
+ * stamped and every freed one checked, so this costs array loads and stores
+ * instead of LRU-hash updates and deletes. Two packets in flight at once in
+ * the same slot: the later one wins (the earlier one is not observed), as an
+ * LRU hash evicts when full; 16384 slots against the few packets the stack
+ * holds between receive and delivery make that rare. Slots are written
+ * without atomics: two CPUs stamping the same slot in the same instant may
+ * leave one packet's stamp with the other's skb (both then nanoseconds apart). Sending from a socket has no per-skb
  * tracepoint before the device on this kernel line (that needs fentry or
  * kprobes on ip_queue_xmit), so locally generated tx is netiftxlat's job.
  * Events (type 1 rx, 2 forward) above `threshold_ns` with the tuple.
@@ -21,15 +29,18 @@
 char LICENSE[] SEC("license") = "GPL";
 
 struct rx_start {
+	__u64 skb; /* 0: free */
 	__u64 ts;
 	__u32 netns;
 	__u32 _pad;
 };
 
+#define RX_SLOTS_LOG2 14
+
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << RX_SLOTS_LOG2);
+	__type(key, __u32);
 	__type(value, struct rx_start);
 } inflight SEC(".maps");
 
@@ -45,29 +56,60 @@ struct {
 	__type(value, struct hist);
 } lat SEC(".maps");
 
-static __always_inline int on_receive(struct sk_buff___p *skb)
+/* The slot of `skb`. */
+static __always_inline struct rx_start *slot(struct sk_buff___p *skb)
 {
-	__u64 key = (__u64)skb;
-	struct rx_start v = { .ts = bpf_ktime_get_ns(), .netns = skb_netns(skb) };
+	__u32 i = addr_slot(skb, RX_SLOTS_LOG2);
 
-	bpf_map_update_elem(&inflight, &key, &v, BPF_ANY);
+	return bpf_map_lookup_elem(&inflight, &i);
+}
+
+/* skb_netns with plain loads, for typed pointers (tp_btf, fentry): the verifier makes them
+ * fault-safe, without a bpf_probe_read_kernel call each. */
+static __always_inline __u32 skb_netns_btf(struct sk_buff___p *skb)
+{
+	struct net_device___p *dev = skb->dev;
+	struct net___p *net;
+	struct sock___p *sk;
+
+	if (dev) {
+		net = dev->nd_net.net;
+		if (net)
+			return net->ns.inum;
+	}
+	sk = skb->sk;
+	if (!sk)
+		return 0;
+	net = sk->__sk_common.skc_net.net;
+	return net ? net->ns.inum : 0;
+}
+
+static __always_inline int on_receive(struct sk_buff___p *skb, int btf)
+{
+	struct rx_start *v = slot(skb);
+
+	if (!v)
+		return 0;
+	v->ts = bpf_ktime_get_ns();
+	v->netns = btf ? skb_netns_btf(skb) : skb_netns(skb);
+	v->skb = (__u64)skb;
 	return 0;
 }
 
 static __always_inline int finish(void *ctx, struct sk_buff___p *skb, __u32 stage)
 {
-	__u64 key = (__u64)skb, now;
-	struct rx_start *v = bpf_map_lookup_elem(&inflight, &key);
+	struct rx_start *v = slot(skb);
 	struct lat_key k = { .stage = stage };
 	struct ns_event *e;
-	__u64 ns;
+	__u64 ns, now, ts;
 
-	if (!v)
+	if (!v || v->skb != (__u64)skb)
 		return 0;
-	now = bpf_ktime_get_ns();
+	ts = v->ts;
 	k.netns = v->netns;
-	ns = now >= v->ts ? now - v->ts : 0;
-	bpf_map_delete_elem(&inflight, &key);
+	v->skb = 0;
+	now = bpf_ktime_get_ns();
+	ns = now >= ts ? now - ts : 0;
 	/* Forwarding counts only within one namespace (a veth crossing starts a new receive). */
 	if (stage == 1 && skb_netns(skb) != k.netns)
 		return 0;
@@ -85,17 +127,18 @@ static __always_inline int finish(void *ctx, struct sk_buff___p *skb, __u32 stag
 
 static __always_inline int on_free(struct sk_buff___p *skb)
 {
-	__u64 key = (__u64)skb;
+	struct rx_start *v = slot(skb);
 
-	bpf_map_delete_elem(&inflight, &key);
+	if (v && v->skb == (__u64)skb)
+		v->skb = 0;
 	return 0;
 }
 
 /* netif_receive_skb(struct sk_buff *skb) */
 SEC("tp_btf/netif_receive_skb")
-int receive_btf(__u64 *ctx) { return on_receive((struct sk_buff___p *)ctx[0]); }
+int receive_btf(__u64 *ctx) { return on_receive((struct sk_buff___p *)ctx[0], 1); }
 SEC("raw_tp/netif_receive_skb")
-int receive_raw(__u64 *ctx) { return on_receive((struct sk_buff___p *)ctx[0]); }
+int receive_raw(__u64 *ctx) { return on_receive((struct sk_buff___p *)ctx[0], 0); }
 
 /* tcp_probe(struct sock *sk, const struct sk_buff *skb) */
 SEC("tp_btf/tcp_probe")
@@ -131,13 +174,13 @@ int kfree_raw(__u64 *ctx) { return on_free((struct sk_buff___p *)ctx[0]); }
  *   kfree_skb:         the drop functions (see packetloss.bpf.c)
  */
 SEC("fentry/ip_rcv_core")
-int receive_fentry(__u64 *ctx) { return on_receive((struct sk_buff___p *)ctx[0]); }
+int receive_fentry(__u64 *ctx) { return on_receive((struct sk_buff___p *)ctx[0], 1); }
 SEC("fentry/ip6_rcv_core")
-int receive6_fentry(__u64 *ctx) { return on_receive((struct sk_buff___p *)ctx[0]); }
+int receive6_fentry(__u64 *ctx) { return on_receive((struct sk_buff___p *)ctx[0], 1); }
 SEC("kprobe/ip_rcv_core")
-int receive_kprobe(void *ctx) { return on_receive((struct sk_buff___p *)KARG0(ctx)); }
+int receive_kprobe(void *ctx) { return on_receive((struct sk_buff___p *)KARG0(ctx), 0); }
 SEC("kprobe/ip6_rcv_core")
-int receive6_kprobe(void *ctx) { return on_receive((struct sk_buff___p *)KARG0(ctx)); }
+int receive6_kprobe(void *ctx) { return on_receive((struct sk_buff___p *)KARG0(ctx), 0); }
 
 SEC("fentry/tcp_rcv_established")
 int tcp_fentry(__u64 *ctx) { return finish(ctx, (struct sk_buff___p *)ctx[1], 0); }

@@ -3,7 +3,10 @@
  * socketlatency: per netns (of the socket), IPv4/IPv6 sockets only
  *   read: sock:sk_data_ready -> sock:sock_recv_length (ret > 0, not MSG_PEEK):
  *         how long data the kernel announced waited for the application. The
- *         first announcement since the last read is kept (LRU keyed by sk).
+ *         first announcement since the last read is kept: in a direct-mapped
+ *         table (array slot by a hash of sk, holding its sk), else, while
+ *         another socket holds that slot, in an LRU hash keyed by sk, which
+ *         is only searched while it may hold entries (a count of them).
  *   send: TCP only: sock:sock_send_length (ret > 0) returning with data the
  *         stack could not send yet (write_seq != snd_nxt: cwnd, receive
  *         window, Nagle, pacing) -> the net:net_dev_start_xmit of the
@@ -11,7 +14,8 @@
  *         the packet reach the write_seq seen at the write's end). Writes
  *         sent within the call (all of UDP's, most of TCP's) waited for
  *         nothing and are not observed; while one write is pending, later
- *         ones on that socket are not sampled.
+ *         ones on that socket are not sampled. net_dev_start_xmit looks for a
+ *         pending write only while some may exist (a count of them).
  * Histograms: hash `lat` keyed (netns, stage), 1024 namespaces.
  * Events (type 1 read, 2 send) above `threshold_ns` with the socket's tuple.
  */
@@ -48,7 +52,22 @@ struct sk_buff___lat {
 };
 #pragma clang attribute pop
 
-/* sk -> first sk_data_ready since the last read. */
+/* sk -> first sk_data_ready since the last read: the fast path. */
+struct ready_slot {
+	__u64 sk; /* 0: free */
+	__u64 ts;
+};
+
+#define READY_SLOTS_LOG2 14
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << READY_SLOTS_LOG2);
+	__type(key, __u32);
+	__type(value, struct ready_slot);
+} ready_slots SEC(".maps");
+
+/* sk -> first sk_data_ready since the last read, for sockets whose slot another one holds. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -70,6 +89,28 @@ struct {
 	__type(value, struct pending_write);
 } pending SEC(".maps");
 
+/* Entries added to `readable` (0) and `pending` (1) minus those deleted: never below what the
+ * maps hold (LRU evictions are not subtracted), so 0 means a map is empty and need not be
+ * searched. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} spill_count SEC(".maps");
+
+static __always_inline __u64 *spill(__u32 which)
+{
+	return bpf_map_lookup_elem(&spill_count, &which);
+}
+
+static __always_inline struct ready_slot *ready_slot(struct sock___p *sk)
+{
+	__u32 i = addr_slot(sk, READY_SLOTS_LOG2);
+
+	return bpf_map_lookup_elem(&ready_slots, &i);
+}
+
 struct lat_key {
 	__u32 netns;
 	__u32 stage; /* 0 read, 1 send */
@@ -82,9 +123,22 @@ struct {
 	__type(value, struct hist);
 } lat SEC(".maps");
 
-static __always_inline void observe(void *ctx, struct sock___p *sk, __u32 stage, __u64 ns)
+/* sk_netns with plain loads, for typed pointers (tp_btf, fentry): the verifier makes them
+ * fault-safe, without a bpf_probe_read_kernel call each. */
+static __always_inline __u32 sk_netns_btf(struct sock___p *sk)
 {
-	struct lat_key k = { .netns = sk_netns(sk), .stage = stage };
+	struct net___p *net;
+
+	if (!sk)
+		return 0;
+	net = sk->__sk_common.skc_net.net;
+	return net ? net->ns.inum : 0;
+}
+
+/* `btf`: `sk` is a typed pointer (tp_btf, fentry), read with plain loads. */
+static __always_inline void observe(void *ctx, struct sock___p *sk, __u32 stage, __u64 ns, int btf)
+{
+	struct lat_key k = { .netns = btf ? sk_netns_btf(sk) : sk_netns(sk), .stage = stage };
 	struct ns_event *e;
 	__u16 proto = 0;
 
@@ -103,38 +157,73 @@ static __always_inline void observe(void *ctx, struct sock___p *sk, __u32 stage,
 	bpf_ringbuf_submit(e, 0);
 }
 
-static __always_inline int on_data_ready(struct sock___p *sk)
+static __always_inline int on_data_ready(struct sock___p *sk, int btf)
 {
 	__u64 key = (__u64)sk, now;
+	struct ready_slot *r;
 	__u16 family = 0;
+	__u64 *n;
 
 	/* IP sockets only: unix and netlink sockets wake readers the same way. */
-	BPF_CORE_READ_INTO(&family, sk, __sk_common.skc_family);
+	if (btf)
+		family = sk->__sk_common.skc_family;
+	else
+		BPF_CORE_READ_INTO(&family, sk, __sk_common.skc_family);
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
+	r = ready_slot(sk);
+	n = spill(0);
+	if (!r || !n)
+		return 0;
+	if (r->sk == key)
+		return 0; /* unread data announced before: keep the first */
+	if (*n && bpf_map_lookup_elem(&readable, &key))
+		return 0;
 	now = bpf_ktime_get_ns();
-	bpf_map_update_elem(&readable, &key, &now, BPF_NOEXIST);
+	if (!r->sk) {
+		r->ts = now;
+		r->sk = key;
+		return 0;
+	}
+	if (bpf_map_update_elem(&readable, &key, &now, BPF_NOEXIST) == 0)
+		__sync_fetch_and_add(n, 1);
 	return 0;
 }
 
-static __always_inline int on_recv(void *ctx, struct sock___p *sk, int ret, int flags)
+static __always_inline int on_recv(void *ctx, struct sock___p *sk, int ret, int flags, int btf)
 {
-	__u64 key = (__u64)sk, now;
-	__u64 *ts;
+	__u64 key = (__u64)sk, now, ts;
+	struct ready_slot *r;
+	__u64 *p, *n;
 
 	if (ret <= 0 || (flags & MSG_PEEK))
 		return 0;
-	ts = bpf_map_lookup_elem(&readable, &key);
-	if (!ts)
+	r = ready_slot(sk);
+	if (!r)
 		return 0;
+	if (r->sk == key) {
+		ts = r->ts;
+		r->sk = 0;
+	} else {
+		n = spill(0);
+		if (!n || !*n)
+			return 0;
+		p = bpf_map_lookup_elem(&readable, &key);
+		if (!p)
+			return 0;
+		ts = *p;
+		if (bpf_map_delete_elem(&readable, &key) == 0)
+			__sync_fetch_and_add(n, -1);
+	}
 	now = bpf_ktime_get_ns();
-	if (now >= *ts)
-		observe(ctx, sk, 0, now - *ts);
-	bpf_map_delete_elem(&readable, &key);
+	if (now >= ts)
+		observe(ctx, sk, 0, now - ts, btf);
 	return 0;
 }
 
-static __always_inline int on_send(struct sock___p *sk, int ret)
+/* `btf`: `sk` is a typed pointer (tp_btf, fexit): its protocol is read with a plain load (the
+ * tcp_sock fields lie beyond struct sock, which the verifier allows only through a probe read). */
+static __always_inline int on_send(struct sock___p *sk, int ret, int btf)
 {
 	struct tcp_sock___lat *tp = (struct tcp_sock___lat *)sk;
 	__u32 snd_nxt = 0, write_seq = 0;
@@ -143,7 +232,10 @@ static __always_inline int on_send(struct sock___p *sk, int ret)
 
 	if (ret <= 0)
 		return 0;
-	BPF_CORE_READ_INTO(&proto, (struct sock___lat *)sk, sk_protocol);
+	if (btf)
+		proto = ((struct sock___lat *)sk)->sk_protocol;
+	else
+		BPF_CORE_READ_INTO(&proto, (struct sock___lat *)sk, sk_protocol);
 	if (proto != IPPROTO_TCP)
 		return 0;
 	BPF_CORE_READ_INTO(&snd_nxt, tp, snd_nxt);
@@ -154,7 +246,10 @@ static __always_inline int on_send(struct sock___p *sk, int ret)
 	{
 		struct pending_write w = { .ts = now, .end_seq = write_seq };
 
-		bpf_map_update_elem(&pending, &key, &w, BPF_NOEXIST);
+		__u64 *n = spill(1);
+
+		if (n && bpf_map_update_elem(&pending, &key, &w, BPF_NOEXIST) == 0)
+			__sync_fetch_and_add(n, 1);
 	}
 	return 0;
 }
@@ -198,9 +293,11 @@ static __always_inline int on_xmit(void *ctx, struct sk_buff___p *skb)
 {
 	struct sock___p *sk = 0;
 	struct pending_write *w;
+	__u64 key, now, *n = spill(1);
 	__u32 end = 0;
-	__u64 key, now;
 
+	if (!n || !*n)
+		return 0; /* no write pending anywhere */
 	BPF_CORE_READ_INTO(&sk, skb, sk);
 	if (!sk)
 		return 0;
@@ -212,28 +309,29 @@ static __always_inline int on_xmit(void *ctx, struct sk_buff___p *skb)
 		return 0;
 	now = bpf_ktime_get_ns();
 	if (now >= w->ts)
-		observe(ctx, sk, 1, now - w->ts);
-	bpf_map_delete_elem(&pending, &key);
+		observe(ctx, sk, 1, now - w->ts, 0);
+	if (bpf_map_delete_elem(&pending, &key) == 0)
+		__sync_fetch_and_add(n, -1);
 	return 0;
 }
 
 /* sk_data_ready(const struct sock *sk) */
 SEC("tp_btf/sk_data_ready")
-int ready_btf(__u64 *ctx) { return on_data_ready((struct sock___p *)ctx[0]); }
+int ready_btf(__u64 *ctx) { return on_data_ready((struct sock___p *)ctx[0], 1); }
 SEC("raw_tp/sk_data_ready")
-int ready_raw(__u64 *ctx) { return on_data_ready((struct sock___p *)ctx[0]); }
+int ready_raw(__u64 *ctx) { return on_data_ready((struct sock___p *)ctx[0], 0); }
 
 /* sock_recv_length(struct sock *sk, int ret, int flags) */
 SEC("tp_btf/sock_recv_length")
-int recv_btf(__u64 *ctx) { return on_recv(ctx, (struct sock___p *)ctx[0], (int)ctx[1], (int)ctx[2]); }
+int recv_btf(__u64 *ctx) { return on_recv(ctx, (struct sock___p *)ctx[0], (int)ctx[1], (int)ctx[2], 1); }
 SEC("raw_tp/sock_recv_length")
-int recv_raw(__u64 *ctx) { return on_recv(ctx, (struct sock___p *)ctx[0], (int)ctx[1], (int)ctx[2]); }
+int recv_raw(__u64 *ctx) { return on_recv(ctx, (struct sock___p *)ctx[0], (int)ctx[1], (int)ctx[2], 0); }
 
 /* sock_send_length(struct sock *sk, int ret, int flags) */
 SEC("tp_btf/sock_send_length")
-int send_btf(__u64 *ctx) { return on_send((struct sock___p *)ctx[0], (int)ctx[1]); }
+int send_btf(__u64 *ctx) { return on_send((struct sock___p *)ctx[0], (int)ctx[1], 1); }
 SEC("raw_tp/sock_send_length")
-int send_raw(__u64 *ctx) { return on_send((struct sock___p *)ctx[0], (int)ctx[1]); }
+int send_raw(__u64 *ctx) { return on_send((struct sock___p *)ctx[0], (int)ctx[1], 0); }
 
 /* net_dev_start_xmit(const struct sk_buff *skb, const struct net_device *dev) */
 SEC("tp_btf/net_dev_start_xmit")
@@ -266,14 +364,14 @@ static __always_inline struct sock___p *socket_sk(__u64 sock)
 }
 
 SEC("fentry/sock_def_readable")
-int ready_fentry(__u64 *ctx) { return on_data_ready((struct sock___p *)ctx[0]); }
+int ready_fentry(__u64 *ctx) { return on_data_ready((struct sock___p *)ctx[0], 1); }
 SEC("kprobe/sock_def_readable")
-int ready_kprobe(void *ctx) { return on_data_ready((struct sock___p *)KARG0(ctx)); }
+int ready_kprobe(void *ctx) { return on_data_ready((struct sock___p *)KARG0(ctx), 0); }
 
 SEC("fexit/inet_recvmsg")
-int recv_fexit(__u64 *ctx) { return on_recv(ctx, socket_sk(ctx[0]), (int)ctx[4], (int)ctx[3]); }
+int recv_fexit(__u64 *ctx) { return on_recv(ctx, socket_sk(ctx[0]), (int)ctx[4], (int)ctx[3], 0); }
 SEC("fexit/inet6_recvmsg")
-int recv6_fexit(__u64 *ctx) { return on_recv(ctx, socket_sk(ctx[0]), (int)ctx[4], (int)ctx[3]); }
+int recv6_fexit(__u64 *ctx) { return on_recv(ctx, socket_sk(ctx[0]), (int)ctx[4], (int)ctx[3], 0); }
 SEC("kprobe/inet_recvmsg")
 int recv_kprobe(void *ctx) { return kprobe_stash(KARG0(ctx), KARG3(ctx), 1); }
 SEC("kprobe/inet6_recvmsg")
@@ -285,7 +383,7 @@ static __always_inline int recv_return(void *ctx)
 
 	if (!kprobe_unstash(&a) || a.a2 != 1)
 		return 0;
-	return on_recv(ctx, socket_sk(a.a0), (int)KRET(ctx), (int)a.a1);
+	return on_recv(ctx, socket_sk(a.a0), (int)KRET(ctx), (int)a.a1, 0);
 }
 
 SEC("kretprobe/inet_recvmsg")
@@ -294,7 +392,7 @@ SEC("kretprobe/inet6_recvmsg")
 int recv6_kretprobe(void *ctx) { return recv_return(ctx); }
 
 SEC("fexit/tcp_sendmsg")
-int send_fexit(__u64 *ctx) { return on_send((struct sock___p *)ctx[0], (int)ctx[3]); }
+int send_fexit(__u64 *ctx) { return on_send((struct sock___p *)ctx[0], (int)ctx[3], 1); }
 SEC("kprobe/tcp_sendmsg")
 int send_kprobe(void *ctx) { return kprobe_stash(KARG0(ctx), 0, 2); }
 SEC("kretprobe/tcp_sendmsg")
@@ -304,7 +402,7 @@ int send_kretprobe(void *ctx)
 
 	if (!kprobe_unstash(&a) || a.a2 != 2)
 		return 0;
-	return on_send((struct sock___p *)a.a0, (int)KRET(ctx));
+	return on_send((struct sock___p *)a.a0, (int)KRET(ctx), 0);
 }
 
 SEC("fentry/dev_hard_start_xmit")

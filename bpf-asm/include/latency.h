@@ -106,6 +106,21 @@ static __always_inline void hist_observe(void *map, const void *key, __u64 ns)
 
 
 
+/*
+ * A `bits`-bit slot index for a kernel object's address (direct-mapped
+ * tables keyed by skb or sock). tp_btf/fentry arguments are typed pointers
+ * the verifier allows no arithmetic on, but a 32-bit copy of one is a plain
+ * number for a privileged program; the low half of a slab address is what
+ * differs between objects. Fibonacci hashing spreads the shared low bits.
+ */
+static __always_inline __u32 addr_slot(const void *p, int bits)
+{
+	__u32 lo;
+
+	asm volatile("%0 = %1" : "=w"(lo) : "w"((__u32)(unsigned long)p));
+	return (lo * 0x9E3779B9U) >> (32 - bits);
+}
+
 /* Set by user space before load: events only above this latency. */
 const volatile __u64 threshold_ns = 100000000ULL;
 

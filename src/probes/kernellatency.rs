@@ -6,9 +6,11 @@
 //! - **forward**: `net:net_dev_queue` on a device of the same namespace (routed or bridged
 //!   traffic, e.g. the host between two pods; a veth crossing starts a new receive).
 //!
-//! In-flight timestamps are keyed by skb address in an LRU hash (16384 entries) and deleted
-//! when the skb is freed (`skb:consume_skb`, `skb:kfree_skb`), so a reused address never
-//! inherits an old timestamp.
+//! In-flight timestamps live in a direct-mapped array (16384 slots indexed by a hash of the skb
+//! address, each holding the skb it belongs to: array loads and stores instead of LRU-hash
+//! updates for every received and every freed packet) and are cleared when the skb is freed
+//! (`skb:consume_skb`, `skb:kfree_skb`), so a reused address never inherits an old timestamp.
+//! Two packets in flight in the same slot: the later one is timed, the earlier one not.
 //! - **tx** (optional: only where fentry or kprobes work, reported unavailable elsewhere, the
 //!   probe then runs without it): a TCP segment from the socket handing it to IP
 //!   (`ip_queue_xmit`/`inet6_csk_xmit`, no tracepoint there) to `net:net_dev_queue`, per namespace of

@@ -3,8 +3,13 @@
 //! `net:net_dev_queue` (the skb enters `__dev_queue_xmit`) → `net:net_dev_start_xmit` (the
 //! qdisc, or the direct path of a `noqueue` device, hands it to the driver) is the **qdisc**
 //! stage; `net:net_dev_start_xmit` → `net:net_dev_xmit` (the driver's `ndo_start_xmit`
-//! returned) is the **device** stage. In-flight timestamps live in an LRU hash keyed by skb
-//! address (16384 entries; deleted at `net_dev_xmit` or at `skb:kfree_skb`). Packets the qdisc
+//! returned) is the **device** stage. The device stage, and the qdisc stage of a device whose
+//! root qdisc is `noqueue` (veth, lo, bridges, vlans: `__dev_queue_xmit` calls the driver
+//! directly), run synchronously on one CPU with bottom halves disabled, so their timestamps
+//! live on a small per-CPU stack (a stacked device transmitting through its lower one nests a
+//! frame; frames match by skb and device). Only packets on a real qdisc (also `mq`'s children),
+//! which may leave it later on another CPU, are stamped in an LRU hash keyed by skb address
+//! (16384 entries; deleted at `net_dev_start_xmit` or at `skb:kfree_skb`). Packets the qdisc
 //! drops never reach the second tracepoint and are not observed; GSO segments split after the
 //! qdisc are observed in the device stage only.
 //!

@@ -2,14 +2,17 @@
 //!
 //! - **read**: `sock:sk_data_ready` (the kernel tells the socket data arrived) →
 //!   `sock:sock_recv_length` (the application's `recvmsg` returned data, `MSG_PEEK` excluded).
-//!   The first announcement since the last read is kept, in an LRU hash keyed by socket
-//!   (16384 entries), so a slow reader's wait is measured from the oldest unread data.
+//!   The first announcement since the last read is kept, so a slow reader's wait is measured
+//!   from the oldest unread data: in a direct-mapped array (16384 slots by a hash of the socket
+//!   address), else, while another socket holds that slot, in an LRU hash keyed by socket
+//!   (16384 entries) that is searched only while it may hold entries.
 //! - **send** (TCP): `sock:sock_send_length` returning with data the stack could not send yet
 //!   (`write_seq != snd_nxt`: congestion or receive window, Nagle, pacing) → the
 //!   `net:net_dev_start_xmit` of the segment carrying that write's last byte (the packet's TCP
 //!   sequence number plus payload reaches the `write_seq` seen at the write's end). Writes sent
 //!   within the call (every UDP write, most TCP ones) waited for nothing and are not observed;
-//!   while one write is pending, later ones on that socket are not sampled. `sendmsg` has no
+//!   while one write is pending, later ones on that socket are not sampled. Packets are matched
+//!   against pending writes only while there are any (a count kept beside the map). `sendmsg` has no
 //!   tracepoint at its start other than syscalls, which would attribute by task, not socket.
 //!
 //! Metrics: `netsleuth_socketlatency_read_seconds{<entity>}` and
