@@ -254,8 +254,10 @@ fn start_bpf(
     pipeline: &Option<Arc<crate::events::Pipeline>>,
     previous: Option<Arc<crate::probes::ProbeSet>>,
 ) -> Option<Arc<crate::probes::ProbeSet>> {
+    crate::probes::set_program_stats(cfg.bpf_program_stats);
     if cfg.bpf_probes.is_empty() {
         engine.set_map_collectors(Vec::new());
+        crate::probes::release_run_stats();
         return None;
     }
     let set = Arc::new(crate::probes::ProbeSet::restart(
@@ -323,6 +325,7 @@ fn serve(args: Args) -> i32 {
     let bpf_cfg = Config {
         bpf_probes: cfg.bpf_probes.clone(),
         btf: cfg.btf.clone(),
+        bpf_program_stats: cfg.bpf_program_stats,
         ..Config::default_config()
     };
     let engine = Engine::new(cfg, inventory.clone());
@@ -404,6 +407,7 @@ fn run_signals(
                     let bpf_cfg = Config {
                         bpf_probes: cfg.bpf_probes.clone(),
                         btf: cfg.btf.clone(),
+                        bpf_program_stats: cfg.bpf_program_stats,
                         ..Config::default_config()
                     };
                     if let Some(p) = pipeline {

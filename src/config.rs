@@ -37,6 +37,10 @@ struct RawBpf {
     /// Kernel BTF to use where `/sys/kernel/btf/vmlinux` is absent (raw BTF or an ELF with
     /// `.BTF`); `vendor-btf/` files embedded by kernel release come after it.
     btf_path: Option<String>,
+    /// Switch the kernel's per-program run-time stats on (BPF_ENABLE_STATS) for
+    /// `netsleuth_bpf_program_run_seconds_total`; node-wide, so off by default.
+    #[serde(default)]
+    program_stats: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,6 +148,8 @@ pub struct Config {
     pub event_sinks: Vec<crate::events::SinkConfig>,
     /// Where the BPF loader looks for kernel BTF (`bpf.btfPath`).
     pub btf: crate::bpf::target_btf::BtfSources,
+    /// `bpf.programStats`: switch the kernel's BPF run-time stats on.
+    pub bpf_program_stats: bool,
     /// eBPF probes named in `metrics.probes` and/or `event.probes`, merged per probe.
     pub bpf_probes: Vec<crate::probes::BpfProbeConfig>,
 }
@@ -442,6 +448,7 @@ impl Config {
             timeout,
             event_sinks,
             btf,
+            bpf_program_stats: raw.bpf.program_stats,
             bpf_probes,
         })
     }

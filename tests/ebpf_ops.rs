@@ -115,7 +115,35 @@ fn program_run_time_and_count_rise_with_the_drops_they_handle() {
         return;
     }
     let _g = lock();
-    let (e, _) = start("metrics:\n  probes: [packetloss]\n", "packetloss");
+    // The sysctl shows only what was written to it (BPF_ENABLE_STATS does not change it).
+    let sysctl = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap();
+    if sysctl.trim() == "1" {
+        common::skip(
+            "program_run_stats",
+            "kernel.bpf_stats_enabled is 1 on this node: the default (stats off) cannot be seen",
+        );
+        return;
+    }
+    let p = Pair::dropping(9999);
+    let b = p.b.inode().to_string();
+    // By default the exporter leaves the node-wide stats off (they cost every BPF program):
+    // drops are counted, runs are not.
+    {
+        let (e, _) = start("metrics:\n  probes: [packetloss]\n", "packetloss");
+        send_dropped(&p, 20);
+        wait_for("20 drops counted", Duration::from_secs(5), || {
+            (drops_of(&e, &b) >= 20).then_some(())
+        });
+        assert_eq!(
+            runs(&e, "packetloss"),
+            (0.0, 0),
+            "stats on without bpf.programStats"
+        );
+    }
+    let (e, _) = start(
+        "bpf:\n  programStats: true\nmetrics:\n  probes: [packetloss]\n",
+        "packetloss",
+    );
     // (Run-time stats are switched on before the "listening" line: a rise below proves it.)
     // One attach point: one program series, named probe/program.
     let progs = programs(&e, "packetloss");
@@ -124,8 +152,6 @@ fn program_run_time_and_count_rise_with_the_drops_they_handle() {
         progs[0].0 == "packetloss/kfree_skb_btf" || progs[0].0 == "packetloss/kfree_skb_raw",
         "{progs:?}"
     );
-    let p = Pair::dropping(9999);
-    let b = p.b.inode().to_string();
     let (secs0, runs0) = runs(&e, "packetloss");
     const N: usize = 200;
     send_dropped(&p, N);
@@ -290,7 +316,7 @@ fn sighup_keeps_an_unchanged_probe_counting_and_restarts_a_changed_one() {
     let evp = dir.join("events.jsonl");
     let conf = |event_probes: &str| {
         format!(
-            "metrics:\n  probes: [packetloss, tcpreset]\nevent:\n  probes: [{event_probes}]\n  sinks: [{{name: file, args: {{path: {}}}}}]\n",
+            "bpf:\n  programStats: true\nmetrics:\n  probes: [packetloss, tcpreset]\nevent:\n  probes: [{event_probes}]\n  sinks: [{{name: file, args: {{path: {}}}}}]\n",
             evp.display()
         )
     };

@@ -304,6 +304,15 @@ impl RunStats {
         }
     }
 
+    /// Not switching stats on ourselves (`why`): they count only if the administrator has
+    /// set `kernel.bpf_stats_enabled` (or another tool holds them on).
+    pub fn observe(why: &str) -> RunStats {
+        match std::fs::read_to_string(BPF_STATS_SYSCTL) {
+            Ok(v) if v.trim() == "1" => RunStats::Sysctl(format!("{why}; {BPF_STATS_SYSCTL} is 1")),
+            _ => RunStats::Off(why.to_string()),
+        }
+    }
+
     /// Whether the kernel is counting.
     pub fn on(&self) -> bool {
         !matches!(self, RunStats::Off(_))

@@ -468,22 +468,49 @@ pub fn event_type_of(kind: ProbeKind, t: u8) -> Option<&'static str> {
     }
 }
 
-/// The kernel's run-time stats for the probes' programs: switched on once, when the first
-/// probe starts, and kept on while the exporter runs.
+/// The kernel's run-time stats for the probes' programs: switched on (with `bpf.programStats:
+/// true`) when the first probe starts, and kept on while the exporter runs and the setting
+/// stays.
 static RUN_STATS: Mutex<Option<bpf::prog::RunStats>> = Mutex::new(None);
 
+/// `bpf.programStats`, set from the config before probes start.
+static WANT_RUN_STATS: AtomicBool = AtomicBool::new(false);
+
+/// Whether the exporter switches the kernel's BPF run-time stats on (`bpf.programStats`).
+/// They are node-wide: every BPF program on the node (the CNI's datapath too) then pays two
+/// clock reads per run, so they are off unless asked for.
+pub fn set_program_stats(on: bool) {
+    WANT_RUN_STATS.store(on, Ordering::Relaxed);
+}
+
+/// No probe runs any more: switch the stats off if we switched them on.
+pub fn release_run_stats() {
+    *RUN_STATS.lock().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
 fn ensure_run_stats() {
+    let want = WANT_RUN_STATS.load(Ordering::Relaxed);
     let mut g = RUN_STATS.lock().unwrap_or_else(|e| e.into_inner());
-    if g.is_some() {
+    let ours = matches!(g.as_ref(), Some(bpf::prog::RunStats::Enabled(_)));
+    if g.is_some() && ours == want {
         return;
     }
-    let s = bpf::prog::RunStats::enable();
+    // Dropping our BPF_ENABLE_STATS fd (when the setting went off) switches them off.
+    *g = None;
+    let s = if want {
+        bpf::prog::RunStats::enable()
+    } else {
+        bpf::prog::RunStats::observe("bpf.programStats is off")
+    };
     match &s {
         bpf::prog::RunStats::Enabled(_) => {
             log::info!("BPF run-time stats enabled (BPF_ENABLE_STATS) for netsleuth_bpf_program_run_seconds_total")
         }
         bpf::prog::RunStats::Sysctl(why) => log::info!(
-            "BPF run-time stats: {why}; using kernel.bpf_stats_enabled=1 set by the administrator"
+            "BPF run-time stats: {why}; netsleuth_bpf_program_run_seconds_total counts"
+        ),
+        bpf::prog::RunStats::Off(why) if !want => log::info!(
+            "BPF run-time stats: {why} (they cost every BPF program on the node); netsleuth_bpf_program_run_seconds_total and netsleuth_bpf_program_runs_total stay 0"
         ),
         bpf::prog::RunStats::Off(why) => log::warn!(
             "BPF run-time stats unavailable: {why}; netsleuth_bpf_program_run_seconds_total and netsleuth_bpf_program_runs_total stay 0"
