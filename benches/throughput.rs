@@ -2,14 +2,19 @@
 //! namespaces this benchmark creates (a veth pair, 198.18.254.0/24), first with no exporter,
 //! then with the real binary running every eBPF probe in `metrics.probes` (no events), in
 //! alternating rounds. Prints Gbit/s (TCP, one stream of 128 KiB writes) and received packets/s
-//! (UDP, 64-byte datagrams), the with/without ratio (target >= 97 %), and each program's kernel
+//! (UDP, 64-byte datagrams by default), the with/without ratio (target >= 97 %), and each program's kernel
 //! run time from `netsleuth_bpf_program_run_seconds_total`, taken in a third pass per round with
 //! `bpf.programStats: true` (the kernel's run-time stats cost every program two clock reads,
 //! so they are off by default and out of the ratio).
 //!
+//! A fourth pass per round attaches, instead of the exporter, one program that does nothing
+//! (`tests/fixtures/bpf/floor.bpf.o`) on each tracepoint the probes' programs were attached to
+//! in the stats pass, as many per tracepoint as the probes use: the floor, what the kernel
+//! charges for running any BPF program there, which no probe body can go below.
+//!
 //! Run: `cargo bench --bench throughput` (as root). `NETSLEUTH_BENCH_SECONDS=5` (per
-//! measurement), `NETSLEUTH_BENCH_ROUNDS=3` and `NETSLEUTH_BENCH_PROBES=softirq,packetloss` (a
-//! subset, to find what costs) change the run. Needs a quiet machine for
+//! measurement), `NETSLEUTH_BENCH_ROUNDS=3`, `NETSLEUTH_BENCH_UDP_BYTES=64` (datagram size) and
+//! `NETSLEUTH_BENCH_PROBES=softirq,packetloss` (a subset, to find what costs) change the run. Needs a quiet machine for
 //! meaningful figures.
 
 use std::collections::BTreeMap;
@@ -83,23 +88,35 @@ impl Drop for Net {
     }
 }
 
-/// Runs `f` on a new thread inside namespace `ns`.
+/// Runs `f` on a new thread inside namespace `ns`, pinned to `cpu` (modulo the CPUs there
+/// are): the sender and the receiver each keep a CPU, so rounds compare like with like instead
+/// of the scheduler's placement of the two.
 fn within<T: Send + 'static>(
     ns: &str,
+    cpu: usize,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> std::thread::JoinHandle<T> {
     let path = format!("/run/netns/{ns}");
     std::thread::spawn(move || {
         let fd = std::fs::File::open(&path).unwrap();
         nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut set = nix::sched::CpuSet::new();
+        if set.set(cpu % cpus).is_ok() {
+            let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+        }
         f()
     })
 }
 
+/// Where the receiving and the sending thread run.
+const RECV_CPU: usize = 1;
+const SEND_CPU: usize = 0;
+
 /// One TCP stream a → b for `d`: Gbit/s received.
 fn tcp(net: &Net, d: Duration) -> f64 {
     let (tx, rx) = std::sync::mpsc::channel();
-    let recv = within(&net.b, move || {
+    let recv = within(&net.b, RECV_CPU, move || {
         let l = TcpListener::bind((IP_B, 0)).unwrap();
         tx.send(l.local_addr().unwrap().port()).unwrap();
         let (mut c, _) = l.accept().unwrap();
@@ -115,7 +132,7 @@ fn tcp(net: &Net, d: Duration) -> f64 {
         n as f64 * 8.0 / t.elapsed().as_secs_f64() / 1e9
     });
     let port = rx.recv().unwrap();
-    within(&net.a, move || {
+    within(&net.a, SEND_CPU, move || {
         let mut c = TcpStream::connect((IP_B, port)).unwrap();
         let buf = vec![0x5au8; 128 * 1024];
         let t = Instant::now();
@@ -128,17 +145,17 @@ fn tcp(net: &Net, d: Duration) -> f64 {
     recv.join().unwrap()
 }
 
-/// 64-byte UDP datagrams a → b for `d`: datagrams/s received.
-fn udp(net: &Net, d: Duration) -> f64 {
+/// `size`-byte UDP datagrams a → b for `d`: datagrams/s received.
+fn udp(net: &Net, d: Duration, size: usize) -> f64 {
     let (tx, rx) = std::sync::mpsc::channel();
     let done = Arc::new(AtomicBool::new(false));
     let dn = done.clone();
-    let recv = within(&net.b, move || {
+    let recv = within(&net.b, RECV_CPU, move || {
         let s = UdpSocket::bind((IP_B, 0)).unwrap();
         s.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
         tx.send(s.local_addr().unwrap().port()).unwrap();
-        let mut buf = [0u8; 2048];
+        let mut buf = vec![0u8; 65536];
         let mut n = 0u64;
         let mut first: Option<Instant> = None;
         let mut last = Instant::now();
@@ -155,10 +172,10 @@ fn udp(net: &Net, d: Duration) -> f64 {
         }
     });
     let port = rx.recv().unwrap();
-    within(&net.a, move || {
+    within(&net.a, SEND_CPU, move || {
         let s = UdpSocket::bind((IP_A, 0)).unwrap();
         s.connect((IP_B, port)).unwrap();
-        let buf = [0x5au8; 64];
+        let buf = vec![0x5au8; size];
         let t = Instant::now();
         while t.elapsed() < d {
             let _ = s.send(&buf);
@@ -243,6 +260,75 @@ impl Drop for Exporter {
     }
 }
 
+/// Empty programs standing in for the probes' programs: for each tracepoint, as many as the
+/// probes attached there.
+struct Floor {
+    loaded: netsleuth::bpf::Loaded,
+    programs: Vec<String>,
+}
+
+const FLOOR_OBJECT: &[u8] = include_bytes!("../tests/fixtures/bpf/floor.bpf.o");
+/// Empty programs per tracepoint in the fixture.
+const FLOOR_COPIES: usize = 4;
+
+impl Floor {
+    /// From the probes' attached programs (`object/program`, as in
+    /// `netsleuth_bpf_program_runs_total`): prints what stands in for what.
+    fn new<'a>(attached: impl Iterator<Item = &'a String>) -> Floor {
+        use netsleuth::bpf::object::{Object, ProgramKind};
+        let mut per_tp: BTreeMap<String, usize> = BTreeMap::new();
+        for id in attached {
+            let (obj, prog) = id.split_once('/').unwrap_or((id, ""));
+            let kind = netsleuth::bpf::embedded::object(obj)
+                .and_then(|b| Object::parse(b).ok())
+                .and_then(|o| o.programs.into_iter().find(|p| p.name == prog))
+                .map(|p| p.kind);
+            match kind {
+                Some(ProgramKind::TpBtf { name })
+                | Some(ProgramKind::RawTracepoint { name })
+                | Some(ProgramKind::Tracepoint { name, .. }) => {
+                    *per_tp.entry(name).or_default() += 1
+                }
+                other => println!("floor: no stand-in for {id} ({other:?})"),
+            }
+        }
+        let mut programs = vec![];
+        for (tp, n) in &per_tp {
+            if *n > FLOOR_COPIES {
+                println!("floor: {n} programs on {tp}, the fixture has {FLOOR_COPIES}");
+            }
+            programs.extend((1..=(*n).min(FLOOR_COPIES)).map(|k| format!("{tp}_{k}")));
+        }
+        let opts = netsleuth::bpf::LoadOptions {
+            programs: Some(programs.clone()),
+            ..Default::default()
+        };
+        let loaded = netsleuth::bpf::load(FLOOR_OBJECT, &opts).expect("load floor.bpf.o");
+        println!(
+            "floor: {} empty programs on {} tracepoints ({})",
+            programs.len(),
+            per_tp.len(),
+            per_tp
+                .iter()
+                .map(|(t, n)| format!("{t} x{n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Floor { loaded, programs }
+    }
+
+    fn attach(&self) -> Vec<netsleuth::bpf::attach::Link> {
+        self.programs
+            .iter()
+            .map(|p| {
+                self.loaded
+                    .attach(p)
+                    .unwrap_or_else(|e| panic!("attach {p}: {e}"))
+            })
+            .collect()
+    }
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -268,6 +354,7 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("config.yaml");
     let cfg_stats = dir.join("config-stats.yaml");
+    let udp_bytes = env_u64("NETSLEUTH_BENCH_UDP_BYTES", 64).clamp(1, 65507) as usize;
     let probes = std::env::var("NETSLEUTH_BENCH_PROBES").unwrap_or_else(|_| PROBES.into());
     std::fs::write(&cfg, format!("metrics:\n  probes: [{probes}]\n")).unwrap();
     // The per-program figures need the kernel's run-time stats, which cost every program two
@@ -281,15 +368,17 @@ fn main() {
 
     // Warm up (neighbour resolution, page cache).
     tcp(&net, Duration::from_millis(300));
-    udp(&net, Duration::from_millis(300));
+    udp(&net, Duration::from_millis(300), udp_bytes);
 
     let (mut tcp_off, mut tcp_on, mut udp_off, mut udp_on) = (vec![], vec![], vec![], vec![]);
     let (mut tcp_stats, mut udp_stats) = (vec![], vec![]);
     let mut run_time: BTreeMap<String, (f64, u64)> = BTreeMap::new();
     let mut probed = Duration::ZERO;
+    let (mut tcp_floor, mut udp_floor) = (vec![], vec![]);
+    let mut floor: Option<Floor> = None;
     for r in 0..rounds {
         let t = tcp(&net, d);
-        let u = udp(&net, d);
+        let u = udp(&net, d, udp_bytes);
         println!("round {r}: no probes:  TCP {t:7.2} Gbit/s  UDP {u:10.0} pkt/s");
         tcp_off.push(t);
         udp_off.push(u);
@@ -297,7 +386,7 @@ fn main() {
         let e = Exporter::start(&cfg);
         std::thread::sleep(Duration::from_millis(500));
         let t = tcp(&net, d);
-        let u = udp(&net, d);
+        let u = udp(&net, d, udp_bytes);
         println!("round {r}: all probes: TCP {t:7.2} Gbit/s  UDP {u:10.0} pkt/s");
         tcp_on.push(t);
         udp_on.push(u);
@@ -308,7 +397,7 @@ fn main() {
         let before = e.program_stats();
         let t0 = Instant::now();
         let t = tcp(&net, d);
-        let u = udp(&net, d);
+        let u = udp(&net, d, udp_bytes);
         probed += t0.elapsed();
         let after = e.program_stats();
         for (p, (s, n)) in &after {
@@ -323,6 +412,15 @@ fn main() {
         tcp_stats.push(t);
         udp_stats.push(u);
         drop(e);
+
+        let f = floor.get_or_insert_with(|| Floor::new(run_time.keys()));
+        let links = f.attach();
+        let t = tcp(&net, d);
+        let u = udp(&net, d, udp_bytes);
+        drop(links);
+        println!("round {r}: floor (empty programs): TCP {t:7.2} Gbit/s  UDP {u:10.0} pkt/s");
+        tcp_floor.push(t);
+        udp_floor.push(u);
     }
     let (t0, t1) = (median(&mut tcp_off), median(&mut tcp_on));
     let (u0, u1) = (median(&mut udp_off), median(&mut udp_on));
@@ -333,8 +431,14 @@ fn main() {
         100.0 * t1 / t0
     );
     println!(
-        "UDP: {u0:.0} pkt/s without probes, {u1:.0} with: {:.1} % (target >= 97 %)",
+        "UDP ({udp_bytes}-byte datagrams): {u0:.0} pkt/s without probes, {u1:.0} with: {:.1} % (target >= 97 %)",
         100.0 * u1 / u0
+    );
+    let (tf, uf) = (median(&mut tcp_floor), median(&mut udp_floor));
+    println!(
+        "floor, empty programs in the probes' places: TCP {:.1} %, UDP {:.1} %",
+        100.0 * tf / t0,
+        100.0 * uf / u0
     );
     let (t2, u2) = (median(&mut tcp_stats), median(&mut udp_stats));
     println!(
