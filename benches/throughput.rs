@@ -2,20 +2,20 @@
 //! namespaces this benchmark creates (a veth pair, 198.18.254.0/24), first with no exporter,
 //! then with the real binary running every eBPF probe in `metrics.probes` (no events), in
 //! alternating rounds. Prints Gbit/s (TCP, one stream of 128 KiB writes) and received packets/s
-//! (UDP, 64-byte datagrams by default), the with/without ratio (target >= 97 %), and each program's kernel
-//! run time from `netsleuth_bpf_program_run_seconds_total`, taken in a third pass per round with
-//! `bpf.programStats: true` (the kernel's run-time stats cost every program two clock reads,
-//! so they are off by default and out of the ratio).
+//! (UDP, 64-byte datagrams by default), the with/without ratio (target >= 97 %), and each
+//! program's kernel run time from `netsleuth_bpf_program_run_seconds_total`, taken in a third
+//! pass per round with `bpf.programStats: true` (the kernel's run-time stats cost every program
+//! two clock reads, so they are off by default and out of the ratio).
 //!
 //! A fourth pass per round attaches, instead of the exporter, one program that does nothing
-//! (`tests/fixtures/bpf/floor.bpf.o`) on each tracepoint the probes' programs were attached to
-//! in the stats pass, as many per tracepoint as the probes use: the floor, what the kernel
-//! charges for running any BPF program there, which no probe body can go below.
+//! (`tests/fixtures/bpf/floor.bpf.o`, tp_btf) on each tracepoint the probes' programs were
+//! attached to in the stats pass, as many per tracepoint as the probes use: the floor, what the
+//! kernel charges for running any BPF program there, which no probe body can go below.
 //!
 //! Run: `cargo bench --bench throughput` (as root). `NETSLEUTH_BENCH_SECONDS=5` (per
 //! measurement), `NETSLEUTH_BENCH_ROUNDS=3`, `NETSLEUTH_BENCH_UDP_BYTES=64` (datagram size) and
-//! `NETSLEUTH_BENCH_PROBES=softirq,packetloss` (a subset, to find what costs) change the run. Needs a quiet machine for
-//! meaningful figures.
+//! `NETSLEUTH_BENCH_PROBES=softirq,packetloss` (a subset, to find what costs) change the run.
+//! Needs a quiet machine for meaningful figures.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
