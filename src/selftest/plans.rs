@@ -2,8 +2,12 @@
 //! attached through its whole plan (`probe.<name>`: the method chosen per attach point, joined
 //! with `+`), then restricted to its fentry alternatives (`probe.<name>.fentry`) and to its
 //! kprobe ones (`probe.<name>.kprobe`), so the fallbacks are loaded, verified and attached for
-//! real wherever the kernel allows them. A probe that cannot attach is `unsupported` (the
-//! reason lists every alternative).
+//! real wherever the kernel allows them. A probe that cannot attach is `unsupported` only when
+//! the kernel verifiably lacks what one of its attach points needs, for every alternative of
+//! that point: the method family (the loader's own probe: selftest.bpf.o's getppid fentry or
+//! kprobe program refused with a typed `Unsupported`) or the attach target (a function absent
+//! from `/proc/kallsyms`, a tracepoint absent from tracefs). Any other failure is our loader's
+//! and the check is `fail` (the reason lists every alternative).
 //!
 //! Functional checks, each through the whole plan and through its fentry and its kprobe
 //! fallbacks alone (`.fentry`, `.kprobe` suffixes), in a namespace of our own with exactly
@@ -17,6 +21,7 @@
 //! - `probe.kernellatency.tx`: the optional tx side (fentry/kprobes only) times the client's
 //!   segments of a TCP exchange; `unsupported` where it is unavailable.
 
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
@@ -25,11 +30,153 @@ use super::netns::{self, TestNs};
 use super::{Check, Status, A_ADDR, CLOSED_PORT, N, PAYLOAD};
 use crate::bpf::kallsyms::Kallsyms;
 use crate::bpf::target_btf::BtfSources;
+use crate::bpf::{self, LoadOptions};
 use crate::model::Families;
-use crate::probes::{self, BpfProbeConfig, ProbeKind, RunningProbe};
+use crate::probes::{self, Alternative, BpfProbeConfig, ProbeKind, RunningProbe};
+
+/// What this kernel verifiably offers, from the loader's own probes.
+struct Offers {
+    /// Per method family (`fentry`, `kprobe`): `Err(why)` when the loader's getppid program of
+    /// that family (selftest.bpf.o) is refused with a typed `Unsupported` at load or attach.
+    families: Vec<(&'static str, Result<(), String>)>,
+    /// Function names in `/proc/kallsyms` (module suffixes stripped).
+    functions: HashSet<String>,
+    /// The tracefs events folder, when there is one.
+    events: Option<std::path::PathBuf>,
+}
+
+impl Offers {
+    fn probe() -> Offers {
+        let mut families = Vec::new();
+        let obj = bpf::embedded::object("selftest");
+        for (family, prog) in [("fentry", "fentry_getppid"), ("kprobe", "kprobe_getppid")] {
+            let r = match obj {
+                None => Ok(()),
+                Some(obj) => {
+                    let opts = LoadOptions {
+                        programs: Some(vec![prog.to_string()]),
+                        ..Default::default()
+                    };
+                    match bpf::load(obj, &opts) {
+                        Ok(l) => match l.attach(prog) {
+                            Err(e) if e.is_unsupported() => Err(e.to_string()),
+                            _ => Ok(()),
+                        },
+                        Err(e) if e.is_unsupported() => Err(e.to_string()),
+                        Err(_) => Ok(()),
+                    }
+                }
+            };
+            families.push((family, r));
+        }
+        let functions = std::fs::read_to_string("/proc/kallsyms")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let mut it = l.split_whitespace();
+                let (_, ty, name) = (it.next()?, it.next()?, it.next()?);
+                matches!(ty, "t" | "T").then(|| name.to_string())
+            })
+            .collect();
+        let events = bpf::fs::tracefs()
+            .ok()
+            .map(|t| t.join("events"))
+            .filter(|e| e.is_dir());
+        Offers {
+            families,
+            functions,
+            events,
+        }
+    }
+
+    /// Why the kernel cannot run program `prog` of `obj` (its section says family and
+    /// target), or `None` when nothing says it cannot (a failure there is the loader's).
+    fn lacks(&self, sections: &[(String, String)], prog: &str) -> Option<String> {
+        let section = &sections.iter().find(|(n, _)| n == prog)?.1;
+        let (kind, target) = section.split_once('/')?;
+        let family = probes::method_family(kind);
+        if let Some((_, Err(why))) = self.families.iter().find(|(f, _)| *f == family) {
+            return Some(format!("{family}: {why}"));
+        }
+        match family {
+            "fentry" | "kprobe" if !self.functions.contains(target) => Some(format!(
+                "{target} is not a kernel function here (/proc/kallsyms)"
+            )),
+            "tp_btf" | "raw_tp" => {
+                let ev = self.events.as_ref()?;
+                let found = std::fs::read_dir(ev)
+                    .ok()?
+                    .flatten()
+                    .any(|c| c.path().join(target).is_dir());
+                (!found).then(|| format!("no tracepoint {target} in {}", ev.display()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// `Some(why)` when the kernel verifiably lacks what one attach point of `points` needs for
+/// every alternative that `methods` allows; `None` when each point has an alternative nothing
+/// rules out (then a failure to attach is our loader's).
+fn kernel_lacks(
+    kind: ProbeKind,
+    points: &[&[Alternative]],
+    methods: Option<&str>,
+    offers: &Offers,
+) -> Option<String> {
+    let obj = bpf::embedded::object(kind.name())?;
+    let parsed = bpf::object::Object::parse(obj).ok()?;
+    let sections: Vec<(String, String)> = parsed
+        .programs
+        .iter()
+        .map(|p| (p.name.clone(), p.section_name.clone()))
+        .collect();
+    for alts in points {
+        let allowed: Vec<&Alternative> = alts
+            .iter()
+            .filter(|(m, _)| methods.is_none_or(|only| probes::method_family(m) == only))
+            .collect();
+        if allowed.is_empty() {
+            continue;
+        }
+        let why: Vec<String> = allowed
+            .iter()
+            .filter_map(|(m, progs)| {
+                progs
+                    .iter()
+                    .find_map(|p| offers.lacks(&sections, p))
+                    .map(|w| format!("{m} {}: {w}", progs.join("+")))
+            })
+            .collect();
+        if why.len() == allowed.len() {
+            return Some(why.join("; "));
+        }
+    }
+    None
+}
+
+/// The status of a plan that did not attach: `Unsupported` with the kernel's lack, or `Fail`.
+fn not_attached(
+    kind: ProbeKind,
+    points: &[&[Alternative]],
+    methods: Option<&str>,
+    error: &str,
+    offers: &Offers,
+) -> (Status, String) {
+    match kernel_lacks(kind, points, methods, offers) {
+        Some(why) => (
+            Status::Unsupported,
+            format!("{error} (the kernel lacks it: {why})"),
+        ),
+        None => (
+            Status::Fail,
+            format!("{error} (the kernel offers every method and target of an attach point: the loader failed)"),
+        ),
+    }
+}
 
 /// Loads and attaches `kind` with only `methods` (all when `None`); detaches at once.
-fn plan_check(kind: ProbeKind, methods: Option<&str>) -> Check {
+fn plan_check(kind: ProbeKind, methods: Option<&str>, offers: &Offers) -> Check {
     let name = match methods {
         Some(m) => format!("probe.{}.{m}", kind.name()),
         None => format!("probe.{}", kind.name()),
@@ -61,7 +208,10 @@ fn plan_check(kind: ProbeKind, methods: Option<&str>) -> Check {
             }
             Check::new(&name, Status::Pass, &how, detail)
         }
-        Err(e) => Check::new(&name, Status::Unsupported, "", e),
+        Err(e) => {
+            let (status, detail) = not_attached(kind, kind.plan(), methods, &e, offers);
+            Check::new(&name, status, "", detail)
+        }
     }
 }
 
@@ -90,6 +240,7 @@ type Collect =
 /// no IPv6), then reads the probe's metrics for that namespace and compares them with `wants`.
 /// `how` is the outcome's suffix on success (the same for every method: the methods chosen are
 /// in the `probe.*` rows).
+#[allow(clippy::too_many_arguments)]
 fn count_check(
     name: &str,
     kind: ProbeKind,
@@ -98,6 +249,7 @@ fn count_check(
     optional: Option<&str>,
     collect: Collect,
     wants: &dyn Fn(&RunningProbe) -> (&'static str, Vec<Want>),
+    offers: &Offers,
 ) -> Check {
     let name = match methods {
         Some(m) => format!("{name}.{m}"),
@@ -109,12 +261,22 @@ fn count_check(
     cfg.attach_methods = methods.map(|m| vec![m.to_string()]);
     let p = match probes::start_probe(&cfg, &BtfSources::default()) {
         Ok(p) => p,
-        Err(e) => return Check::new(&name, Status::Unsupported, "", e),
+        Err(e) => {
+            let (status, detail) = not_attached(kind, kind.plan(), methods, &e, offers);
+            return Check::new(&name, status, "", detail);
+        }
     };
     if let Some(group) = optional {
         match p.optional.iter().find(|(w, _)| *w == group) {
             Some((_, Err(e))) => {
-                return Check::new(&name, Status::Unsupported, "", format!("{group}: {e}"))
+                let points = kind
+                    .optional()
+                    .iter()
+                    .find(|(w, _)| *w == group)
+                    .map_or(&[][..], |(_, pts)| pts);
+                let (status, detail) =
+                    not_attached(kind, points, methods, &format!("{group}: {e}"), offers);
+                return Check::new(&name, status, "", detail);
             }
             Some((_, Ok(_))) => {}
             None => return fail(format!("no optional attach point group {group}")),
@@ -247,7 +409,7 @@ fn packetloss_collect(
 }
 
 /// The functional checks of one plan restriction (`None`: the whole plan).
-fn count_checks(out: &mut Vec<Check>, m: Option<&str>) {
+fn count_checks(out: &mut Vec<Check>, m: Option<&str>, offers: &Offers) {
     // Drops by reason where the kernel has reasons, else by the symbolized freeing function.
     out.push(count_check(
         "probe.packetloss.drop",
@@ -277,6 +439,7 @@ fn count_checks(out: &mut Vec<Check>, m: Option<&str>) {
                 )
             }
         },
+        offers,
     ));
     out.push(count_check(
         "probe.tcpreset.count",
@@ -296,6 +459,7 @@ fn count_checks(out: &mut Vec<Check>, m: Option<&str>) {
                 ],
             )
         },
+        offers,
     ));
     out.push(count_check(
         "probe.netiftxlat.count",
@@ -321,6 +485,7 @@ fn count_checks(out: &mut Vec<Check>, m: Option<&str>) {
                 ],
             )
         },
+        offers,
     ));
     out.push(count_check(
         "probe.socketlatency.read",
@@ -343,6 +508,7 @@ fn count_checks(out: &mut Vec<Check>, m: Option<&str>) {
                 ],
             )
         },
+        offers,
     ));
     // The client's SYN, handshake ACK and data segment leave through ip_queue_xmit (the
     // server's SYN-ACK does not; ACKs and FINs vary with timing): at least 3 tx samples.
@@ -364,18 +530,88 @@ fn count_checks(out: &mut Vec<Check>, m: Option<&str>) {
                 }],
             )
         },
+        offers,
     ));
 }
 
 pub fn checks(out: &mut Vec<Check>) {
+    let offers = Offers::probe();
     for kind in ProbeKind::ALL {
-        out.push(plan_check(kind, None));
+        out.push(plan_check(kind, None, &offers));
         if kind != ProbeKind::VirtCmdLatency {
-            out.push(plan_check(kind, Some("fentry")));
-            out.push(plan_check(kind, Some("kprobe")));
+            out.push(plan_check(kind, Some("fentry"), &offers));
+            out.push(plan_check(kind, Some("kprobe"), &offers));
         }
     }
     for m in [None, Some("fentry"), Some("kprobe")] {
-        count_checks(out, m);
+        count_checks(out, m, &offers);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offers(fentry: bool, kprobe: bool, functions: &[&str]) -> Offers {
+        let f = |ok: bool| {
+            if ok {
+                Ok(())
+            } else {
+                Err("refused".to_string())
+            }
+        };
+        Offers {
+            families: vec![("fentry", f(fentry)), ("kprobe", f(kprobe))],
+            functions: functions.iter().map(|s| s.to_string()).collect(),
+            events: None,
+        }
+    }
+
+    const VIRT_FUNCS: &[&str] = &["virtnet_send_command_reply", "virtnet_send_command"];
+
+    #[test]
+    fn a_plan_the_kernel_can_run_that_failed_is_a_loader_failure() {
+        // Every family offered and the functions present: failing to attach is ours.
+        let o = offers(true, true, VIRT_FUNCS);
+        let k = ProbeKind::VirtCmdLatency;
+        assert_eq!(kernel_lacks(k, k.plan(), None, &o), None);
+        let (st, detail) = not_attached(k, k.plan(), None, "boom", &o);
+        assert_eq!(st, Status::Fail, "{detail}");
+        // Only kprobes offered: still a failure of ours when restricted to kprobes...
+        let o = offers(false, true, VIRT_FUNCS);
+        assert_eq!(
+            not_attached(k, k.plan(), Some("kprobe"), "x", &o).0,
+            Status::Fail
+        );
+        // ...but unsupported when restricted to the refused fentry.
+        let (st, detail) = not_attached(k, k.plan(), Some("fentry"), "x", &o);
+        assert_eq!(st, Status::Unsupported);
+        assert!(detail.contains("fentry: refused"), "{detail}");
+    }
+
+    #[test]
+    fn missing_families_or_targets_make_a_plan_unsupported() {
+        let k = ProbeKind::VirtCmdLatency;
+        // Neither family: unsupported, every alternative named.
+        let (st, detail) = not_attached(k, k.plan(), None, "x", &offers(false, false, VIRT_FUNCS));
+        assert_eq!(st, Status::Unsupported);
+        for alt in [
+            "entry_reply_fentry",
+            "entry_fentry",
+            "entry_reply_kprobe",
+            "entry_kprobe",
+        ] {
+            assert!(detail.contains(alt), "{alt}: {detail}");
+        }
+        // Both families but no virtio_net: unsupported because the functions are absent.
+        let (st, detail) = not_attached(k, k.plan(), None, "x", &offers(true, true, &[]));
+        assert_eq!(st, Status::Unsupported);
+        assert!(
+            detail.contains("virtnet_send_command is not a kernel function"),
+            "{detail}"
+        );
+        // One of the two functions present: that alternative could run, so a failure is ours.
+        let o = offers(true, true, &["virtnet_send_command"]);
+        assert_eq!(not_attached(k, k.plan(), None, "x", &o).0, Status::Fail);
     }
 }
