@@ -515,3 +515,72 @@ fn tracepoint_attaches_through_the_ioctl_fallback_too() {
         3
     );
 }
+
+/// The retry of `Map::create` without BTF, on the real kernel: an object whose BTF describes a
+/// key of another size than the map's (what an old or differently built kernel's BTF checks
+/// reject) makes `BPF_MAP_CREATE` with BTF fail with EINVAL, and the map is created without
+/// BTF and works; with matching BTF the same call succeeds on the first try.
+#[test]
+fn map_create_retries_without_btf_the_kernel_rejects() {
+    if !common::privileged("map_create_retries_without_btf_the_kernel_rejects") {
+        return;
+    }
+    use netsleuth::bpf::abi::{self, MapCreateAttr};
+    use netsleuth::bpf::map::{Map, MapSpec};
+    use netsleuth::bpf::{btf_load, sys};
+    use std::os::fd::{AsFd, AsRawFd};
+    let mut btf = Btf::new();
+    let u32_name = btf.add_string("u32");
+    let u32_id = btf.add_type(Type::Int {
+        name_off: u32_name,
+        size: 4,
+        encoding: 0,
+        offset: 0,
+        bits: 32,
+    });
+    let u64_name = btf.add_string("u64");
+    let u64_id = btf.add_type(Type::Int {
+        name_off: u64_name,
+        size: 8,
+        encoding: 0,
+        offset: 0,
+        bits: 64,
+    });
+    let fd = btf_load::load_btf_raw(&btf.to_bytes(), true).expect("load our BTF");
+    let spec = |key_type: u32| MapSpec {
+        name: "btfretry".into(),
+        map_type: abi::MAP_HASH,
+        key_size: 4,
+        value_size: 8,
+        max_entries: 4,
+        btf_key_type_id: key_type,
+        btf_value_type_id: u64_id,
+        ..Default::default()
+    };
+    // What the kernel itself says to the attribute Map::create tries first.
+    let with_btf = |key_type: u32| {
+        let mut a = MapCreateAttr {
+            map_type: abi::MAP_HASH,
+            key_size: 4,
+            value_size: 8,
+            max_entries: 4,
+            btf_fd: fd.as_raw_fd() as u32,
+            btf_key_type_id: key_type,
+            btf_value_type_id: u64_id,
+            ..Default::default()
+        };
+        sys::bpf_fd(abi::BPF_MAP_CREATE, &mut a).map(drop)
+    };
+    with_btf(u32_id).expect("matching BTF is accepted");
+    let err = with_btf(u64_id).expect_err("an 8-byte key type for a 4-byte key is rejected");
+    assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
+    // Map::create falls back to a map without BTF, which works.
+    for key_type in [u64_id, u32_id] {
+        let m = Map::create(&spec(key_type), Some(fd.as_fd()))
+            .unwrap_or_else(|e| panic!("key type {key_type}: {e}"));
+        m.update(&7u32.to_ne_bytes(), &70u64.to_ne_bytes(), 0)
+            .unwrap();
+        assert_eq!(m.get_u64(&7u32.to_ne_bytes()).unwrap(), 70);
+        assert_eq!(m.keys().unwrap(), vec![7u32.to_ne_bytes().to_vec()]);
+    }
+}

@@ -483,6 +483,11 @@ mod tests {
     use super::super::sys::{override_syscall, reset_syscall, Call};
     use super::*;
 
+    /// The exact attributes of each `BPF_MAP_CREATE`, through the `cfg(test)` syscall hook: the
+    /// retry drops every BTF field, a perf array gets one slot per possible CPU. What the kernel
+    /// answers is not proven here: `map_create_retries_without_btf_the_kernel_rejects` in
+    /// `tests/bpf_kernel.rs` makes the real kernel reject a map's BTF (EINVAL) and shows the
+    /// retried map working.
     #[test]
     fn create_retries_without_btf_and_sizes_perf_arrays() {
         let calls = std::rc::Rc::new(std::cell::RefCell::new(Vec::<MapCreateAttr>::new()));

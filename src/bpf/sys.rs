@@ -2,9 +2,12 @@
 //! wrappers around shared memory (`mmap`) and `epoll` it needs.
 //!
 //! Every `bpf(2)`, `perf_event_open(2)` and perf `ioctl` goes through
-//! [`syscall`]; unit tests replace it with [`override_syscall`] to assert exact
-//! attribute encodings without root (aya's `sys::fake` idea).
+//! [`syscall`]. Unit tests (`cfg(test)` only: the hook does not exist in other builds) replace
+//! it with `override_syscall` to assert exact attribute encodings without root (aya's
+//! `sys::fake` idea); what the kernel answers to those encodings is proven against the real
+//! kernel in `tests/bpf_kernel.rs`.
 
+#[cfg(test)]
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -46,18 +49,22 @@ pub enum Call<'a> {
     },
 }
 
+#[cfg(test)]
 type Hook = Box<dyn FnMut(&mut Call<'_>) -> io::Result<i64>>;
 
+#[cfg(test)]
 thread_local! {
     static OVERRIDE: RefCell<Option<Hook>> = const { RefCell::new(None) };
 }
 
-/// Routes this thread's syscalls to `f` until [`reset_syscall`] (test seam).
+/// Routes this thread's syscalls to `f` until [`reset_syscall`] (unit tests only).
+#[cfg(test)]
 pub fn override_syscall(f: impl FnMut(&mut Call<'_>) -> io::Result<i64> + 'static) {
     OVERRIDE.with(|o| *o.borrow_mut() = Some(Box::new(f)));
 }
 
-/// Restores real syscalls on this thread.
+/// Restores real syscalls on this thread (unit tests only).
+#[cfg(test)]
 pub fn reset_syscall() {
     OVERRIDE.with(|o| *o.borrow_mut() = None);
 }
@@ -65,9 +72,12 @@ pub fn reset_syscall() {
 /// The choke point. Retries `EINTR`; `EAGAIN` from `BPF_PROG_LOAD` is retried
 /// by the caller.
 pub fn syscall(mut call: Call<'_>) -> io::Result<i64> {
-    let hooked = OVERRIDE.with(|o| o.borrow_mut().as_mut().map(|f| f(&mut call)));
-    if let Some(r) = hooked {
-        return r;
+    #[cfg(test)]
+    {
+        let hooked = OVERRIDE.with(|o| o.borrow_mut().as_mut().map(|f| f(&mut call)));
+        if let Some(r) = hooked {
+            return r;
+        }
     }
     loop {
         let rc = match &mut call {
