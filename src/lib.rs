@@ -7,6 +7,7 @@
 
 pub mod attribution;
 pub mod bpf;
+pub mod catalog;
 pub mod cli;
 pub mod collectors;
 pub mod config;

@@ -800,8 +800,9 @@ pub(crate) mod testutil {
         text.lines().filter(|l| !l.starts_with('#')).collect()
     }
 
-    /// The promtool lint rules that depend on the name and type (see research/ecosystem.md
-    /// §1.2), returning the problem or `None`.
+    /// The rules of `promtool check metrics` that depend on the name and type (snake_case,
+    /// `_total` exactly on counters, no reserved `_count`/`_sum`/`_bucket` suffix, no
+    /// abbreviated unit, no type in the name), returning the problem or `None`.
     pub fn lint(name: &str, kind: MetricKind) -> Option<String> {
         let ok_chars = name
             .chars()

@@ -51,17 +51,23 @@ done
 export CONTAINERS_CONF="$HERE/containers.conf"
 podman image exists localhost/bbtest:1 || podman import -q rootfs.tar localhost/bbtest:1 >/dev/null
 
-# dockerd (optional: the tests skip docker if it does not come up), on our containerd, without a
+# dockerd (required: the Docker attribution tests need it), on our containerd, without a
 # bridge (its default would be 172.17/16) and without touching iptables.
-if command -v dockerd >/dev/null && ! { [ -f dockerd.pid ] && kill -0 "$(cat dockerd.pid)" 2>/dev/null; }; then
+if ! { [ -f dockerd.pid ] && kill -0 "$(cat dockerd.pid)" 2>/dev/null; }; then
+  command -v dockerd >/dev/null || { echo "up.sh: dockerd is not installed (tests/setup installs docker.io)" >&2; exit 1; }
   mkdir -p "$NSL_DOCKER_EXEC"
   dockerd --containerd="$NSL_CTD_SOCK" --data-root "$NSL_DOCKER_ROOT" --exec-root "$NSL_DOCKER_EXEC" \
     --pidfile "$NSL_RT/dockerd.pidfile" -H "unix://$NSL_DOCKER_SOCK" --bridge=none --iptables=false \
     --ip-masq=false --ip-forward=false >dockerd.log 2>&1 &
   echo $! > dockerd.pid
-  for _ in $(seq 100); do /usr/bin/docker -H "unix://$NSL_DOCKER_SOCK" info >/dev/null 2>&1 && break; sleep 0.2; done
-  /usr/bin/docker -H "unix://$NSL_DOCKER_SOCK" image inspect localhost/bb:docker >/dev/null 2>&1 ||
-    /usr/bin/docker -H "unix://$NSL_DOCKER_SOCK" load -i busybox-image.tar >/dev/null &&
-    /usr/bin/docker -H "unix://$NSL_DOCKER_SOCK" tag localhost/busybox:test localhost/bb:docker
 fi
-echo "runtimes up: containerd pid $(cat containerd.pid)${DOCKER_PID:+}$( [ -f dockerd.pid ] && echo ", dockerd pid $(cat dockerd.pid)")"
+for _ in $(seq 150); do /usr/bin/docker -H "unix://$NSL_DOCKER_SOCK" info >/dev/null 2>&1 && break; sleep 0.2; done
+if ! /usr/bin/docker -H "unix://$NSL_DOCKER_SOCK" info >/dev/null 2>&1; then
+  echo "up.sh: dockerd did not start; its log ($NSL_RT/dockerd.log) ends:" >&2
+  tail -n 20 dockerd.log >&2
+  exit 1
+fi
+/usr/bin/docker -H "unix://$NSL_DOCKER_SOCK" image inspect localhost/bb:docker >/dev/null 2>&1 || {
+  /usr/bin/docker -H "unix://$NSL_DOCKER_SOCK" load -i busybox-image.tar >/dev/null &&
+    /usr/bin/docker -H "unix://$NSL_DOCKER_SOCK" tag localhost/busybox:test localhost/bb:docker; }
+echo "runtimes up: containerd pid $(cat containerd.pid), dockerd pid $(cat dockerd.pid)"
