@@ -3,10 +3,11 @@
 //! plan restricted to its fentry or kprobe fallbacks (`attachMethods`) fails with the reason of
 //! every alternative; virtcmdlatency (no tracepoint) says why it cannot run.
 //!
-//! The development machine has no kprobes (CONFIG_KPROBES=n) and refuses fentry with EPERM;
-//! the assertions about those two reasons are made where the kernel says so (kprobe PMU
-//! absent, and the fentry load refused), and skipped with a printed reason elsewhere. The
-//! fallbacks themselves attach and count on the Debian kernels: `tests/kernel-matrix/run`.
+//! What each restriction must give follows from what this kernel offers, asked of the loader's
+//! own feature probes (`common::offers()`: the getppid fentry and kprobe programs): where a
+//! family is offered its fallbacks attach and are used alone; where it is refused, every probe
+//! says so with the kernel's reason (this development machine: no CONFIG_KPROBES, fentry
+//! refused with EPERM). The fallbacks also count on the Debian kernels: `tests/kernel-matrix/run`.
 
 mod common;
 use common::*;
@@ -59,8 +60,32 @@ fn attach_methods(text: &str) -> Vec<String> {
     list.split(", ").map(str::to_string).collect()
 }
 
-fn no_kprobes() -> bool {
-    !std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists()
+/// The kernel's reason in a loader refusal (`<what>: unsupported on this kernel: <why>: <more>`):
+/// its first clause, the same for every program of the family (e.g. `BPF_PROG_LOAD failed with
+/// EPERM although we hold CAP_BPF/CAP_SYS_ADMIN`, `no kprobe PMU (...) and no kprobe_events in
+/// tracefs`).
+fn reason(refusal: &str) -> &str {
+    let why = refusal
+        .split_once("unsupported on this kernel: ")
+        .map_or(refusal, |(_, why)| why);
+    why.split(": ").next().unwrap_or(why)
+}
+
+fn family(method: &str) -> &str {
+    match method {
+        "fexit" => "fentry",
+        "kretprobe" => "kprobe",
+        m => m,
+    }
+}
+
+/// Whether the loader's probes say this kernel runs the method family.
+fn offered(method: &str) -> bool {
+    match family(method) {
+        "fentry" => offers().fentry(),
+        "kprobe" => offers().kprobes(),
+        _ => true,
+    }
 }
 
 /// A config with the seven tracepoint probes, each restricted to `methods`.
@@ -86,9 +111,12 @@ fn every_tracepoint_probe_chooses_tracepoints_and_virtcmdlatency_says_why_not() 
         assert_eq!((on, avail), ("no", "yes"), "{p}: {text}");
         let m = attach_methods(text);
         assert_eq!(m.len(), points, "{p}: one method per attach point: {text}");
+        // Tracepoints first; a point whose tracepoint this kernel lacks may only fall back to
+        // a family the kernel offers.
         assert!(
-            m.iter().all(|m| m == "tp_btf" || m == "raw_tp"),
-            "{p} must run on tracepoints here: {m:?}"
+            m.iter()
+                .all(|m| m == "tp_btf" || m == "raw_tp" || offered(m)),
+            "{p} must run on tracepoints or an offered fallback: {m:?}"
         );
     }
     // kernellatency's optional tx side (fentry/kprobes only) is reported, the probe runs.
@@ -97,15 +125,39 @@ fn every_tracepoint_probe_chooses_tracepoints_and_virtcmdlatency_says_why_not() 
         .split_once("[tx: ")
         .unwrap_or_else(|| panic!("kernellatency does not report its tx side: {text}"))
         .1;
-    if no_kprobes() {
-        assert!(
-            tx.starts_with("unavailable: fentry tx_start_fentry"),
-            "{tx}"
-        );
-        assert!(tx.contains("kprobe tx_start_kprobe"), "{tx}");
-        assert!(tx.contains("CONFIG_KPROBES"), "{tx}");
+    let o = offers();
+    match (&o.fentry, &o.kprobes) {
+        (Err(f), Err(k)) => {
+            // Neither family: unavailable, with both refusals.
+            assert!(
+                tx.starts_with("unavailable: fentry tx_start_fentry"),
+                "{tx}"
+            );
+            assert!(tx.contains("kprobe tx_start_kprobe"), "{tx}");
+            assert!(tx.contains(reason(f)), "fentry refusal {f:?} missing: {tx}");
+            assert!(tx.contains(reason(k)), "kprobe refusal {k:?} missing: {tx}");
+        }
+        (fentry, _) => {
+            let (list, _) = tx.split_once(']').unwrap();
+            let want = if fentry.is_ok() { "fentry" } else { "kprobe" };
+            assert!(
+                list.split(", ").all(|m| family(m) == want),
+                "tx attaches via {want} here: {tx}"
+            );
+        }
     }
     let (_, avail, why) = line(&out, "virtcmdlatency");
+    // virtio-net's control command function, which only fentry or kprobes reach.
+    let target =
+        kernel_function("virtnet_send_command_reply") || kernel_function("virtnet_send_command");
+    if target && (o.fentry() || o.kprobes()) {
+        assert_eq!(avail, "yes", "{why}");
+        assert!(
+            attach_methods(why).iter().all(|m| offered(m)),
+            "virtcmdlatency attaches via an offered family: {why}"
+        );
+        return;
+    }
     assert_eq!(avail, "no", "{why}");
     assert!(why.starts_with("no attach method works: "), "{why}");
     // Every alternative of the plan is named with its reason.
@@ -117,10 +169,11 @@ fn every_tracepoint_probe_chooses_tracepoints_and_virtcmdlatency_says_why_not() 
     ] {
         assert!(why.contains(alt), "{alt} missing: {why}");
     }
-    if no_kprobes() {
-        assert!(why.contains("CONFIG_KPROBES"), "{why}");
-    } else {
-        eprintln!("SKIP virtcmdlatency kprobe reason: this kernel has kprobes");
+    for refusal in [&o.fentry, &o.kprobes]
+        .into_iter()
+        .filter_map(|r| r.as_ref().err())
+    {
+        assert!(why.contains(reason(refusal)), "{refusal:?} missing: {why}");
     }
 }
 
@@ -131,48 +184,75 @@ fn fentry_fallbacks_alone_fail_with_the_kernels_refusal() {
     }
     let (rc, out, err) = probes_output(Some(&restricted("fentry")));
     assert_eq!(rc, 0, "{err}");
-    let mut refused = 0;
-    for (p, _) in TRACEPOINT_PROBES {
+    let refusal = offers().fentry.as_ref().err();
+    let mut attached = 0;
+    for (p, points) in TRACEPOINT_PROBES {
         let (on, avail, why) = line(&out, p);
         assert_eq!(on, "metrics");
         if avail == "yes" {
-            // A kernel that runs fentry: the plan then uses it and nothing else.
+            // Only where the kernel runs fentry; the plan then uses it and nothing else.
             assert!(
+                refusal.is_none(),
+                "{p} attached although fentry is refused: {why}"
+            );
+            assert_eq!(
                 attach_methods(why)
                     .iter()
-                    .all(|m| m == "fentry" || m == "fexit"),
+                    .filter(|m| *m == "fentry" || *m == "fexit")
+                    .count(),
+                points,
                 "{p}: {why}"
             );
+            attached += 1;
             continue;
         }
+        assert_eq!(avail, "no", "{p}: {why}");
         assert!(why.starts_with("no attach method works: "), "{p}: {why}");
         assert!(
             !why.contains("tp_btf") && !why.contains("raw_tp") && !why.contains("kprobe"),
             "{p}: only fentry alternatives may be tried: {why}"
         );
         assert!(why.contains("fentry ") || why.contains("fexit "), "{why}");
-        if why.contains("EPERM") {
-            refused += 1;
+        // Refused fentry: the kernel's reason. Offered fentry: only packetloss may lack its
+        // targets (kfree_skb_reason and sk_skb_reason_drop exist since 5.17); every other
+        // probe's fentry targets exist since 5.10.
+        match refusal {
+            Some(r) => assert!(why.contains(reason(r)), "{p}: {r:?} missing: {why}"),
+            None => {
+                assert_eq!(p, "packetloss", "{why}");
+                assert!(
+                    !kernel_function("kfree_skb_reason"),
+                    "packetloss has kfree_skb_reason to attach to: {why}"
+                );
+            }
         }
     }
-    // This machine refuses fentry programs at load: every probe says so.
-    if refused == 0 {
-        eprintln!("SKIP fentry EPERM: this kernel does not refuse fentry");
-    } else {
-        assert_eq!(refused, TRACEPOINT_PROBES.len(), "{out}");
+    if refusal.is_some() {
+        assert_eq!(attached, 0, "{out}");
     }
 }
 
 #[test]
-fn kprobe_fallbacks_alone_fail_where_kprobes_are_not_built_in() {
-    if !privileged("kprobe_fallbacks_alone_fail_where_kprobes_are_not_built_in") {
-        return;
-    }
-    if !no_kprobes() && !skip("kprobe fallbacks", "this kernel has kprobes") {
+fn kprobe_fallbacks_alone_attach_where_kprobes_exist_and_fail_where_not() {
+    if !privileged("kprobe_fallbacks_alone_attach_where_kprobes_exist_and_fail_where_not") {
         return;
     }
     let (rc, out, err) = probes_output(Some(&restricted("kprobe")));
     assert_eq!(rc, 0, "{err}");
+    let Err(refusal) = &offers().kprobes else {
+        // A kernel with kprobes: every probe attaches through kprobes alone.
+        for (p, points) in TRACEPOINT_PROBES {
+            let (on, avail, text) = line(&out, p);
+            assert_eq!((on, avail), ("metrics", "yes"), "{p}: {text}");
+            let m = attach_methods(text);
+            assert_eq!(m.len(), points, "{p}: {text}");
+            assert!(
+                m.iter().all(|m| m == "kprobe" || m == "kretprobe"),
+                "{p}: {text}"
+            );
+        }
+        return;
+    };
     for (p, _) in TRACEPOINT_PROBES {
         let (on, avail, why) = line(&out, p);
         assert_eq!((on, avail), ("metrics", "no"), "{p}: {why}");
@@ -180,10 +260,7 @@ fn kprobe_fallbacks_alone_fail_where_kprobes_are_not_built_in() {
             why.starts_with("no attach method works: kprobe "),
             "{p}: {why}"
         );
-        assert!(
-            why.contains("kernel built without CONFIG_KPROBES"),
-            "{p}: {why}"
-        );
+        assert!(why.contains(reason(refusal)), "{p}: {refusal:?}: {why}");
         assert!(
             !why.contains("tp_btf") && !why.contains("raw_tp") && !why.contains("fentry"),
             "{p}: only kprobe alternatives may be tried: {why}"

@@ -30,6 +30,126 @@ pub fn skip(test: &str, why: &str) -> bool {
     false
 }
 
+/// True if the test may run: root, and every tool in `tools` on PATH. Otherwise it skips with
+/// the reason through [`skip`] (a failure under NETSLEUTH_REQUIRE_PRIVILEGED=1).
+pub fn privileged_with(test: &str, tools: &[&str]) -> bool {
+    if !privileged(test) {
+        return false;
+    }
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| !have(t)).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    skip(
+        test,
+        &format!(
+            "not on PATH: {} (tests/setup installs them)",
+            missing.join(", ")
+        ),
+    )
+}
+
+/// What this kernel offers beyond tracepoints, as the loader's own feature probes see it: the
+/// getppid fentry and kprobe programs of selftest.bpf.o loaded and attached through our loader
+/// (the same probes `netsleuth selftest` reports as `bpf.fentry_getppid`/`bpf.kprobe_getppid`).
+/// `Err(why)` is the loader's typed `Unsupported` refusal; any other error panics (a loader
+/// failure is not a kernel property). Needs root.
+pub struct Offers {
+    pub fentry: Result<(), String>,
+    pub kprobes: Result<(), String>,
+}
+
+impl Offers {
+    pub fn fentry(&self) -> bool {
+        self.fentry.is_ok()
+    }
+    pub fn kprobes(&self) -> bool {
+        self.kprobes.is_ok()
+    }
+}
+
+/// [`Offers`] of this kernel, probed once per test binary.
+pub fn offers() -> &'static Offers {
+    static O: std::sync::OnceLock<Offers> = std::sync::OnceLock::new();
+    O.get_or_init(|| {
+        use netsleuth::bpf::{embedded, load, LoadOptions};
+        let probe = |prog: &str| -> Result<(), String> {
+            let l = load(
+                embedded::object("selftest").expect("selftest.bpf.o embedded"),
+                &LoadOptions {
+                    programs: Some(vec![prog.to_string()]),
+                    ..Default::default()
+                },
+            )
+            .unwrap_or_else(|e| panic!("loading selftest.bpf.o ({prog}): {e}"));
+            match l.attach(prog) {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_unsupported() => Err(e.to_string()),
+                Err(e) => panic!("{prog}: the loader failed (not Unsupported): {e}"),
+            }
+        };
+        Offers {
+            fentry: probe("fentry_getppid"),
+            kprobes: probe("kprobe_getppid"),
+        }
+    })
+}
+
+/// Whether a kernel text symbol exists (`/proc/kallsyms`, module suffix ignored).
+pub fn kernel_function(name: &str) -> bool {
+    std::fs::read_to_string("/proc/kallsyms")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| {
+            let mut it = l.split_whitespace();
+            let ty = it.nth(1);
+            matches!(ty, Some("t" | "T")) && it.next() == Some(name)
+        })
+}
+
+/// A child process killed and reaped on drop (holders of namespaces and sockets), so that a
+/// failing test leaves no process behind.
+pub struct Holder(pub Child);
+
+impl Holder {
+    pub fn spawn(cmd: &mut Command) -> Holder {
+        Holder(cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}")))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads lines from `r` on a thread until `f` returns Some, for at most `timeout` (a child
+/// that never says what we wait for fails the test instead of hanging the suite).
+pub fn read_line_until<T: Send + 'static>(
+    what: &str,
+    r: impl Read + Send + 'static,
+    timeout: Duration,
+    mut f: impl FnMut(&str) -> Option<T> + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if let Some(v) = f(&line) {
+                let _ = tx.send(v);
+                return;
+            }
+        }
+    });
+    rx.recv_timeout(timeout)
+        .unwrap_or_else(|_| panic!("timed out ({timeout:?}) waiting for {what}"))
+}
+
 /// Whether a program is on PATH.
 pub fn have(prog: &str) -> bool {
     Command::new("sh")
@@ -426,8 +546,19 @@ impl Pair {
             let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
             s.send_to(b"w", to).unwrap();
         });
-        std::thread::sleep(Duration::from_millis(300));
+        p.wait_neighbour_resolved();
         p
+    }
+
+    /// Waits until `a` has resolved `b`'s address (its neighbour entry is REACHABLE), so that
+    /// nothing sent from now on waits in the neighbour queue.
+    pub fn wait_neighbour_resolved(&self) {
+        wait_for("a resolved b's address", Duration::from_secs(5), || {
+            let out = self
+                .a
+                .exec("ip", &["neigh", "show", &self.ip_b, "dev", &self.dev_a]);
+            out.contains("REACHABLE").then_some(())
+        });
     }
 
     /// Sends `n` one-byte datagrams from `a` to `b`'s `port` from one socket; returns its
