@@ -298,6 +298,7 @@ fn serve(args: Args) -> i32 {
     for d in &cfg.deferred_probes {
         log::warn!("probe {d} is configured but not implemented in this build; ignored");
     }
+    crate::caps::warn_missing(!cfg.bpf_probes.is_empty());
     let server = match http::bind(&addrs) {
         Ok(s) => Arc::new(s),
         Err(e) => {
@@ -353,8 +354,10 @@ fn serve(args: Args) -> i32 {
     }
 
     let _http = http::serve_with_events(server, engine.clone(), 4, pipeline.clone());
+    crate::notify::notify_logged("READY=1");
     let bpf_set = run_signals(&args, &engine, &inventory, &pipeline, bpf_set);
     let rc = bpf_set.0;
+    crate::notify::notify_logged("STOPPING=1");
     // Detach the eBPF programs and flush the event sinks before exiting.
     engine.set_map_collectors(Vec::new());
     drop(bpf_set.1);

@@ -7,6 +7,7 @@
 
 pub mod attribution;
 pub mod bpf;
+pub mod caps;
 pub mod catalog;
 pub mod cli;
 pub mod collectors;
@@ -16,6 +17,7 @@ pub mod events;
 pub mod http;
 pub mod inventory;
 pub mod model;
+pub mod notify;
 pub mod probes;
 pub mod selfmetrics;
 pub mod selftest;

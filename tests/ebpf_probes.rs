@@ -10,7 +10,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{events_of, scrape_sum, skip, wait_for, write_config, Exporter, Pair};
+use common::{events_of, scrape_sum, wait_for, write_config, Exporter, Pair};
 use netsleuth::bpf::prog;
 
 /// Tests share kernel-global tracepoints and the program list: one at a time.
@@ -18,14 +18,6 @@ static LOCK: Mutex<()> = Mutex::new(());
 
 fn lock() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn root(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    skip(test, "needs root (BPF, network namespaces, iptables)");
-    false
 }
 
 /// The exporter with the three probes as metrics and events; events to a JSON-lines file.
@@ -61,7 +53,7 @@ fn tmp_events() -> std::path::PathBuf {
 
 #[test]
 fn netfilter_drop_gives_exact_packetloss_events_and_counter() {
-    if !root("netfilter_drop") || !common::have("iptables") {
+    if !common::privileged_with("netfilter_drop", &["iptables"]) {
         return;
     }
     let _g = lock();
@@ -121,7 +113,7 @@ fn netfilter_drop_gives_exact_packetloss_events_and_counter() {
 
 #[test]
 fn closed_port_gives_nosock_reset_with_exact_tuple() {
-    if !root("closed_port") || !common::have("curl") {
+    if !common::privileged_with("closed_port", &["curl"]) {
         return;
     }
     let _g = lock();
@@ -199,7 +191,7 @@ fn retrans_segs(snmp: &str) -> u64 {
 
 #[test]
 fn dropped_established_connection_gives_exact_retransmit_count() {
-    if !root("retransmits") || !common::have("iptables") {
+    if !common::privileged_with("retransmits", &["iptables"]) {
         return;
     }
     let _g = lock();
@@ -267,7 +259,7 @@ fn dropped_established_connection_gives_exact_retransmit_count() {
 
 #[test]
 fn kill_9_leaves_no_program_attached() {
-    if !root("kill_9") {
+    if !common::privileged("kill_9") {
         return;
     }
     let _g = lock();

@@ -178,7 +178,27 @@ fn probe_memcg() -> bool {
         license: sys::addr(&lic[..]),
         ..Default::default()
     };
-    sys::bpf_fd(abi::BPF_PROG_LOAD, &mut a).is_ok()
+    match sys::bpf_fd(abi::BPF_PROG_LOAD, &mut a) {
+        Ok(_) => true,
+        // Refused outright (no CAP_BPF, kernel.unprivileged_bpf_disabled): the probe tells
+        // nothing about accounting, the release does.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => {
+            std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .is_ok_and(|r| release_at_least(&r, (5, 11)))
+        }
+        Err(_) => false,
+    }
+}
+
+/// `6.18.0-foo` ≥ (5, 11).
+fn release_at_least(release: &str, want: (u32, u32)) -> bool {
+    let mut it = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let major = it.next().unwrap_or(0);
+    let minor = it.next().unwrap_or(0);
+    (major, minor) >= want
 }
 
 /// A copy of `btf` with every kind the kernel lacks replaced the way libbpf
@@ -337,6 +357,14 @@ pub fn load_object_btf(btf: &Btf) -> KResult<Option<OwnedFd>> {
 mod tests {
     use super::super::btf::Kind;
     use super::*;
+
+    #[test]
+    fn release_compare() {
+        assert!(release_at_least("6.18.0-netsleuth\n", (5, 11)));
+        assert!(release_at_least("5.11.0", (5, 11)));
+        assert!(!release_at_least("5.10.0-30-amd64", (5, 11)));
+        assert!(!release_at_least("4.19.0", (5, 11)));
+    }
 
     fn sample() -> Btf {
         let mut b = Btf::new();

@@ -57,15 +57,25 @@ pub enum KError {
 }
 
 impl KError {
-    /// `Io` from a context and error; EPERM/EACCES become `Permission`.
+    /// `Io` from a context and error; EPERM/EACCES become `Permission`, explained by what this
+    /// process lacks (its capability sets and the BPF/perf sysctls, [`crate::caps::diagnose`]).
     pub fn io(what: impl Into<String>, source: io::Error) -> KError {
         let what = what.into();
         match source.raw_os_error() {
-            Some(libc::EPERM) | Some(libc::EACCES) => KError::Permission {
-                what,
-                why: format!("{source} (needs root or CAP_BPF+CAP_PERFMON)"),
-            },
+            Some(libc::EPERM) | Some(libc::EACCES) => KError::permission(what, &source),
             _ => KError::Io { what, source },
+        }
+    }
+
+    /// `Permission` for `what` refused with `source` (EPERM/EACCES): the reason names the
+    /// missing capability and the sysctl that requires it, or says that the process holds what
+    /// the operation needs (then a policy refused it).
+    pub fn permission(what: impl Into<String>, source: &io::Error) -> KError {
+        let what = what.into();
+        let why = crate::caps::diagnose(crate::caps::Op::of(&what));
+        KError::Permission {
+            what,
+            why: format!("{source}: {why}"),
         }
     }
 

@@ -204,7 +204,10 @@ pub fn load(p: &LinkedProgram, ctx: &LoadCtx<'_>) -> KResult<Program> {
         p.kind,
         ProgramKind::Fentry { .. } | ProgramKind::Fexit { .. }
     );
-    if errno == libc::EPERM && privileged() && (tracing || log.is_empty()) {
+    // Tracing programs need CAP_PERFMON besides CAP_BPF: without it EPERM is ours, not the
+    // kernel's policy.
+    let may_trace = crate::caps::Caps::current().perfmon_capable();
+    if errno == libc::EPERM && privileged() && may_trace && (tracing || log.is_empty()) {
         return Err(KError::unsupported(
             format!("{} program {}", p.section_name, p.name),
             format!(
@@ -214,10 +217,7 @@ pub fn load(p: &LinkedProgram, ctx: &LoadCtx<'_>) -> KResult<Program> {
         ));
     }
     if errno == libc::EPERM || errno == libc::EACCES && log.is_empty() {
-        return Err(KError::Permission {
-            what: format!("load program {}", p.name),
-            why: format!("{err} (needs root or CAP_BPF+CAP_PERFMON)"),
-        });
+        return Err(KError::permission(format!("load program {}", p.name), &err));
     }
     if errno == libc::ENOTSUP || errno == 524 {
         return Err(KError::unsupported(

@@ -983,6 +983,7 @@ impl MapCollector for ProbeSet {
     ) -> Result<(), CollectError> {
         let mut errors = Vec::new();
         self.reap_dead_namespaces(Instant::now());
+        self.emit_probe_state(out, &mut errors);
         let mut prefixes: HashMap<u64, String> = HashMap::new();
         let mut prefix = |inode: u64| {
             prefixes
@@ -1126,6 +1127,78 @@ impl MapCollector for ProbeSet {
             Err(CollectError::Failed(errors.join("; ")))
         }
     }
+}
+
+impl ProbeSet {
+    /// `netsleuth_probe_up{probe}` (1 running, 0 configured but not running) and
+    /// `netsleuth_probe_attach_info{probe,attach_point,method}` for every attached point; a
+    /// configured probe that is down is an error of the `ebpf` collector (its success 0) with the
+    /// reason it could not start.
+    fn emit_probe_state(&self, out: &mut Families, errors: &mut Vec<String>) {
+        let mut s = out.sink("");
+        const UP: &str = "Whether the configured eBPF probe is loaded and attached (1), or configured but not running (0; the log and `netsleuth probes` say why).";
+        const ATTACH: &str = "How each attach point of a running eBPF probe is attached (the method the kernel accepted).";
+        for p in self.live() {
+            let kind = p.cfg.kind;
+            s.emit(
+                "netsleuth_probe_up",
+                UP,
+                MetricKind::Gauge,
+                &[("probe", kind.name())],
+                Value::U64(1),
+            );
+            let plan = kind.plan().iter().zip(&p.attached);
+            let optional = kind
+                .optional()
+                .iter()
+                .zip(&p.optional)
+                .filter_map(|(g, r)| r.1.as_ref().ok().map(|ms| (g.1.iter(), ms.iter())));
+            let mut points: Vec<(String, &str)> = plan
+                .map(|(alts, a)| (attach_point_name(alts), a.0))
+                .collect();
+            for (alts, methods) in optional {
+                points.extend(alts.zip(methods).map(|(a, m)| (attach_point_name(a), *m)));
+            }
+            for (point, method) in points {
+                s.emit(
+                    "netsleuth_probe_attach_info",
+                    ATTACH,
+                    MetricKind::Gauge,
+                    &[
+                        ("probe", kind.name()),
+                        ("attach_point", &point),
+                        ("method", method),
+                    ],
+                    Value::U64(1),
+                );
+            }
+        }
+        for (kind, why) in &self.failed {
+            s.emit(
+                "netsleuth_probe_up",
+                UP,
+                MetricKind::Gauge,
+                &[("probe", kind.name())],
+                Value::U64(0),
+            );
+            errors.push(format!("{}: not running: {why}", kind.name()));
+        }
+    }
+}
+
+/// An attach point's name for `netsleuth_probe_attach_info`: its first (preferred)
+/// alternative's first program without the method suffix (`kfree_skb_btf` → `kfree_skb`).
+pub fn attach_point_name(alts: &[Alternative]) -> String {
+    let Some((_, progs)) = alts.first() else {
+        return String::new();
+    };
+    let first = progs.first().copied().unwrap_or("");
+    for suffix in ["_btf", "_raw", "_fentry", "_fexit", "_kprobe", "_kretprobe"] {
+        if let Some(b) = first.strip_suffix(suffix) {
+            return b.to_string();
+        }
+    }
+    first.to_string()
 }
 
 /// Sums a hash map of `key → u64` by a label tuple derived from the key (several kernel keys
