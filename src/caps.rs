@@ -195,6 +195,8 @@ pub enum Op {
     BpfTracing,
     /// perf_event_open (tracepoints, kprobes).
     Perf,
+    /// bpf() commands only CAP_SYS_ADMIN may use (enumerating programs by id, BPF_ENABLE_STATS).
+    BpfAdmin,
     /// mount (tracefs, bpffs).
     Mount,
     /// Anything else (a file).
@@ -208,6 +210,11 @@ impl Op {
         let w = what.to_ascii_lowercase();
         if w.starts_with("mount") {
             Op::Mount
+        } else if ["get_next_id", "get_fd_by_id", "enable_stats"]
+            .iter()
+            .any(|c| w.contains(c))
+        {
+            Op::BpfAdmin
         } else if w.contains("perf_event_open") || w.contains("kprobe_events") {
             Op::Perf
         } else if w.contains("program") || w.starts_with("attach") || w.contains("link") {
@@ -276,6 +283,13 @@ pub fn diagnose_with(op: Op, caps: &Caps, sysctl: &dyn Fn(&str) -> Option<String
             if !bpf {
                 missing.push("CAP_BPF");
                 because.push("attaching a BPF program needs CAP_BPF".into());
+            }
+        }
+        Op::BpfAdmin => {
+            if !admin {
+                missing.push("CAP_SYS_ADMIN");
+                because
+                    .push("this bpf() command needs CAP_SYS_ADMIN (CAP_BPF is not enough)".into());
             }
         }
         Op::Mount => {
@@ -370,6 +384,8 @@ mod tests {
         let d = diagnose_with(Op::of("perf_event_open tracepoint"), &only_bpf, &none);
         assert!(d.contains("lacks CAP_PERFMON"), "{d}");
         assert!(d.contains("kernel.perf_event_paranoid=2"), "{d}");
+        let d = diagnose_with(Op::of("BPF_PROG_GET_NEXT_ID"), &only_bpf, &none);
+        assert!(d.contains("lacks CAP_SYS_ADMIN"), "{d}");
         let d = diagnose_with(
             Op::of("mount -t tracefs /sys/kernel/tracing"),
             &only_bpf,
