@@ -1,17 +1,20 @@
 //! Attribution against real runtimes: CRI pod sandboxes on a containerd of our own (started by
 //! `tests/runtimes/up.sh`, state in /run/netsleuth-containerd), Podman containers and pods, and
-//! Docker containers when its daemon came up. The real binary runs with its state roots
-//! pointed there; every test asserts the exact labels of what it created.
+//! Docker containers on a dockerd of our own. The real binary runs with its state roots
+//! pointed there; every test asserts the exact labels of what it created. Every pod and
+//! container is removed by a guard's Drop, so a failing test leaves none behind; every CRI
+//! answer is awaited with a timeout.
 //!
-//! Run `tests/runtimes/up.sh` first (`.ci/run` does, and `down.sh` afterwards); without it these
-//! tests skip (and fail under NETSLEUTH_REQUIRE_PRIVILEGED=1).
+//! Run `tests/runtimes/up.sh` first (`.ci/run` and `tests/run` do, and `down.sh` afterwards);
+//! without it these tests skip (and fail under NETSLEUTH_REQUIRE_PRIVILEGED=1).
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -57,11 +60,17 @@ fn runtimes_ready(test: &str) -> bool {
     true
 }
 
-/// A CRI client process (Python grpcio, `cri_client.py serve`): one command per line.
+/// How long one CRI call may take (a sandbox start with its container is well under 10 s).
+const CRI_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A CRI client process (Python grpcio, `cri_client.py serve`): one command per line, each
+/// answer awaited for at most [`CRI_TIMEOUT`]. The sandboxes it ran and did not remove are
+/// removed on drop.
 struct Cri {
     child: Child,
     stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+    answers: mpsc::Receiver<String>,
+    live: Vec<String>,
 }
 
 impl Cri {
@@ -77,23 +86,39 @@ impl Cri {
             .expect("start cri_client.py");
         let stdin = child.stdin.take().unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, answers) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
         Cri {
             child,
             stdin,
-            stdout,
+            answers,
+            live: Vec::new(),
+        }
+    }
+
+    fn try_call(&mut self, line: &str) -> Result<String, String> {
+        writeln!(self.stdin, "{line}").map_err(|e| format!("CRI `{line}`: write: {e}"))?;
+        self.stdin.flush().map_err(|e| e.to_string())?;
+        let out = self
+            .answers
+            .recv_timeout(CRI_TIMEOUT)
+            .map_err(|e| format!("CRI `{line}`: no answer within {CRI_TIMEOUT:?} ({e})"))?;
+        let out = out.trim_end();
+        match out.strip_prefix("ok ") {
+            Some(v) => Ok(v.to_string()),
+            None => Err(format!("CRI `{line}`: {out}")),
         }
     }
 
     fn call(&mut self, line: &str) -> String {
-        writeln!(self.stdin, "{line}").unwrap();
-        self.stdin.flush().unwrap();
-        let mut out = String::new();
-        self.stdout.read_line(&mut out).unwrap();
-        let out = out.trim_end();
-        match out.strip_prefix("ok ") {
-            Some(v) => v.to_string(),
-            None => panic!("CRI `{line}`: {out}"),
-        }
+        self.try_call(line).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Run a pod sandbox (optionally with a `sleep` container); returns its id.
@@ -105,16 +130,24 @@ impl Cri {
         if let Some(c) = container {
             l.push_str(&format!(" --container {c} localhost/busybox:test"));
         }
-        self.call(&l)
+        let id = self.call(&l);
+        self.live.push(id.clone());
+        id
     }
 
     fn rm(&mut self, id: &str) {
         self.call(&format!("rm {id}"));
+        self.live.retain(|x| x != id);
     }
 }
 
 impl Drop for Cri {
     fn drop(&mut self) {
+        for id in std::mem::take(&mut self.live) {
+            if let Err(e) = self.try_call(&format!("rm {id}")) {
+                eprintln!("removing pod sandbox {id}: {e}");
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -276,6 +309,57 @@ fn podman(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Podman containers and pods removed on drop (`rm -f -t 0`), so a failing test leaves none.
+#[derive(Default)]
+struct PodmanObjects {
+    containers: Vec<String>,
+    pods: Vec<String>,
+}
+
+impl PodmanObjects {
+    fn run(&mut self, name: &str, extra: &[&str]) {
+        self.containers.push(name.to_string());
+        let mut a = vec!["run", "-d", "--name", name];
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&["localhost/bbtest:1", "/pause"]);
+        podman(&a);
+    }
+
+    fn pod(&mut self, name: &str) {
+        self.pods.push(name.to_string());
+        podman(&["pod", "create", "--network", "none", "--name", name]);
+    }
+
+    fn rm(&mut self, name: &str) {
+        podman(&["rm", "-f", "-t", "0", name]);
+        self.containers.retain(|c| c != name);
+    }
+
+    fn rm_pod(&mut self, name: &str) {
+        podman(&["pod", "rm", "-f", "-t", "0", name]);
+        self.pods.retain(|c| c != name);
+    }
+}
+
+impl Drop for PodmanObjects {
+    fn drop(&mut self) {
+        let quiet = |args: &[&str]| {
+            let _ = Command::new("podman")
+                .args(args)
+                .env("CONTAINERS_CONF", here().join("containers.conf"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        };
+        for c in &self.containers {
+            quiet(&["rm", "-f", "-t", "0", c]);
+        }
+        for p in &self.pods {
+            quiet(&["pod", "rm", "-f", "-t", "0", p]);
+        }
+    }
+}
+
 fn podman_pid(name: &str) -> i32 {
     podman(&["inspect", "-f", "{{.State.Pid}}", name])
         .parse()
@@ -284,14 +368,7 @@ fn podman_pid(name: &str) -> i32 {
 
 #[test]
 fn podman_containers_and_pods_are_labelled() {
-    if !privileged("podman_containers_and_pods_are_labelled") {
-        return;
-    }
-    if !have("podman") {
-        skip(
-            "podman_containers_and_pods_are_labelled",
-            "podman is not installed",
-        );
+    if !privileged_with("podman_containers_and_pods_are_labelled", &["podman"]) {
         return;
     }
     let cfg = config("0s");
@@ -299,27 +376,10 @@ fn podman_containers_and_pods_are_labelled() {
     let c = unique("nslc");
     let p = unique("nslp");
     let member = format!("{p}-app");
-    podman(&[
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--name",
-        &c,
-        "localhost/bbtest:1",
-        "/pause",
-    ]);
-    podman(&["pod", "create", "--network", "none", "--name", &p]);
-    podman(&[
-        "run",
-        "-d",
-        "--pod",
-        &p,
-        "--name",
-        &member,
-        "localhost/bbtest:1",
-        "/pause",
-    ]);
+    let mut objs = PodmanObjects::default();
+    objs.run(&c, &["--network", "none"]);
+    objs.pod(&p);
+    objs.run(&member, &["--pod", &p]);
     let (ic, ip) = (
         netns_of_pid(podman_pid(&c)),
         netns_of_pid(podman_pid(&member)),
@@ -327,8 +387,9 @@ fn podman_containers_and_pods_are_labelled() {
     let s = e.scrape();
     assert_entity(&s, ic, &labels("container", "", "", &c), "podman container");
     assert_entity(&s, ip, &labels("pod", "", &p, &p), "podman pod");
-    podman(&["rm", "-f", "-t", "0", &c]);
-    podman(&["pod", "rm", "-f", "-t", "0", &p]);
+    objs.rm(&c);
+    objs.rm(&member);
+    objs.rm_pod(&p);
     let s = e.scrape();
     let ents = entities(&s);
     assert!(ents.values().all(|l| l["name"] != c && l["k8s_pod"] != p));
@@ -346,8 +407,12 @@ fn docker_containers_are_labelled() {
         .status()
         .is_ok_and(|s| s.success());
     if !up {
-        // Docker is optional: its daemon may not start on every machine.
-        eprintln!("SKIP docker_containers_are_labelled: dockerd of the tests is not running");
+        skip(
+            "docker_containers_are_labelled",
+            &format!(
+                "dockerd of the tests does not answer on {DOCKER_SOCK} (run tests/runtimes/up.sh)"
+            ),
+        );
         return;
     }
     let docker = |args: &[&str]| {
@@ -355,9 +420,21 @@ fn docker_containers_are_labelled() {
         a.extend_from_slice(args);
         run("/usr/bin/docker", &a).trim().to_string()
     };
+    /// Removes the container on drop.
+    struct Container(String);
+    impl Drop for Container {
+        fn drop(&mut self) {
+            let _ = Command::new("/usr/bin/docker")
+                .args(["-H", DOCKER_SOCK, "rm", "-f", &self.0])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
     let cfg = config("0s");
     let e = Exporter::start(&[&format!("--config.file={}", cfg.display())]);
     let name = unique("nsld");
+    let guard = Container(name.clone());
     docker(&[
         "run",
         "-d",
@@ -380,6 +457,7 @@ fn docker_containers_are_labelled() {
         "docker container",
     );
     docker(&["rm", "-f", &name]);
+    drop(guard);
     let s = e.scrape();
     assert!(entities(&s).values().all(|l| l["name"] != name));
 }
@@ -402,7 +480,9 @@ fn exporter_fds_rss(pid: i32) -> (usize, u64) {
 /// grow.
 #[test]
 fn churn_of_pods_and_containers() {
-    if !runtimes_ready("churn_of_pods_and_containers") {
+    if !runtimes_ready("churn_of_pods_and_containers")
+        || !privileged_with("churn_of_pods_and_containers", &["podman"])
+    {
         return;
     }
     let rounds: usize = std::env::var("NETSLEUTH_CHURN_ROUNDS")
@@ -410,7 +490,10 @@ fn churn_of_pods_and_containers() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
     let per_round = 10;
-    let podman_ok = have("podman");
+    // A Kubernetes namespace of this run only: pods another (killed) run left behind cannot
+    // change what this run counts.
+    let kns = format!("churn{}", std::process::id());
+    let mut objs = PodmanObjects::default();
     let cfg = config("0s");
     let e = Exporter::start(&[&format!("--config.file={}", cfg.display())]);
     let mut cri = Cri::new();
@@ -422,45 +505,32 @@ fn churn_of_pods_and_containers() {
         let mut live: Vec<(String, String, u64)> = Vec::new();
         for i in 0..per_round {
             let name = format!("churn{round}x{i}x{}", std::process::id() % 10000);
-            let sid = cri.run(&name, "churn", false, (i % 2 == 0).then_some("app"));
+            let sid = cri.run(&name, &kns, false, (i % 2 == 0).then_some("app"));
             live.push((name, sid.clone(), task_netns(&sid)));
             created += 1;
         }
         let pc = unique("nslchurn");
-        if podman_ok {
-            podman(&[
-                "run",
-                "-d",
-                "--network",
-                "none",
-                "--name",
-                &pc,
-                "localhost/bbtest:1",
-                "/pause",
-            ]);
-            created += 1;
-        }
+        objs.run(&pc, &["--network", "none"]);
+        created += 1;
         let s = e.scrape();
         let ents = entities(&s);
         let want: BTreeSet<&str> = live.iter().map(|(n, _, _)| n.as_str()).collect();
         let got: BTreeSet<&str> = ents
             .values()
-            .filter(|l| l["k8s_namespace"] == "churn")
+            .filter(|l| l["k8s_namespace"] == kns)
             .map(|l| l["k8s_pod"].as_str())
             .collect();
         assert_eq!(got, want, "round {round}: pods exported");
         for (name, _, ino) in &live {
-            assert_entity(&s, *ino, &labels("pod", "churn", name, name), "churn pod");
+            assert_entity(&s, *ino, &labels("pod", &kns, name, name), "churn pod");
         }
-        if podman_ok {
-            let ino = netns_of_pid(podman_pid(&pc));
-            assert_entity(
-                &s,
-                ino,
-                &labels("container", "", "", &pc),
-                "churn container",
-            );
-        }
+        let ino = netns_of_pid(podman_pid(&pc));
+        assert_entity(
+            &s,
+            ino,
+            &labels("container", "", "", &pc),
+            "churn container",
+        );
         // Remove half, scrape, then the rest: nothing stale at any point.
         let (first, rest) = live.split_at(per_round / 2);
         for (_, sid, _) in first {
@@ -475,24 +545,17 @@ fn churn_of_pods_and_containers() {
             );
         }
         for (name, _, ino) in rest {
-            assert_entity(
-                &s,
-                *ino,
-                &labels("pod", "churn", name, name),
-                "remaining pod",
-            );
+            assert_entity(&s, *ino, &labels("pod", &kns, name, name), "remaining pod");
         }
         for (_, sid, _) in rest {
             cri.rm(sid);
         }
-        if podman_ok {
-            podman(&["rm", "-f", "-t", "0", &pc]);
-        }
+        objs.rm(&pc);
         let s = e.scrape();
         let ents = entities(&s);
         assert!(
             ents.values()
-                .all(|l| l["k8s_namespace"] != "churn" && l["name"] != pc),
+                .all(|l| l["k8s_namespace"] != kns && l["name"] != pc),
             "round {round}: stale series after removing everything"
         );
         if round == 1 {

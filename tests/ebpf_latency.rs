@@ -408,7 +408,6 @@ fn tcp_segments_received_show_in_kernellatency_rx() {
     // tcp_rcv_established): every segment b's namespace took in (`Tcp InSegs`) but the three
     // it handled outside ESTABLISHED, the SYN, the handshake's ACK and the ACK of its own FIN
     // (LAST_ACK).
-    let mut last = (0.0, 0);
     let end = std::time::Instant::now() + Duration::from_secs(5);
     let n = loop {
         let v = value(
@@ -420,12 +419,9 @@ fn tcp_segments_received_show_in_kernellatency_rx() {
         if segs >= 23 && v == (segs - 3) as f64 {
             break v;
         }
-        last = (v, segs);
         assert!(
             std::time::Instant::now() < end,
-            "rx observations {} != b's InSegs {} - 3",
-            last.0,
-            last.1
+            "rx observations {v} != b's InSegs {segs} - 3"
         );
         std::thread::sleep(Duration::from_millis(50));
     };

@@ -615,8 +615,7 @@ mod tests {
     #[test]
     fn prog_info_layout_matches_running_kernel_btf() {
         use super::super::btf::{Btf, Kind};
-        let Ok(raw) = std::fs::read("/sys/kernel/btf/vmlinux") else {
-            eprintln!("SKIP prog_info_layout: no /sys/kernel/btf/vmlinux on this kernel");
+        let Some(raw) = super::super::btf::vmlinux_for_test("prog_info_layout") else {
             return;
         };
         let btf = Btf::parse(&raw).expect("parse vmlinux BTF");

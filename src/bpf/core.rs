@@ -1160,8 +1160,7 @@ mod tests {
 
     #[test]
     fn selftest_against_vmlinux() {
-        let Ok(data) = std::fs::read("/sys/kernel/btf/vmlinux") else {
-            eprintln!("skipping: /sys/kernel/btf/vmlinux not readable");
+        let Some(data) = crate::bpf::btf::vmlinux_for_test("selftest_against_vmlinux") else {
             return;
         };
         let vmlinux = Btf::parse(&data).unwrap();
