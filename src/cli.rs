@@ -29,7 +29,20 @@ Usage:
 Flags:
   --config.file=PATH          YAML configuration (KubeSkoop exporter configs load unchanged);
                               without it the default probe set runs
-  --web.listen-address=ADDR   where to serve /metrics (default :9102)
+  --web.listen-address=ADDR   where to serve /metrics (default :9102); repeat for several
+                              addresses (e.g. 127.0.0.1:9102 and [::1]:9102)
+  --web.config.file=PATH      TLS, client certificates, security headers and basic auth, in
+                              the Prometheus exporter-toolkit format (re-read when it changes)
+  --web.max-requests=N        /metrics requests queued or running at most; beyond, 503
+                              (default 40; 0: no limit)
+  --web.max-connections=N     open HTTP connections at most (default 512); a new one evicts
+                              the connection that has waited longest for its request
+  --web.header-timeout=DUR    time a client has to send a request head and finish the TLS
+                              handshake (default 10s)
+  --web.idle-timeout=DUR      time a kept-alive connection may wait for its next request
+                              (default 90s)
+  --web.write-timeout=DUR     time one write of a response may block; a client that stops
+                              reading is cut off (default 30s)
   --log.level=LEVEL           error, warn, info (default) or debug
 
 Signals: SIGHUP reloads the configuration file; SIGTERM/SIGINT exit.
@@ -48,7 +61,12 @@ pub enum Command {
 pub struct Args {
     pub command: Command,
     pub config_file: Option<PathBuf>,
-    pub listen_address: Option<String>,
+    /// `--web.listen-address`, in order (empty: the config's, else the default).
+    pub listen_address: Vec<String>,
+    pub web_config_file: Option<PathBuf>,
+    pub max_requests: Option<usize>,
+    /// `--web.max-connections`, `--web.*-timeout`: the server's bounds.
+    pub limits: crate::server::Limits,
     pub log_level: log::LevelFilter,
     /// `selftest --json`.
     pub json: bool,
@@ -61,7 +79,10 @@ pub fn parse_args(argv: impl IntoIterator<Item = OsString>) -> Result<Args, Stri
     let mut args = Args {
         command: Command::Serve,
         config_file: None,
-        listen_address: None,
+        listen_address: Vec::new(),
+        web_config_file: None,
+        max_requests: None,
+        limits: crate::server::Limits::default(),
         log_level: log::LevelFilter::Info,
         json: false,
     };
@@ -79,7 +100,57 @@ pub fn parse_args(argv: impl IntoIterator<Item = OsString>) -> Result<Args, Stri
                     .string()
                     .map_err(|e| e.to_string())?;
                 http::parse_listen_address(&v).map_err(|e| format!("--web.listen-address: {e}"))?;
-                args.listen_address = Some(v);
+                args.listen_address.push(v);
+            }
+            Long("web.config.file") => {
+                let v: PathBuf = p.value().map_err(|e| e.to_string())?.into();
+                args.web_config_file = Some(v);
+            }
+            Long("web.max-requests") => {
+                let v = p
+                    .value()
+                    .map_err(|e| e.to_string())?
+                    .string()
+                    .map_err(|e| e.to_string())?;
+                let n = v.trim().parse::<usize>().map_err(|_| {
+                    format!("--web.max-requests: `{v}` is not a non-negative number")
+                })?;
+                args.max_requests = Some(n);
+            }
+            Long(
+                flag @ ("web.max-connections"
+                | "web.header-timeout"
+                | "web.idle-timeout"
+                | "web.write-timeout"),
+            ) => {
+                let flag = flag.to_string();
+                let v = p
+                    .value()
+                    .map_err(|e| e.to_string())?
+                    .string()
+                    .map_err(|e| e.to_string())?;
+                let key = format!("--{flag}");
+                if flag == "web.max-connections" {
+                    let n = v
+                        .trim()
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|&n| n >= 1)
+                        .ok_or_else(|| {
+                            format!("{key}: `{v}` is not a number of connections (1 or more)")
+                        })?;
+                    args.limits.max_connections = n;
+                } else {
+                    let d = crate::config::parse_duration(&key, &v).map_err(|e| e.to_string())?;
+                    if d.is_zero() {
+                        return Err(format!("{key}: must be more than 0"));
+                    }
+                    match flag.as_str() {
+                        "web.header-timeout" => args.limits.header_timeout = d,
+                        "web.idle-timeout" => args.limits.idle_timeout = d,
+                        _ => args.limits.write_timeout = d,
+                    }
+                }
             }
             Long("log.level") => {
                 let v = p
@@ -158,6 +229,7 @@ pub fn main() -> i32 {
         }
         Command::Probes => match load_config(&args) {
             Ok(cfg) => {
+                crate::caps::warn_missing(!cfg.bpf_probes.is_empty());
                 print_probes(&cfg);
                 0
             }
@@ -283,24 +355,40 @@ fn serve(args: Args) -> i32 {
             return 2;
         }
     };
-    let listen = args
-        .listen_address
-        .clone()
-        .or_else(|| cfg.listen_address.clone())
-        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-    let addrs = match http::parse_listen_address(&listen) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("netsleuth: {e}");
-            return 2;
+    let listen: Vec<String> = if !args.listen_address.is_empty() {
+        args.listen_address.clone()
+    } else {
+        vec![cfg
+            .listen_address
+            .clone()
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_string())]
+    };
+    let mut addr_lists = Vec::new();
+    for l in &listen {
+        match http::parse_listen_address(l) {
+            Ok(a) => addr_lists.push(a),
+            Err(e) => {
+                eprintln!("netsleuth: {e}");
+                return 2;
+            }
         }
+    }
+    let web = match &args.web_config_file {
+        Some(p) => match crate::web_config::Watched::load(p) {
+            Ok(w) => Arc::new(w),
+            Err(e) => {
+                eprintln!("netsleuth: {e}");
+                return 2;
+            }
+        },
+        None => Arc::new(crate::web_config::Watched::plain()),
     };
     for d in &cfg.deferred_probes {
         log::warn!("probe {d} is configured but not implemented in this build; ignored");
     }
     crate::caps::warn_missing(!cfg.bpf_probes.is_empty());
-    let server = match http::bind(&addrs) {
-        Ok(s) => Arc::new(s),
+    let listeners = match crate::server::bind(&addr_lists) {
+        Ok(l) => l,
         Err(e) => {
             eprintln!("netsleuth: {e}");
             return 1;
@@ -334,13 +422,29 @@ fn serve(args: Args) -> i32 {
         engine.add_self_metrics(p.clone());
     }
     let bpf_set = start_bpf(&bpf_cfg, &engine, &inventory, &pipeline, None);
-    match server.server_addr().to_ip() {
-        Some(a) => log::info!(
-            "netsleuth {VERSION} listening on {a}; probes: {}",
-            names.join(", ")
-        ),
-        None => log::info!("netsleuth {VERSION} listening"),
+    let mut limits = args.limits.clone();
+    if let Some(n) = args.max_requests {
+        limits.max_requests = n;
     }
+    let app = Arc::new(http::App {
+        engine: engine.clone(),
+        events: pipeline.clone(),
+    });
+    let server = match crate::server::start(listeners, app, web, limits) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("netsleuth: cannot start the HTTP server: {e}");
+            return 1;
+        }
+    };
+    engine.add_self_metrics(server.stats.clone());
+    let addrs: Vec<String> = server.addrs.iter().map(|a| a.to_string()).collect();
+    log::info!(
+        "netsleuth {VERSION} listening on {}{}; probes: {}",
+        addrs.join(" "),
+        if server.tls { " (TLS)" } else { "" },
+        names.join(", ")
+    );
 
     // Background rescans keep the inventory warm between scrapes.
     {
@@ -353,7 +457,6 @@ fn serve(args: Args) -> i32 {
             });
     }
 
-    let _http = http::serve_with_events(server, engine.clone(), 4, pipeline.clone());
     crate::notify::notify_logged("READY=1");
     let bpf_set = run_signals(&args, &engine, &inventory, &pipeline, bpf_set);
     let rc = bpf_set.0;
@@ -462,7 +565,20 @@ mod tests {
         .unwrap();
         assert_eq!(a.command, Command::Serve);
         assert_eq!(a.config_file, Some(PathBuf::from("/x.yaml")));
-        assert_eq!(a.listen_address.as_deref(), Some("127.0.0.1:1"));
+        assert_eq!(a.listen_address, vec!["127.0.0.1:1".to_string()]);
+        let a = p(&[
+            "--web.listen-address=127.0.0.1:1",
+            "--web.listen-address=[::1]:2",
+            "--web.config.file=/w.yml",
+            "--web.max-requests=0",
+        ])
+        .unwrap();
+        assert_eq!(a.listen_address.len(), 2);
+        assert_eq!(a.web_config_file, Some(PathBuf::from("/w.yml")));
+        assert_eq!(a.max_requests, Some(0));
+        let a = p(&["--web.header-timeout=2s", "--web.max-connections=7"]).unwrap();
+        assert_eq!(a.limits.header_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(a.limits.max_connections, 7);
         assert_eq!(p(&["probes"]).unwrap().command, Command::Probes);
         assert_eq!(p(&["--version"]).unwrap().command, Command::Version);
         let s = p(&["selftest", "--json"]).unwrap();
@@ -479,5 +595,14 @@ mod tests {
             .unwrap_err()
             .contains("--web.listen-address"));
         assert!(p(&["frobnicate"]).unwrap_err().contains("frobnicate"));
+        assert!(p(&["--web.write-timeout=0s"])
+            .unwrap_err()
+            .contains("--web.write-timeout"));
+        assert!(p(&["--web.max-connections=0"])
+            .unwrap_err()
+            .contains("--web.max-connections"));
+        assert!(p(&["--web.max-requests=-1"])
+            .unwrap_err()
+            .contains("--web.max-requests"));
     }
 }

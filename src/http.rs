@@ -1,15 +1,15 @@
-//! The HTTP endpoint: `/metrics` (text format 0.0.4, gzip when asked), `/` and `/-/healthy`.
+//! The HTTP endpoints: `/metrics` (text format 0.0.4, gzip when asked), `/events`, `/` and
+//! `/-/healthy`. The connections, TLS, auth and limits are [`crate::server`]'s.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tiny_http::{Header, Method, Request, Response, Server};
-
 use crate::engine::Engine;
 use crate::events::Pipeline;
 use crate::model::PageReader;
+use crate::server::{Body, Conn, Handler, Outcome, Request, Response};
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -33,68 +33,6 @@ pub fn parse_listen_address(s: &str) -> Result<Vec<SocketAddr>, String> {
         return Err(format!("listen address `{s}` resolves to nothing"));
     }
     Ok(addrs)
-}
-
-/// Bind the first address that works (`[::]` is dual-stack; `0.0.0.0` where IPv6 is off).
-pub fn bind(addrs: &[SocketAddr]) -> Result<Server, String> {
-    let mut last = String::new();
-    for a in addrs {
-        match Server::http(a) {
-            Ok(s) => return Ok(s),
-            Err(e) => last = format!("cannot listen on {a}: {e}"),
-        }
-    }
-    Err(last)
-}
-
-/// Serve requests on `threads` threads; returns when the server is dropped elsewhere (never,
-/// in practice: the process exits on SIGTERM).
-pub fn serve(
-    server: Arc<Server>,
-    engine: Arc<Engine>,
-    threads: usize,
-) -> Vec<std::thread::JoinHandle<()>> {
-    serve_with_events(server, engine, threads, None)
-}
-
-/// [`serve`], plus `/events` when there is an event pipeline.
-pub fn serve_with_events(
-    server: Arc<Server>,
-    engine: Arc<Engine>,
-    threads: usize,
-    events: Option<Arc<Pipeline>>,
-) -> Vec<std::thread::JoinHandle<()>> {
-    (0..threads)
-        .map(|i| {
-            let server = server.clone();
-            let engine = engine.clone();
-            let events = events.clone();
-            std::thread::Builder::new()
-                .name(format!("http-{i}"))
-                .spawn(move || {
-                    while let Ok(req) = server.recv() {
-                        if req.url() == "/events" || req.url().starts_with("/events?") {
-                            events_stream(req, events.as_ref());
-                            continue;
-                        }
-                        handle(req, &engine);
-                    }
-                })
-                .expect("spawning HTTP threads at start-up")
-        })
-        .collect()
-}
-
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes())
-        .expect("static header names and values are valid")
-}
-
-fn find_header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
-    req.headers()
-        .iter()
-        .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-        .map(|h| h.value.as_str())
 }
 
 /// Whether an `Accept-Encoding` value accepts gzip (and does not refuse it with q=0).
@@ -127,59 +65,92 @@ pub fn scrape_budget(v: Option<&str>) -> Option<Duration> {
 
 const LANDING: &str = "<!DOCTYPE html>\n<html><head><title>netsleuth</title></head><body>\n<h1>netsleuth</h1>\n<p>Network observability per network namespace.</p>\n<ul><li><a href=\"metrics\">Metrics</a></li><li><a href=\"-/healthy\">Health</a></li></ul>\n</body></html>\n";
 
-fn handle(req: Request, engine: &Engine) {
-    let path = req.url().split('?').next().unwrap_or("").to_string();
-    let method = req.method().clone();
-    if method != Method::Get && method != Method::Head {
-        let _ = req.respond(
-            Response::from_string("method not allowed\n")
-                .with_status_code(405)
-                .with_header(header("Allow", "GET, HEAD")),
-        );
-        return;
+/// The exporter's endpoints, served by [`crate::server`].
+pub struct App {
+    pub engine: Arc<Engine>,
+    pub events: Option<Arc<Pipeline>>,
+}
+
+impl Handler for App {
+    fn handle(&self, req: &Request) -> Outcome {
+        if req.path() == "/events" {
+            return events_stream(req, self.events.as_ref());
+        }
+        Outcome::Respond(handle(req, &self.engine))
     }
-    match path.as_str() {
+
+    fn handler_name(&self, path: &str) -> &'static str {
+        match path {
+            "/metrics" => "metrics",
+            "/events" => "events",
+            "/" => "landing",
+            "/-/healthy" => "healthy",
+            _ => "other",
+        }
+    }
+
+    fn is_collection(&self, path: &str) -> bool {
+        path == "/metrics"
+    }
+}
+
+fn method_not_allowed(allow: &str) -> Response {
+    Response::text(405, "method not allowed\n").with_header("Allow", allow)
+}
+
+fn handle(req: &Request, engine: &Engine) -> Response {
+    if req.method != "GET" && req.method != "HEAD" {
+        return method_not_allowed("GET, HEAD");
+    }
+    match req.path() {
         "/metrics" => {
-            let budget = scrape_budget(find_header(&req, "X-Prometheus-Scrape-Timeout-Seconds"));
-            let gzip = find_header(&req, "Accept-Encoding").is_some_and(accepts_gzip);
+            let budget = scrape_budget(req.header("X-Prometheus-Scrape-Timeout-Seconds"));
+            let gzip = req.header("Accept-Encoding").is_some_and(accepts_gzip);
             let page = engine.scrape(budget);
             // Stream the page: the text of a large node never sits in memory whole, and gzip
-            // compresses as it reads. Uncompressed, its length is known: sent with a
-            // Content-Length in large writes instead of 8 KiB chunks (half the syscalls).
+            // compresses as it reads. Uncompressed, its length is known and goes in
+            // Content-Length.
             let length = (!gzip).then(|| page.rendered_len());
             let reader = PageReader::new(page);
-            let mut resp_headers = vec![header("Content-Type", CONTENT_TYPE)];
+            let mut headers = vec![("Content-Type".to_string(), CONTENT_TYPE.to_string())];
             let body: Box<dyn std::io::Read + Send> = if gzip {
-                resp_headers.push(header("Content-Encoding", "gzip"));
-                Box::new(flate2::read::GzEncoder::new(
+                headers.push(("Content-Encoding".into(), "gzip".into()));
+                Box::new(Released(flate2::read::GzEncoder::new(
                     reader,
                     flate2::Compression::fast(),
-                ))
+                )))
             } else {
-                Box::new(reader)
+                Box::new(Released(reader))
             };
-            let _ = req.respond(
-                Response::new(tiny_http::StatusCode(200), resp_headers, body, length, None)
-                    .with_chunked_threshold(usize::MAX),
-            );
-            // The page's pieces were just freed (unless another scrape still streams them).
-            crate::sys::release_free_memory();
+            Response {
+                status: 200,
+                headers,
+                body: Body::Reader(body, length),
+            }
         }
-        "/" => {
-            let _ = req.respond(
-                Response::from_string(LANDING)
-                    .with_header(header("Content-Type", "text/html; charset=utf-8")),
-            );
-        }
-        "/-/healthy" => {
-            let _ = req.respond(
-                Response::from_string("OK\n")
-                    .with_header(header("Content-Type", "text/plain; charset=utf-8")),
-            );
-        }
-        _ => {
-            let _ = req.respond(Response::from_string("not found\n").with_status_code(404));
-        }
+        "/" => Response {
+            status: 200,
+            headers: vec![("Content-Type".into(), "text/html; charset=utf-8".into())],
+            body: Body::Bytes(LANDING.as_bytes().to_vec()),
+        },
+        "/-/healthy" => Response::text(200, "OK\n"),
+        _ => Response::text(404, "not found\n"),
+    }
+}
+
+/// A page reader that gives the page's memory back to the system once the page is sent.
+struct Released<R>(R);
+
+impl<R: std::io::Read> std::io::Read for Released<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl<R> Drop for Released<R> {
+    fn drop(&mut self) {
+        // The page's pieces were just freed (unless another scrape still streams them).
+        crate::sys::release_free_memory();
     }
 }
 
@@ -188,104 +159,105 @@ static STREAM_WRITERS: AtomicUsize = AtomicUsize::new(0);
 
 /// `/events`: the live stream, NDJSON (`application/x-ndjson`), or SSE when the client sends
 /// `Accept: text/event-stream`; filters `?type=A,B&k8s_namespace=x`. Each client gets its own
-/// thread and a bounded queue: a client that falls behind is cut off, never buffered for.
-fn events_stream(req: Request, events: Option<&Arc<Pipeline>>) {
-    use std::io::Write as _;
+/// thread and a bounded queue: a client that falls behind is cut off, never buffered for, and
+/// one that stops reading is cut off by the server's write timeout.
+fn events_stream(req: &Request, events: Option<&Arc<Pipeline>>) -> Outcome {
     let Some(p) = events else {
-        let _ = req.respond(Response::from_string("no event pipeline\n").with_status_code(404));
-        return;
+        return Outcome::Respond(Response::text(404, "no event pipeline\n"));
     };
-    if *req.method() != Method::Get {
-        let _ = req.respond(
-            Response::from_string("method not allowed\n")
-                .with_status_code(405)
-                .with_header(header("Allow", "GET")),
-        );
-        return;
+    if req.method != "GET" {
+        return Outcome::Respond(method_not_allowed("GET"));
     }
-    let query = req.url().split_once('?').map(|(_, q)| q).unwrap_or("");
-    let filter = match crate::events::stream::Filter::from_query(query) {
+    let filter = match crate::events::stream::Filter::from_query(req.query()) {
         Ok(f) => f,
-        Err(e) => {
-            let _ = req.respond(Response::from_string(format!("{e}\n")).with_status_code(400));
-            return;
-        }
+        Err(e) => return Outcome::Respond(Response::text(400, format!("{e}\n"))),
     };
-    let sse = find_header(&req, "Accept").is_some_and(|a| a.contains("text/event-stream"));
-    // A client cut off while its socket is stalled keeps its writer thread blocked until the
-    // peer goes away (tiny_http gives no socket timeout): bound those threads too.
+    let sse = req
+        .header("Accept")
+        .is_some_and(|a| a.contains("text/event-stream"));
+    // Writers of clients already cut off finish within the write timeout; bound them too.
     if STREAM_WRITERS.load(Ordering::Relaxed) >= 2 * crate::events::stream::MAX_CLIENTS {
-        let _ = req
-            .respond(Response::from_string("too many /events connections\n").with_status_code(503));
-        return;
+        return Outcome::Respond(Response::text(503, "too many /events connections\n"));
     }
     let Some(client) = p
         .streams
         .subscribe(filter, crate::events::stream::CLIENT_QUEUE)
     else {
-        let _ =
-            req.respond(Response::from_string("too many /events clients\n").with_status_code(503));
-        return;
+        return Outcome::Respond(Response::text(503, "too many /events clients\n"));
     };
-    STREAM_WRITERS.fetch_add(1, Ordering::Relaxed);
-    let r = std::thread::Builder::new()
-        .name("http-events".into())
-        .spawn(move || {
-            struct Done;
-            impl Drop for Done {
-                fn drop(&mut self) {
-                    STREAM_WRITERS.fetch_sub(1, Ordering::Relaxed);
-                }
-            }
-            let _done = Done;
-            let mut w = req.into_writer();
-            let ctype = if sse {
-                "text/event-stream"
-            } else {
-                "application/x-ndjson"
-            };
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\r\n"
-            );
-            if w.write_all(head.as_bytes()).and_then(|()| w.flush()).is_err() {
-                return;
-            }
-            let mut buf = Vec::with_capacity(4096);
-            loop {
-                buf.clear();
-                match client.rx.recv_timeout(Duration::from_secs(15)) {
-                    Ok(ev) => {
-                        let put = |ev: &crate::events::Event, buf: &mut Vec<u8>| {
-                            if sse {
-                                buf.extend_from_slice(b"event: ");
-                                buf.extend_from_slice(ev.kind.as_bytes());
-                                buf.extend_from_slice(b"\ndata: ");
-                            }
-                            let _ = serde_json::to_writer(&mut *buf, &ev.to_json());
-                            buf.extend_from_slice(if sse { b"\n\n" } else { b"\n" });
-                        };
-                        put(&ev, &mut buf);
-                        for ev in client.rx.try_iter().take(256) {
-                            put(&ev, &mut buf);
-                        }
+    let version = req.version;
+    Outcome::Stream(Box::new(
+        move |mut conn: Conn, extra: Vec<(String, String)>| {
+            STREAM_WRITERS.fetch_add(1, Ordering::Relaxed);
+            let r = std::thread::Builder::new()
+            .name("http-events".into())
+            .spawn(move || {
+                struct Done;
+                impl Drop for Done {
+                    fn drop(&mut self) {
+                        STREAM_WRITERS.fetch_sub(1, Ordering::Relaxed);
                     }
-                    // Keep-alive (SSE comment): finds clients that went away.
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout) if sse => {
-                        buf.extend_from_slice(b": keep-alive\n\n")
-                    }
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
-                    // Cut off (too slow) or the exporter is stopping.
-                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
                 }
-                if w.write_all(&buf).and_then(|()| w.flush()).is_err() {
+                let _done = Done;
+                let ctype = if sse {
+                    "text/event-stream"
+                } else {
+                    "application/x-ndjson"
+                };
+                let mut head = format!(
+                    "HTTP/1.{version} 200 OK\r\nContent-Type: {ctype}\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n"
+                );
+                for (k, v) in &extra {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                if conn.write_all(head.as_bytes()).is_err() {
                     return;
                 }
+                let mut buf = Vec::with_capacity(4096);
+                loop {
+                    buf.clear();
+                    match client.rx.recv_timeout(Duration::from_secs(15)) {
+                        Ok(ev) => {
+                            let put = |ev: &crate::events::Event, buf: &mut Vec<u8>| {
+                                if sse {
+                                    buf.extend_from_slice(b"event: ");
+                                    buf.extend_from_slice(ev.kind.as_bytes());
+                                    buf.extend_from_slice(b"\ndata: ");
+                                }
+                                let _ = serde_json::to_writer(&mut *buf, &ev.to_json());
+                                buf.extend_from_slice(if sse { b"\n\n" } else { b"\n" });
+                            };
+                            put(&ev, &mut buf);
+                            for ev in client.rx.try_iter().take(256) {
+                                put(&ev, &mut buf);
+                            }
+                        }
+                        // Keep-alive (SSE comment): finds clients that went away.
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) if sse => {
+                            buf.extend_from_slice(b": keep-alive\n\n")
+                        }
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+                        // Cut off (too slow) or the exporter is stopping.
+                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+                    }
+                    if let Err(e) = conn.write_all(&buf) {
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) {
+                            crate::server::stream_timed_out(conn.stats());
+                        }
+                        return;
+                    }
+                }
+            });
+            if let Err(e) = r {
+                STREAM_WRITERS.fetch_sub(1, Ordering::Relaxed);
+                log::error!("cannot start an /events thread: {e}");
             }
-        });
-    if let Err(e) = r {
-        STREAM_WRITERS.fetch_sub(1, Ordering::Relaxed);
-        log::error!("cannot start an /events thread: {e}");
-    }
+        },
+    ))
 }
 
 #[cfg(test)]

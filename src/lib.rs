@@ -21,4 +21,6 @@ pub mod notify;
 pub mod probes;
 pub mod selfmetrics;
 pub mod selftest;
+pub mod server;
 pub mod sys;
+pub mod web_config;

@@ -561,13 +561,23 @@ fn open_stream(addr: &str, query: &str, sse: bool) -> BufReader<TcpStream> {
 
 #[test]
 fn live_events_stream_filters_sse_and_stalled_client() {
-    let server = Arc::new(netsleuth::http::bind(&["127.0.0.1:0".parse().unwrap()]).unwrap());
-    let addr = server.server_addr().to_ip().unwrap().to_string();
+    let listeners = netsleuth::server::bind(&[vec!["127.0.0.1:0".parse().unwrap()]]).unwrap();
     let inv = Arc::new(netsleuth::inventory::Inventory::new("/proc", &[]));
     let engine = netsleuth::engine::Engine::new(netsleuth::config::Config::default_config(), inv);
     let p = Arc::new(Pipeline::empty(1024));
     engine.add_self_metrics(p.clone());
-    let _h = netsleuth::http::serve_with_events(server, engine, 4, Some(p.clone()));
+    let app = Arc::new(netsleuth::http::App {
+        engine,
+        events: Some(p.clone()),
+    });
+    let server = netsleuth::server::start(
+        listeners,
+        app,
+        Arc::new(netsleuth::web_config::Watched::plain()),
+        netsleuth::server::Limits::default(),
+    )
+    .unwrap();
+    let addr = server.addrs[0].to_string();
 
     let mut nd = open_stream(&addr, "?type=PACKETLOSS&k8s_namespace=kube-system", false);
     let mut sse = open_stream(&addr, "", true);
