@@ -18,14 +18,25 @@ fn start_all() -> Exporter {
     Exporter::start(&[&format!("--config.file={}", p.display())])
 }
 
-fn send_udp(ns: &Netns, to: String, n: usize) {
+/// Sends `n` datagrams from `ns` to `to` (an address of `dst`) and waits until `dst` has
+/// received them all (its `Ip InReceives`), so that nothing is in flight when figures are
+/// compared.
+fn send_udp(ns: &Netns, dst: &Netns, to: String, n: usize) {
+    let received = || -> u64 {
+        proc_pairs(&dst.cat("/proc/self/net/snmp"))["Ip_InReceives"]
+            .parse()
+            .unwrap()
+    };
+    let before = received();
     ns.within(move || {
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
         for i in 0..n {
             s.send_to(format!("packet {i}").as_bytes(), &to).unwrap();
         }
     });
-    std::thread::sleep(Duration::from_millis(100));
+    wait_for("the datagrams received", Duration::from_secs(5), || {
+        (received() >= before + n as u64).then_some(())
+    });
 }
 
 const NETDEV_COLUMNS: [&str; 16] = [
@@ -53,7 +64,7 @@ fn netdev_equals_procfs_per_device() {
         return;
     }
     let pair = Pair::new();
-    send_udp(&pair.a, format!("{}:9", pair.ip_b), 7);
+    send_udp(&pair.a, &pair.b, format!("{}:9", pair.ip_b), 7);
     let e = start_all();
     let s = e.scrape();
     for (ns, dev) in [(&pair.a, &pair.dev_a), (&pair.b, &pair.dev_b)] {
@@ -101,7 +112,7 @@ fn snmp_and_netstat_every_field_equals_procfs() {
         return;
     }
     let pair = Pair::new();
-    send_udp(&pair.a, format!("{}:9", pair.ip_b), 5);
+    send_udp(&pair.a, &pair.b, format!("{}:9", pair.ip_b), 5);
     // Some TCP as well: a refused connect gives a RST and AttemptFails.
     let to = format!("{}:7", pair.ip_b);
     pair.a.within(move || {
@@ -314,18 +325,15 @@ fn io_and_fd_over_the_namespace_processes() {
     let script = "import socket,time\nss=[socket.socket() for _ in range(3)]\nfor s in ss: s.bind(('198.18.251.1',0))\nu=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nprint('ready',flush=True)\ntime.sleep(600)\n";
     let mut kids = Vec::new();
     for _ in 0..2 {
-        let mut c = Command::new("ip")
-            .args(["netns", "exec", &ns.name, "python3", "-c", script])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(c.stdout.as_mut().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert_eq!(line, "ready\n");
+        let mut c = Holder::spawn(
+            Command::new("ip")
+                .args(["netns", "exec", &ns.name, "python3", "-c", script])
+                .stdout(Stdio::piped()),
+        );
+        let out = c.0.stdout.take().unwrap();
+        read_line_until("the holder's ready", out, Duration::from_secs(20), |l| {
+            (l == "ready").then_some(())
+        });
         kids.push(c);
     }
     let e = start_all();
@@ -334,7 +342,7 @@ fn io_and_fd_over_the_namespace_processes() {
     let (mut fds, mut socks) = (0u64, 0u64);
     let mut io: BTreeMap<&str, u64> = BTreeMap::new();
     for k in &kids {
-        for ent in std::fs::read_dir(format!("/proc/{}/fd", k.id())).unwrap() {
+        for ent in std::fs::read_dir(format!("/proc/{}/fd", k.pid())).unwrap() {
             fds += 1;
             if std::fs::read_link(ent.unwrap().path())
                 .unwrap()
@@ -344,7 +352,7 @@ fn io_and_fd_over_the_namespace_processes() {
                 socks += 1;
             }
         }
-        let text = std::fs::read_to_string(format!("/proc/{}/io", k.id())).unwrap();
+        let text = std::fs::read_to_string(format!("/proc/{}/io", k.pid())).unwrap();
         for l in text.lines() {
             let (key, v) = l.split_once(": ").unwrap();
             for want in ["syscr", "syscw", "read_bytes", "write_bytes"] {
@@ -376,10 +384,7 @@ fn io_and_fd_over_the_namespace_processes() {
             "{m}"
         );
     }
-    for mut k in kids {
-        let _ = k.kill();
-        let _ = k.wait();
-    }
+    drop(kids);
 }
 
 /// sock_diag in the namespace: states, queues, listen backlogs, exact.
@@ -395,17 +400,15 @@ fn tcpsummary_equals_induced_sockets() {
         "import socket,time\nl=socket.socket()\nl.bind(('{}',7100))\nl.listen(5)\nprint('ready',flush=True)\ntime.sleep(600)\n",
         pair.ip_b
     );
-    let mut server = Command::new("ip")
-        .args(["netns", "exec", &pair.b.name, "python3", "-c", &script])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(server.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let mut server = Holder::spawn(
+        Command::new("ip")
+            .args(["netns", "exec", &pair.b.name, "python3", "-c", &script])
+            .stdout(Stdio::piped()),
+    );
+    let out = server.0.stdout.take().unwrap();
+    read_line_until("the listener's ready", out, Duration::from_secs(20), |l| {
+        (l == "ready").then_some(())
+    });
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let path = format!("/run/netns/{}", pair.a.name);
@@ -419,11 +422,23 @@ fn tcpsummary_equals_induced_sockets() {
             c.write_all(&[7u8; 100]).unwrap();
             conns.push(c);
         }
-        std::thread::sleep(Duration::from_millis(300));
         ready_tx.send(()).unwrap();
         let _ = rx.recv();
     });
     ready_rx.recv().unwrap();
+    // The 300 bytes are in b's receive queues (`/proc/net/tcp`: rx_queue in hex, of the
+    // ESTABLISHED sockets, state 01; a listener's rx_queue is its accept backlog).
+    wait_for("300 bytes queued at b", Duration::from_secs(5), || {
+        let tcp = pair.b.cat("/proc/self/net/tcp");
+        let queued: u64 = tcp
+            .lines()
+            .skip(1)
+            .filter(|l| l.split_whitespace().nth(3) == Some("01"))
+            .filter_map(|l| l.split_whitespace().nth(4)?.split_once(':'))
+            .map(|(_, rx)| u64::from_str_radix(rx, 16).unwrap())
+            .sum();
+        (queued == 300).then_some(())
+    });
     let e = start_all();
     let s = e.scrape();
     let ib = pair.b.inode().to_string();
@@ -483,8 +498,7 @@ fn tcpsummary_equals_induced_sockets() {
     );
     tx.send(()).unwrap();
     client.join().unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 }
 
 /// rtnetlink qdisc stats in the namespace equal `tc -s` right after.
@@ -513,7 +527,7 @@ fn qdisc_equals_tc() {
             "400ms",
         ],
     );
-    send_udp(&pair.a, format!("{}:9", pair.ip_b), 9);
+    send_udp(&pair.a, &pair.b, format!("{}:9", pair.ip_b), 9);
     let e = start_all();
     let s = e.scrape();
     let tc: serde_json::Value = serde_json::from_str(
@@ -631,15 +645,43 @@ fn qdisc_names_many_devices() {
     }
 }
 
-/// conntrack per namespace: the entry count matches the namespace's own table.
+/// conntrack per namespace: the entry count matches the namespace's own table. The test brings
+/// conntrack into being itself: an `-m conntrack` rule in b's namespace loads the module where
+/// it is one (a stock Debian kernel) and makes the namespace track its flows; only where the
+/// kernel refuses that rule (no conntrack at all) does the collector's failure path run, and
+/// then exactly.
 #[test]
 fn conntrack_per_namespace() {
-    if !privileged("conntrack_per_namespace") {
+    if !privileged_with("conntrack_per_namespace", &["iptables"]) {
         return;
     }
     let pair = Pair::new();
+    let rule = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &pair.b.name,
+            "iptables",
+            "-A",
+            "INPUT",
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "NEW",
+            "-j",
+            "ACCEPT",
+        ])
+        .output()
+        .unwrap();
+    let stat_exists = std::path::Path::new("/proc/self/net/stat/nf_conntrack").exists();
     let e = start_all();
-    if !std::path::Path::new("/proc/self/net/stat/nf_conntrack").exists() {
+    if !rule.status.success() {
+        // The kernel has no conntrack: the rule is refused and the table does not exist.
+        assert!(
+            !stat_exists,
+            "conntrack exists but the rule failed: {}",
+            String::from_utf8_lossy(&rule.stderr)
+        );
         let s = e.scrape();
         assert_eq!(
             s.one(
@@ -657,38 +699,33 @@ fn conntrack_per_namespace() {
         );
         return;
     }
-    // Conntrack tracks a namespace's flows only once a rule there uses it.
-    pair.b.exec(
-        "iptables",
-        &[
-            "-A",
-            "INPUT",
-            "-m",
-            "conntrack",
-            "--ctstate",
-            "NEW",
-            "-j",
-            "ACCEPT",
-        ],
-    );
-    send_udp(&pair.a, format!("{}:9", pair.ip_b), 1);
+    assert!(stat_exists, "the conntrack rule loaded no conntrack table");
+    send_udp(&pair.a, &pair.b, format!("{}:9", pair.ip_b), 1);
     for p in 9001..9004 {
-        send_udp(&pair.a, format!("{}:{p}", pair.ip_b), 1);
+        send_udp(&pair.a, &pair.b, format!("{}:{p}", pair.ip_b), 1);
     }
+    let entries = || {
+        let stat = pair.b.cat("/proc/self/net/stat/nf_conntrack");
+        u64::from_str_radix(
+            stat.lines()
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap(),
+            16,
+        )
+        .unwrap()
+    };
+    // One entry per flow: the four destination ports.
+    let n = wait_for("b tracks the four flows", Duration::from_secs(5), || {
+        let n = entries();
+        (n >= 4).then_some(n)
+    });
+    assert_eq!(n, 4);
     let s = e.scrape();
     let ib = pair.b.inode().to_string();
-    let stat = pair.b.cat("/proc/self/net/stat/nf_conntrack");
-    let entries = u64::from_str_radix(
-        stat.lines()
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap(),
-        16,
-    )
-    .unwrap();
-    assert_eq!(entries, 4);
+    assert_eq!(entries(), 4);
     assert_eq!(
         s.one("netsleuth_conntrack_entries", &[("netns", &ib)])
             .value,
@@ -713,19 +750,16 @@ fn process_namespaces_and_churn() {
     let e = start_all();
     for round in 0..15 {
         let comm = if round % 2 == 0 { "sleep" } else { "cat" };
-        let mut child = if comm == "sleep" {
-            Command::new("unshare")
-                .args(["--net", "sleep", "600"])
-                .spawn()
-                .unwrap()
+        let child = if comm == "sleep" {
+            Holder::spawn(Command::new("unshare").args(["--net", "sleep", "600"]))
         } else {
-            Command::new("unshare")
-                .args(["--net", "cat"])
-                .stdin(Stdio::piped())
-                .spawn()
-                .unwrap()
+            Holder::spawn(
+                Command::new("unshare")
+                    .args(["--net", "cat"])
+                    .stdin(Stdio::piped()),
+            )
         };
-        let pid = child.id();
+        let pid = child.pid();
         let inode = wait_for("unshare", Duration::from_secs(5), || {
             // comm first: once it is the exec'd program, unshare(CLONE_NEWNET) is done and the
             // link read next is the new namespace (the other order raced under load).
@@ -746,8 +780,7 @@ fn process_namespaces_and_churn() {
         );
         assert_eq!(got.labels["kind"], "process", "round {round}");
         assert_eq!(got.labels["name"], comm, "round {round}: inode {inode}");
-        let _ = child.kill();
-        let _ = child.wait();
+        drop(child);
         let s = e.scrape();
         assert!(s
             .find(
@@ -803,12 +836,12 @@ fn process_name_follows_exec() {
         return;
     }
     let e = Exporter::start(&[]);
-    let mut child = Command::new("unshare")
-        .args(["--net", "sh", "-c", "read x; exec sleep 600"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
+    let mut child = Holder::spawn(
+        Command::new("unshare")
+            .args(["--net", "sh", "-c", "read x; exec sleep 600"])
+            .stdin(Stdio::piped()),
+    );
+    let pid = child.pid();
     let inode = wait_for("sh in its netns", Duration::from_secs(5), || {
         let c = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
         let l = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
@@ -828,7 +861,7 @@ fn process_name_follows_exec() {
         .labels["name"],
         "sh"
     );
-    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    child.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
     wait_for("exec", Duration::from_secs(5), || {
         let c = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
         (c.trim() == "sleep").then_some(())
@@ -842,6 +875,5 @@ fn process_name_follows_exec() {
         .labels["name"],
         "sleep"
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
 }
