@@ -7,6 +7,7 @@ only.
 """
 import json
 import os
+import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -296,6 +297,9 @@ def node_overview():
           "Time packets spent in the qdisc before the driver (eBPF probe netiftxlat).",
           [ts(f"topk(10, histogram_quantile(0.99, sum by ({ENT}, device, le) (rate(netsleuth_netiftxlat_qdisc_seconds_bucket{{{E}}}[{RI}]))))",
               LEG + " {{device}}")], unit="s")
+    quantiles(b, "virtio-net control command latency",
+              "virtnet_send_command (eBPF probe virtcmdlatency; needs fentry or kprobes).",
+              "netsleuth_virtcmdlatency_seconds", N, "instance", "{{instance}}", w=24)
 
     b.row("Exporter health")
     b.add("stat", "Targets up", "Prometheus's own `up` for the selected exporters.",
@@ -387,6 +391,8 @@ def pod_drilldown():
     heatmap(b, "Qdisc latency", "All the pod's devices.", "netsleuth_netiftxlat_qdisc_seconds", P, w=8)
     quantiles(b, "Kernel receive latency", "netif_receive_skb to the TCP socket (kernellatency rx).",
               "netsleuth_kernellatency_rx_seconds", P, "k8s_pod", "")
+    quantiles(b, "Kernel transmit latency", "ip_queue_xmit to net_dev_queue (kernellatency tx; needs fentry or kprobes).",
+              "netsleuth_kernellatency_tx_seconds", P, "k8s_pod", "")
     quantiles(b, "Kernel forward latency", "netif_receive_skb to net_dev_queue of a forwarded packet (kernellatency forward).",
               "netsleuth_kernellatency_forward_seconds", P, "k8s_pod", "")
 
@@ -435,14 +441,15 @@ def events():
                      b, loki=True, tags=["events"])
 
 
-def main():
+def main(out=HERE):
     for name, d in [("netsleuth-node.json", node_overview()),
                     ("netsleuth-pod.json", pod_drilldown()),
                     ("netsleuth-events.json", events())]:
-        with open(os.path.join(HERE, name), "w") as f:
+        with open(os.path.join(out, name), "w") as f:
             json.dump(d, f, indent=2, ensure_ascii=False)
             f.write("\n")
 
 
 if __name__ == "__main__":
-    main()
+    # An optional folder to write to instead (the test compares its output with these files).
+    main(*sys.argv[1:2])
