@@ -264,6 +264,9 @@ pub struct Conn {
     buf: Vec<u8>,
     /// Requests answered on this connection.
     served: u64,
+    /// The write timeout, and the deadline of the response being written (None: per write).
+    write_timeout: Duration,
+    deadline: Option<Instant>,
     stats: Arc<Stats>,
 }
 
@@ -294,22 +297,39 @@ impl Conn {
 
     /// Switch to blocking writes bounded by `timeout` (a worker or stream thread owns it now).
     pub fn set_blocking(&mut self, timeout: Duration) -> io::Result<()> {
+        self.write_timeout = timeout;
         let s = self.stream();
         s.set_nonblocking(false)?;
         s.set_write_timeout(Some(timeout))?;
         s.set_read_timeout(Some(timeout))
     }
 
-    /// Write all of `data`, through TLS when the connection has it.
+    /// Write all of `data`, through TLS when the connection has it, by the response's deadline
+    /// (a worker's whole response has one write timeout, so a client reading a byte now and
+    /// then cannot hold it), else within one write timeout from now (a stream's each write).
     pub fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
-        match &mut self.t {
-            Transport::Plain(s) => s.write_all(data),
-            Transport::Tls(s, c) => {
-                let mut st = rustls::Stream::new(c.as_mut(), s);
-                st.write_all(data)?;
-                st.flush()
+        let deadline = self
+            .deadline
+            .unwrap_or_else(|| Instant::now() + self.write_timeout);
+        for chunk in data.chunks(64 * 1024) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "write timeout"));
+            }
+            match &mut self.t {
+                Transport::Plain(s) => {
+                    s.set_write_timeout(Some(left))?;
+                    s.write_all(chunk)?;
+                }
+                Transport::Tls(s, c) => {
+                    s.set_write_timeout(Some(left))?;
+                    let mut st = rustls::Stream::new(c.as_mut(), s);
+                    st.write_all(chunk)?;
+                    st.flush()?;
+                }
             }
         }
+        Ok(())
     }
 }
 
@@ -632,6 +652,8 @@ impl Reactor {
                     t,
                     buf: Vec::new(),
                     served: 0,
+                    write_timeout: self.limits.write_timeout,
+                    deadline: None,
                     stats: self.stats.clone(),
                 },
                 since: now,
@@ -952,6 +974,7 @@ fn worker(
         }
         if let Some(mut conn) = kept {
             conn.served += 1;
+            conn.deadline = None;
             if conn.stream().set_nonblocking(true).is_ok() && back.try_send(conn).is_ok() {
                 let _ = (&*wake).write(&[1]);
             }
@@ -972,6 +995,8 @@ fn serve_one(
     if conn.set_blocking(limits.write_timeout).is_err() {
         return None;
     }
+    // The whole response within one write timeout; streams set their own per write.
+    conn.deadline = Some(Instant::now() + limits.write_timeout);
     let keep = req.keep_alive();
     // A verified client certificate must carry an allowed name (client_allowed_sans).
     if let Transport::Tls(_, c) = &conn.t {
@@ -1020,6 +1045,7 @@ fn serve_one(
         }
         Outcome::Stream(f) => {
             stats.count(name, 200);
+            conn.deadline = None;
             f(conn, web.headers.clone());
             None
         }

@@ -773,3 +773,70 @@ fn bad_web_configs_are_named() {
         assert!(err.contains(want), "{text}: wanted {want:?} in {err}");
     }
 }
+
+/// A handler with a 32 MiB page (more than any socket buffer holds): what a client that stops
+/// reading meets.
+struct BigPage;
+
+impl netsleuth::server::Handler for BigPage {
+    fn handle(&self, _: &netsleuth::server::Request) -> netsleuth::server::Outcome {
+        netsleuth::server::Outcome::Respond(netsleuth::server::Response {
+            status: 200,
+            headers: vec![],
+            body: netsleuth::server::Body::Bytes(vec![b'x'; 32 << 20]),
+        })
+    }
+    fn handler_name(&self, _: &str) -> &'static str {
+        "metrics"
+    }
+    fn is_collection(&self, _: &str) -> bool {
+        true
+    }
+}
+
+/// Clients that ask for a page and never read are cut off at the write timeout (1 s here): the
+/// workers they held are free again (more stalled readers than workers, and a reader that reads
+/// still gets its page), and every cut is counted.
+#[test]
+fn clients_that_stop_reading_are_cut_off() {
+    let listeners = netsleuth::server::bind(&[vec!["127.0.0.1:0".parse().unwrap()]]).unwrap();
+    let limits = netsleuth::server::Limits {
+        write_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let workers = limits.workers;
+    let server = netsleuth::server::start(
+        listeners,
+        Arc::new(BigPage),
+        Arc::new(netsleuth::web_config::Watched::plain()),
+        limits,
+    )
+    .unwrap();
+    let addr = server.addrs[0].to_string();
+    let mut stalled = Vec::new();
+    for _ in 0..workers + 2 {
+        let s = TcpStream::connect(&addr).unwrap();
+        nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RcvBuf, &4096).unwrap();
+        (&s).write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        stalled.push(s);
+    }
+    let t = Instant::now();
+    wait_for(
+        "every stalled reader cut off",
+        Duration::from_secs(20),
+        || {
+            (server.stats.rejected(netsleuth::server::Rejected::Timeout) == (workers + 2) as u64)
+                .then_some(())
+        },
+    );
+    // Two rounds of `workers` cuts at 1 s each, not TCP's minutes.
+    assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut page = Vec::new();
+    s.read_to_end(&mut page).unwrap();
+    assert!(page.len() > 32 << 20, "{} bytes", page.len());
+    drop(stalled);
+}
