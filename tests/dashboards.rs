@@ -924,7 +924,8 @@ fn every_query_runs_against_a_real_prometheus() {
     let (a, b) = (&pair.a, &pair.b);
     let c = Netns::new("nsc");
     let (dev_bc, dev_cb) = (unique("vbc"), unique("vcb"));
-    let net = 10 + std::process::id() % 200;
+    // 198.19.160-199.x: away from the runtimes' CNI range of tests/runtimes (198.19.64.0/20).
+    let net = 160 + std::process::id() % 40;
     let (ip_bc, ip_c) = (format!("198.19.{net}.1"), format!("198.19.{net}.2"));
     run(
         "ip",
@@ -1096,10 +1097,10 @@ inventory:
             std::thread::sleep(Duration::from_millis(20));
         }
     });
-    // The pod's SYNs to a's DROP rule: retransmitted.
+    // The pod's SYNs to a's DROP rule: retransmitted after 1 s and 3 s (a scrape between).
     let to_blackhole = SocketAddr::from((ip_a, 7104));
     let syn = spawn_in(&b.name, move || {
-        TcpStream::connect_timeout(&to_blackhole, Duration::from_millis(2500)).is_err()
+        TcpStream::connect_timeout(&to_blackhole, Duration::from_millis(3500)).is_err()
     });
     let to_full = SocketAddr::from((ip_b, 7101));
     let overflow = spawn_in(&a.name, move || {
@@ -1125,7 +1126,19 @@ inventory:
     let drops_q =
         format!("sum(netsleuth_packetloss_total{{k8s_pod=\"{pod}\", reason=\"NETFILTER_DROP\"}})");
     let nosock_q = format!("sum(netsleuth_tcpreset_total{{k8s_pod=\"{pod}\", type=\"NOSOCK\"}})");
+    // Datagrams the pod forwards to c (and c's port unreachables it forwards back).
+    let to_c: SocketAddr = format!("{ip_c}:7106").parse().unwrap();
+    let forward = |n: usize| {
+        a.within(move || {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            for _ in 0..n {
+                s.send_to(b"forward me", to_c).unwrap();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
     fill_window(a, b, SocketAddr::from((ip_a, 7103)));
+    forward(10);
     pair.send_udp_to_b(DROP_PORT, 3);
     assert_eq!(refuse(1), 1);
     wait_for(
@@ -1141,6 +1154,7 @@ inventory:
         || (prom.value(&send_q)? >= 1.0).then_some(()),
     );
     fill_window(a, b, SocketAddr::from((ip_a, 7109)));
+    forward(10);
     pair.send_udp_to_b(DROP_PORT, DROPS - 3);
     assert_eq!(refuse(REFUSED - 1), REFUSED - 1);
     // A datagram the pod reads 300 ms after it arrived.
@@ -1155,15 +1169,6 @@ inventory:
     a.within(move || {
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
         s.send_to(b"late", to_udp).unwrap();
-    });
-    // Datagrams the pod forwards to c.
-    let to_c: SocketAddr = format!("{ip_c}:7106").parse().unwrap();
-    a.within(move || {
-        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-        for _ in 0..20 {
-            s.send_to(b"forward me", to_c).unwrap();
-            std::thread::sleep(Duration::from_millis(5));
-        }
     });
     // A burst the tbf cannot take: qdisc drops in the pod.
     let to_a = SocketAddr::from((ip_a, 7107));
@@ -1367,6 +1372,68 @@ inventory:
             other => failures.push(format!("{file} / {title}: {label}={value} is {other:?}")),
         }
     }
+    // The namespaces by kind: the pod, the named a and c, the host.
+    for (kind, at_least) in [("pod", 1.0), ("named", 2.0), ("host", 1.0)] {
+        match series("netsleuth-node.json", "Namespaces by kind", "kind", kind) {
+            Some(v) if v >= at_least => {}
+            other => failures.push(format!("namespaces of kind {kind}: {other:?}")),
+        }
+    }
+    // The tbf's drops as the kernel counts them (tc -s) are the pod's qdisc drops in Prometheus.
+    let tc_dropped = || -> u64 {
+        let out = b.exec("tc", &["-s", "qdisc", "show", "dev", &pair.dev_b]);
+        let i = out.find("dropped ").expect("tc -s: dropped") + "dropped ".len();
+        out[i..].split(',').next().unwrap().trim().parse().unwrap()
+    };
+    let qdisc_q = format!(
+        "sum(netsleuth_qdisc_drops_total{{k8s_pod=\"{pod}\", device=\"{}\", qdisc_kind=\"tbf\"}})",
+        pair.dev_b
+    );
+    let tc_drops = tc_dropped();
+    if tc_drops == 0 {
+        failures.push("the tbf dropped nothing".into());
+    }
+    let seen = (0..50).find_map(|_| {
+        let v = prom.value(&qdisc_q);
+        if v == Some(tc_drops as f64) {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        None
+    });
+    if seen.is_none() {
+        failures.push(format!(
+            "qdisc drops in prometheus {:?}, tc -s says {tc_drops}",
+            prom.value(&qdisc_q)
+        ));
+    }
+    // The whole drop table is what the test did: the refused SYNs (no socket), the datagrams
+    // into the DROP rule, and the tbf's drops.
+    let got: BTreeMap<String, String> = table
+        .iter()
+        .map(|s| {
+            (
+                format!(
+                    "{}/{}",
+                    s["metric"]["reason"].as_str().unwrap_or("?"),
+                    s["metric"]["protocol"].as_str().unwrap_or("?")
+                ),
+                s["value"][1].as_str().unwrap_or("?").to_string(),
+            )
+        })
+        .collect();
+    let want: BTreeMap<String, String> = [
+        ("NO_SOCKET/TCP", REFUSED as u64),
+        ("NETFILTER_DROP/UDP", DROPS as u64),
+        ("QDISC_DROP/UDP", tc_drops),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    if got != want {
+        failures.push(format!("the pod's drop table is {got:?}, not {want:?}"));
+    }
+    eprintln!("pod drop table: {got:?}; tbf dropped {tc_drops}");
     // Failing collectors and probes (the values are the 0 of the gauge).
     for (file, title, label, value) in [
         (
