@@ -8,7 +8,7 @@ mod common;
 mod loki_server;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -406,11 +406,10 @@ fn loki_retries_429_and_5xx_not_400() {
 
 #[test]
 fn dead_loki_bounded_backlog_nothing_lost_silently() {
-    // A port with nothing listening: connection refused until Loki "comes back".
-    let port = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // A port whose connections are reset: every push fails until Loki "comes back" on the same
+    // socket (no other process can take the port meanwhile).
+    let held = common::HeldPort::new();
+    let port = held.port;
     let mut cfg = fast_loki(format!("http://127.0.0.1:{port}/loki/api/v1/push"));
     cfg.max_backlog = 2000;
     cfg.max_retries = 0; // retry for ever: only the backlog bound drops.
@@ -426,10 +425,7 @@ fn dead_loki_bounded_backlog_nothing_lost_silently() {
     assert!(c.retried.load(Ordering::Relaxed) >= 1);
     assert!(c.backlog.load(Ordering::Relaxed) <= 2000);
     // Loki comes back.
-    let loki = TestLoki::on(
-        TcpListener::bind(("127.0.0.1", port)).unwrap(),
-        Options::default(),
-    );
+    let loki = TestLoki::on(held.listen(), Options::default());
     for i in generated / 2..generated {
         p.publish(ev("PACKETLOSS", "default", i));
         if i % 1000 == 0 {

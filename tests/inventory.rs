@@ -15,7 +15,10 @@ fn labels_for_late_events_within_the_grace_period() {
     }
     let before_birth = Instant::now();
     std::thread::sleep(Duration::from_millis(5));
-    let ns = Netns::new("nsg");
+    // Inode numbers held below the namespace and released just before it is deleted: no other
+    // namespace on the node takes its inode before the assertions below.
+    let shield = InumShield::hold(256);
+    let ns = netns_above(&shield, "nsg");
     let inode = ns.inode();
     let inv = Inventory::new("/proc", &["/run/netns".to_string()]);
     inv.refresh();
@@ -31,10 +34,13 @@ fn labels_for_late_events_within_the_grace_period() {
 
     let name = ns.name.clone();
     let event_time = Instant::now();
+    drop(shield);
     drop(ns);
     inv.refresh();
-    // Another test may already have a new namespace on the recycled inode.
-    let reused = inv.snapshot().by_inode(inode).is_some();
+    assert!(
+        inv.snapshot().by_inode(inode).is_none(),
+        "inode {inode} reused by another namespace despite the 256-number shield"
+    );
     // An event that happened while it lived still gets its labels after it is gone...
     let late = inv
         .labels_for(inode, event_time)
@@ -42,12 +48,10 @@ fn labels_for_late_events_within_the_grace_period() {
     assert!(late.contains(&format!("name=\"{name}\"")), "{late}");
     // ...but not an event from before it existed (a previous owner of the inode), nor one from
     // after its death.
-    if !reused {
-        assert_eq!(inv.labels_for(inode, before_birth), None);
-        assert_eq!(
-            inv.labels_for(inode, Instant::now() + Duration::from_millis(1)),
-            None
-        );
-    }
+    assert_eq!(inv.labels_for(inode, before_birth), None);
+    assert_eq!(
+        inv.labels_for(inode, Instant::now() + Duration::from_millis(1)),
+        None
+    );
     assert!(GRACE >= Duration::from_secs(10));
 }

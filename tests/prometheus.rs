@@ -4,7 +4,6 @@
 mod common;
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -72,25 +71,10 @@ fn promtool_check_metrics_passes() {
     assert!(msg.trim().is_empty(), "promtool complained:\n{msg}");
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A real Prometheus server scrapes us: the target is up and our series are queryable.
 #[test]
 fn real_prometheus_scrapes_the_exporter() {
-    if !privileged("real_prometheus_scrapes_the_exporter") {
-        return;
-    }
-    if !have("prometheus") {
-        skip(
-            "real_prometheus_scrapes_the_exporter",
-            "prometheus not installed (Debian package prometheus)",
-        );
+    if !privileged_with("real_prometheus_scrapes_the_exporter", &["prometheus"]) {
         return;
     }
     let ns = Netns::new("nsq");
@@ -106,18 +90,19 @@ fn real_prometheus_scrapes_the_exporter() {
         ),
     )
     .unwrap();
-    let port = free_port();
-    let mut prom = Command::new("prometheus")
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Prometheus binds a port of the kernel's choosing (port 0), read back from its socket.
+    let prom = Holder::spawn(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg("--web.listen-address=127.0.0.1:0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let port = listening_port(prom.pid(), Duration::from_secs(60));
     let api = format!("127.0.0.1:{port}");
     let result = std::panic::catch_unwind(|| {
         let target = wait_for("prometheus target up", Duration::from_secs(60), || {
@@ -150,8 +135,7 @@ fn real_prometheus_scrapes_the_exporter() {
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["data"]["result"][0]["value"][1], "1");
     });
-    let _ = prom.kill();
-    let _ = prom.wait();
+    drop(prom);
     let _ = std::fs::remove_dir_all(&dir);
     if let Err(p) = result {
         std::panic::resume_unwind(p);

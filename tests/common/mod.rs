@@ -150,6 +150,89 @@ pub fn read_line_until<T: Send + 'static>(
         .unwrap_or_else(|_| panic!("timed out ({timeout:?}) waiting for {what}"))
 }
 
+/// A loopback TCP port held by a listener that resets every connection (SO_LINGER 0, then
+/// close: the client's request fails at once), so no other process can take the port until
+/// [`HeldPort::listen`] hands the same socket over to a real server (no port freed and picked
+/// again).
+pub struct HeldPort {
+    pub port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<std::net::TcpListener>>,
+}
+
+impl HeldPort {
+    pub fn new() -> HeldPort {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        l.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                match l.accept() {
+                    Ok((c, _)) => {
+                        let zero = libc::linger {
+                            l_onoff: 1,
+                            l_linger: 0,
+                        };
+                        let _ = nix::sys::socket::setsockopt(
+                            &c,
+                            nix::sys::socket::sockopt::Linger,
+                            &zero,
+                        );
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            l.set_nonblocking(false).unwrap();
+            l
+        });
+        HeldPort {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The listener, no longer resetting: connections queue for whoever accepts now.
+    pub fn listen(mut self) -> std::net::TcpListener {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for HeldPort {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The TCP port a process listens on (its listening socket's inode found in `/proc/<pid>/fd`
+/// and `/proc/<pid>/net/tcp`), once it does: for servers started on port 0.
+pub fn listening_port(pid: u32, timeout: Duration) -> u16 {
+    wait_for("the server's listening port", timeout, || {
+        let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .ok()?
+            .flatten()
+            .filter_map(|d| {
+                let l = std::fs::read_link(d.path()).ok()?;
+                let l = l.to_str()?;
+                Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+            })
+            .collect();
+        let tcp = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).ok()?;
+        tcp.lines().skip(1).find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // local_address, state 0A (LISTEN), inode.
+            (f.get(3) == Some(&"0A") && inodes.iter().any(|i| Some(&i.as_str()) == f.get(9)))
+                .then(|| u16::from_str_radix(f[1].split_once(':')?.1, 16).ok())?
+        })
+    })
+}
+
 /// Whether a program is on PATH.
 pub fn have(prog: &str) -> bool {
     Command::new("sh")
@@ -483,6 +566,67 @@ impl Drop for Netns {
             .args(["netns", "del", &self.name])
             .status();
     }
+}
+
+/// Namespace inode numbers held below the namespaces a test is about to create, so that none
+/// of those is reused by another namespace soon after the test deletes it: the kernel gives
+/// every new namespace (of any type, anywhere on the node: each `ip netns exec` makes a mount
+/// namespace) the lowest free proc inode number. `hold` takes `n` of the lowest with UTS
+/// namespaces kept open by fd; create the test's namespaces next (check them with
+/// [`InumShield::below`]), and drop the shield just before deleting them: the next `n`
+/// namespaces made on the node take the shield's numbers, not the test's.
+pub struct InumShield(Vec<std::fs::File>);
+
+impl InumShield {
+    pub fn hold(n: usize) -> InumShield {
+        let files = std::thread::spawn(move || {
+            (0..n)
+                .map(|_| {
+                    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUTS).unwrap();
+                    std::fs::File::open("/proc/thread-self/ns/uts").unwrap()
+                })
+                .collect()
+        })
+        .join()
+        .unwrap();
+        InumShield(files)
+    }
+
+    /// Whether every held number is below `ino`.
+    pub fn below(&self, ino: u64) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        self.0
+            .iter()
+            .all(|f| f.metadata().is_ok_and(|m| m.ino() < ino))
+    }
+}
+
+/// A new named namespace whose inode is above every number `shield` holds (retried until it
+/// is: a number freed meanwhile below the shield would be the next one reused).
+pub fn netns_above(shield: &InumShield, prefix: &str) -> Netns {
+    for _ in 0..20 {
+        let ns = Netns::new(prefix);
+        if shield.below(ns.inode()) {
+            return ns;
+        }
+    }
+    panic!("no namespace above the inode shield after 20 tries");
+}
+
+/// Whether any live namespace (bound under /run/netns or of a process) has inode `ino`.
+pub fn netns_inode_in_use(ino: u64) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let bound = std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|d| std::fs::metadata(d.path()).is_ok_and(|m| m.ino() == ino));
+    bound
+        || std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|d| std::fs::metadata(d.path().join("ns/net")).is_ok_and(|m| m.ino() == ino))
 }
 
 /// Two namespaces joined by a veth pair: `a` has 198.18.<net>.1/24 on `dev_a`, `b` has
