@@ -109,7 +109,9 @@ fn packaged_binary() -> &'static Path {
         );
         let version = env!("CARGO_PKG_VERSION");
         let deb = root.join(format!("target/packages/netsleuth_{version}_amd64.deb"));
-        let dir = std::env::temp_dir().join(unique("nslpkg"));
+        // One folder, replaced by each run (no leftovers pile up in /tmp).
+        let dir = std::env::temp_dir().join("netsleuth-packaging-test-payload");
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         common::run(
             "dpkg-deb",
