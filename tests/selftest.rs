@@ -1,6 +1,7 @@
 //! `netsleuth selftest --json` on the host kernel, as root: every check passes or is reported
 //! unsupported with a reason, the exit code says so, and the JSON has one check per line with
-//! the fields `tests/kernel-matrix/run` compares.
+//! the fields `tests/kernel-matrix/run` compares; and each outcome is the one that follows from
+//! what the loader's own probes say this kernel offers (not merely "not fail").
 
 mod common;
 
@@ -63,4 +64,150 @@ fn selftest_text_is_the_default() {
     assert!(text.starts_with("netsleuth selftest on kernel "), "{text}");
     assert!(text.contains(" checks: "), "{text}");
     assert_eq!(out.status.code(), Some(0), "{text}");
+}
+
+/// Every outcome follows from what this kernel offers, as the loader's own probes see it
+/// (`common::offers()`: the getppid fentry and kprobe programs): what every supported kernel
+/// has (namespaces, tracepoints, the probes' tracepoint plans) passes; the fentry and kprobe
+/// checks pass where the family is offered and are `unsupported` only where it is refused; a
+/// probe check is `unsupported` only with the kernel's lack named (anything else would be a
+/// loader failure, which is `fail`).
+#[test]
+fn selftest_outcomes_follow_what_the_kernel_offers() {
+    if !common::privileged("selftest_outcomes_follow_what_the_kernel_offers") {
+        return;
+    }
+    let o = common::offers();
+    let out = Command::new(common::BIN)
+        .args(["selftest", "--json"])
+        .output()
+        .expect("run netsleuth selftest");
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let checks = doc["checks"].as_array().expect("checks array");
+    let get = |name: &str| -> (&str, &str, &str) {
+        let c = checks
+            .iter()
+            .find(|c| c["check"] == name)
+            .unwrap_or_else(|| panic!("no check {name}: {text}"));
+        (
+            c["status"].as_str().unwrap(),
+            c["outcome"].as_str().unwrap(),
+            c["detail"].as_str().unwrap(),
+        )
+    };
+    let pass = |name: &str| {
+        let (st, outcome, detail) = get(name);
+        assert_eq!(st, "pass", "{name}: {outcome}: {detail}");
+    };
+    // What every kernel we support has.
+    for c in checks {
+        let name = c["check"].as_str().unwrap();
+        if name.starts_with("metrics.") {
+            pass(name);
+        }
+    }
+    let iptables = common::have("iptables");
+    assert_eq!(
+        get("metrics.drop").1,
+        if iptables {
+            "pass:iptables"
+        } else {
+            "pass:blackhole"
+        }
+    );
+    for name in [
+        "bpf.load",
+        "bpf.tcp_send_reset",
+        "bpf.kfree_skb_raw",
+        "bpf.net_dev_queue_a",
+        "bpf.net_dev_queue_b",
+        "bpf.plan.tcp_reset",
+        "bpf.plan.kfree_skb",
+        "bpf.plan.net_dev_queue",
+    ] {
+        pass(name);
+    }
+    // tp_btf kfree_skb: attached, or covered by the raw_tp fallback where the kernel lacks it.
+    let (st, outcome, detail) = get("bpf.kfree_skb_btf");
+    assert!(
+        st == "pass" || outcome == "unsupported:fallback",
+        "{outcome}: {detail}"
+    );
+    // The function probes: as offered.
+    for (prog, offered, refused) in [
+        ("fentry_getppid", o.fentry(), "unsupported:load"),
+        ("fexit_getppid", o.fentry(), "unsupported:load"),
+        ("kprobe_getppid", o.kprobes(), "unsupported:attach"),
+        ("kretprobe_getppid", o.kprobes(), "unsupported:attach"),
+    ] {
+        let name = format!("bpf.{prog}");
+        let (st, outcome, detail) = get(&name);
+        if offered {
+            assert_eq!(st, "pass", "{name}: {outcome}: {detail}");
+        } else {
+            assert_eq!(outcome, refused, "{name}: {detail}");
+        }
+    }
+    for plan in ["bpf.plan.getppid_entry", "bpf.plan.getppid_exit"] {
+        let (st, outcome, detail) = get(plan);
+        let want = if o.fentry() || o.kprobes() {
+            "pass"
+        } else {
+            "unsupported"
+        };
+        assert_eq!(st, want, "{plan}: {outcome}: {detail}");
+    }
+    // The probes' plans.
+    let tracepoint_probes = [
+        "packetloss",
+        "tcpreset",
+        "tcpretrans",
+        "netiftxlat",
+        "softirq",
+        "socketlatency",
+        "kernellatency",
+    ];
+    for p in tracepoint_probes {
+        pass(&format!("probe.{p}"));
+        let (st, outcome, detail) = get(&format!("probe.{p}.kprobe"));
+        if o.kprobes() {
+            assert_eq!(st, "pass", "probe.{p}.kprobe: {outcome}: {detail}");
+        } else {
+            assert_eq!(st, "unsupported", "probe.{p}.kprobe: {detail}");
+        }
+        let (st, outcome, detail) = get(&format!("probe.{p}.fentry"));
+        if !o.fentry() {
+            assert_eq!(st, "unsupported", "probe.{p}.fentry: {detail}");
+        } else {
+            // Offered fentry: only a target this kernel lacks may stop it (see ebpf_plans).
+            assert!(
+                st == "pass" || p == "packetloss",
+                "probe.{p}.fentry: {outcome}: {detail}"
+            );
+        }
+    }
+    for name in [
+        "probe.packetloss.drop",
+        "probe.tcpreset.count",
+        "probe.netiftxlat.count",
+        "probe.socketlatency.read",
+    ] {
+        pass(name);
+    }
+    let (st, outcome, detail) = get("probe.kernellatency.tx");
+    let want = if o.fentry() || o.kprobes() {
+        "pass"
+    } else {
+        "unsupported"
+    };
+    assert_eq!(st, want, "probe.kernellatency.tx: {outcome}: {detail}");
+    // An unsupported probe check names what the kernel lacks (else it would be `fail`).
+    for c in checks {
+        let name = c["check"].as_str().unwrap();
+        if name.starts_with("probe.") && c["status"] == "unsupported" {
+            let detail = c["detail"].as_str().unwrap();
+            assert!(detail.contains("the kernel lacks it"), "{name}: {detail}");
+        }
+    }
 }
