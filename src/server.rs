@@ -1026,7 +1026,11 @@ fn serve_one(
             _ => None,
         };
     }
-    match handler.handle(req) {
+    // A handler that panics answers 500 and leaves the worker serving (the panic is logged by
+    // the panic hook); a worker lost per panic would shrink the fixed pool.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(req)))
+        .unwrap_or_else(|_| Outcome::Respond(Response::text(500, "internal error\n")));
+    match outcome {
         Outcome::Respond(r) => {
             stats.count(name, r.status);
             match write_response(&mut conn, req, r, web, keep) {

@@ -840,3 +840,55 @@ fn clients_that_stop_reading_are_cut_off() {
     assert!(page.len() > 32 << 20, "{} bytes", page.len());
     drop(stalled);
 }
+
+/// A handler that panics on one path.
+struct Panicky;
+
+impl netsleuth::server::Handler for Panicky {
+    fn handle(&self, req: &netsleuth::server::Request) -> netsleuth::server::Outcome {
+        assert!(req.path() != "/boom", "handler bug");
+        netsleuth::server::Outcome::Respond(netsleuth::server::Response::text(200, "fine\n"))
+    }
+    fn handler_name(&self, _: &str) -> &'static str {
+        "other"
+    }
+    fn is_collection(&self, _: &str) -> bool {
+        false
+    }
+}
+
+/// A panicking handler answers 500 and its worker keeps serving (one worker here: a lost
+/// worker would leave nobody to answer the next request).
+#[test]
+fn a_panicking_handler_costs_one_request_not_a_worker() {
+    let listeners = netsleuth::server::bind(&[vec!["127.0.0.1:0".parse().unwrap()]]).unwrap();
+    let limits = netsleuth::server::Limits {
+        workers: 1,
+        ..Default::default()
+    };
+    let server = netsleuth::server::start(
+        listeners,
+        Arc::new(Panicky),
+        Arc::new(netsleuth::web_config::Watched::plain()),
+        limits,
+    )
+    .unwrap();
+    let a = server.addrs[0].to_string();
+    for _ in 0..3 {
+        let r = raw(
+            &a,
+            &[b"GET /boom HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"],
+            Duration::ZERO,
+        );
+        assert!(r.starts_with("HTTP/1.1 500"), "{r}");
+    }
+    let r = raw(
+        &a,
+        &[b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"],
+        Duration::ZERO,
+    );
+    assert!(
+        r.starts_with("HTTP/1.1 200") && r.ends_with("fine\n"),
+        "{r}"
+    );
+}
