@@ -7,7 +7,7 @@ mod common;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{events_of, scrape_sum, skip, wait_for, write_config, Exporter, Netns, Pair};
+use common::{events_of, scrape_sum, wait_for, write_config, Exporter, Netns, Pair};
 
 /// Tests share kernel-global tracepoints: one at a time.
 static LOCK: Mutex<()> = Mutex::new(());
@@ -17,13 +17,7 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn root(test: &str) -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        return skip(test, "needs root (BPF, network namespaces, iptables)");
-    }
-    if !common::have("iptables") {
-        return skip(test, "needs iptables");
-    }
-    true
+    common::privileged_with(test, &["iptables"])
 }
 
 /// The exporter on `yaml`, once the probe's program series shows up (attached).

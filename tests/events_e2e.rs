@@ -12,7 +12,7 @@ use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{scrape_sum, skip, unique, wait_for, write_config, Exporter, Pair};
+use common::{scrape_sum, unique, wait_for, write_config, Exporter, Pair};
 use loki_server::{Options, Pki, TestLoki};
 
 const DROPS: usize = 10;
@@ -56,15 +56,7 @@ fn logfmt<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 
 #[test]
 fn ebpf_events_reach_loki_over_http_and_tls_and_the_live_stream() {
-    if !nix::unistd::geteuid().is_root() {
-        skip(
-            "ebpf_events_e2e",
-            "needs root (BPF, network namespaces, iptables)",
-        );
-        return;
-    }
-    if !common::have("iptables") || !common::have("curl") {
-        skip("ebpf_events_e2e", "needs iptables and curl");
+    if !common::privileged_with("ebpf_events_e2e", &["iptables", "curl"]) {
         return;
     }
     let plain = TestLoki::start(vec![]);

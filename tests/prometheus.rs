@@ -12,14 +12,7 @@ use common::*;
 /// promtool lints a scrape with every probe and every kernel field: exit 0, no complaints.
 #[test]
 fn promtool_check_metrics_passes() {
-    if !privileged("promtool_check_metrics_passes") {
-        return;
-    }
-    if !have("promtool") {
-        skip(
-            "promtool_check_metrics_passes",
-            "promtool not installed (Debian package prometheus)",
-        );
+    if !privileged_with("promtool_check_metrics_passes", &["promtool"]) {
         return;
     }
     let pair = Pair::new();
