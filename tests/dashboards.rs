@@ -14,6 +14,7 @@
 //!   [`NO_DATA_HERE`] with the reason.
 
 mod common;
+mod loki_server;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -357,6 +358,117 @@ fn logql_problems(expr: &str) -> Vec<String> {
         }
     }
     bad
+}
+
+/// The key/value pairs of a logfmt line (values quoted with `"` and `\"` escapes, or bare).
+fn logfmt(line: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let b: Vec<char> = line.chars().collect();
+    let mut i = 0;
+    while i < b.len() {
+        while i < b.len() && b[i] == ' ' {
+            i += 1;
+        }
+        let k0 = i;
+        while i < b.len() && b[i] != '=' && b[i] != ' ' {
+            i += 1;
+        }
+        let key: String = b[k0..i].iter().collect();
+        let mut val = String::new();
+        if i < b.len() && b[i] == '=' {
+            i += 1;
+            if i < b.len() && b[i] == '"' {
+                i += 1;
+                while i < b.len() && b[i] != '"' {
+                    if b[i] == '\\' && i + 1 < b.len() {
+                        i += 1;
+                    }
+                    val.push(b[i]);
+                    i += 1;
+                }
+                i += 1;
+            } else {
+                while i < b.len() && b[i] != ' ' {
+                    val.push(b[i]);
+                    i += 1;
+                }
+            }
+        }
+        if !key.is_empty() {
+            out.insert(key, val);
+        }
+    }
+    out
+}
+
+/// Evaluates the dashboards' LogQL shapes over pushed entries the way Loki would: the stream
+/// selector's matchers (regexes anchored) on the stream labels, then `| logfmt` and label
+/// filters on the parsed keys (stream labels win a name clash, as in Loki). Returns the lines
+/// selected and, for `sum by (x) (count_over_time(...))`, the groups.
+fn logql_eval(
+    q: &str,
+    entries: &[(Value, u128, String, Value)],
+) -> (Vec<String>, BTreeSet<String>) {
+    let re = |op: &str, pat: &str, v: &str| -> bool {
+        match op {
+            "=" => v == pat,
+            "!=" => v != pat,
+            "=~" => regex::Regex::new(&format!("^(?:{pat})$"))
+                .unwrap()
+                .is_match(v),
+            "!~" => !regex::Regex::new(&format!("^(?:{pat})$"))
+                .unwrap()
+                .is_match(v),
+            _ => panic!("operator {op}"),
+        }
+    };
+    let m = regex::Regex::new(r#"([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"([^"]*)""#).unwrap();
+    let open = q.find('{').unwrap();
+    let close = open + q[open..].find('}').unwrap();
+    let selector: Vec<(String, String, String)> = m
+        .captures_iter(&q[open..close])
+        .map(|c| (c[1].to_string(), c[2].to_string(), c[3].to_string()))
+        .collect();
+    let rest = &q[close + 1..];
+    let pipeline = &rest[..rest.rfind('[').unwrap_or(rest.len())];
+    let mut lines = Vec::new();
+    let mut groups = BTreeSet::new();
+    let by = regex::Regex::new(r"by \(([^)]*)\)")
+        .unwrap()
+        .captures(q)
+        .map(|c| c[1].trim().to_string());
+    for (stream, _, line, _) in entries {
+        let label = |k: &str| stream[k].as_str().unwrap_or_default().to_string();
+        if !selector.iter().all(|(k, op, v)| re(op, v, &label(k))) {
+            continue;
+        }
+        let mut labels: BTreeMap<String, String> = stream
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+            .collect();
+        let mut keep = true;
+        for stage in pipeline.split('|').skip(1).map(str::trim) {
+            if stage == "logfmt" {
+                for (k, v) in logfmt(line) {
+                    labels.entry(k).or_insert(v);
+                }
+            } else if let Some(c) = m.captures(stage) {
+                let v = labels.get(&c[1]).cloned().unwrap_or_default();
+                keep &= re(&c[2], &c[3], &v);
+            } else {
+                panic!("stage {stage}");
+            }
+        }
+        if keep {
+            lines.push(line.clone());
+            if let Some(by) = &by {
+                groups.insert(labels.get(by).cloned().unwrap_or_default());
+            }
+        }
+    }
+    (lines, groups)
 }
 
 /// Where the dashboards or rules point outside the repository (research notes, shared/).
@@ -1010,8 +1122,11 @@ fn every_query_runs_against_a_real_prometheus() {
     .unwrap();
     std::fs::write(ud.join("pidfile"), pause.pid().to_string()).unwrap();
 
-    // Every probe; events of two to a Loki that is not there (its drops are the exporter
-    // health panels' data).
+    // Every probe; events of two to a Loki stand-in that records the pushes (the Loki panels'
+    // queries are evaluated over them) and to a Loki that is not there (its drops are the
+    // exporter health panels' data). The sink's `node` is set to the inventory's nodeName, so
+    // that one `node` variable selects both.
+    let loki = loki_server::TestLoki::start(vec![]);
     let loki_port = free_port();
     let none = root.join("none");
     let cfg = write_config(&format!(
@@ -1023,6 +1138,8 @@ metrics:
 event:
   probes: [packetloss, tcpreset]
   sinks:
+  - name: loki
+    args: {{url: '{loki_url}', node: {node}, batchWait: 200ms}}
   - name: loki
     args: {{url: 'http://127.0.0.1:{loki_port}/loki/api/v1/push', maxRetries: 1, minBackoff: 10ms, maxBackoff: 10ms}}
 inventory:
@@ -1036,6 +1153,7 @@ inventory:
     podman: [{{graphRoot: '{none}', runRoot: '{none}'}}]
 "#,
         crio = root.join("crio").display(),
+        loki_url = loki.url(),
         none = none.display(),
     ));
     let e = Exporter::start(&[&format!("--config.file={}", cfg.display())]);
@@ -1247,12 +1365,12 @@ inventory:
         );
     }
     let mut by_title: BTreeMap<(String, String), Vec<Vec<Value>>> = BTreeMap::new();
-    let mut loki = Vec::new();
+    let mut loki_targets = Vec::new();
     for file in DASHBOARDS {
         let d = dashboard(file);
         for t in targets(file, &d) {
             if t.loki {
-                loki.push(t.what());
+                loki_targets.push((file, t.title().to_string(), t.expr().to_string()));
                 continue;
             }
             let q = vars.apply(t.expr());
@@ -1299,12 +1417,14 @@ inventory:
             .get(&(file.to_string(), title.to_string()))
             .unwrap_or_else(|| panic!("{file}: no panel {title}"))
     };
+    // The largest value among a panel's series with this label value.
     let series = |file: &str, title: &str, label: &str, value: &str| -> Option<f64> {
         panel(file, title)
             .iter()
             .flatten()
-            .find(|s| s["metric"][label] == value)
-            .and_then(value_of)
+            .filter(|s| s["metric"][label] == value)
+            .filter_map(value_of)
+            .reduce(f64::max)
     };
     // The exact count of drops per reason, as the kernel counted them.
     let exact = series(
@@ -1558,10 +1678,76 @@ inventory:
     }
     drop(held);
     drop(full);
+    // --- The Loki queries over what the sink really pushed (no Loki here to run them). ---
+    let pod_lines = |want: &str| -> usize {
+        loki.entries()
+            .iter()
+            .filter(|(_, _, line, _)| {
+                let kv = logfmt(line);
+                kv.get("pod") == Some(&pod)
+                    && kv.get("type").map(String::as_str) == Some("PACKETLOSS")
+                    && kv.get("reason").map(String::as_str) == Some(want)
+            })
+            .count()
+    };
+    wait_for(
+        "the pod's PACKETLOSS events at the Loki stand-in",
+        Duration::from_secs(10),
+        || (pod_lines("NETFILTER_DROP") == DROPS).then_some(()),
+    );
+    let entries = loki.entries();
+    for (file, title, expr) in &loki_targets {
+        let q = vars.apply(expr);
+        let (lines, groups) = logql_eval(&q, &entries);
+        let what = format!("{file} / {title} (Loki)");
+        if lines.is_empty() {
+            failures.push(format!(
+                "{what}: selects none of the {} pushed lines\n  {q}",
+                entries.len()
+            ));
+            continue;
+        }
+        if let Some(other) = lines.iter().find(|l| logfmt(l).get("pod") != Some(&pod)) {
+            failures.push(format!("{what}: selects another pod's line: {other}"));
+        }
+        if q.contains("by (pod)") && groups != BTreeSet::from([pod.clone()]) {
+            failures.push(format!("{what}: groups {groups:?}"));
+        }
+        if q.contains("by (type)") && !groups.contains("PACKETLOSS") {
+            failures.push(format!("{what}: groups {groups:?}"));
+        }
+        // Through the query: exactly the induced drops and resets.
+        let count = |ty: &str, key: &str, val: &str| {
+            lines
+                .iter()
+                .filter(|l| {
+                    let kv = logfmt(l);
+                    kv.get("type").map(String::as_str) == Some(ty)
+                        && kv.get(key).map(String::as_str) == Some(val)
+                })
+                .count()
+        };
+        let (nf, nosock) = (
+            count("PACKETLOSS", "reason", "NETFILTER_DROP"),
+            count("TCPRESET_NOSOCK", "pod", &pod),
+        );
+        if nf != DROPS || nosock != REFUSED {
+            failures.push(format!(
+                "{what}: {nf} NETFILTER_DROP and {nosock} TCPRESET_NOSOCK lines, not {DROPS} and {REFUSED}"
+            ));
+        }
+        checked += 1;
+    }
     eprintln!(
         "{checked} variables, panel queries and rules checked against Prometheus in {:?}; \
-         not run (no Loki here): {loki:?}; without data on this kernel: {:?}",
+         Loki queries evaluated over the sink's {} pushed lines (not by a Loki): {:?}; \
+         without data on this kernel: {:?}",
         started.elapsed(),
+        entries.len(),
+        loki_targets
+            .iter()
+            .map(|(f, t, _)| format!("{f} / {t}"))
+            .collect::<Vec<_>>(),
         NO_DATA_HERE
     );
     let _ = std::fs::remove_dir_all(&root);
