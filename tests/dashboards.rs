@@ -1093,6 +1093,21 @@ fn every_query_runs_against_a_real_prometheus() {
         "iptables",
         &["-A", "INPUT", "-p", "tcp", "--dport", "7104", "-j", "DROP"],
     );
+    // Connection tracking in the pod (a rule that needs it; it accepts what the policy accepts
+    // anyway), so that its table has entries.
+    b.exec(
+        "iptables",
+        &[
+            "-A",
+            "INPUT",
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "ESTABLISHED",
+            "-j",
+            "ACCEPT",
+        ],
+    );
     let pause = Holder::spawn(Command::new("ip").args(["netns", "exec", &b.name, "sleep", "300"]));
     let pod = unique("dash");
     let k8s_ns = "nsl-dash";
@@ -1591,6 +1606,8 @@ inventory:
             "netsleuth-node.json",
             "Socket read latency p99, top 10 entities",
         ),
+        ("netsleuth-node.json", "Conntrack entries vs limit"),
+        ("netsleuth-node.json", "Conntrack usage, top 10 entities"),
     ] {
         let best = panel(file, title)[0]
             .iter()
