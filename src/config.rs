@@ -336,8 +336,21 @@ impl Config {
                         "{at}: unknown sink `{name}` (known: stderr, file, loki)"
                     ));
                 }
-                let sink =
+                let mut sink =
                     sink_config(&name, &mut a).map_err(|e| ConfigError(format!("{at}: {e}")))?;
+                // The Loki stream's `node` follows `inventory.nodeName` when that is set and
+                // the sink names none, so the events' node and the series' k8s_node agree.
+                if let crate::events::SinkConfig::Loki(l) = &mut sink {
+                    let node_arg = args.as_mapping().is_some_and(|m| {
+                        m.keys()
+                            .any(|k| k.as_str().is_some_and(|k| k.eq_ignore_ascii_case("node")))
+                    });
+                    if let Some(n) = raw.inventory.node_name.as_ref().filter(|n| !n.is_empty()) {
+                        if !node_arg {
+                            l.node = n.clone();
+                        }
+                    }
+                }
                 event_sinks.push(sink);
                 a.finish().map_err(|e| ConfigError(format!("{at}: {e}")))?;
             }
@@ -640,6 +653,22 @@ fn probe_entry(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loki_node_follows_inventory_node_name() {
+        let node = |extra: &str| {
+            let c = Config::parse(&format!(
+                "inventory:\n  nodeName: worker-7\nevent:\n  sinks:\n  - name: loki\n    args: {{url: http://127.0.0.1:1/loki/api/v1/push{extra}}}\n"
+            ))
+            .unwrap();
+            match &c.event_sinks[0] {
+                crate::events::SinkConfig::Loki(l) => l.node.clone(),
+                _ => unreachable!(),
+            }
+        };
+        assert_eq!(node(""), "worker-7");
+        assert_eq!(node(", node: other"), "other");
+    }
 
     #[test]
     fn additional_labels_static_applied_dynamic_skipped() {
