@@ -371,12 +371,22 @@ fn kubectl() -> PathBuf {
         let bin = dir.join("usr/bin/kubectl");
         if !bin.exists() {
             std::fs::create_dir_all(&dir).unwrap();
-            must(
-                Command::new("apt-get")
-                    .args(["download", "kubernetes-client"])
-                    .current_dir(&dir),
-                Duration::from_secs(300),
-            );
+            let download = || {
+                run_timeout(
+                    Command::new("apt-get")
+                        .args(["download", "kubernetes-client"])
+                        .current_dir(&dir),
+                    Duration::from_secs(300),
+                )
+            };
+            if download().is_err() {
+                // A fresh machine may have no package lists yet.
+                must(
+                    Command::new("apt-get").args(["update", "-qq"]),
+                    Duration::from_secs(300),
+                );
+                download().unwrap_or_else(|e| panic!("{e}"));
+            }
             must(
                 Command::new("sh")
                     .arg("-c")
