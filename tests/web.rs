@@ -892,3 +892,157 @@ fn a_panicking_handler_costs_one_request_not_a_worker() {
         "{r}"
     );
 }
+
+/// A /metrics handler that takes a while (a slow collection).
+struct SlowPage;
+
+impl netsleuth::server::Handler for SlowPage {
+    fn handle(&self, _: &netsleuth::server::Request) -> netsleuth::server::Outcome {
+        std::thread::sleep(Duration::from_millis(800));
+        netsleuth::server::Outcome::Respond(netsleuth::server::Response::text(200, "page\n"))
+    }
+    fn handler_name(&self, _: &str) -> &'static str {
+        "metrics"
+    }
+    fn is_collection(&self, path: &str) -> bool {
+        path == "/metrics"
+    }
+}
+
+/// `--web.max-requests`: collections queued or running beyond the limit get 503 at once, the
+/// others their page; other paths are not limited by it.
+#[test]
+fn collections_beyond_max_requests_get_503() {
+    let listeners = netsleuth::server::bind(&[vec!["127.0.0.1:0".parse().unwrap()]]).unwrap();
+    let limits = netsleuth::server::Limits {
+        max_requests: 2,
+        ..Default::default()
+    };
+    let server = netsleuth::server::start(
+        listeners,
+        Arc::new(SlowPage),
+        Arc::new(netsleuth::web_config::Watched::plain()),
+        limits,
+    )
+    .unwrap();
+    let a = server.addrs[0].to_string();
+    let clients: Vec<_> = (0..5)
+        .map(|_| {
+            let a = a.clone();
+            std::thread::spawn(move || {
+                raw(
+                    &a,
+                    &[b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"],
+                    Duration::ZERO,
+                )
+            })
+        })
+        .collect();
+    let answers: Vec<String> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let ok = answers
+        .iter()
+        .filter(|r| r.starts_with("HTTP/1.1 200"))
+        .count();
+    let busy = answers
+        .iter()
+        .filter(|r| r.starts_with("HTTP/1.1 503"))
+        .count();
+    assert_eq!((ok, busy), (2, 3), "{answers:?}");
+    assert_eq!(server.stats.rejected(netsleuth::server::Rejected::Limit), 3);
+    // Afterwards the limit is free again.
+    let r = raw(
+        &a,
+        &[b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"],
+        Duration::ZERO,
+    );
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+}
+
+/// A kept-alive connection is served again, then closed by the server after the idle timeout
+/// (not counted as a rejection: an idle keep-alive ending is normal).
+#[test]
+fn kept_alive_connections_close_after_the_idle_timeout() {
+    let e = Exporter::start(&["--web.idle-timeout=1s"]);
+    let mut s = TcpStream::connect(&e.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = vec![0u8; 4096];
+    for _ in 0..2 {
+        s.write_all(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let n = s.read(&mut buf).unwrap();
+        let r = String::from_utf8_lossy(&buf[..n]);
+        assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("OK\n"), "{r}");
+    }
+    let t = Instant::now();
+    assert_eq!(s.read(&mut buf).unwrap(), 0, "closed by the server");
+    let idle = t.elapsed();
+    assert!(
+        idle >= Duration::from_millis(900) && idle < Duration::from_secs(4),
+        "{idle:?}"
+    );
+    let page = e.scrape_text();
+    assert_eq!(
+        value(&page, "netsleuth_http_rejected_total{reason=\"timeout\"}"),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &page,
+            "netsleuth_http_requests_total{code=\"200\",handler=\"healthy\"}"
+        ),
+        2.0
+    );
+}
+
+/// `--web.listen-address` twice: both addresses serve (IPv4 and IPv6 loopback).
+#[test]
+fn several_listen_addresses() {
+    let mut child = Command::new(BIN)
+        .args([
+            "--web.listen-address=127.0.0.1:0",
+            "--web.listen-address=[::1]:0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let addrs: Vec<String> = loop {
+        line.clear();
+        use std::io::BufRead;
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            let _ = child.kill();
+            panic!("exporter exited before listening");
+        }
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest
+                .split(';')
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+        }
+    };
+    let served = addrs
+        .iter()
+        .map(|a| {
+            raw(
+                a,
+                &[b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"],
+                Duration::ZERO,
+            )
+        })
+        .collect::<Vec<_>>();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(addrs.len(), 2, "{line}");
+    assert!(
+        addrs[0].starts_with("127.0.0.1:") && addrs[1].starts_with("[::1]:"),
+        "{addrs:?}"
+    );
+    for r in served {
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    }
+}
