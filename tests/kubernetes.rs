@@ -345,6 +345,8 @@ fn image_is_reproducible_non_root_labelled_and_small() {
     ]);
     // As uid 65534 with no capability the probes command still answers (eBPF unavailable).
     assert!(who.is_ok(), "{who:?}");
+    // The tarball copy is used by this test only.
+    let _ = std::fs::remove_dir_all(img.tarball.parent().unwrap());
 }
 
 // ---------------------------------------------------------------------------------------------
