@@ -829,3 +829,74 @@ pub fn scrape_sum(e: &Exporter, name: &str, want: &[(&str, &str)]) -> f64 {
         .map(|s| s.value.parse::<f64>().unwrap())
         .sum()
 }
+
+/// `tests/runtimes`: the test container runtimes' configs and helpers.
+pub fn runtimes_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/runtimes")
+}
+
+/// Run podman with the tests' containers.conf (tests/runtimes); panics with its stderr on failure.
+pub fn podman(args: &[&str]) -> String {
+    let out = Command::new("podman")
+        .args(args)
+        .env("CONTAINERS_CONF", runtimes_dir().join("containers.conf"))
+        .output()
+        .expect("podman");
+    assert!(
+        out.status.success(),
+        "podman {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Podman containers and pods removed on drop (`rm -f -t 0`), so a failing test leaves none.
+#[derive(Default)]
+pub struct PodmanObjects {
+    pub containers: Vec<String>,
+    pub pods: Vec<String>,
+}
+
+impl PodmanObjects {
+    pub fn run(&mut self, name: &str, extra: &[&str]) {
+        self.containers.push(name.to_string());
+        let mut a = vec!["run", "-d", "--name", name];
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&["localhost/bbtest:1", "/pause"]);
+        podman(&a);
+    }
+
+    pub fn pod(&mut self, name: &str) {
+        self.pods.push(name.to_string());
+        podman(&["pod", "create", "--network", "none", "--name", name]);
+    }
+
+    pub fn rm(&mut self, name: &str) {
+        podman(&["rm", "-f", "-t", "0", name]);
+        self.containers.retain(|c| c != name);
+    }
+
+    pub fn rm_pod(&mut self, name: &str) {
+        podman(&["pod", "rm", "-f", "-t", "0", name]);
+        self.pods.retain(|c| c != name);
+    }
+}
+
+impl Drop for PodmanObjects {
+    fn drop(&mut self) {
+        let quiet = |args: &[&str]| {
+            let _ = Command::new("podman")
+                .args(args)
+                .env("CONTAINERS_CONF", runtimes_dir().join("containers.conf"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        };
+        for c in &self.containers {
+            quiet(&["rm", "-f", "-t", "0", c]);
+        }
+        for p in &self.pods {
+            quiet(&["pod", "rm", "-f", "-t", "0", p]);
+        }
+    }
+}
