@@ -126,7 +126,12 @@ impl Map {
                         format!("ring buffer map {name}"),
                         format!("{e}: needs Linux 5.8+ and a power-of-2 page multiple size"),
                     ),
-                    Some(libc::EPERM) if !super::btf_load::features().memcg_account => {
+                    // Before 5.11 an EPERM may be RLIMIT_MEMLOCK, but only when the process
+                    // may create maps at all; otherwise say what it lacks.
+                    Some(libc::EPERM)
+                        if !super::btf_load::features().memcg_account
+                            && crate::caps::Caps::current().bpf_capable() =>
+                    {
                         KError::Permission {
                             what: format!("map {name}: create"),
                             why: format!(
