@@ -31,7 +31,10 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use common::{have, privileged, skip, unique, wait_for, Netns, Pair, Scrape};
+use common::{
+    assert_probes_attached, have, privileged, skip, unique, wait_for, Netns, Pair, Scrape,
+    DEFAULT_COLLECTORS,
+};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const UNIT: &str = include_str!("../systemd/netsleuth.service");
@@ -1080,11 +1083,6 @@ fn mounts(pid: u32) -> BTreeMap<String, (String, String)> {
         .collect()
 }
 
-fn value(s: &Scrape, name: &str, want: &[(&str, &str)]) -> Option<f64> {
-    let v = s.find(name, want);
-    (!v.is_empty()).then(|| v.iter().map(|x| x.value.parse::<f64>().unwrap()).sum())
-}
-
 /// The entity labels of a namespace (from its netdev `lo` series).
 fn entity(s: &Scrape, netns: u64) -> Option<BTreeMap<String, String>> {
     s.find(
@@ -1105,24 +1103,6 @@ fn assert_entity(s: &Scrape, netns: u64, want: &[(&str, &str)], what: &str) {
         );
     }
 }
-
-const COLLECTORS: &[&str] = &[
-    "netdev",
-    "ip",
-    "icmp",
-    "tcp",
-    "udp",
-    "tcpext",
-    "ipext",
-    "sock",
-    "softnet",
-    "tcpsummary",
-    "io",
-    "fd",
-    "conntrack",
-    "qdisc",
-    "ebpf",
-];
 
 #[test]
 fn daemonset_pod_runs_least_privileged_and_sees_the_nodes_pods() {
@@ -1238,40 +1218,25 @@ fn daemonset_pod_runs_least_privileged_and_sees_the_nodes_pods() {
         &[("kind", "host"), ("name", "")],
         "host",
     );
-    for c in COLLECTORS {
+    for c in DEFAULT_COLLECTORS.iter().chain(["ebpf"].iter()) {
         assert_eq!(
-            value(
-                &s,
-                "netsleuth_scrape_collector_success",
-                &[("collector", c)]
-            ),
+            s.sum("netsleuth_scrape_collector_success", &[("collector", c)]),
             Some(1.0),
             "collector {c}; log:\n{}",
             pod.log()
         );
     }
-    for p in ["packetloss", "tcpreset"] {
-        assert_eq!(
-            value(&s, "netsleuth_probe_up", &[("probe", p)]),
-            Some(1.0),
-            "{p}"
-        );
-        assert!(
-            !s.find("netsleuth_probe_attach_info", &[("probe", p)])
-                .is_empty(),
-            "{p}: no attach info"
-        );
-    }
+    assert_probes_attached(&s, &["packetloss", "tcpreset"]);
 
     // An induced drop, counted exactly by the eBPF probe in the pod.
     let b = pair.b.inode().to_string();
     let drops = || {
-        value(
-            &pod.scrape(),
-            "netsleuth_packetloss_total",
-            &[("netns", &b), ("reason", "NETFILTER_DROP")],
-        )
-        .unwrap_or(0.0)
+        pod.scrape()
+            .sum(
+                "netsleuth_packetloss_total",
+                &[("netns", &b), ("reason", "NETFILTER_DROP")],
+            )
+            .unwrap_or(0.0)
     };
     let before = drops();
     pair.send_udp_to_b(DROP_PORT, 7);
@@ -1312,8 +1277,7 @@ fn a_missing_capability_or_mount_is_named() {
         let log = pod.log();
         assert!(log.contains("setns needs CAP_SYS_ADMIN"), "{log}");
         assert_eq!(
-            value(
-                &s,
+            s.sum(
                 "netsleuth_scrape_collector_success",
                 &[("collector", "netdev")]
             ),
@@ -1328,7 +1292,7 @@ fn a_missing_capability_or_mount_is_named() {
         // capability it holds.
         for p in ["packetloss", "tcpreset"] {
             assert_eq!(
-                value(&s, "netsleuth_probe_up", &[("probe", p)]),
+                s.sum("netsleuth_probe_up", &[("probe", p)]),
                 Some(0.0),
                 "{p}"
             );

@@ -13,35 +13,19 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{have, privileged, skip, unique, wait_for, Netns, Pair, Scrape};
+use common::{
+    assert_probes_attached, have, privileged, skip, unique, wait_for, Netns, Pair, Scrape,
+    DEFAULT_COLLECTORS,
+};
 
 const UNIT: &str = include_str!("../systemd/netsleuth.service");
 const NOBODY: &str = "65534";
-
-/// The default procfs/netlink probe set (what `metrics.probes` absent runs).
-const DEFAULT_COLLECTORS: &[&str] = &[
-    "netdev",
-    "ip",
-    "icmp",
-    "tcp",
-    "udp",
-    "tcpext",
-    "ipext",
-    "sock",
-    "softnet",
-    "tcpsummary",
-    "io",
-    "fd",
-    "conntrack",
-    "qdisc",
-];
 
 /// `Key=` values of the unit's [Service] section (all lines of a repeated key, joined).
 fn unit_values(key: &str) -> Vec<String> {
@@ -166,38 +150,16 @@ impl Unprivileged {
             .stderr(Stdio::piped())
             .spawn()
             .expect("setpriv");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let mut log = Vec::new();
-        let end = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
-                panic!(
-                    "netsleuth (caps {set}) did not report its address; log:\n{}",
-                    log.join("\n")
-                )
-            });
-            log.push(line.clone());
-            if let Some(i) = line.find("listening on ") {
-                let addr = line[i + "listening on ".len()..]
-                    .split(|c: char| c == ';' || c.is_whitespace())
-                    .next()
-                    .unwrap()
-                    .to_string();
-                return Unprivileged {
-                    child,
-                    addr,
-                    log,
-                    rx,
-                };
-            }
+        let (addr, log, rx) = common::await_address(
+            &mut child,
+            Duration::from_secs(30),
+            &format!("netsleuth (caps {set})"),
+        );
+        Unprivileged {
+            child,
+            addr,
+            log,
+            rx,
         }
     }
 
@@ -241,14 +203,8 @@ fn caps_arg(caps: &[String]) -> String {
     s
 }
 
-fn value(s: &Scrape, name: &str, want: &[(&str, &str)]) -> Option<f64> {
-    let v = s.find(name, want);
-    (!v.is_empty()).then(|| v.iter().map(|x| x.value.parse::<f64>().unwrap()).sum())
-}
-
 fn success(s: &Scrape, collector: &str) -> Option<f64> {
-    value(
-        s,
+    s.sum(
         "netsleuth_scrape_collector_success",
         &[("collector", collector)],
     )
@@ -366,7 +322,7 @@ fn runs_with_exactly_the_units_capabilities() {
 
     let s = wait_for("a scrape with eBPF up", Duration::from_secs(15), || {
         let s = e.scrape();
-        (value(&s, "netsleuth_probe_up", &[("probe", "packetloss")]) == Some(1.0)).then_some(s)
+        (s.sum("netsleuth_probe_up", &[("probe", "packetloss")]) == Some(1.0)).then_some(s)
     });
     for c in DEFAULT_COLLECTORS.iter().chain(["ebpf"].iter()) {
         assert_eq!(
@@ -376,18 +332,7 @@ fn runs_with_exactly_the_units_capabilities() {
             e.log()
         );
     }
-    for p in ["packetloss", "tcpreset"] {
-        assert_eq!(
-            value(&s, "netsleuth_probe_up", &[("probe", p)]),
-            Some(1.0),
-            "{p}"
-        );
-        assert!(
-            !s.find("netsleuth_probe_attach_info", &[("probe", p)])
-                .is_empty(),
-            "no attach info for {p}"
-        );
-    }
+    assert_probes_attached(&s, &["packetloss", "tcpreset"]);
     // Per-namespace series: the named netns (no process in it: read through setns) and the
     // container (found through its process, named from podman's state).
     let named_ino = named.inode().to_string();
@@ -413,12 +358,12 @@ fn runs_with_exactly_the_units_capabilities() {
     // An induced drop, counted exactly by the eBPF probe.
     let b_ino = pair.b.inode().to_string();
     let drops = |e: &mut Unprivileged| {
-        value(
-            &e.scrape(),
-            "netsleuth_packetloss_total",
-            &[("netns", &b_ino), ("reason", "NETFILTER_DROP")],
-        )
-        .unwrap_or(0.0)
+        e.scrape()
+            .sum(
+                "netsleuth_packetloss_total",
+                &[("netns", &b_ino), ("reason", "NETFILTER_DROP")],
+            )
+            .unwrap_or(0.0)
     };
     let before = drops(&mut e);
     pair.send_udp_to_b(DROP_PORT, 7);
@@ -498,7 +443,7 @@ fn each_missing_capability_is_named() {
         );
         // eBPF still runs: CAP_BPF and CAP_PERFMON are granted on their own.
         assert_eq!(
-            value(&s, "netsleuth_probe_up", &[("probe", "packetloss")]),
+            s.sum("netsleuth_probe_up", &[("probe", "packetloss")]),
             Some(1.0),
             "{log}"
         );
@@ -548,7 +493,7 @@ fn each_missing_capability_is_named() {
         let mut e = Unprivileged::start(&without(&[cap]), &cfg);
         let s = e.scrape();
         assert_eq!(
-            value(&s, "netsleuth_probe_up", &[("probe", "packetloss")]),
+            s.sum("netsleuth_probe_up", &[("probe", "packetloss")]),
             Some(1.0),
             "without {name} but with CAP_SYS_ADMIN: {}",
             e.log()
@@ -560,7 +505,7 @@ fn each_missing_capability_is_named() {
         let log = e.log();
         for p in ["packetloss", "tcpreset"] {
             assert_eq!(
-                value(&s, "netsleuth_probe_up", &[("probe", p)]),
+                s.sum("netsleuth_probe_up", &[("probe", p)]),
                 Some(0.0),
                 "{p} up without {name}"
             );
@@ -607,7 +552,7 @@ fn each_missing_capability_is_named() {
     );
     assert_eq!(success(&s, "ebpf"), Some(0.0));
     assert_eq!(
-        value(&s, "netsleuth_probe_up", &[("probe", "packetloss")]),
+        s.sum("netsleuth_probe_up", &[("probe", "packetloss")]),
         Some(0.0)
     );
     assert!(e.alive());

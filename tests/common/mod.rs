@@ -257,6 +257,44 @@ pub fn run(cmd: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Read a started exporter's stderr (piped) on a thread until it logs `listening on ADDR`:
+/// returns the address, the lines logged until then and the receiver of the later ones. Panics
+/// with those lines when nothing comes within `timeout`.
+pub fn await_address(
+    child: &mut Child,
+    timeout: Duration,
+    what: &str,
+) -> (String, Vec<String>, mpsc::Receiver<String>) {
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+            panic!(
+                "{what} did not report its address; log:\n{}",
+                log.join("\n")
+            )
+        });
+        log.push(line.clone());
+        if let Some(i) = line.find("listening on ") {
+            let addr = line[i + "listening on ".len()..]
+                .split(|c: char| c == ';' || c.is_whitespace())
+                .next()
+                .unwrap()
+                .to_string();
+            return (addr, log, rx);
+        }
+    }
+}
+
 /// A running exporter, killed on drop.
 pub struct Exporter {
     pub child: Child,
@@ -276,33 +314,11 @@ impl Exporter {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start netsleuth");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("netsleuth did not report its address"));
-            if let Some(i) = line.find("listening on ") {
-                let rest = &line[i + "listening on ".len()..];
-                let addr = rest
-                    .split(|c: char| c == ';' || c.is_whitespace())
-                    .next()
-                    .unwrap()
-                    .to_string();
-                return Exporter {
-                    child,
-                    addr,
-                    log: std::sync::Mutex::new(rx),
-                };
-            }
+        let (addr, _, rx) = await_address(&mut child, Duration::from_secs(20), "netsleuth");
+        Exporter {
+            child,
+            addr,
+            log: std::sync::Mutex::new(rx),
         }
     }
 
@@ -436,6 +452,12 @@ impl Scrape {
     }
 
     /// Samples of a family whose labels include all of `want`.
+    /// The sum of the matching samples, None when there is none.
+    pub fn sum(&self, name: &str, want: &[(&str, &str)]) -> Option<f64> {
+        let v = self.find(name, want);
+        (!v.is_empty()).then(|| v.iter().map(|x| x.value.parse::<f64>().unwrap()).sum())
+    }
+
     pub fn find(&self, name: &str, want: &[(&str, &str)]) -> Vec<&Sample> {
         self.samples
             .iter()
@@ -898,5 +920,39 @@ impl Drop for PodmanObjects {
         for p in &self.pods {
             quiet(&["pod", "rm", "-f", "-t", "0", p]);
         }
+    }
+}
+
+/// The default procfs/netlink probe set (what runs when `metrics.probes` is absent).
+pub const DEFAULT_COLLECTORS: &[&str] = &[
+    "netdev",
+    "ip",
+    "icmp",
+    "tcp",
+    "udp",
+    "tcpext",
+    "ipext",
+    "sock",
+    "softnet",
+    "tcpsummary",
+    "io",
+    "fd",
+    "conntrack",
+    "qdisc",
+];
+
+/// Each eBPF probe in `probes` is up (1) and reports how it is attached.
+pub fn assert_probes_attached(s: &Scrape, probes: &[&str]) {
+    for p in probes {
+        assert_eq!(
+            s.sum("netsleuth_probe_up", &[("probe", p)]),
+            Some(1.0),
+            "{p}"
+        );
+        assert!(
+            !s.find("netsleuth_probe_attach_info", &[("probe", p)])
+                .is_empty(),
+            "{p}: no attach info"
+        );
     }
 }
