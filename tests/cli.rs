@@ -179,6 +179,7 @@ fn probes_lists_every_probe_with_availability() {
         "fd",
         "conntrack",
         "qdisc",
+        "mptcp",
         "netiftxlat",
         "softirq",
         "socketlatency",

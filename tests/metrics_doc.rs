@@ -127,6 +127,19 @@ fn procfs_section(probe: &str) -> Section {
             }
         }
     }
+    if probe == "netdev" {
+        // The counters netdev takes from rtnetlink, over the captured link dump.
+        let mut links = Vec::new();
+        let dump = std::fs::read(root().join("tests/fixtures/netlink/link_stats_dump.bin"));
+        collectors::netdev::parse_link_stats(&dump.unwrap(), &mut links).unwrap();
+        let mut rec = Recorder {
+            per_namespace: true,
+            ..Recorder::default()
+        };
+        collectors::netdev::emit_link_stats(&links, &mut rec);
+        assert_eq!(rec.fams.len(), collectors::netdev::NETLINK_COLUMNS.len());
+        more.extend(rec.fams);
+    }
     Section {
         probe: probe.into(),
         description: spec.description.into(),
@@ -379,7 +392,7 @@ fn real_scrape_is_documented() {
     // can show. A pair of namespaces with a drop and a reset makes the eBPF counters appear.
     let events = std::env::temp_dir().join(common::unique("mdoc-events.json"));
     let cfg = format!(
-        "metrics:\n  probes: [netdev, ip, icmp, tcp, udp, tcpext, ipext, sock, softnet, tcpsummary, io, fd, conntrack, qdisc, \
+        "metrics:\n  probes: [netdev, ip, icmp, tcp, udp, tcpext, ipext, sock, softnet, tcpsummary, io, fd, conntrack, qdisc, mptcp, \
          packetloss, tcpreset, tcpretrans, netiftxlat, softirq, socketlatency, kernellatency, virtcmdlatency]\n\
          event:\n  probes: [packetloss, tcpreset]\n  sinks:\n  - name: file\n    args: {{path: {}}}\n\
          bpf: {{programStats: true}}\n",

@@ -3,9 +3,27 @@
 //! Column names come from the two header lines (`Inter-|   Receive ... |  Transmit` and
 //! ` face |bytes packets ...|bytes ...`), so a kernel that adds a column needs no code change.
 //! Names follow node_exporter: `netsleuth_netdev_receive_bytes_total{device="eth0"}`.
+//!
+//! The detailed counters of `struct rtnl_link_stats64` that `/proc/net/dev` folds into sums or
+//! leaves out (its `frame` is length + over + crc + frame errors, `carrier` is carrier +
+//! aborted + window + heartbeat errors, `drop` is dropped + missed; `rx_nohandler` and
+//! `rx_otherhost_dropped` are not printed) come from an rtnetlink `RTM_GETLINK` dump
+//! (`IFLA_STATS64`), under node_exporter's netlink names: [`NETLINK_COLUMNS`]. The dump runs
+//! only when the `fields` regex selects one of them (then the probe enters the namespace,
+//! like the other netlink probes). The fifo, multicast and collision counters are not repeated
+//! from netlink: `/proc/net/dev` prints them unchanged (`receive_fifo`, `transmit_fifo`,
+//! `receive_multicast`, `transmit_colls`). A kernel whose `rtnl_link_stats64` is shorter
+//! (`rx_otherhost_dropped` is new in 5.19) exports only the counters it has.
 
 use rustc_hash::FxHashSet as HashSet;
 
+use std::mem::size_of;
+
+use netlink_packet_core::{parse_string, NlasIterator};
+use netlink_packet_route::link::{LinkHeader, LinkMessage, LinkMessageBuffer};
+use netlink_packet_route::RouteNetlinkMessage;
+
+use super::netlink::{walk, DumpSocket, NlError};
 use super::snmp::{metric_name, Entry, NameCache};
 use super::{parse_int, CollectError, Collector, FieldFilter, NetnsCtx, ProbeArgs, ProbeSpec};
 use crate::model::{snake_case, MetricKind, Sink, Value};
@@ -151,7 +169,138 @@ fn help_for(column: &str) -> String {
     format!("{what} by the network device (/proc/net/dev).")
 }
 
+/// The `rtnl_link_stats64` counters exported from netlink: (column, index of the `__u64` in
+/// the struct, help). Names as node_exporter's netdev collector gives them in netlink mode.
+pub const NETLINK_COLUMNS: [(&str, usize, &str); 11] = [
+    ("receive_length_errors", 10, "Received frames with a bad length (rx_length_errors)"),
+    ("receive_over_errors", 11, "Receive ring buffer overflows (rx_over_errors)"),
+    ("receive_crc_errors", 12, "Received frames with a CRC error (rx_crc_errors)"),
+    ("receive_frame_errors", 13, "Received frames with an alignment error (rx_frame_errors)"),
+    ("receive_missed_errors", 15, "Frames the device missed for lack of host buffers (rx_missed_errors)"),
+    ("transmit_aborted_errors", 16, "Aborted transmissions (tx_aborted_errors)"),
+    ("transmit_carrier_errors", 17, "Transmissions lost to carrier errors (tx_carrier_errors)"),
+    ("transmit_heartbeat_errors", 19, "Transmissions with heartbeat (SQE) errors (tx_heartbeat_errors)"),
+    ("transmit_window_errors", 20, "Late collisions while transmitting (tx_window_errors)"),
+    ("receive_nohandler", 23, "Received packets dropped because no protocol handler took them (rx_nohandler)"),
+    ("receive_otherhost_dropped", 24, "Received packets dropped because they were addressed to another host's MAC (rx_otherhost_dropped)"),
+];
+
+/// `RTM_NEWLINK`.
+const RTM_NEWLINK: u16 = 16;
+/// `IFLA_IFNAME`.
+const IFLA_IFNAME: u16 = 3;
+/// `IFLA_STATS64`: `struct rtnl_link_stats64`, native-endian `__u64`s.
+const IFLA_STATS64: u16 = 23;
+
+/// One link of an `RTM_GETLINK` dump: its name and the `__u64`s of its `IFLA_STATS64` (as
+/// many as the kernel's struct has; empty if the link carries none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkStats {
+    pub name: String,
+    pub stats64: Vec<u64>,
+}
+
+impl LinkStats {
+    /// The value of `column` (one of [`NETLINK_COLUMNS`]), if this kernel reports it.
+    pub fn get(&self, column: &str) -> Option<u64> {
+        let &(_, i, _) = NETLINK_COLUMNS.iter().find(|c| c.0 == column)?;
+        self.stats64.get(i).copied()
+    }
+}
+
+/// Add the links in `bytes` (netlink messages of an `RTM_GETLINK` dump) to `out`. Returns
+/// `Ok(true)` at the dump's `NLMSG_DONE`.
+pub fn parse_link_stats(bytes: &[u8], out: &mut Vec<LinkStats>) -> Result<bool, NlError> {
+    walk(bytes, None, &mut |ty, p| add_link_stats(ty, p, out))
+}
+
+fn add_link_stats(ty: u16, payload: &[u8], out: &mut Vec<LinkStats>) -> Result<(), String> {
+    if ty != RTM_NEWLINK {
+        return Err(format!("expected RTM_NEWLINK ({RTM_NEWLINK})"));
+    }
+    let h = LinkHeader::parse(payload).map_err(|e| e.to_string())?;
+    let attrs = payload
+        .get(size_of::<LinkMessageBuffer>()..)
+        .ok_or("message shorter than struct ifinfomsg")?;
+    let (mut name, mut stats64) = (None, Vec::new());
+    for nla in NlasIterator::new(attrs) {
+        let nla = nla.map_err(|e| format!("link {}: {e}", h.index))?;
+        match nla.kind() {
+            IFLA_IFNAME => {
+                name = Some(parse_string(nla.value()).map_err(|e| format!("IFLA_IFNAME: {e}"))?)
+            }
+            IFLA_STATS64 => {
+                let v = nla.value();
+                if v.len() % 8 != 0 {
+                    return Err(format!(
+                        "link {}: IFLA_STATS64 of {} bytes is not a whole number of u64",
+                        h.index,
+                        v.len()
+                    ));
+                }
+                stats64 = v
+                    .chunks_exact(8)
+                    .map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes")))
+                    .collect();
+            }
+            _ => {}
+        }
+    }
+    let name = name.ok_or_else(|| format!("link {} has no IFLA_IFNAME", h.index))?;
+    out.push(LinkStats { name, stats64 });
+    Ok(())
+}
+
+/// Dump every link of the calling thread's namespace with its statistics.
+pub fn dump_link_stats() -> Result<Vec<LinkStats>, NlError> {
+    let mut sock = DumpSocket::open(netlink_sys::protocols::NETLINK_ROUTE)?;
+    let mut out = Vec::new();
+    sock.dump(
+        RouteNetlinkMessage::GetLink(LinkMessage::default()),
+        &mut |ty, p| add_link_stats(ty, p, &mut out),
+    )?;
+    Ok(out)
+}
+
+/// Emit every [`NETLINK_COLUMNS`] counter of every link (a device named twice: the first).
+pub fn emit_link_stats(links: &[LinkStats], out: &mut dyn Sink) {
+    emit_links(links, &|_| true, &|_| true, &NameCache::new(), out)
+}
+
+fn emit_links(
+    links: &[LinkStats],
+    device: &dyn Fn(&str) -> bool,
+    field: &dyn Fn(&str) -> bool,
+    names: &NameCache,
+    out: &mut dyn Sink,
+) {
+    let make = |_: &str, col: &str| {
+        let &(_, _, what) = NETLINK_COLUMNS.iter().find(|c| c.0 == col)?;
+        let name = metric_name("netsleuth_netdev", col, MetricKind::Counter)?;
+        Some(Entry::new(
+            name,
+            format!("{what}, by the network device (rtnetlink IFLA_STATS64)."),
+            MetricKind::Counter,
+        ))
+    };
+    let mut cur = names.cursor();
+    let mut seen = HashSet::default();
+    for l in links {
+        if !device(&l.name) || !seen.insert(l.name.as_str()) {
+            continue;
+        }
+        let labels = [("device", l.name.as_str())];
+        for &(col, i, _) in &NETLINK_COLUMNS {
+            if let (true, Some(&v)) = (field(col), l.stats64.get(i)) {
+                cur.emit("", col, Value::U64(v), &labels, out, &make);
+            }
+        }
+    }
+}
+
 struct NetdevProbe {
+    /// Whether `fields` selects a netlink column: then the probe dumps links.
+    netlink: bool,
     fields: FieldFilter,
     devices: FieldFilter,
     exclude: Option<FieldFilter>,
@@ -163,7 +312,39 @@ impl Collector for NetdevProbe {
         "netdev"
     }
 
+    fn needs_entered(&self) -> bool {
+        self.netlink
+    }
+
     fn collect(&self, ctx: &NetnsCtx, out: &mut dyn Sink) -> Result<(), CollectError> {
+        self.collect_procfs(ctx, out)?;
+        // The engine enters the namespace for a probe that `needs_entered`; only a caller
+        // that reads a directory of files (the fixtures) gets here without.
+        if self.netlink && ctx.entered {
+            let links = dump_link_stats()
+                .map_err(|e| CollectError::Failed(format!("rtnetlink RTM_GETLINK dump: {e}")))?;
+            self.emit_netlink(&links, out);
+        }
+        Ok(())
+    }
+}
+
+impl NetdevProbe {
+    fn wanted(&self, dev: &str) -> bool {
+        self.devices.matches(dev) && !self.exclude.as_ref().is_some_and(|x| x.matches(dev))
+    }
+
+    fn emit_netlink(&self, links: &[LinkStats], out: &mut dyn Sink) {
+        emit_links(
+            links,
+            &|d| self.wanted(d),
+            &|c| self.fields.matches(c),
+            &self.names,
+            out,
+        );
+    }
+
+    fn collect_procfs(&self, ctx: &NetnsCtx, out: &mut dyn Sink) -> Result<(), CollectError> {
         let data = ctx.read_net("dev")?;
         let nd = parse_netdev(&data).map_err(|e| {
             CollectError::Failed(format!(
@@ -180,7 +361,7 @@ impl Collector for NetdevProbe {
         };
         let mut cur = self.names.cursor();
         for (i, dev) in nd.devices.iter().enumerate() {
-            if !self.devices.matches(dev) || self.exclude.as_ref().is_some_and(|x| x.matches(dev)) {
+            if !self.wanted(dev) {
                 continue;
             }
             let labels = [("device", *dev)];
@@ -204,7 +385,9 @@ fn build(args: &mut ProbeArgs) -> Result<Box<dyn Collector>, String> {
     );
     let exclude = args.take_regex("devicesExclude")?.map(FieldFilter::new);
     std::mem::take(args).finish()?;
+    let netlink = NETLINK_COLUMNS.iter().any(|c| fields.matches(c.0));
     Ok(Box::new(NetdevProbe {
+        netlink,
         fields,
         devices,
         exclude,
@@ -292,7 +475,10 @@ face |bytes packets errs drop fifo frame compressed multicast nohandler|bytes pa
             8,
             "default: bytes, packets, errs, drop each way"
         );
+        // `.*` selects the netlink columns too: the probe then needs the namespace entered
+        // (a directory of fixture files has only the procfs columns).
         let c = build_probe(specs(), "netdev", "{fields: '.*'}");
+        assert!(c.needs_entered());
         let (text, r) = run(c.as_ref(), "6.18", &[]);
         r.unwrap();
         lint_rendering(&text);
@@ -338,5 +524,135 @@ face |bytes packets errs drop fifo frame compressed multicast nohandler|bytes pa
             samples(&text),
             vec!["netsleuth_netdev_receive_bytes_total{device=\"lo\"} 276"]
         );
+    }
+
+    const LINKS: &[u8] = include_bytes!("../../tests/fixtures/netlink/link_stats_dump.bin");
+    const IP_JSON: &str = include_str!("../../tests/fixtures/netlink/link_stats_ip.json");
+
+    /// `ip -s -s -j link`'s key for a netlink column (iproute2 leaves out nohandler and
+    /// otherhost when they are 0).
+    fn ip_key(col: &str) -> (&'static str, &str) {
+        let (dir, rest) = col.split_once('_').unwrap();
+        let dir = if dir == "receive" { "rx" } else { "tx" };
+        let key = match rest {
+            "otherhost_dropped" => "otherhost",
+            r => r,
+        };
+        (dir, key)
+    }
+
+    #[test]
+    fn link_stats_equal_ip() {
+        let mut links = Vec::new();
+        assert_eq!(parse_link_stats(LINKS, &mut links), Ok(true));
+        let ip: serde_json::Value = serde_json::from_str(IP_JSON).unwrap();
+        let ip = ip.as_array().unwrap();
+        let names: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["lo", "v1", "v0", "v3", "v2"]);
+        for l in &links {
+            // 6.18's struct: 25 counters, rx_otherhost_dropped last.
+            assert_eq!(l.stats64.len(), 25, "{}", l.name);
+            let j = &ip.iter().find(|x| x["ifname"] == l.name.as_str()).unwrap()["stats64"];
+            // The layout: the first four are rx/tx packets, rx/tx bytes.
+            assert_eq!(l.stats64[0], j["rx"]["packets"].as_u64().unwrap());
+            assert_eq!(l.stats64[1], j["tx"]["packets"].as_u64().unwrap());
+            assert_eq!(l.stats64[2], j["rx"]["bytes"].as_u64().unwrap());
+            assert_eq!(l.stats64[3], j["tx"]["bytes"].as_u64().unwrap());
+            for (col, _, _) in NETLINK_COLUMNS {
+                let (dir, key) = ip_key(col);
+                let want = j[dir][key].as_u64().unwrap_or(0);
+                assert_eq!(l.get(col), Some(want), "{} {col}", l.name);
+            }
+        }
+        let v3 = links.iter().find(|l| l.name == "v3").unwrap();
+        assert_eq!(v3.get("receive_otherhost_dropped"), Some(5));
+        assert_eq!(v3.stats64[0], 5);
+    }
+
+    #[test]
+    fn netlink_rendering() {
+        let mut links = Vec::new();
+        parse_link_stats(LINKS, &mut links).unwrap();
+        // An older kernel's shorter struct (5.10: 24 counters, no rx_otherhost_dropped).
+        links.push(LinkStats {
+            name: "old0".into(),
+            stats64: (0..24).map(|i| 1000 + i).collect(),
+        });
+        links.push(LinkStats {
+            name: "nostats".into(),
+            stats64: vec![],
+        });
+        let y: serde_norway::Value =
+            serde_norway::from_str("{fields: 'receive_(nohandler|otherhost_dropped|crc_errors)', devices: 'v3|old0|nostats'}").unwrap();
+        let mut a = ProbeArgs::from_yaml("netdev", &y).unwrap();
+        let fields = FieldFilter::from_args(&mut a, DEFAULT_FIELDS).unwrap();
+        let devices = FieldFilter::new(a.take_regex("devices").unwrap().unwrap());
+        let p = NetdevProbe {
+            netlink: true,
+            fields,
+            devices,
+            exclude: None,
+            names: NameCache::new(),
+        };
+        let mut f = crate::model::Families::new();
+        p.emit_netlink(&links, &mut f.sink(""));
+        let mut text = String::new();
+        f.render(&mut text);
+        lint_rendering(&text);
+        let mut got = samples(&text);
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "netsleuth_netdev_receive_crc_errors_total{device=\"old0\"} 1012",
+                "netsleuth_netdev_receive_crc_errors_total{device=\"v3\"} 0",
+                "netsleuth_netdev_receive_nohandler_total{device=\"old0\"} 1023",
+                "netsleuth_netdev_receive_nohandler_total{device=\"v3\"} 0",
+                "netsleuth_netdev_receive_otherhost_dropped_total{device=\"v3\"} 5",
+            ]
+        );
+        assert!(text.contains("# HELP netsleuth_netdev_receive_otherhost_dropped_total Received packets dropped because they were addressed to another host's MAC (rx_otherhost_dropped), by the network device (rtnetlink IFLA_STATS64).\n"));
+        // The default fields need no netlink and no entering.
+        assert!(!build_probe(specs(), "netdev", "").needs_entered());
+    }
+
+    #[test]
+    fn link_stats_garbage() {
+        let mut out = Vec::new();
+        for cut in 0..LINKS.len() {
+            out.clear();
+            let _ = parse_link_stats(&LINKS[..cut], &mut out);
+        }
+        // A stats block that is not a whole number of u64s, a link without a name, another
+        // message type: errors naming the problem.
+        fn msg(ty: u16, attrs: &[(u16, &[u8])]) -> Vec<u8> {
+            let mut p = vec![0u8; 16]; // ifinfomsg
+            p[4..8].copy_from_slice(&7i32.to_ne_bytes());
+            for (k, v) in attrs {
+                p.extend_from_slice(&((4 + v.len()) as u16).to_ne_bytes());
+                p.extend_from_slice(&k.to_ne_bytes());
+                p.extend_from_slice(v);
+                while p.len() % 4 != 0 {
+                    p.push(0);
+                }
+            }
+            let mut m = ((16 + p.len()) as u32).to_ne_bytes().to_vec();
+            m.extend_from_slice(&ty.to_ne_bytes());
+            m.extend_from_slice(&[0; 10]);
+            m.extend(p);
+            m
+        }
+        let e = parse_link_stats(&msg(16, &[(3, b"x0\0"), (23, &[0; 12])]), &mut out).unwrap_err();
+        assert!(e.to_string().contains("IFLA_STATS64 of 12 bytes"), "{e}");
+        let e = parse_link_stats(&msg(16, &[(23, &[0; 16])]), &mut out).unwrap_err();
+        assert!(e.to_string().contains("link 7 has no IFLA_IFNAME"), "{e}");
+        let e = parse_link_stats(&msg(17, &[]), &mut out).unwrap_err();
+        assert!(e.to_string().contains("expected RTM_NEWLINK"), "{e}");
+        out.clear();
+        let mut one = 42u64.to_ne_bytes().to_vec();
+        one.extend_from_slice(&[0; 8]);
+        parse_link_stats(&msg(16, &[(3, b"x0\0"), (23, &one)]), &mut out).unwrap();
+        assert_eq!(out[0].stats64, vec![42, 0]);
+        assert_eq!(out[0].get("receive_crc_errors"), None);
     }
 }
