@@ -22,6 +22,7 @@ use crate::collectors::{self, CollectError, NetnsCtx, ProbeArgs};
 use crate::model::{MetricKind, Sink, Value};
 
 pub mod bpf;
+pub mod ipvs;
 pub mod netns;
 pub mod plans;
 use netns::TestNs;
@@ -172,6 +173,7 @@ pub fn run() -> Report {
         return report;
     }
     metric_checks(&mut report.checks);
+    ipvs::checks(&mut report.checks);
     bpf::checks(&mut report.checks);
     plans::checks(&mut report.checks);
     report

@@ -18,6 +18,7 @@ use crate::model::Sink;
 pub mod conntrack;
 pub mod fd;
 pub mod io;
+pub mod ipvs;
 pub mod netdev;
 pub mod netlink;
 pub mod netstat;
@@ -529,6 +530,7 @@ pub fn registry() -> Vec<ProbeSpec> {
     v.extend(fd::specs());
     v.extend(conntrack::specs());
     v.extend(qdisc::specs());
+    v.extend(ipvs::specs());
     v
 }
 
@@ -552,7 +554,7 @@ pub trait MapCollector: Send + Sync {
 
 /// Names of probes that exist in KubeSkoop but are eBPF probes or not built yet: a KubeSkoop
 /// config naming them must still load.
-pub const NOT_YET_AVAILABLE: &[&str] = &["flow", "ipvs", "rdma"];
+pub const NOT_YET_AVAILABLE: &[&str] = &["flow", "rdma"];
 
 /// Parse a decimal integer field as found in procfs (optionally negative).
 pub fn parse_int(s: &[u8]) -> Option<crate::model::Value> {

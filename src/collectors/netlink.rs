@@ -19,8 +19,8 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use netlink_packet_core::{
-    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable, NLM_F_DUMP,
-    NLM_F_REQUEST,
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable, NLM_F_ACK,
+    NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_sys::Socket;
 
@@ -149,6 +149,51 @@ pub fn walk(bytes: &[u8], seq: Option<u32>, on_msg: &mut OnMessage<'_>) -> Resul
     Ok(false)
 }
 
+/// Whether `bytes` hold an `NLMSG_ERROR` with code 0 (an ack) for request `seq`.
+fn acked(bytes: &[u8], seq: u32) -> bool {
+    let mut off = 0usize;
+    while let Ok(msg) = NetlinkBuffer::new_checked(&bytes[off.min(bytes.len())..]) {
+        let len = msg.length() as usize;
+        if msg.message_type() == NLMSG_ERROR && msg.sequence_number() == seq {
+            return read_i32(&bytes[off + NLMSG_HDRLEN..off + len]) == Some(0);
+        }
+        off = off.saturating_add((len + 3) & !3);
+    }
+    false
+}
+
+/// A request given as its netlink message type and payload bytes (generic netlink families,
+/// whose message type is the family id resolved at run time).
+#[derive(Debug, Clone)]
+pub struct RawRequest {
+    pub message_type: u16,
+    pub payload: Vec<u8>,
+}
+
+impl NetlinkSerializable for RawRequest {
+    fn message_type(&self) -> u16 {
+        self.message_type
+    }
+
+    fn buffer_len(&self) -> usize {
+        self.payload.len()
+    }
+
+    fn serialize(&self, buffer: &mut [u8]) {
+        buffer.copy_from_slice(&self.payload);
+    }
+}
+
+/// Append a netlink attribute (`struct nlattr` + value, padded to 4 bytes) to `buf`.
+pub fn put_attr(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
+    buf.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
+    buf.extend_from_slice(&kind.to_ne_bytes());
+    buf.extend_from_slice(value);
+    while buf.len() % 4 != 0 {
+        buf.push(0);
+    }
+}
+
 fn read_i32(b: &[u8]) -> Option<i32> {
     Some(i32::from_ne_bytes(b.get(..4)?.try_into().ok()?))
 }
@@ -208,6 +253,41 @@ impl DumpSocket {
     {
         let seq = self.send(request, NLM_F_REQUEST)?;
         self.receive(seq, false, on_msg)
+    }
+
+    /// Send `request` with `NLM_F_REQUEST | NLM_F_ACK | flags` (a change: `NLM_F_CREATE`...)
+    /// and wait for the kernel's acknowledgement; its error code is [`NlError::Errno`].
+    pub fn ack<M>(&mut self, request: M, flags: u16) -> Result<(), NlError>
+    where
+        M: NetlinkSerializable + fmt::Debug,
+    {
+        let seq = self.send(request, NLM_F_REQUEST | NLM_F_ACK | flags)?;
+        let deadline = Instant::now() + DUMP_TIMEOUT;
+        let mut buf = Vec::with_capacity(8192);
+        loop {
+            buf.clear();
+            match self.sock.recv(&mut buf, 0) {
+                Ok(_) => {}
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EAGAIN) => return Err(NlError::Timeout),
+                    other => {
+                        return Err(NlError::Io {
+                            what: "recv",
+                            errno: other.unwrap_or(libc::EIO),
+                        })
+                    }
+                },
+            }
+            // `walk` turns a non-zero code into `Errno`; a zero-code NLMSG_ERROR is the ack.
+            walk(&buf, Some(seq), &mut |_, _| Ok(()))?;
+            if acked(&buf, seq) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(NlError::Timeout);
+            }
+        }
     }
 
     fn send<M>(&mut self, request: M, flags: u16) -> Result<u32, NlError>
