@@ -504,6 +504,27 @@ pub fn parse_dest_msg(payload: &[u8], svc_af: u16) -> Result<NlDest, String> {
     Err("no IPVS_CMD_ATTR_DEST".into())
 }
 
+/// Parse captured dumps (see [`IpvsNl::raw_dumps`]): the services, and the destinations of
+/// all services in dump order. The address family of destinations without
+/// `IPVS_DEST_ATTR_ADDR_FAMILY` is taken from the first service.
+pub fn parse_dumps(
+    services: &[u8],
+    dests: &[u8],
+) -> Result<(Vec<NlService>, Vec<NlDest>), NlError> {
+    let mut s = Vec::new();
+    super::netlink::walk(services, None, &mut |_, p| {
+        s.push(parse_service_msg(p)?);
+        Ok(())
+    })?;
+    let af = s.first().map_or(libc::AF_INET as u16, |x| x.af);
+    let mut d = Vec::new();
+    super::netlink::walk(dests, None, &mut |_, p| {
+        d.push(parse_dest_msg(p, af)?);
+        Ok(())
+    })?;
+    Ok((s, d))
+}
+
 /// A generic netlink socket talking to the IPVS family of the calling thread's namespace.
 pub struct IpvsNl {
     sock: DumpSocket,

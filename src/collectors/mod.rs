@@ -23,6 +23,7 @@ pub mod netdev;
 pub mod netlink;
 pub mod netstat;
 pub mod qdisc;
+pub mod rdma;
 pub mod snmp;
 pub mod sock;
 pub mod softnet;
@@ -531,6 +532,7 @@ pub fn registry() -> Vec<ProbeSpec> {
     v.extend(conntrack::specs());
     v.extend(qdisc::specs());
     v.extend(ipvs::specs());
+    v.extend(rdma::specs());
     v
 }
 
@@ -554,7 +556,7 @@ pub trait MapCollector: Send + Sync {
 
 /// Names of probes that exist in KubeSkoop but are eBPF probes or not built yet: a KubeSkoop
 /// config naming them must still load.
-pub const NOT_YET_AVAILABLE: &[&str] = &["flow", "rdma"];
+pub const NOT_YET_AVAILABLE: &[&str] = &["flow"];
 
 /// Parse a decimal integer field as found in procfs (optionally negative).
 pub fn parse_int(s: &[u8]) -> Option<crate::model::Value> {
