@@ -180,6 +180,8 @@ fn probes_lists_every_probe_with_availability() {
         "conntrack",
         "qdisc",
         "mptcp",
+        "ipvs",
+        "rdma",
         "netiftxlat",
         "softirq",
         "socketlatency",

@@ -186,6 +186,60 @@ fn netlink_section(probe: &str) -> Section {
     }
 }
 
+/// ipvs over what a 6.12 kernel-matrix guest showed after `metrics.ipvs` (procfs files and
+/// the generic netlink dumps); rdma over the sysfs fixture trees and a resource summary.
+fn fixture_section(probe: &str) -> Section {
+    use collectors::{ipvs, rdma};
+    let spec = collectors::find(probe).unwrap();
+    let mut rec = Recorder {
+        per_namespace: spec.name == "ipvs",
+        ..Recorder::default()
+    };
+    match probe {
+        "ipvs" => {
+            let net = root().join("tests/fixtures/procfs/ipvs-6.12/net");
+            let nl = root().join("tests/fixtures/netlink/ipvs-6.12");
+            let read = |p: PathBuf| std::fs::read(p).unwrap();
+            let mut snap = ipvs::Snapshot {
+                totals: ipvs::parse_stats(&read(net.join("ip_vs_stats"))).unwrap(),
+                services: ipvs::parse_services(&read(net.join("ip_vs"))).unwrap(),
+                nl: Vec::new(),
+            };
+            let (svcs, dests) = ipvs::parse_dumps(
+                &read(nl.join("genl_services.bin")),
+                &read(nl.join("genl_dests.bin")),
+            )
+            .unwrap();
+            snap.nl = svcs.into_iter().map(|s| (s, dests.clone())).collect();
+            ipvs::emit(&snap, &mut rec);
+        }
+        "rdma" => {
+            let mut all = Vec::new();
+            for tree in ["mlx5", "rxe"] {
+                let class = root()
+                    .join("tests/fixtures/sysfs")
+                    .join(tree)
+                    .join("class/infiniband");
+                all.extend(rdma::read_counters(&class).0);
+            }
+            let res = rdma::Resources {
+                index: 0,
+                device: "mlx5_0".into(),
+                counts: vec![("qp".into(), 1)],
+            };
+            rdma::emit(&all, &[res], &mut rec);
+        }
+        _ => unreachable!("{probe}"),
+    }
+    Section {
+        probe: probe.into(),
+        description: spec.description.into(),
+        default_fields: None,
+        default: rec.fams,
+        more: BTreeMap::new(),
+    }
+}
+
 fn catalog_fam(d: &FamilyDoc) -> Fam {
     Fam {
         kind: d.kind,
@@ -234,6 +288,7 @@ fn sections() -> Vec<Section> {
     for spec in collectors::registry() {
         v.push(match spec.name {
             "qdisc" | "tcpsummary" => netlink_section(spec.name),
+            "ipvs" | "rdma" => fixture_section(spec.name),
             p => procfs_section(p),
         });
     }

@@ -8,7 +8,9 @@
 //! socket; the server answers each with as many bytes; the client must see every answer come
 //! from the virtual address (IPVS undid the NAT). IPVS handles a local client at LOCAL_OUT and
 //! counts the IP packet length: one connection, `N` packets and `N × (20 + 8 + PAYLOAD)` bytes
-//! each way, in the namespace totals, the service and the destination.
+//! each way, in the namespace totals, the service and the destination. IPVS publishes its
+//! per-CPU counters to procfs and netlink from its rate estimator, every 2 seconds, so the
+//! check waits until they show the traffic before comparing.
 //!
 //! With `NETSLEUTH_SELFTEST_CAPTURE=<dir>` the check also writes what the kernel showed at the
 //! end (`ip_vs`, `ip_vs_stats`, `ip_vs_stats_percpu`, the generic netlink service and
@@ -154,8 +156,33 @@ fn traffic() -> Result<String, String> {
             ));
         }
     }
+    // IPVS publishes its per-CPU counters into the figures procfs and netlink show from its
+    // rate estimator, every 2 seconds: wait until the totals, the service and the destination
+    // all show the traffic (or 15 s, slow emulated guests included), then compare exactly.
+    let t0 = std::time::Instant::now();
+    let seen = |c: &crate::collectors::ipvs::Counters| c.inpkts >= N && c.outpkts >= N;
+    loop {
+        let totals = std::fs::read("/proc/thread-self/net/ip_vs_stats")
+            .ok()
+            .and_then(|d| crate::collectors::ipvs::parse_stats(&d).ok());
+        let nl = crate::collectors::ipvs::netlink_snapshot().unwrap_or_default();
+        let all = totals.as_ref().is_some_and(seen)
+            && !nl.is_empty()
+            && nl.iter().all(|(s, d)| {
+                seen(&s.counters) && !d.is_empty() && d.iter().all(|d| seen(&d.counters))
+            });
+        if all {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(15) {
+            return Err("IPVS counters did not show the traffic within 15 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     Ok(format!(
-        "udp {VIP}:{VPORT} -> {RS}:{RPORT} (masq): {N} requests and answers of {PAYLOAD} bytes"
+        "udp {VIP}:{VPORT} -> {RS}:{RPORT} (masq): {N} requests and answers of {PAYLOAD} bytes, \
+         published by the IPVS estimator after {} ms",
+        t0.elapsed().as_millis()
     ))
 }
 
