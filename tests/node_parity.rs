@@ -181,3 +181,39 @@ fn mptcp_equals_procfs_after_mptcp_connections() {
         .find("netsleuth_tcpext_listen_drops_total", &[])
         .is_empty());
 }
+
+/// On a node without IPVS or RDMA (this one: no ip_vs module, no /sys/class/infiniband) both
+/// probes load, export nothing and fail no namespace: "not available" is not an error.
+#[test]
+fn ipvs_and_rdma_quiet_where_absent() {
+    if !privileged("ipvs_and_rdma_quiet_where_absent") {
+        return;
+    }
+    if std::path::Path::new("/proc/net/ip_vs_stats").exists()
+        || std::path::Path::new("/sys/class/infiniband").exists()
+    {
+        skip(
+            "ipvs_and_rdma_quiet_where_absent",
+            "this node has IPVS or RDMA state (the test needs neither)",
+        );
+        return;
+    }
+    let _ns = Netns::new("nsq");
+    let cfg = write_config("metrics:\n  probes:\n  - {name: ipvs}\n  - {name: rdma}\n");
+    let e = Exporter::start(&[&format!("--config.file={}", cfg.display())]);
+    let text = e.scrape_text();
+    let s = Scrape::parse(&text);
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        assert!(
+            !l.starts_with("netsleuth_ipvs_") && !l.starts_with("netsleuth_rdma_"),
+            "{l}"
+        );
+    }
+    for c in ["ipvs", "rdma"] {
+        let failed = s.one(
+            "netsleuth_scrape_collector_failed_namespaces",
+            &[("collector", c)],
+        );
+        assert_eq!(failed.value, "0", "{c}");
+    }
+}
