@@ -292,6 +292,27 @@ fn print_probes(cfg: &Config) {
             "no"
         );
     }
+    // Other configured names this build accepts without running them (KubeSkoop's retired
+    // `info`, event probes not built yet).
+    for d in &cfg.deferred_probes {
+        let name = d.strip_prefix("event:").unwrap_or(d);
+        if collectors::NOT_YET_AVAILABLE.contains(&name) {
+            continue;
+        }
+        let why = crate::config::RETIRED_PROBES
+            .iter()
+            .find(|(r, _)| *r == name)
+            .map_or(
+                "KubeSkoop probe not implemented in this build yet",
+                |(_, w)| w,
+            );
+        let on = if d.starts_with("event:") {
+            "events"
+        } else {
+            "metrics"
+        };
+        println!("{name:<14} {on:<8} {:<10} {why}", "no");
+    }
 }
 
 /// eBPF probes: each is loaded, attached and detached at once to tell the method it would use
