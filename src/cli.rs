@@ -6,7 +6,6 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::collectors;
 use crate::config::Config;
 use crate::engine::{ActiveProbes, Engine};
 use crate::http;
@@ -21,6 +20,7 @@ netsleuth: network observability per network namespace, for Prometheus.
 Usage:
   netsleuth [serve] [flags]   run the exporter (default)
   netsleuth probes [flags]    list every probe, whether it can run here, and why not
+                              (also `netsleuth list probe`, KubeSkoop's spelling)
   netsleuth selftest [--json] create test namespaces, induce known conditions, and check that
                               every probe sees exactly them (root; exit 0 only if all behave)
   netsleuth --version
@@ -87,6 +87,7 @@ pub fn parse_args(argv: impl IntoIterator<Item = OsString>) -> Result<Args, Stri
         json: false,
     };
     let mut saw_command = false;
+    let mut list_target = false;
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
             Long("config.file") => {
@@ -173,9 +174,23 @@ pub fn parse_args(argv: impl IntoIterator<Item = OsString>) -> Result<Args, Stri
             Long("json") => args.json = true,
             Long("version") => args.command = Command::Version,
             Long("help") | Short('h') => args.command = Command::Help,
+            // KubeSkoop's `inspector list probe`.
+            Value(v) if list_target => {
+                list_target = false;
+                match v.to_str() {
+                    Some("probe" | "probes") => args.command = Command::Probes,
+                    _ => {
+                        return Err(format!(
+                            "unknown `list` target `{}` (expected probe)",
+                            v.to_string_lossy()
+                        ))
+                    }
+                }
+            }
             Value(v) if !saw_command => {
                 saw_command = true;
                 match v.to_str() {
+                    Some("list") => list_target = true,
                     Some("serve") => args.command = Command::Serve,
                     Some("probes") => args.command = Command::Probes,
                     Some("selftest") => args.command = Command::Selftest,
@@ -191,6 +206,9 @@ pub fn parse_args(argv: impl IntoIterator<Item = OsString>) -> Result<Args, Stri
             }
             other => return Err(other.unexpected().to_string()),
         }
+    }
+    if list_target {
+        return Err("`list` needs a target: `netsleuth list probe`".into());
     }
     Ok(args)
 }
@@ -256,63 +274,41 @@ pub fn main() -> i32 {
 }
 
 fn print_probes(cfg: &Config) {
-    let enabled: Vec<&str> = cfg.probes.iter().map(|p| p.name.as_str()).collect();
+    use crate::status;
     println!(
         "{:<14} {:<8} {:<10} DETAILS",
         "PROBE", "ENABLED", "AVAILABLE"
     );
-    for spec in collectors::registry() {
-        let on = if enabled.contains(&spec.name) {
-            "yes"
-        } else {
-            "no"
-        };
-        let (avail, why) = match (spec.available)() {
-            Ok(()) => ("yes", spec.description.to_string()),
-            Err(e) => ("no", e),
-        };
-        println!("{:<14} {:<8} {:<10} {}", spec.name, on, avail, why);
-        if let Some(f) = spec.default_fields {
-            println!("{:<14} {:<8} {:<10}   default fields: {f}", "", "", "");
-        }
-    }
-    print_bpf_probes(cfg);
-    for name in collectors::NOT_YET_AVAILABLE {
-        let on = if cfg
-            .deferred_probes
-            .iter()
-            .any(|d| d == name || d == &format!("event:{name}"))
-        {
-            "yes"
-        } else {
-            "no"
-        };
-        println!(
-            "{name:<14} {on:<8} {:<10} KubeSkoop probe not implemented in this build yet",
-            "no"
-        );
-    }
-}
-
-/// eBPF probes: each is loaded, attached and detached at once to tell the method it would use
-/// here, or why none works.
-fn print_bpf_probes(cfg: &Config) {
+    let enabled: Vec<String> = cfg.probes.iter().map(|p| p.name.clone()).collect();
+    let mut rows = status::collector_rows(&enabled);
+    // eBPF probes: each is loaded, attached and detached at once to tell the method it would
+    // use here, or why none works.
     for kind in crate::probes::ProbeKind::ALL {
         let c = cfg.bpf_probes.iter().find(|p| p.kind == kind);
-        let on = match c {
-            Some(c) if c.metrics && c.events => "yes",
-            Some(c) if c.metrics => "metrics",
-            Some(_) => "events",
-            None => "no",
-        };
         let probe = c
             .cloned()
             .unwrap_or_else(|| crate::probes::BpfProbeConfig::new(kind));
-        let (avail, why) = match crate::probes::check(&probe, &cfg.btf) {
-            Ok(how) => ("yes", format!("{} {how}", kind.description())),
-            Err(e) => ("no", e),
+        let started = crate::probes::start_probe(&probe, &cfg.btf);
+        if let Ok(p) = &started {
+            p.detach();
+        }
+        let mut row = status::bpf_row(kind, c, Some(started.as_ref().map_err(|e| e.as_str())));
+        row.available = Some(started.is_ok());
+        rows.push(row);
+    }
+    rows.extend(status::deferred_rows(&cfg.deferred_probes));
+    for r in rows {
+        let avail = match r.available {
+            Some(true) => "yes",
+            _ => "no",
         };
-        println!("{:<14} {:<8} {:<10} {}", kind.name(), on, avail, why);
+        println!(
+            "{:<14} {:<8} {:<10} {}",
+            r.name, r.enabled, avail, r.details
+        );
+        if let Some(f) = r.default_fields {
+            println!("{:<14} {:<8} {:<10}   default fields: {f}", "", "", "");
+        }
     }
 }
 
@@ -417,11 +413,14 @@ fn serve(args: Args) -> i32 {
         bpf_program_stats: cfg.bpf_program_stats,
         ..Config::default_config()
     };
+    let status = Arc::new(crate::status::StatusBoard::default());
+    status.set(&cfg, None);
     let engine = Engine::new(cfg, inventory.clone());
     if let Some(p) = &pipeline {
         engine.add_self_metrics(p.clone());
     }
     let bpf_set = start_bpf(&bpf_cfg, &engine, &inventory, &pipeline, None);
+    status.set_bpf(bpf_set.clone());
     let mut limits = args.limits.clone();
     if let Some(n) = args.max_requests {
         limits.max_requests = n;
@@ -429,6 +428,7 @@ fn serve(args: Args) -> i32 {
     let app = Arc::new(http::App {
         engine: engine.clone(),
         events: pipeline.clone(),
+        status: status.clone(),
     });
     let server = match crate::server::start(listeners, app, web, limits) {
         Ok(s) => s,
@@ -458,7 +458,7 @@ fn serve(args: Args) -> i32 {
     }
 
     crate::notify::notify_logged("READY=1");
-    let bpf_set = run_signals(&args, &engine, &inventory, &pipeline, bpf_set);
+    let bpf_set = run_signals(&args, &engine, &inventory, &pipeline, &status, bpf_set);
     let rc = bpf_set.0;
     crate::notify::notify_logged("STOPPING=1");
     // Detach the eBPF programs and flush the event sinks before exiting.
@@ -492,6 +492,7 @@ fn run_signals(
     engine: &Arc<Engine>,
     inventory: &Arc<Inventory>,
     pipeline: &Option<Arc<crate::events::Pipeline>>,
+    status: &crate::status::StatusBoard,
     mut bpf_set: Option<Arc<crate::probes::ProbeSet>>,
 ) -> (i32, Option<Arc<crate::probes::ProbeSet>>) {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -522,12 +523,14 @@ fn run_signals(
                     }
                     // The running eBPF set stays in place until its successor replaces it:
                     // no scrape in between misses its series.
+                    status.set(&cfg, bpf_set.clone());
                     let mut active = ActiveProbes::from_config(cfg);
                     if let Some(s) = &bpf_set {
                         active.maps = vec![s.clone()];
                     }
                     engine.set_probes(active);
                     bpf_set = start_bpf(&bpf_cfg, engine, inventory, pipeline, bpf_set.take());
+                    status.set_bpf(bpf_set.clone());
                     engine.stats.last_reload_ok.store(1, Ordering::Relaxed);
                     log::info!("configuration reloaded; probes: {}", names.join(", "));
                 }
@@ -604,5 +607,23 @@ mod tests {
         assert!(p(&["--web.max-requests=-1"])
             .unwrap_err()
             .contains("--web.max-requests"));
+    }
+
+    #[test]
+    fn list_probe_is_probes() {
+        for argv in [
+            &["list", "probe"][..],
+            &["list", "probes", "--config.file=x"],
+        ] {
+            assert_eq!(p(argv).unwrap().command, Command::Probes, "{argv:?}");
+        }
+        assert_eq!(
+            p(&["list"]).unwrap_err(),
+            "`list` needs a target: `netsleuth list probe`"
+        );
+        assert_eq!(
+            p(&["list", "entity"]).unwrap_err(),
+            "unknown `list` target `entity` (expected probe)"
+        );
     }
 }

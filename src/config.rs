@@ -9,26 +9,25 @@ use serde::Deserialize;
 
 use crate::collectors::{self, Collector, ProbeArgs};
 
-/// The config file as written.
+mod kubeskoop;
+use kubeskoop::KubeSkoopKeys;
+
+/// The config file as written: our own sections typed (their keys spelled one way, unknown
+/// ones refused by serde), everything else collected in `other` and read by
+/// [`KubeSkoopKeys::read`], which matches KubeSkoop's keys case-insensitively as its viper/
+/// mapstructure loading did.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 struct RawConfig {
-    // KubeSkoop keys, accepted so its configs load unchanged.
-    debug_mode: Option<bool>,
-    address: Option<String>,
-    port: Option<u16>,
-    enable_controller: Option<bool>,
-    controller_addr: Option<String>,
-    #[serde(default)]
-    metrics: RawMetrics,
-    event: Option<RawEvent>,
-    // Our own keys.
     #[serde(default)]
     inventory: RawInventory,
     #[serde(default)]
     collection: RawCollection,
     #[serde(default)]
     bpf: RawBpf,
+    /// Every other top-level key: KubeSkoop's (any case) or unknown.
+    #[serde(flatten)]
+    other: serde_norway::Mapping,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -43,21 +42,16 @@ struct RawBpf {
     program_stats: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug, Default)]
 struct RawMetrics {
     /// `None` = key absent (default probe set); `Some(vec![])` = explicitly no probes.
     probes: Option<Vec<serde_norway::Value>>,
-    #[serde(default)]
     additional_labels: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug, Default)]
 struct RawEvent {
-    #[serde(default)]
     probes: Vec<serde_norway::Value>,
-    #[serde(default)]
     sinks: Vec<serde_norway::Value>,
 }
 
@@ -225,16 +219,18 @@ impl Config {
         let raw: RawConfig = if text.trim().is_empty() {
             RawConfig::default()
         } else {
-            serde_norway::from_str(text).map_err(|e| ConfigError(e.to_string()))?
+            serde_norway::from_str(text)
+                .map_err(|e| ConfigError(kubeskoop::explain_serde(e.to_string())))?
         };
         Self::from_raw(raw)
     }
 
     fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
+        let ks = KubeSkoopKeys::read(&raw.other)?;
         let mut probes = Vec::new();
         let mut deferred = Vec::new();
         let mut bpf_probes: Vec<crate::probes::BpfProbeConfig> = Vec::new();
-        match &raw.metrics.probes {
+        match &ks.metrics.probes {
             None => {
                 for spec in collectors::registry()
                     .into_iter()
@@ -249,8 +245,21 @@ impl Config {
                 }
             }
             Some(list) => {
+                let mut seen: Vec<(String, serde_norway::Value)> = Vec::new();
                 for (i, entry) in list.iter().enumerate() {
                     let (name, args) = probe_entry(&format!("metrics.probes[{i}]"), entry)?;
+                    let name = canonical_probe(&format!("metrics.probes[{i}]"), name);
+                    if seen.iter().any(|(n, a)| *n == name && *a == args) {
+                        // KubeSkoop collapsed repeated entries (its own skoopbundle.yaml of
+                        // September 2023 lists packetloss twice); the same args twice mean
+                        // nothing else.
+                        log::warn!(
+                            "metrics.probes[{i}]: probe `{name}` is listed again with the same \
+                             args; the repetition is ignored"
+                        );
+                        continue;
+                    }
+                    seen.push((name.clone(), args.clone()));
                     if probes.iter().any(|p: &ProbeConfig| p.name == name)
                         || bpf_probes
                             .iter()
@@ -281,15 +290,16 @@ impl Config {
                                 .map_err(|e| ConfigError(format!("metrics.probes[{i}]: {e}")))?;
                             probes.push(ProbeConfig { name, collector: c });
                         }
-                        None if collectors::NOT_YET_AVAILABLE.contains(&name.as_str()) => {
+                        None if collectors::NOT_YET_AVAILABLE.contains(&name.as_str())
+                            || RETIRED_PROBES.iter().any(|(r, _)| *r == name) =>
+                        {
                             deferred.push(name)
                         }
                         None => {
-                            let known: Vec<&str> =
-                                collectors::registry().iter().map(|s| s.name).collect();
+                            let known = known_metric_probes();
                             return err(format!(
-                                "metrics.probes[{i}]: unknown probe `{name}` (known: {})",
-                                known.join(", ")
+                                "metrics.probes[{i}]: unknown probe `{name}`{}",
+                                probe_suggestion(&name, &known)
                             ));
                         }
                     }
@@ -304,10 +314,11 @@ impl Config {
             btf.path = Some(p.into());
         }
         let mut event_sinks = Vec::new();
-        if let Some(ev) = &raw.event {
+        if let Some(ev) = &ks.event {
             for (i, entry) in ev.probes.iter().enumerate() {
                 let at = format!("event.probes[{i}]");
                 let (name, args) = probe_entry(&at, entry)?;
+                let name = canonical_probe(&at, name);
                 if let Some(kind) = crate::probes::ProbeKind::from_name(&name) {
                     let mut a = ProbeArgs::from_yaml(&name, &args)
                         .map_err(|e| ConfigError(format!("{at}: {e}")))?;
@@ -322,7 +333,14 @@ impl Config {
                     continue;
                 }
                 if !collectors::NOT_YET_AVAILABLE.contains(&name.as_str()) && name != "biolatency" {
-                    return err(format!("event.probes[{i}]: unknown event probe `{name}`"));
+                    let known: Vec<&str> = crate::probes::ProbeKind::ALL
+                        .iter()
+                        .map(|k| k.name())
+                        .collect();
+                    return err(format!(
+                        "event.probes[{i}]: unknown event probe `{name}`{}",
+                        probe_suggestion(&name, &known)
+                    ));
                 }
                 deferred.push(format!("event:{name}"));
             }
@@ -370,7 +388,7 @@ impl Config {
                 .unwrap_or_default();
             extra_labels.push(("k8s_node".to_string(), node));
         }
-        for (i, l) in raw.metrics.additional_labels.iter().enumerate() {
+        for (i, l) in ks.metrics.additional_labels.iter().enumerate() {
             let at = format!("metrics.additionalLabels[{i}]");
             let Some((k, v)) = l.split_once('=') else {
                 return err(format!("{at}: `{l}` is not `name=value`"));
@@ -393,12 +411,7 @@ impl Config {
             }
             extra_labels.push((k.to_string(), v.to_string()));
         }
-        let listen_address = match (&raw.address, raw.port) {
-            (Some(a), _) if !a.is_empty() => Some(a.trim_start_matches("tcp://").to_string()),
-            (_, Some(p)) => Some(format!(":{p}")),
-            _ => None,
-        };
-        let _ = (&raw.enable_controller, &raw.controller_addr);
+        let listen_address = ks.listen_address.clone();
         let refresh_interval = match &raw.inventory.refresh_interval {
             Some(s) => parse_duration("inventory.refreshInterval", s)?,
             None => Duration::from_secs(10),
@@ -450,7 +463,7 @@ impl Config {
             extra_labels,
             deferred_probes: deferred,
             listen_address,
-            debug: raw.debug_mode.unwrap_or(false),
+            debug: ks.debug_mode.unwrap_or(false),
             refresh_interval,
             max_staleness,
             netns_dirs: raw
@@ -615,6 +628,67 @@ fn sink_config(
     })
 }
 
+/// Names KubeSkoop used for probes it later renamed, with ours (from its git history and
+/// documentation); a config using the old name loads as if it had the new one.
+pub const PROBE_ALIASES: &[(&str, &str)] = &[
+    // Until September 2023 (and in the exporter's probe documentation and chart 0.3.0).
+    ("net_softirq", "softirq"),
+    // September 2023 to March 2024.
+    ("netsoftirq", "softirq"),
+    // The event probe's name until September 2023, and the probe documentation's.
+    ("netiftxlatency", "netiftxlat"),
+    // deploy/README.md's probe table.
+    ("netif_txlatency", "netiftxlat"),
+    // September 2023 to January 2024.
+    ("virtcmdLatency", "virtcmdlatency"),
+];
+
+/// KubeSkoop probes that KubeSkoop itself removed: accepted like the not-yet-built ones
+/// (warned, nothing runs), because configs of that time (its docs example) still name them.
+pub const RETIRED_PROBES: &[(&str, &str)] = &[(
+    "info",
+    "KubeSkoop's pod and node IP info series (removed from KubeSkoop in February 2024)",
+)];
+
+/// The probe's current name; an old KubeSkoop name is logged once and replaced.
+fn canonical_probe(at: &str, name: String) -> String {
+    match PROBE_ALIASES.iter().find(|(old, _)| *old == name) {
+        Some((old, new)) => {
+            kubeskoop::log_once(
+                &format!("probe {old}"),
+                &format!("`{old}` (at {at}) is KubeSkoop's old name of the `{new}` probe; loaded as `{new}`"),
+            );
+            new.to_string()
+        }
+        None => name,
+    }
+}
+
+/// Every metric probe name: the procfs/netlink registry, then every eBPF probe.
+pub fn known_metric_probes() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = collectors::registry().iter().map(|s| s.name).collect();
+    v.extend(crate::probes::ProbeKind::ALL.iter().map(|k| k.name()));
+    v
+}
+
+/// ` (known: ...; did you mean `x`?)`: the whole list, and the closest name (old names too).
+fn probe_suggestion(name: &str, known: &[&str]) -> String {
+    let mut s = format!(" (known: {}", known.join(", "));
+    let candidates = known
+        .iter()
+        .copied()
+        .chain(PROBE_ALIASES.iter().map(|(old, _)| *old));
+    if let Some(c) = kubeskoop::closest(name, candidates) {
+        let c = PROBE_ALIASES
+            .iter()
+            .find(|(old, _)| *old == c)
+            .map_or(c, |(_, new)| new);
+        s.push_str(&format!("; did you mean `{c}`?"));
+    }
+    s.push(')');
+    s
+}
+
 /// A probe/sink list entry: a bare name or `{name, args}`.
 fn probe_entry(
     at: &str,
@@ -622,19 +696,34 @@ fn probe_entry(
 ) -> Result<(String, serde_norway::Value), ConfigError> {
     use serde_norway::Value;
     match v {
+        Value::String(s) if s.starts_with("map[") && s.ends_with(']') => err(format!(
+            "{at}: `{s}` is how Go prints a mapping (a Helm template wrote `- {{{{ . }}}}` for a \
+             `{{name: ...}}` entry); write the entry as `- name: ...`"
+        )),
         Value::String(s) => Ok((s.clone(), Value::Null)),
         Value::Mapping(m) => {
             let mut name = None;
             let mut args = Value::Null;
             for (k, v) in m {
-                match k.as_str() {
-                    Some("name") => match v {
+                // KubeSkoop's mapstructure matched these case-insensitively too.
+                match k.as_str().map(|k| (k, k.to_ascii_lowercase())) {
+                    Some((_, l)) if l == "name" => match v {
                         Value::String(s) => name = Some(s.clone()),
-                        _ => return err(format!("{at}.name: must be a string")),
+                        other => {
+                            return err(format!(
+                                "{at}.name: must be a string, not {}",
+                                kubeskoop::show(other)
+                            ))
+                        }
                     },
-                    Some("args") => args = v.clone(),
-                    Some(other) => {
-                        return err(format!("{at}: unknown key `{other}` (expected name, args)"))
+                    Some((_, l)) if l == "args" => args = v.clone(),
+                    Some((other, _)) => {
+                        return err(format!(
+                            "{at}: unknown key `{other}` (expected name, args{})",
+                            kubeskoop::closest(other, ["name", "args"])
+                                .map(|c| format!("; did you mean `{c}`?"))
+                                .unwrap_or_default()
+                        ))
                     }
                     None => return err(format!("{at}: keys must be strings")),
                 }
@@ -653,6 +742,358 @@ fn probe_entry(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a loaded config sets up, in one line per part, for exact comparison.
+    fn summary(c: &Config) -> Vec<String> {
+        let names = |v: Vec<String>| v.join(",");
+        let bpf = |f: fn(&crate::probes::BpfProbeConfig) -> bool| {
+            names(
+                c.bpf_probes
+                    .iter()
+                    .filter(|p| f(p))
+                    .map(|p| {
+                        let mut n = p.kind.name().to_string();
+                        if p.enable_stack {
+                            n.push_str("+stack");
+                        }
+                        n
+                    })
+                    .collect(),
+            )
+        };
+        let sinks = c
+            .event_sinks
+            .iter()
+            .map(|s| match s {
+                crate::events::SinkConfig::Loki(l) => format!("loki {}", l.url),
+                other => other.kind().to_string(),
+            })
+            .collect();
+        vec![
+            format!("listen {:?}", c.listen_address),
+            format!("debug {}", c.debug),
+            format!(
+                "procfs {}",
+                names(c.probes.iter().map(|p| p.name.clone()).collect())
+            ),
+            format!("bpf-metrics {}", bpf(|p| p.metrics)),
+            format!("bpf-events {}", bpf(|p| p.events)),
+            format!("deferred {}", names(c.deferred_probes.clone())),
+            format!("sinks {}", names(sinks)),
+            format!("labels {:?}", c.extra_labels),
+        ]
+    }
+
+    fn fixture(name: &str) -> Vec<String> {
+        let path = format!(
+            "{}/tests/fixtures/kubeskoop-configs/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        match Config::load(Path::new(&path)) {
+            Ok(c) => summary(&c),
+            Err(e) => vec![format!("error {e}")],
+        }
+    }
+
+    /// Every KubeSkoop config in its repositories loads, and means what it meant there.
+    #[test]
+    fn kubeskoop_fixtures_configure_what_they_say() {
+        let helm = [
+            "listen Some(\":9102\")",
+            "debug false",
+            "procfs conntrack,qdisc,netdev,io,sock,tcpsummary,tcp,tcpext,udp",
+            "bpf-metrics packetloss,tcpretrans",
+            "bpf-events packetloss,tcpretrans,tcpreset",
+            "deferred flow",
+            "sinks stderr",
+            "labels []",
+        ];
+        assert_eq!(fixture("helm-chart.yaml"), helm);
+        // The website's chart: `debugmode:` rendered empty is no value.
+        assert_eq!(fixture("website-chart-kubeskoop.yaml"), helm);
+        // The commented example is one multi-line label whose value needs pod labels.
+        assert_eq!(fixture("helm-chart-additional-labels.yaml"), helm);
+        assert_eq!(
+            fixture("helm-chart-0.3.0.yaml"),
+            [format!(
+                "error config file {}/tests/fixtures/kubeskoop-configs/helm-chart-0.3.0.yaml: \
+                 unknown key `events` (did you mean `event`?)",
+                env!("CARGO_MANIFEST_DIR")
+            )]
+        );
+        assert_eq!(
+            fixture("skoopbundle.yaml"),
+            [
+                "listen Some(\":9102\")",
+                "debug true",
+                "procfs conntrack,qdisc,netdev,io,sock,tcpsummary,tcp,tcpext,udp",
+                "bpf-metrics socketlatency,packetloss,tcpretrans",
+                "bpf-events packetloss,tcpretrans,tcpreset",
+                "deferred flow",
+                "sinks stderr,loki http://loki-service:3100/loki/api/v1/push",
+                "labels []",
+            ]
+        );
+        let docs = [
+            "listen Some(\":9102\")",
+            "debug true",
+            "procfs netdev,io,sock,tcpsummary,tcp,tcpext,udp",
+            "bpf-metrics socketlatency,packetloss",
+            "bpf-events packetloss,tcpreset",
+            "deferred info,flow",
+            "sinks stderr,loki http://loki-service:3100/loki/api/v1/push",
+            "labels []",
+        ];
+        assert_eq!(fixture("skoopbundle-2024-04-02.yaml"), docs);
+        assert_eq!(fixture("website-docs-configuration.yaml"), docs);
+        assert_eq!(
+            fixture("skoopbundle-2023-09-25.yaml"),
+            [
+                "listen Some(\":9102\")",
+                "debug true",
+                "procfs netdev,io,sock,tcpsummary,tcp,tcpext,udp",
+                "bpf-metrics socketlatency,packetloss",
+                "bpf-events packetloss,tcpreset",
+                "deferred ",
+                "sinks stderr,loki http://loki-service:3100/loki/api/v1/push",
+                "labels []",
+            ]
+        );
+        let old = |softirq_at: usize| {
+            let mut bpf = vec!["socketlatency", "packetloss", "virtcmdlatency"];
+            bpf.insert(softirq_at, "softirq");
+            [
+                "listen Some(\":9102\")".to_string(),
+                "debug true".to_string(),
+                "procfs netdev,io,sock,tcpsummary,tcp,tcpext,udp".to_string(),
+                format!("bpf-metrics {}", bpf.join(",")),
+                "bpf-events packetloss,tcpreset".to_string(),
+                "deferred ".to_string(),
+                "sinks loki http://loki-service:3100/loki/api/v1/push".to_string(),
+                "labels []".to_string(),
+            ]
+        };
+        assert_eq!(fixture("skoopbundle-2023-08-09.yaml"), old(2));
+        assert_eq!(fixture("vagrant-skoop-deploy.yaml"), old(2));
+        assert_eq!(
+            fixture("net-exporter-config.yaml"),
+            [
+                "listen Some(\":9102\")",
+                "debug true",
+                "procfs conntrack,qdisc,netdev,io,sock,tcpsummary,tcp,tcpext,udp",
+                "bpf-metrics kernellatency,packetloss,tcpretrans",
+                "bpf-events kernellatency,packetloss,tcpretrans,tcpreset",
+                "deferred flow,event:biolatency",
+                "sinks stderr",
+                "labels []",
+            ]
+        );
+        assert_eq!(
+            fixture("website-docs-sidecar.yaml"),
+            [
+                "listen Some(\":9102\")",
+                "debug true",
+                "procfs netdev,io,sock,tcpsummary,tcp,tcpext,udp",
+                "bpf-metrics ",
+                "bpf-events ",
+                "deferred ",
+                "sinks ",
+                "labels []",
+            ]
+        );
+        assert_eq!(
+            fixture("website-chart-kubeskoop-exporter.yaml"),
+            [
+                "listen Some(\":9102\")",
+                "debug false",
+                "procfs netdev,io,tcpext,tcpsummary,tcp,sock,softnet,udp",
+                "bpf-metrics socketlatency,packetloss,softirq,virtcmdlatency,kernellatency",
+                "bpf-events packetloss,tcpreset",
+                "deferred ",
+                "sinks loki http://loki-service.skoop.svc.cluster.local:3100/loki/api/v1/push",
+                "labels []",
+            ]
+        );
+    }
+
+    fn parse_err(yaml: &str) -> String {
+        match Config::parse(yaml) {
+            Ok(_) => panic!("{yaml}: loaded"),
+            Err(e) => e.0,
+        }
+    }
+
+    #[test]
+    fn kubeskoop_keys_any_case_own_keys_one_spelling() {
+        let c = Config::parse(
+            "DEBUGMODE: true\nPort: 9200\nEnableController: false\nControllerAddr: x\n\
+             Metrics:\n  Probes: [{Name: netdev, Args: {Devices: eth0}}]\n  ADDITIONALLABELS: [a=b]\n\
+             EVENT:\n  Sinks: [stderr]\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen_address.as_deref(), Some(":9200"));
+        assert!(c.debug);
+        assert_eq!(c.probes[0].name, "netdev");
+        assert_eq!(c.extra_labels, vec![("a".to_string(), "b".to_string())]);
+        assert_eq!(c.event_sinks.len(), 1);
+        // `address` wins over `port`, which wins over the old metric_config.port.
+        let c = Config::parse("address: tcp://127.0.0.1:9300\nport: 9200\n").unwrap();
+        assert_eq!(c.listen_address.as_deref(), Some("127.0.0.1:9300"));
+        for (yaml, msg) in [
+            (
+                "Inventory: {}\n",
+                "unknown key `Inventory` (did you mean `inventory`?)",
+            ),
+            (
+                "metrix: {}\n",
+                "unknown key `metrix` (did you mean `metrics`?)",
+            ),
+            (
+                "debugMode: true\ndebugmode: false\n",
+                "`debugMode` and `debugmode` are the same key (KubeSkoop's keys are matched \
+                 without regard to case): give it once",
+            ),
+            (
+                "metrics:\n  probes: [netdev]\n  frobs: 1\n",
+                "metrics: unknown key `frobs` (did you mean `probes`?)",
+            ),
+            (
+                "debugmode: yes please\n",
+                "debugMode: must be true or false, not \"yes please\"",
+            ),
+            (
+                "port: 99999\n",
+                "port: must be a port number (0..65535), not 99999",
+            ),
+            (
+                "port: [1]\n",
+                "port: must be a port number (0..65535), not a list",
+            ),
+            (
+                "enableController: 1\n",
+                "enableController: must be true or false, not 1",
+            ),
+            ("address: 9102\n", "address: must be a string, not 9102"),
+            (
+                "metrics: [netdev]\n",
+                "metrics: must be a mapping, not a list",
+            ),
+            (
+                "metrics:\n  probes: netdev\n",
+                "metrics.probes: must be a list, not \"netdev\"",
+            ),
+            (
+                "metrics:\n  additionalLabels: [{a: b}]\n",
+                "metrics.additionalLabels[0]: must be a string, not a mapping",
+            ),
+            (
+                "metric_config:\n  interval: 15s\n",
+                "metric_config.interval: must be a whole number, not \"15s\"",
+            ),
+            (
+                "event_config:\n  loki_enable: true\n",
+                "event_config.loki_enable: true needs event_config.loki_address",
+            ),
+            (
+                "metrics: {}\nmetric_config: {}\n",
+                "metric_config: KubeSkoop's older schema; give `metrics` or `metric_config`, \
+                 not both",
+            ),
+            (
+                "zzzzzzzzzzzz: 1\n",
+                "unknown key `zzzzzzzzzzzz` (known: debugMode, port, address, enableController, \
+                 enable_controller, controllerAddr, metrics, event, metric_config, event_config, \
+                 inventory, collection, bpf)",
+            ),
+        ] {
+            assert_eq!(parse_err(yaml), msg, "{yaml}");
+        }
+        let e = parse_err("inventory:\n  refreshIntervall: 10s\n");
+        assert!(
+            e.starts_with("inventory: unknown field `refreshIntervall`"),
+            "{e}"
+        );
+        assert!(e.ends_with("(did you mean `refreshInterval`?)"), "{e}");
+    }
+
+    #[test]
+    fn probe_names_old_aliases_and_the_whole_known_list() {
+        let c = Config::parse(
+            "metrics:\n  probes: [net_softirq, netiftxlatency, virtcmdLatency]\n\
+             event:\n  probes: [netsoftirq, netif_txlatency]\n",
+        )
+        .unwrap();
+        let kinds: Vec<(&str, bool, bool)> = c
+            .bpf_probes
+            .iter()
+            .map(|p| (p.kind.name(), p.metrics, p.events))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("softirq", true, true),
+                ("netiftxlat", true, true),
+                ("virtcmdlatency", true, false)
+            ]
+        );
+        // Both names of one probe in one list are the same probe twice: collapsed when the
+        // args agree, an error when they do not.
+        let c = Config::parse("metrics:\n  probes: [softirq, net_softirq]\n").unwrap();
+        assert_eq!(c.bpf_probes.len(), 1);
+        assert_eq!(
+            parse_err(
+                "metrics:\n  probes: [softirq, {name: net_softirq, args: {threshold: 1ms}}]\n"
+            ),
+            "metrics.probes[1]: probe `softirq` is listed twice"
+        );
+        let known = known_metric_probes();
+        for k in crate::probes::ProbeKind::ALL {
+            assert!(known.contains(&k.name()), "{}", k.name());
+        }
+        for s in collectors::registry() {
+            assert!(known.contains(&s.name), "{}", s.name);
+        }
+        assert_eq!(
+            parse_err("metrics:\n  probes: [packetlos]\n"),
+            format!(
+                "metrics.probes[0]: unknown probe `packetlos` (known: {}; did you mean \
+                 `packetloss`?)",
+                known.join(", ")
+            )
+        );
+        assert_eq!(
+            parse_err("metrics:\n  probes: [net-softirq]\n"),
+            format!(
+                "metrics.probes[0]: unknown probe `net-softirq` (known: {}; did you mean \
+                 `softirq`?)",
+                known.join(", ")
+            )
+        );
+        let ebpf: Vec<&str> = crate::probes::ProbeKind::ALL
+            .iter()
+            .map(|k| k.name())
+            .collect();
+        assert_eq!(
+            parse_err("event:\n  probes: [tcpreste]\n"),
+            format!(
+                "event.probes[0]: unknown event probe `tcpreste` (known: {}; did you mean \
+                 `tcpreset`?)",
+                ebpf.join(", ")
+            )
+        );
+        assert_eq!(
+            parse_err("metrics:\n  probes: ['map[name:netdev]']\n"),
+            "metrics.probes[0]: `map[name:netdev]` is how Go prints a mapping (a Helm template \
+             wrote `- {{ . }}` for a `{name: ...}` entry); write the entry as `- name: ...`"
+        );
+        // A repeat with the same args is collapsed as KubeSkoop did; other args are an error.
+        let c = Config::parse("metrics:\n  probes: [netdev, netdev]\n").unwrap();
+        assert_eq!(c.probes.len(), 1);
+        assert_eq!(
+            parse_err("metrics:\n  probes: [netdev, {name: netdev, args: {devices: eth0}}]\n"),
+            "metrics.probes[1]: probe `netdev` is listed twice"
+        );
+    }
 
     #[test]
     fn loki_node_follows_inventory_node_name() {

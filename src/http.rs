@@ -1,5 +1,5 @@
-//! The HTTP endpoints: `/metrics` (text format 0.0.4, gzip when asked), `/events`, `/` and
-//! `/-/healthy`. The connections, TLS, auth and limits are [`crate::server`]'s.
+//! The HTTP endpoints: `/metrics` (text format 0.0.4, gzip when asked), `/events`, `/status`
+//! (what runs, [`crate::status`]), `/` and `/-/healthy`. The connections, TLS, auth and limits are [`crate::server`]'s.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -63,18 +63,33 @@ pub fn scrape_budget(v: Option<&str>) -> Option<Duration> {
     Some(Duration::from_secs_f64((secs - margin).max(0.05)))
 }
 
-const LANDING: &str = "<!DOCTYPE html>\n<html><head><title>netsleuth</title></head><body>\n<h1>netsleuth</h1>\n<p>Network observability per network namespace.</p>\n<ul><li><a href=\"metrics\">Metrics</a></li><li><a href=\"-/healthy\">Health</a></li></ul>\n</body></html>\n";
+const LANDING: &str = "<!DOCTYPE html>\n<html><head><title>netsleuth</title></head><body>\n<h1>netsleuth</h1>\n<p>Network observability per network namespace.</p>\n<ul><li><a href=\"metrics\">Metrics</a></li><li><a href=\"status\">Status</a></li><li><a href=\"-/healthy\">Health</a></li></ul>\n</body></html>\n";
 
 /// The exporter's endpoints, served by [`crate::server`].
 pub struct App {
     pub engine: Arc<Engine>,
     pub events: Option<Arc<Pipeline>>,
+    /// What `/status` reports: the probes and sinks now configured and running.
+    pub status: Arc<crate::status::StatusBoard>,
 }
 
 impl Handler for App {
     fn handle(&self, req: &Request) -> Outcome {
         if req.path() == "/events" {
             return events_stream(req, self.events.as_ref());
+        }
+        if req.path() == "/status" {
+            if req.method != "GET" && req.method != "HEAD" {
+                return Outcome::Respond(method_not_allowed("GET, HEAD"));
+            }
+            let doc = self.status.to_json(self.events.as_deref());
+            let mut body = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+            body.push(b'\n');
+            return Outcome::Respond(Response {
+                status: 200,
+                headers: vec![("Content-Type".into(), "application/json".into())],
+                body: Body::Bytes(body),
+            });
         }
         Outcome::Respond(handle(req, &self.engine))
     }
@@ -83,6 +98,7 @@ impl Handler for App {
         match path {
             "/metrics" => "metrics",
             "/events" => "events",
+            "/status" => "status",
             "/" => "landing",
             "/-/healthy" => "healthy",
             _ => "other",

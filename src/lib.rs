@@ -22,5 +22,6 @@ pub mod probes;
 pub mod selfmetrics;
 pub mod selftest;
 pub mod server;
+pub mod status;
 pub mod sys;
 pub mod web_config;

@@ -73,7 +73,10 @@ fn bad_config_exit_2_and_name_the_key() {
             "metrics:\n  probes:\n    - {name: netdev, argz: {}}\n",
             "argz",
         ),
-        ("metrics:\n  probes: [netdev, netdev]\n", "twice"),
+        (
+            "metrics:\n  probes: [netdev, {name: netdev, args: {devices: eth0}}]\n",
+            "twice",
+        ),
         ("collection:\n  timeout: 5 parsecs\n", "collection.timeout"),
         ("collection:\n  workers: 0\n", "collection.workers"),
         (

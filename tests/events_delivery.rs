@@ -565,6 +565,7 @@ fn live_events_stream_filters_sse_and_stalled_client() {
     let app = Arc::new(netsleuth::http::App {
         engine,
         events: Some(p.clone()),
+        status: Default::default(),
     });
     let server = netsleuth::server::start(
         listeners,

@@ -1046,3 +1046,193 @@ fn several_listen_addresses() {
         assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     }
 }
+
+/// One row of `netsleuth probes`: name, ENABLED, AVAILABLE, DETAILS.
+fn probes_table(stdout: &str) -> Vec<(String, String, String, String)> {
+    stdout
+        .lines()
+        .skip(1)
+        .filter(|l| !l.starts_with(' '))
+        .map(|l| {
+            let name = l[..14].trim().to_string();
+            let enabled = l[15..23].trim().to_string();
+            let avail = l[24..34].trim().to_string();
+            (name, enabled, avail, l[35..].to_string())
+        })
+        .collect()
+}
+
+/// `/status` says, for the same config, exactly what `netsleuth probes` says (enabled,
+/// available, the attach methods or why not), with an eBPF probe attached for real
+/// (packetloss) and one that cannot run here (virtcmdlatency: no virtio-net on this machine),
+/// plus every sink's state and counters; behind the web config's basic auth like /metrics.
+/// `netsleuth list probe` prints what `netsleuth probes` prints.
+#[test]
+fn status_is_what_probes_reports() {
+    if !privileged("status_is_what_probes_reports") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(unique("nslstatus"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let events = dir.join("events.json");
+    // A sink that cannot start: its folder would have to be made under a regular file.
+    let blocker = dir.join("not-a-folder");
+    std::fs::write(&blocker, "").unwrap();
+    let cfg = write_config(&format!(
+        "metrics:\n  probes: [netdev, tcp, packetloss, virtcmdlatency, flow]\n\
+         event:\n  probes: [tcpreset]\n  sinks:\n  - name: stderr\n  - name: file\n    \
+         args: {{path: {}}}\n  - name: file\n    args: {{path: {}/e.json}}\n",
+        events.display(),
+        blocker.display()
+    ));
+    let cfg_arg = format!("--config.file={}", cfg.display());
+    let run_probes = |cmd: &[&str]| {
+        let out = Command::new(BIN).args(cmd).arg(&cfg_arg).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{cmd:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let table_text = run_probes(&["probes"]);
+    assert_eq!(run_probes(&["list", "probe"]), table_text);
+    let table = probes_table(&table_text);
+    let row = |n: &str| table.iter().find(|r| r.0 == n).unwrap().clone();
+    // The two conditions this test is about hold on this machine.
+    assert_eq!(row("packetloss").2, "yes", "{table_text}");
+    if row("virtcmdlatency").2 != "no" {
+        skip(
+            "status_is_what_probes_reports",
+            "virtcmdlatency attaches on this machine; the test needs a probe that cannot run",
+        );
+        return;
+    }
+
+    let web = dir.join("web.yml");
+    std::fs::write(
+        &web,
+        format!("basic_auth_users:\n  prometheus: '{}'\n", hash("st4tus")),
+    )
+    .unwrap();
+    let e = Exporter::start(&[&cfg_arg, &format!("--web.config.file={}", web.display())]);
+    let (code, _, _) = e.get("/status", &[]);
+    assert_eq!(code, 401);
+    let (code, _, _) = e.get(
+        "/status",
+        &[("Authorization", &basic("prometheus", "wrong"))],
+    );
+    assert_eq!(code, 401);
+    let auth = basic("prometheus", "st4tus");
+    let (code, headers, body) = e.get("/status", &[("Authorization", &auth)]);
+    assert_eq!(code, 200);
+    assert!(headers
+        .iter()
+        .any(|(k, v)| k == "content-type" && v == "application/json"));
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+
+    let probes = doc["probes"].as_array().unwrap();
+    let names: Vec<&str> = probes.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let table_names: Vec<&str> = table.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(names, table_names, "the same probes in the same order");
+    for (p, (name, enabled, avail, details)) in probes.iter().zip(&table) {
+        assert_eq!(p["enabled"], enabled.as_str(), "{name}");
+        let ebpf = p["source"] == "ebpf";
+        if ebpf && enabled == "no" {
+            // Not loaded by the exporter, so not known to be able to run.
+            assert_eq!(p["available"], serde_json::Value::Null, "{name}");
+            assert_eq!(p["running"], false, "{name}");
+            continue;
+        }
+        assert_eq!(p["available"], avail == "yes", "{name}");
+        assert_eq!(p["details"], details.as_str(), "{name}");
+        assert_eq!(p["running"], enabled != "no" && avail == "yes", "{name}");
+        if avail == "no" {
+            assert_eq!(p["error"], details.as_str(), "{name}");
+        }
+    }
+    let by_name = |n: &str| probes.iter().find(|p| p["name"] == n).unwrap();
+    let pl = by_name("packetloss");
+    assert_eq!(pl["running"], true);
+    assert_eq!(pl["source"], "ebpf");
+    let methods = row("packetloss").3;
+    let methods = methods
+        .split("[attach: ")
+        .nth(1)
+        .unwrap()
+        .split(']')
+        .next()
+        .unwrap()
+        .split(", ")
+        .collect::<Vec<_>>();
+    assert_eq!(pl["attach"], serde_json::json!(methods));
+    let v = by_name("virtcmdlatency");
+    assert_eq!(v["running"], false);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("no attach method works: "),
+        "{v}"
+    );
+    assert_eq!(by_name("tcpreset")["enabled"], "events");
+    assert_eq!(by_name("flow")["source"], "not_implemented");
+    assert_eq!(by_name("flow")["running"], false);
+    // KubeSkoop's shape.
+    assert_eq!(
+        doc["inuse_probes"]["metrics"],
+        serde_json::json!([
+            {"name": "netdev", "state": "Running"},
+            {"name": "tcp", "state": "Running"},
+            {"name": "packetloss", "state": "Running"},
+            {"name": "virtcmdlatency", "state": "Failed"},
+            {"name": "flow", "state": "Failed"},
+        ])
+    );
+    assert_eq!(
+        doc["inuse_probes"]["event"],
+        serde_json::json!([{"name": "tcpreset", "state": "Running"}])
+    );
+
+    // Sinks: the two that started, then the one that could not.
+    let sinks = doc["sinks"].as_array().unwrap();
+    let s: Vec<(&str, &str, &str)> = sinks
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap(),
+                s["type"].as_str().unwrap(),
+                s["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        s,
+        [
+            ("stderr", "stderr", "running"),
+            ("file", "file", "running"),
+            ("file-2", "file", "failed")
+        ]
+    );
+    assert!(
+        sinks[2]["error"].as_str().unwrap().contains("File exists"),
+        "{}",
+        sinks[2]
+    );
+    // The counters are the pipeline's: never ahead of the metrics read right after.
+    let page = e.get("/metrics", &[("Authorization", &auth)]);
+    let scrape = Scrape::parse(&String::from_utf8(page.2).unwrap());
+    for s in &sinks[..2] {
+        let name = s["name"].as_str().unwrap();
+        let sent: f64 = scrape
+            .one("netsleuth_event_sink_sent_total", &[("sink", name)])
+            .value
+            .parse()
+            .unwrap();
+        assert!(s["sent"].as_f64().unwrap() <= sent, "{s}");
+        assert!(s["queued"].is_u64() && s["backlog"].is_u64(), "{s}");
+        assert_eq!(
+            s["dropped"].as_object().unwrap().len(),
+            6,
+            "every sink-side drop reason: {s}"
+        );
+    }
+    drop(e);
+    let _ = std::fs::remove_dir_all(&dir);
+}

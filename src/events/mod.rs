@@ -497,6 +497,26 @@ pub struct Pipeline {
     pub stats: Arc<PipelineStats>,
     pub streams: stream::Hub,
     queue: usize,
+    /// Sinks of the last configuration that could not start: name, kind, why.
+    failed: Mutex<Vec<(String, &'static str, String)>>,
+}
+
+/// One sink as `/status` reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkStatus {
+    pub name: String,
+    pub kind: &'static str,
+    /// `running`, `stopped` (its thread ended) or `failed` (it could not start: `error`).
+    pub state: &'static str,
+    pub error: Option<String>,
+    /// Events in its queue, not yet taken by the sink thread.
+    pub queued: usize,
+    pub sent: u64,
+    pub failed: u64,
+    pub retried: u64,
+    pub backlog: u64,
+    /// Dropped events by `stage/reason`.
+    pub dropped: Vec<(String, u64)>,
 }
 
 /// Sink names: the kind, with `-2`, `-3`... for a second sink of the same kind.
@@ -579,6 +599,7 @@ impl Pipeline {
             streams: stream::Hub::new(stats.counters("stream")),
             stats,
             queue,
+            failed: Mutex::new(Vec::new()),
         }
     }
 
@@ -596,6 +617,7 @@ impl Pipeline {
         let names = sink_names(cfgs);
         let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
         let mut old: Vec<Slot> = std::mem::take(&mut *slots);
+        let mut failed = Vec::new();
         for (cfg, name) in cfgs.iter().zip(&names) {
             if let Some(i) = old
                 .iter()
@@ -608,6 +630,7 @@ impl Pipeline {
                 Ok(s) => s,
                 Err(e) => {
                     log::error!("event sink {name}: {e}");
+                    failed.push((name.clone(), cfg.kind(), e.to_string()));
                     continue;
                 }
             };
@@ -619,9 +642,13 @@ impl Pipeline {
                     counters: c,
                     thread,
                 }),
-                Err(e) => log::error!("cannot start event sink {name}: {e}"),
+                Err(e) => {
+                    log::error!("cannot start event sink {name}: {e}");
+                    failed.push((name.clone(), cfg.kind(), format!("no thread: {e}")));
+                }
             }
         }
+        *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = failed;
         // Retired sinks drain their queue and close on their own thread; `close` waits.
         let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
         retired.retain(|t| !t.is_finished());
@@ -634,6 +661,61 @@ impl Pipeline {
             retired.push(s.thread);
         }
         slots.iter().map(|s| s.counters.name.clone()).collect()
+    }
+
+    /// Every configured sink: the running ones (in configuration order) with their counters,
+    /// then those that could not start.
+    pub fn sink_status(&self) -> Vec<SinkStatus> {
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        let dropped = |c: &SinkCounters| {
+            DropReason::ALL
+                .iter()
+                .filter(|d| **d != DropReason::SlowClient)
+                .map(|d| {
+                    let (stage, reason) = d.labels();
+                    (format!("{stage}/{reason}"), c.dropped(*d))
+                })
+                .collect()
+        };
+        let mut out: Vec<SinkStatus> = slots
+            .iter()
+            .map(|s| {
+                let c = &s.counters;
+                SinkStatus {
+                    name: c.name.clone(),
+                    kind: s.cfg.kind(),
+                    state: if s.thread.is_finished() {
+                        "stopped"
+                    } else {
+                        "running"
+                    },
+                    error: None,
+                    queued: s.tx.len(),
+                    sent: c.sent.load(Ordering::Relaxed),
+                    failed: c.failed.load(Ordering::Relaxed),
+                    retried: c.retried.load(Ordering::Relaxed),
+                    backlog: c.backlog.load(Ordering::Relaxed),
+                    dropped: dropped(c),
+                }
+            })
+            .collect();
+        drop(slots);
+        for (name, kind, e) in self.failed.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let c = self.stats.sink(name);
+            out.push(SinkStatus {
+                name: name.clone(),
+                kind,
+                state: "failed",
+                error: Some(e.clone()),
+                queued: 0,
+                sent: c.as_ref().map_or(0, |c| c.sent.load(Ordering::Relaxed)),
+                failed: c.as_ref().map_or(0, |c| c.failed.load(Ordering::Relaxed)),
+                retried: c.as_ref().map_or(0, |c| c.retried.load(Ordering::Relaxed)),
+                backlog: 0,
+                dropped: c.as_deref().map(dropped).unwrap_or_default(),
+            });
+        }
+        out
     }
 
     /// Hand an event to every sink and live client; never blocks.

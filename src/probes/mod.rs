@@ -678,14 +678,7 @@ pub fn start_probe(cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<RunningProb
 pub fn check(cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<String, String> {
     let p = start_probe(cfg, btf)?;
     p.detach();
-    let mut s = format!("[attach: {}]", p.methods.join(", "));
-    for (what, r) in &p.optional {
-        match r {
-            Ok(m) => s.push_str(&format!(" [{what}: {}]", m.join(", "))),
-            Err(e) => s.push_str(&format!(" [{what}: unavailable: {e}]")),
-        }
-    }
-    Ok(s)
+    Ok(crate::status::attach_summary(&p))
 }
 
 /// The running eBPF probes: one metrics collector for the engine, one event reader thread.
