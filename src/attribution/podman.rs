@@ -94,6 +94,7 @@ fn spec_record(data: &[u8], id: &str) -> Option<Record> {
         // The pod id, resolved to a name in `scan`.
         sandbox_id: pod,
         podman_pod: None,
+        labels: Default::default(),
     })
 }
 
