@@ -692,3 +692,65 @@ metrics:
         "the old pod's label values remain"
     );
 }
+
+/// Podman keeps labels in libpod's BoltDB: a pod's members carry the pod's labels, a plain
+/// container its own; exact values on the series, empty for a label the object lacks.
+#[test]
+fn podman_labels_fill_additional_labels() {
+    if !privileged_with("podman_labels_fill_additional_labels", &["podman"]) {
+        return;
+    }
+    let cfg = write_config(
+        r#"
+inventory:
+  maxStaleness: 0s
+metrics:
+  probes: [netdev]
+  additionalLabels: ["app=${labels:app}", "team=${labels:team}"]
+"#,
+    );
+    let e = Exporter::start(&[&format!("--config.file={}", cfg.display())]);
+    let c = unique("nslpl");
+    let p = unique("nslpp");
+    let member = format!("{p}-app");
+    let mut objs = PodmanObjects::default();
+    objs.run(
+        &c,
+        &[
+            "--network",
+            "none",
+            "--label",
+            "app=pm-plain",
+            "--label",
+            "team=red",
+        ],
+    );
+    objs.pods.push(p.clone());
+    podman(&[
+        "pod",
+        "create",
+        "--network",
+        "none",
+        "--label",
+        "app=pm-pod",
+        "--name",
+        &p,
+    ]);
+    // The member's own label is not the pod's: the pod's wins for the pod's namespace.
+    objs.run(&member, &["--pod", &p, "--label", "app=member-own"]);
+    let (ic, ip) = (
+        netns_of_pid(podman_pid(&c)),
+        netns_of_pid(podman_pid(&member)),
+    );
+    let s = e.scrape();
+    let want = |app: &str, team: &str| {
+        vec![
+            ("app".to_string(), app.to_string()),
+            ("team".to_string(), team.to_string()),
+        ]
+    };
+    assert_entity(&s, ic, &labels("container", "", "", &c), "podman container");
+    assert_entity(&s, ic, &want("pm-plain", "red"), "podman container labels");
+    assert_entity(&s, ip, &labels("pod", "", &p, &p), "podman pod");
+    assert_entity(&s, ip, &want("pm-pod", ""), "podman pod labels");
+}
