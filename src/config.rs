@@ -133,8 +133,9 @@ pub struct Config {
     pub netns_dirs: Vec<String>,
     /// Runtime state roots; `None` when attribution is switched off.
     pub state_roots: Option<crate::attribution::StateRoots>,
-    /// Static labels added to every namespace's series: `k8s_node` (if asked for), then
-    /// `metrics.additionalLabels`.
+    /// Labels added to every namespace's series: `k8s_node` (if asked for), then
+    /// `metrics.additionalLabels` (values may hold `${labels:KEY}`, see
+    /// [`crate::attribution::template`]).
     pub extra_labels: Vec<(String, String)>,
     pub workers: usize,
     pub timeout: Duration,
@@ -400,14 +401,9 @@ impl Config {
             if RESERVED_LABELS.contains(&k) || extra_labels.iter().any(|(e, _)| e == k) {
                 return err(format!("{at}: label `{k}` is already set by the exporter"));
             }
-            if v.contains("${") {
-                // KubeSkoop's `${labels:app}`: pod labels are not in the runtimes' state
-                // files, only behind the CRI API.
-                log::warn!(
-                    "{at}: `{l}` takes its value from pod labels, which needs the CRI API feature \
-                     (not in this build); label `{k}` skipped"
-                );
-                continue;
+            // KubeSkoop's `${labels:app}`: expanded per namespace from its pod's labels.
+            if let Err(e) = crate::attribution::template::check(v) {
+                return err(format!("{at}: label `{k}`: {e}"));
             }
             extra_labels.push((k.to_string(), v.to_string()));
         }
@@ -1112,7 +1108,7 @@ mod tests {
     }
 
     #[test]
-    fn additional_labels_static_applied_dynamic_skipped() {
+    fn additional_labels_static_and_pod_labels() {
         let c = Config::parse(
             "metrics:\n  additionalLabels: [\"cluster=dev\", \"app=${labels:app}\"]\ninventory:\n  addNodeLabel: true\n  nodeName: n1\n",
         )
@@ -1121,7 +1117,8 @@ mod tests {
             c.extra_labels,
             vec![
                 ("k8s_node".to_string(), "n1".to_string()),
-                ("cluster".to_string(), "dev".to_string())
+                ("cluster".to_string(), "dev".to_string()),
+                ("app".to_string(), "${labels:app}".to_string())
             ]
         );
         for bad in [
@@ -1129,6 +1126,9 @@ mod tests {
             "[\"1x=a\"]",
             "[\"k8s_pod=x\"]",
             "[\"__a=b\"]",
+            "[\"app-name=${labels:app}\"]",
+            "[\"app=${labels:app\"]",
+            "[\"app=${env:HOME}\"]",
         ] {
             let e = Config::parse(&format!("metrics:\n  additionalLabels: {bad}\n")).unwrap_err();
             assert!(e.0.contains("metrics.additionalLabels[0]"), "{e}");

@@ -709,7 +709,18 @@ pub fn unknown_labels(inode: u64, extra: &[(String, String)]) -> String {
         ("k8s_pod", ""),
         ("name", ""),
     ];
-    l.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    // An unknown namespace has no pod labels: `${labels:KEY}` expands to nothing.
+    let none = std::collections::BTreeMap::new();
+    let values: Vec<_> = extra
+        .iter()
+        .map(|(_, v)| crate::attribution::template::expand(v, &none))
+        .collect();
+    l.extend(
+        extra
+            .iter()
+            .zip(&values)
+            .map(|((k, _), v)| (k.as_str(), v.as_ref())),
+    );
     crate::model::render_labels(&l)
 }
 

@@ -95,6 +95,9 @@ pub struct Entity {
     anchor: Option<(i32, u64)>,
     /// Rendered entity labels, prefixed to every sample of this namespace.
     pub labels: String,
+    /// The pod's (or container's) labels from its runtime, for `${labels:KEY}` in
+    /// `metrics.additionalLabels`.
+    pub pod_labels: BTreeMap<String, String>,
 }
 
 impl Entity {
@@ -122,6 +125,7 @@ impl Entity {
             mount,
             anchor,
             labels: String::new(),
+            pod_labels: BTreeMap::new(),
         }
     }
 
@@ -133,11 +137,17 @@ impl Entity {
         self.k8s_pod = pod.to_string();
         self.name = name.to_string();
         self.runtime_id = Some(format!("{}/{}", r.runtime, r.id));
+        self.pod_labels.clone_from(&r.labels);
     }
 
-    /// Render the label prefix: entity labels, then the static extra labels.
+    /// Render the label prefix: entity labels, then the extra labels (`${labels:KEY}` in
+    /// their values taken from the pod's labels).
     fn render(&mut self, extra: &[(String, String)]) {
         let inode_s = self.inode.to_string();
+        let values: Vec<_> = extra
+            .iter()
+            .map(|(_, v)| crate::attribution::template::expand(v, &self.pod_labels))
+            .collect();
         let mut l: Vec<(&str, &str)> = vec![
             ("netns", &inode_s),
             ("kind", self.kind.as_str()),
@@ -145,7 +155,12 @@ impl Entity {
             ("k8s_pod", &self.k8s_pod),
             ("name", &self.name),
         ];
-        l.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        l.extend(
+            extra
+                .iter()
+                .zip(&values)
+                .map(|((k, _), v)| (k.as_str(), v.as_ref())),
+        );
         self.labels = render_labels(&l);
     }
 
@@ -196,7 +211,8 @@ pub struct Inventory {
     /// Inodes whose cookie did not match at collection: rebuilt from scratch at the next scan.
     distrusted: Mutex<HashSet<u64>>,
     attributor: Attributor,
-    /// Static labels appended to every entity (k8s_node, metrics.additionalLabels).
+    /// Labels appended to every entity (k8s_node, metrics.additionalLabels; values may hold
+    /// `${labels:KEY}`, expanded per entity).
     extra_labels: Vec<(String, String)>,
     /// Entities that vanished (or were replaced) and when, newest last; kept for [`GRACE`].
     dead: Mutex<VecDeque<(Arc<Entity>, Instant)>>,
@@ -465,6 +481,7 @@ impl Inventory {
                     e.k8s_namespace.clone_from(&old.k8s_namespace);
                     e.k8s_pod.clone_from(&old.k8s_pod);
                     e.runtime_id.clone_from(&old.runtime_id);
+                    e.pod_labels.clone_from(&old.pod_labels);
                     e.first_seen = old.first_seen;
                     if let Some(r) = attributed {
                         e.attribute(r);
@@ -690,6 +707,7 @@ impl Entity {
             mount: e.mount.clone(),
             anchor: e.anchor,
             labels: e.labels.clone(),
+            pod_labels: e.pod_labels.clone(),
         }
     }
 }

@@ -135,6 +135,29 @@ impl Cri {
         id
     }
 
+    /// Run a pod sandbox with exactly these labels (`KEY=VALUE`; none if empty).
+    fn run_labelled(
+        &mut self,
+        name: &str,
+        ns: &str,
+        host_network: bool,
+        labels: &[&str],
+    ) -> String {
+        let mut l = format!("run {name} {ns} uid-{name}");
+        if host_network {
+            l.push_str(" --host-network --container agent localhost/busybox:test");
+        }
+        if labels.is_empty() {
+            l.push_str(" --no-labels");
+        }
+        for kv in labels {
+            l.push_str(&format!(" --label {kv}"));
+        }
+        let id = self.call(&l);
+        self.live.push(id.clone());
+        id
+    }
+
     fn rm(&mut self, id: &str) {
         self.call(&format!("rm {id}"));
         self.live.retain(|x| x != id);
@@ -508,4 +531,226 @@ fn churn_of_pods_and_containers() {
         rss1 <= rss0 + 8 * 1024,
         "exporter RSS grew: {rss0} -> {rss1} KiB"
     );
+}
+
+/// `additionalLabels` with `${labels:KEY}`: the exporter's series carry each pod's own label
+/// values, read from containerd's metadata store (no CRI socket), and Docker containers'
+/// labels from their config; a pod without the label gets an empty value, text around the
+/// placeholder stays, the host namespace has empty values. A pod recreated with other labels
+/// shows the new values at the next scan.
+#[test]
+fn pod_labels_fill_additional_labels() {
+    if !runtimes_ready("pod_labels_fill_additional_labels") {
+        return;
+    }
+    let cfg = write_config(&format!(
+        r#"
+inventory:
+  maxStaleness: 0s
+  stateRoots:
+    containerd: [{CTD_STATE}]
+    docker: [{DOCKER_ROOT}]
+metrics:
+  probes: [netdev, io, fd]
+  additionalLabels:
+    - app=${{labels:app}}
+    - tier=t-${{labels:tier}}
+    - part=${{labels:app.kubernetes.io/part-of}}
+    - cluster=dev
+"#
+    ));
+    let e = Exporter::start(&[&format!("--config.file={}", cfg.display())]);
+    let mut cri = Cri::new();
+    let a = unique("lbla");
+    let b = unique("lblb");
+    let h = unique("lblh");
+    let app_a = format!("shop-{a}");
+    let sa = cri.run_labelled(
+        &a,
+        "team-l",
+        false,
+        &[
+            &format!("app={app_a}"),
+            "tier=front",
+            "app.kubernetes.io/part-of=store",
+        ],
+    );
+    let sb = cri.run_labelled(&b, "team-l", false, &[]);
+    let sh = cri.run_labelled(&h, "team-l", true, &["app=agent", "tier=node"]);
+    let (ia, ib) = (task_netns(&sa), task_netns(&sb));
+    let host = own_netns();
+    assert_eq!(task_netns(&sh), host);
+    let s = e.scrape();
+    let want = |app: &str, tier: &str, part: &str| {
+        vec![
+            ("app".to_string(), app.to_string()),
+            ("tier".to_string(), tier.to_string()),
+            ("part".to_string(), part.to_string()),
+            ("cluster".to_string(), "dev".to_string()),
+        ]
+    };
+    assert_entity(&s, ia, &labels("pod", "team-l", &a, &a), "pod a");
+    assert_entity(&s, ia, &want(&app_a, "t-front", "store"), "pod a labels");
+    assert_entity(&s, ib, &labels("pod", "team-l", &b, &b), "pod b");
+    assert_entity(&s, ib, &want("", "t-", ""), "pod b (no labels)");
+    assert_entity(&s, host, &want("", "t-", ""), "host netns");
+    // Every series of the pod's namespace carries them (io and fd as well as netdev).
+    let ia_s = ia.to_string();
+    for name in [
+        "netsleuth_netdev_receive_bytes_total",
+        "netsleuth_fd_open_fds",
+        "netsleuth_io_read_syscalls_total",
+    ] {
+        let got = s.find(name, &[("netns", &ia_s)]);
+        assert!(!got.is_empty(), "{name} of pod a");
+        for x in got {
+            assert_eq!(x.labels["app"], app_a, "{name}: {x:?}");
+            assert_eq!(x.labels["tier"], "t-front", "{name}: {x:?}");
+        }
+    }
+    // The host-network pod's process group has its pod's labels; the host's own series not.
+    let h_s = host.to_string();
+    let fd = s.one("netsleuth_fd_open_fds", &[("netns", &h_s), ("k8s_pod", &h)]);
+    assert_eq!(
+        (fd.labels["app"].as_str(), fd.labels["tier"].as_str()),
+        ("agent", "t-node"),
+        "{fd:?}"
+    );
+    let hostfd = s.one(
+        "netsleuth_fd_open_fds",
+        &[("netns", &h_s), ("kind", "host")],
+    );
+    assert_eq!(hostfd.labels["app"], "", "{hostfd:?}");
+
+    // A Docker container's own labels.
+    let docker_up = Command::new("/usr/bin/docker")
+        .args(["-H", DOCKER_SOCK, "info"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if docker_up {
+        struct Container(String);
+        impl Drop for Container {
+            fn drop(&mut self) {
+                let _ = Command::new("/usr/bin/docker")
+                    .args(["-H", DOCKER_SOCK, "rm", "-f", &self.0])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        let name = unique("nsldl");
+        let _guard = Container(name.clone());
+        run(
+            "/usr/bin/docker",
+            &[
+                "-H",
+                DOCKER_SOCK,
+                "run",
+                "-d",
+                "--network",
+                "none",
+                "--label",
+                "app=dockerised",
+                "--label",
+                "app.kubernetes.io/part-of=tools",
+                "--name",
+                &name,
+                "localhost/bb:docker",
+                "/pause",
+            ],
+        );
+        let pid: i32 = run(
+            "/usr/bin/docker",
+            &["-H", DOCKER_SOCK, "inspect", "-f", "{{.State.Pid}}", &name],
+        )
+        .trim()
+        .parse()
+        .unwrap();
+        let s = e.scrape();
+        assert_entity(
+            &s,
+            netns_of_pid(pid),
+            &want("dockerised", "t-", "tools"),
+            "docker container labels",
+        );
+    } else if std::env::var_os("NETSLEUTH_REQUIRE_PRIVILEGED").is_some() {
+        panic!("dockerd of the tests does not answer on {DOCKER_SOCK} (run tests/runtimes/up.sh)");
+    }
+
+    // Recreated with other labels (what a Deployment's new template does): new values.
+    cri.rm(&sa);
+    let sa2 = cri.run_labelled(&a, "team-l", false, &["app=shop-v2", "tier=back"]);
+    let ia2 = task_netns(&sa2);
+    let s = e.scrape();
+    assert_entity(&s, ia2, &want("shop-v2", "t-back", ""), "pod a recreated");
+    assert!(
+        s.samples
+            .iter()
+            .all(|x| x.labels.get("app") != Some(&app_a)),
+        "the old pod's label values remain"
+    );
+}
+
+/// Podman keeps labels in libpod's BoltDB: a pod's members carry the pod's labels, a plain
+/// container its own; exact values on the series, empty for a label the object lacks.
+#[test]
+fn podman_labels_fill_additional_labels() {
+    if !privileged_with("podman_labels_fill_additional_labels", &["podman"]) {
+        return;
+    }
+    let cfg = write_config(
+        r#"
+inventory:
+  maxStaleness: 0s
+metrics:
+  probes: [netdev]
+  additionalLabels: ["app=${labels:app}", "team=${labels:team}"]
+"#,
+    );
+    let e = Exporter::start(&[&format!("--config.file={}", cfg.display())]);
+    let c = unique("nslpl");
+    let p = unique("nslpp");
+    let member = format!("{p}-app");
+    let mut objs = PodmanObjects::default();
+    objs.run(
+        &c,
+        &[
+            "--network",
+            "none",
+            "--label",
+            "app=pm-plain",
+            "--label",
+            "team=red",
+        ],
+    );
+    objs.pods.push(p.clone());
+    podman(&[
+        "pod",
+        "create",
+        "--network",
+        "none",
+        "--label",
+        "app=pm-pod",
+        "--name",
+        &p,
+    ]);
+    // The member's own label is not the pod's: the pod's wins for the pod's namespace.
+    objs.run(&member, &["--pod", &p, "--label", "app=member-own"]);
+    let (ic, ip) = (
+        netns_of_pid(podman_pid(&c)),
+        netns_of_pid(podman_pid(&member)),
+    );
+    let s = e.scrape();
+    let want = |app: &str, team: &str| {
+        vec![
+            ("app".to_string(), app.to_string()),
+            ("team".to_string(), team.to_string()),
+        ]
+    };
+    assert_entity(&s, ic, &labels("container", "", "", &c), "podman container");
+    assert_entity(&s, ic, &want("pm-plain", "red"), "podman container labels");
+    assert_entity(&s, ip, &labels("pod", "", &p, &p), "podman pod");
+    assert_entity(&s, ip, &want("pm-pod", ""), "podman pod labels");
 }

@@ -623,6 +623,8 @@ fn manifests_render_validate_and_hold_least_privilege() {
             "/sys/kernel/tracing",
             "/var/lib/containers/storage/overlay-containers",
             "/var/lib/docker/containers",
+            "/var/lib/containerd/io.containerd.metadata.v1.bolt",
+            "/var/lib/containers/storage/libpod",
         ])
     );
     let netns = c["volumeMounts"]
@@ -1160,6 +1162,8 @@ fn daemonset_pod_runs_least_privileged_and_sees_the_nodes_pods() {
         "/run/containers/storage",
         "/var/lib/containers/storage/overlay-containers",
         "/var/lib/docker/containers",
+        "/var/lib/containerd/io.containerd.metadata.v1.bolt",
+        "/var/lib/containers/storage/libpod",
         "/run/netns",
         "/sys/kernel/btf",
         "/sys/kernel/tracing",

@@ -4,6 +4,7 @@
 //! The OCI spec's annotations name the pod: `io.kubernetes.cri-o.ContainerType`
 //! (`sandbox`/`container`), `io.kubernetes.pod.{name,namespace,uid}`,
 //! `io.kubernetes.container.name` (`POD` for the sandbox) and `io.kubernetes.cri-o.SandboxID`.
+//! The sandbox's `io.kubernetes.cri-o.Labels` is the pod's labels, JSON-encoded.
 //! Podman shares this storage: its specs say `io.container.manager=libpod` and are left to
 //! the podman source.
 
@@ -52,6 +53,16 @@ pub fn parse_spec(data: &[u8], id: &str) -> Option<Record> {
             .cloned()
             .unwrap_or_default(),
     };
+    // The sandbox's spec holds the pod's labels as a JSON string (a container's holds the
+    // container's own, which are the kubelet's bookkeeping).
+    let labels = match kind {
+        RecordKind::PodSandbox => a
+            .get("io.kubernetes.cri-o.Labels")
+            .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+            .map(|v| super::string_map(Some(&v)))
+            .unwrap_or_default(),
+        _ => Default::default(),
+    };
     Some(Record {
         runtime: "crio",
         id: id.to_string(),
@@ -62,6 +73,7 @@ pub fn parse_spec(data: &[u8], id: &str) -> Option<Record> {
         pid: None,
         sandbox_id: a.get("io.kubernetes.cri-o.SandboxID").cloned(),
         podman_pod: None,
+        labels,
     })
 }
 
@@ -146,6 +158,14 @@ mod tests {
         );
         // 3333cccc is Podman's (libpod), 4444dddd has garbage JSON, 5555eeee has no pidfile.
         assert_eq!(recs[1].sandbox_id.as_deref(), Some("1111aaaa"));
+        // The pod's labels are the sandbox's; its container gets them from the sandbox (its
+        // own `io.kubernetes.cri-o.Labels` are the kubelet's bookkeeping, not the pod's).
+        assert_eq!(recs[0].labels["app"], "cart");
+        assert_eq!(recs[0].labels["pod-template-hash"], "7d9f");
+        assert_eq!(recs[0].labels.len(), 6);
+        assert!(recs[1].labels.is_empty());
+        super::super::share_pod_labels(&mut recs);
+        assert_eq!(recs[1].labels, recs[0].labels);
     }
 
     #[test]
@@ -158,6 +178,22 @@ mod tests {
             br#"{"annotations":{"io.kubernetes.pod.name":"p","io.kubernetes.cri-o.ContainerType":"weird"}}"#,
         ] {
             assert_eq!(parse_spec(bad, "x"), None);
+        }
+        // Labels that are not a JSON object of strings: none (or the strings only).
+        for (labels, n) in [
+            ("{", 0),
+            ("[1]", 0),
+            ("7", 0),
+            (r#"{\"a\":1,\"b\":\"x\"}"#, 1),
+        ] {
+            let spec = format!(
+                r#"{{"annotations":{{"io.kubernetes.pod.name":"p","io.kubernetes.cri-o.ContainerType":"sandbox","io.kubernetes.cri-o.Labels":"{labels}"}}}}"#
+            );
+            assert_eq!(
+                parse_spec(spec.as_bytes(), "x").unwrap().labels.len(),
+                n,
+                "{labels}"
+            );
         }
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! cri-dockerd labels its containers `io.kubernetes.docker.type` (`podsandbox`/`container`),
 //! `io.kubernetes.pod.{name,namespace,uid}`, `io.kubernetes.container.name` and
-//! `io.kubernetes.sandbox.id`; without them it is a plain Docker container.
+//! `io.kubernetes.sandbox.id`; without them it is a plain Docker container. The sandbox
+//! container's labels are the pod's labels (plus its annotations as `annotation.<key>`); a
+//! plain container's are its own (`docker run --label`).
 
 use std::path::PathBuf;
 
@@ -67,6 +69,17 @@ pub fn parse_config_v2(data: &[u8]) -> Option<Record> {
                 None,
             ),
         };
+    // A plain container's labels are its own; cri-dockerd gives the sandbox container the
+    // pod's labels (and its annotations, prefixed `annotation.`, which are not labels).
+    let labels = match kind {
+        RecordKind::Container => super::string_map(labels),
+        RecordKind::PodSandbox => {
+            let mut m = super::string_map(labels);
+            m.retain(|k, _| !k.starts_with("annotation."));
+            m
+        }
+        RecordKind::PodContainer => Default::default(),
+    };
     Some(Record {
         runtime: "docker",
         id,
@@ -77,6 +90,7 @@ pub fn parse_config_v2(data: &[u8]) -> Option<Record> {
         pid: Some(pid),
         sandbox_id,
         podman_pod: None,
+        labels,
     })
 }
 
@@ -130,6 +144,20 @@ mod tests {
         let r = parse_config_v2(ctr).unwrap();
         assert_eq!((r.kind, r.name.as_str()), (RecordKind::PodContainer, "api"));
         assert_eq!(r.sandbox_id.as_deref(), Some("s1"));
+        assert!(
+            r.labels.is_empty(),
+            "a pod container's labels come from its sandbox"
+        );
+        let sandbox = br#"{"ID":"s1","Name":"/k8s_POD_api-0_prod_u1_0","State":{"Running":true,"Pid":10},"Config":{"Labels":{"app":"api","annotation.kubernetes.io/config.seen":"x","io.kubernetes.docker.type":"podsandbox","io.kubernetes.pod.name":"api-0","io.kubernetes.pod.namespace":"prod","n":5}}}"#;
+        let r = parse_config_v2(sandbox).unwrap();
+        assert_eq!(r.labels["app"], "api");
+        assert!(!r
+            .labels
+            .contains_key("annotation.kubernetes.io/config.seen"));
+        assert!(!r.labels.contains_key("n"));
+        assert_eq!(r.labels.len(), 4);
+        let plain = br#"{"ID":"abc","Name":"/web","State":{"Running":true,"Pid":321},"Config":{"Labels":{"team":"blue"}}}"#;
+        assert_eq!(parse_config_v2(plain).unwrap().labels["team"], "blue");
     }
 
     #[test]

@@ -7,15 +7,17 @@
 //! Every parser takes bytes and returns `Option`: garbage, truncated or half-written state
 //! files are skipped, never a panic.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+pub mod bbolt;
 pub mod containerd;
 pub mod crio;
 pub mod docker;
 pub mod podman;
+pub mod template;
 
 /// What a runtime object is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -46,6 +48,9 @@ pub struct Record {
     pub sandbox_id: Option<String>,
     /// A Podman pod's name (pod members and infra).
     pub podman_pod: Option<String>,
+    /// The pod's labels (a pod's sandbox and, copied from it, its containers), or a plain
+    /// container's own labels, as the runtime stores them; empty where it stores none.
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Record {
@@ -189,12 +194,46 @@ impl Attributor {
             }
         }
         self.cache.sweep();
+        share_pod_labels(&mut out);
         out
     }
 
     pub fn watch_dirs(&self) -> Vec<PathBuf> {
         self.sources.iter().flat_map(|s| s.watch_dirs()).collect()
     }
+}
+
+/// A pod's containers carry their sandbox's labels (the runtimes store pod labels with the
+/// sandbox only; a container's own labels are the kubelet's bookkeeping).
+fn share_pod_labels(recs: &mut [Record]) {
+    let by_sandbox: HashMap<(&'static str, String), BTreeMap<String, String>> = recs
+        .iter()
+        .filter(|r| r.kind == RecordKind::PodSandbox)
+        .map(|r| ((r.runtime, r.id.clone()), r.labels.clone()))
+        .collect();
+    for r in recs.iter_mut() {
+        if r.kind != RecordKind::PodContainer {
+            continue;
+        }
+        if let Some(l) = r
+            .sandbox_id
+            .clone()
+            .and_then(|s| by_sandbox.get(&(r.runtime, s)))
+        {
+            r.labels.clone_from(l);
+        }
+    }
+}
+
+/// Labels from a JSON object of strings (others skipped); empty if it is not an object.
+pub(crate) fn string_map(v: Option<&serde_json::Value>) -> BTreeMap<String, String> {
+    v.and_then(|v| v.as_object())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Parsed state files, re-parsed only when the file changed (inode, size, mtime): a rescan
@@ -332,6 +371,7 @@ mod tests {
             pid: None,
             sandbox_id: None,
             podman_pod: None,
+            labels: Default::default(),
         };
         assert_eq!(r.rank(), 0);
         r.name = "web".into();

@@ -8,21 +8,110 @@
 //! pod config is a JSON value stored inline (`{"id":"<pod id>","name":"<name>",...`): we find
 //! it by that prefix. If it cannot be found the pod is named by the first 12 hex of its id,
 //! as Podman's own infra container name does.
+//!
+//! Labels: the same database, read as what it is (a bbolt file, with [`super::bbolt`]): a
+//! container's `ctr/<id>/config` and a pod's `pod/<id>/config` are JSON with a `labels`
+//! object. A pod member (and the infra) gets its pod's labels, a plain container its own.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
+use super::bbolt;
 use super::{annotations, read_bounded, read_pid, subdirs, FileCache, Record, RecordKind, Source};
 
 pub struct Podman {
     /// (graph root, run root)
     roots: Vec<(PathBuf, PathBuf)>,
+    /// Labels read from each libpod database, while it is unchanged.
+    labels: Mutex<HashMap<PathBuf, LabelCache>>,
+}
+
+#[derive(Default)]
+struct LabelCache {
+    stamp: Option<(u64, u64, i64, i64)>,
+    /// Container id or pod id → labels.
+    labels: HashMap<String, BTreeMap<String, String>>,
+    last_error: Option<String>,
 }
 
 impl Podman {
     pub fn new(roots: Vec<(PathBuf, PathBuf)>) -> Podman {
-        Podman { roots }
+        Podman {
+            roots,
+            labels: Mutex::new(HashMap::new()),
+        }
     }
+
+    /// Labels for `recs` from libpod's database `db`: a pod member's are its pod's, a plain
+    /// container's its own. Read when the file changed or an object is new to us.
+    fn add_labels(&self, db: &Path, recs: &mut [Record]) {
+        let stamp = std::fs::metadata(db)
+            .ok()
+            .map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
+        let wanted: Vec<(String, bool)> = recs
+            .iter()
+            .map(|r| match &r.sandbox_id {
+                Some(pod) => (pod.clone(), true),
+                None => (r.id.clone(), false),
+            })
+            .collect();
+        let mut all = self.labels.lock().unwrap_or_else(|e| e.into_inner());
+        let cache = all.entry(db.to_path_buf()).or_default();
+        let missing = wanted.iter().any(|(id, _)| !cache.labels.contains_key(id));
+        if stamp.is_some() && (stamp != cache.stamp || missing) {
+            match read_labels(db, &wanted) {
+                Ok(mut m) => {
+                    for (id, _) in &wanted {
+                        m.entry(id.clone()).or_default();
+                    }
+                    cache.labels = m;
+                    cache.stamp = stamp;
+                    cache.last_error = None;
+                }
+                Err(e) => {
+                    let msg = format!("{}: {e}", db.display());
+                    if cache.last_error.as_ref() != Some(&msg) {
+                        log::warn!("libpod database {msg}: container labels not read");
+                        cache.last_error = Some(msg);
+                    }
+                }
+            }
+        }
+        for (r, (id, _)) in recs.iter_mut().zip(&wanted) {
+            if let Some(l) = cache.labels.get(id) {
+                r.labels.clone_from(l);
+            }
+        }
+    }
+}
+
+/// Labels of containers (`ctr/<id>/config`) and pods (`pod/<id>/config`, when the flag is
+/// set) in libpod's BoltDB: the `labels` object of their JSON config. Absent ones are left out.
+pub fn read_labels(
+    db: &Path,
+    wanted: &[(String, bool)],
+) -> Result<HashMap<String, BTreeMap<String, String>>, bbolt::Error> {
+    bbolt::view(db, |tx| {
+        let mut out = HashMap::new();
+        let ctrs = tx.path(&[b"ctr"])?;
+        let pods = tx.path(&[b"pod"])?;
+        for (id, pod) in wanted {
+            let Some(top) = (if *pod { &pods } else { &ctrs }) else {
+                continue;
+            };
+            let Some(b) = tx.bucket(top, id.as_bytes())? else {
+                continue;
+            };
+            if let Some(bbolt::Entry::Value(cfg)) = tx.get(&b, b"config")? {
+                let v: Option<serde_json::Value> = serde_json::from_slice(&cfg).ok();
+                let labels = super::string_map(v.as_ref().and_then(|v| v.get("labels")));
+                out.insert(id.clone(), labels);
+            }
+        }
+        Ok(out)
+    })
 }
 
 /// `containers.json` → id → first name.
@@ -94,6 +183,7 @@ fn spec_record(data: &[u8], id: &str) -> Option<Record> {
         // The pod id, resolved to a name in `scan`.
         sandbox_id: pod,
         podman_pod: None,
+        labels: Default::default(),
     })
 }
 
@@ -117,6 +207,7 @@ impl Source for Podman {
             let mut db: Option<Option<Vec<u8>>> = None;
             let mut pod_names: HashMap<String, String> = HashMap::new();
             let base = run.join("overlay-containers");
+            let mut recs = Vec::new();
             for id in subdirs(&base) {
                 let Some(pid) = read_pid(&base.join(&id).join("userdata/pidfile")) else {
                     continue;
@@ -141,8 +232,12 @@ impl Source for Podman {
                     });
                     r.podman_pod = Some(name.clone());
                 }
-                out.push(r);
+                recs.push(r);
             }
+            if !recs.is_empty() {
+                self.add_labels(&graph.join("libpod/bolt_state.db"), &mut recs);
+            }
+            out.append(&mut recs);
         }
         out
     }
@@ -198,6 +293,49 @@ mod tests {
         assert_eq!(pod_name_in_db(b"short", POD), None);
         let cut = format!("{{\"id\":\"{POD}\",\"name\":\"unterminated");
         assert_eq!(pod_name_in_db(cut.as_bytes(), POD), None);
+    }
+
+    /// A real libpod database (podman 4.3.1; see tests/fixtures/runtimes/README.md).
+    #[test]
+    fn labels_from_a_real_libpod_database() {
+        let db = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/runtimes/podman/bolt_state.db");
+        let pod = "1e638b7071b9e9fac238f24249632ada156d6af6ca09a9a32dd89d57cb859bf7";
+        let member = "0d2c7f10dadd181ebd4f727728dfe144d95c7aaccd69314060b61fdcd8a7dee6";
+        let plain = "8080821edb3ce3a27abbd7fc9a17f9cadd8ff2c6bd13da475feea0f257cff104";
+        let got = read_labels(
+            &db,
+            &[
+                (pod.into(), true),
+                (member.into(), false),
+                (plain.into(), false),
+                ("nope".into(), false),
+                (plain.into(), true),
+            ],
+        )
+        .unwrap();
+        let m = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(got[pod], m(&[("app", "ppod"), ("tier", "pt")]));
+        assert_eq!(got[member], m(&[("app", "inner")]));
+        assert_eq!(got[plain], m(&[("app", "pc"), ("team", "red")]));
+        assert_eq!(got.len(), 3);
+        // Garbage in place of the database: an error, not a panic.
+        let dir = std::env::temp_dir().join(format!("nsl-libpod-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bad = dir.join("bolt_state.db");
+        let good = std::fs::read(&db).unwrap();
+        for cut in [0, 100, 4096, 8192, 20000] {
+            std::fs::write(&bad, &good[..cut]).unwrap();
+            assert!(
+                read_labels(&bad, &[(plain.into(), false)]).is_err(),
+                "cut {cut}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -2,7 +2,9 @@
 """Minimal CRI client for the attribution tests (runtime.v1 subset in cri_min.proto).
 
 usage: cri_client.py SOCKET version
-       cri_client.py SOCKET run NAME NS UID [--host-network] [--container NAME IMAGE]   -> prints sandbox id
+       cri_client.py SOCKET run NAME NS UID [--host-network] [--container NAME IMAGE]
+                                            [--label KEY=VALUE ...] [--no-labels]   -> prints sandbox id
+         (pod labels: app=NAME unless --label/--no-labels say otherwise)
        cri_client.py SOCKET rm ID
        cri_client.py SOCKET rmall              (every sandbox: for cleanup)
        cri_client.py SOCKET serve              (one command per stdin line, one reply line each)
@@ -20,13 +22,13 @@ def stub(sock):
     return rpc.RuntimeServiceStub(ch)
 
 
-def sandbox_config(name, ns, uid, host_network):
+def sandbox_config(name, ns, uid, host_network, labels):
     mode = pb.NODE if host_network else pb.POD
     return pb.PodSandboxConfig(
         metadata=pb.PodSandboxMetadata(name=name, uid=uid, namespace=ns, attempt=0),
         # hostNetwork pods share the node's UTS namespace: runc refuses a hostname then.
         hostname="" if host_network else name, log_directory=f"/var/log/pods/{ns}_{name}_{uid}",
-        labels={"app": name},
+        labels=labels,
         linux=pb.LinuxPodSandboxConfig(cgroup_parent="/netsleuth-test",
             security_context=pb.LinuxSandboxSecurityContext(
                 namespace_options=pb.NamespaceOption(network=mode, pid=pb.CONTAINER, ipc=pb.POD))))
@@ -35,7 +37,10 @@ def sandbox_config(name, ns, uid, host_network):
 def run(s, args):
     name, ns, uid = args[0], args[1], args[2]
     host = "--host-network" in args
-    cfg = sandbox_config(name, ns, uid, host)
+    labels = dict(args[i + 1].split("=", 1) for i, a in enumerate(args) if a == "--label")
+    if not labels and "--no-labels" not in args:
+        labels = {"app": name}
+    cfg = sandbox_config(name, ns, uid, host, labels)
     sid = s.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg)).pod_sandbox_id
     if "--container" in args:
         i = args.index("--container")
