@@ -186,10 +186,11 @@ static __always_inline int on_complete(void *ctx, struct request___b *rq, __u32 
 }
 
 /*
- * block_rq_issue(struct request *rq) since 5.11; before, block_rq_issue(struct request_queue
- * *q, struct request *rq). The two-argument programs come first in the plan: newer kernels
- * refuse them (tp_btf: at load, no second argument; raw_tp: at attach), so there the
- * one-argument ones are used.
+ * block_rq_issue(struct request *rq); older kernels had block_rq_issue(struct request_queue
+ * *q, struct request *rq) (upstream until 5.10; Debian's 5.10 already has the one-argument
+ * form, the kernel matrix found). The two-argument programs come first in the plan: kernels
+ * with one argument refuse them (tp_btf: at load, no second argument; raw_tp: at attach), so
+ * there the one-argument ones are used.
  */
 SEC("tp_btf/block_rq_issue")
 int issue_q_btf(__u64 *ctx) { return on_issue((struct request___b *)ctx[1], 1); }

@@ -30,8 +30,10 @@ pub const EVENT: &str = "BIOLAT_10MS";
 /// KubeSkoop's 10 ms (the event's name says it).
 pub const DEFAULT_THRESHOLD_NS: u64 = 10_000_000;
 
-/// block:block_rq_issue (two arguments before 5.11: those programs come first and newer kernels
-/// refuse them), else blk_mq_start_request; block:block_rq_complete, else blk_update_request.
+/// block:block_rq_issue, else blk_mq_start_request; block:block_rq_complete, else
+/// blk_update_request. Older kernels' block_rq_issue had a request_queue argument first (the
+/// kernel matrix's Debian 5.10 already has the one-argument form): those programs come first,
+/// and kernels with one argument refuse them (tp_btf at load, raw_tp at attach).
 pub const PLAN: &[&[Alternative]] = &[
     &[
         ("tp_btf", &["issue_q_btf"]),
