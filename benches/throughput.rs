@@ -31,7 +31,7 @@ const IP_B: &str = "198.18.254.2";
 
 /// Every eBPF probe (virtcmdlatency says why it cannot run where it cannot).
 const PROBES: &str =
-    "packetloss,tcpreset,tcpretrans,netiftxlat,softirq,socketlatency,kernellatency,virtcmdlatency";
+    "packetloss,tcpreset,tcpretrans,netiftxlat,softirq,socketlatency,kernellatency,virtcmdlatency,biolatency";
 
 fn run(cmd: &str, args: &[&str]) {
     let out = Command::new(cmd)

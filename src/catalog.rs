@@ -77,6 +77,8 @@ pub const FAMILIES: &[FamilyDoc] = &[
       "Time a TCP segment spent in the stack from the socket to the device layer (ip_queue_xmit/inet6_csk_xmit to net:net_dev_queue; where fentry or kprobes work)."),
     f("netsleuth_virtcmdlatency_seconds", Histogram, "virtcmdlatency", false, &[],
       "Time virtio-net control commands took (virtnet_send_command)."),
+    f("netsleuth_biolatency_seconds", Histogram, "biolatency", false, &["device", "operation"],
+      "Block I/O request latency from issue to the driver to completion (block:block_rq_issue to block_rq_complete), per device and operation."),
     // Every eBPF probe.
     f("netsleuth_probe_up", Gauge, "ebpf", false, &["probe"],
       "Whether the configured eBPF probe is loaded and attached (1), or configured but not running (0; the log and `netsleuth probes` say why)."),

@@ -190,6 +190,7 @@ fn probes_lists_every_probe_with_availability() {
         "socketlatency",
         "kernellatency",
         "virtcmdlatency",
+        "biolatency",
     ] {
         let l = out
             .lines()

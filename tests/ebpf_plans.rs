@@ -15,7 +15,7 @@ use common::*;
 use std::process::Command;
 
 /// The seven probes that have tracepoints, with their number of attach points.
-const TRACEPOINT_PROBES: [(&str, usize); 7] = [
+const TRACEPOINT_PROBES: [(&str, usize); 8] = [
     ("packetloss", 1),
     ("tcpreset", 2),
     ("tcpretrans", 2),
@@ -23,6 +23,7 @@ const TRACEPOINT_PROBES: [(&str, usize); 7] = [
     ("softirq", 3),
     ("socketlatency", 4),
     ("kernellatency", 5),
+    ("biolatency", 2),
 ];
 
 fn probes_output(config: Option<&str>) -> (i32, String, String) {

@@ -8,6 +8,7 @@
 //! Dropping a [`ProbeSet`] stops the reader and detaches every program.
 #![forbid(unsafe_code)]
 
+pub mod biolatency;
 pub mod kernellatency;
 pub mod netiftxlat;
 pub mod packetloss;
@@ -44,6 +45,7 @@ pub enum ProbeKind {
     SocketLatency,
     KernelLatency,
     VirtCmdLatency,
+    BioLatency,
 }
 
 /// One way to attach an attach point: the method (`tp_btf`, `raw_tp`, `fentry`/`fexit`,
@@ -70,7 +72,7 @@ pub fn method_family(m: &str) -> &str {
 }
 
 impl ProbeKind {
-    pub const ALL: [ProbeKind; 8] = [
+    pub const ALL: [ProbeKind; 9] = [
         ProbeKind::PacketLoss,
         ProbeKind::TcpReset,
         ProbeKind::TcpRetrans,
@@ -79,6 +81,7 @@ impl ProbeKind {
         ProbeKind::SocketLatency,
         ProbeKind::KernelLatency,
         ProbeKind::VirtCmdLatency,
+        ProbeKind::BioLatency,
     ];
 
     pub fn name(self) -> &'static str {
@@ -91,6 +94,7 @@ impl ProbeKind {
             ProbeKind::SocketLatency => "socketlatency",
             ProbeKind::KernelLatency => "kernellatency",
             ProbeKind::VirtCmdLatency => "virtcmdlatency",
+            ProbeKind::BioLatency => "biolatency",
         }
     }
 
@@ -122,6 +126,9 @@ impl ProbeKind {
             ProbeKind::VirtCmdLatency => {
                 "virtio-net control command latency (virtnet_send_command; fentry/fexit or kprobes only)"
             }
+            ProbeKind::BioLatency => {
+                "block I/O request latency per device and operation (block:block_rq_issue to block_rq_complete)"
+            }
         }
     }
 
@@ -137,6 +144,7 @@ impl ProbeKind {
             ProbeKind::SocketLatency => socketlatency::PLAN,
             ProbeKind::KernelLatency => kernellatency::PLAN,
             ProbeKind::VirtCmdLatency => virtcmdlatency::PLAN,
+            ProbeKind::BioLatency => biolatency::PLAN,
         }
     }
 
@@ -216,7 +224,10 @@ impl BpfProbeConfig {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
-            threshold_ns: DEFAULT_THRESHOLD_NS,
+            threshold_ns: match kind {
+                ProbeKind::BioLatency => biolatency::DEFAULT_THRESHOLD_NS,
+                _ => DEFAULT_THRESHOLD_NS,
+            },
             softirq_types: softirq::DEFAULT_TYPES
                 .iter()
                 .map(|s| s.to_string())
@@ -236,6 +247,7 @@ impl BpfProbeConfig {
                 | ProbeKind::SocketLatency
                 | ProbeKind::KernelLatency
                 | ProbeKind::VirtCmdLatency
+                | ProbeKind::BioLatency
         )
     }
 
@@ -465,6 +477,7 @@ pub fn event_type_of(kind: ProbeKind, t: u8) -> Option<&'static str> {
         ProbeKind::SocketLatency => two(socketlatency::READSLOW, socketlatency::SENDSLOW),
         ProbeKind::KernelLatency => two(kernellatency::RX, kernellatency::FORWARD),
         ProbeKind::VirtCmdLatency => (t == 1).then_some(virtcmdlatency::EVENT),
+        ProbeKind::BioLatency => (t == 1).then_some(biolatency::EVENT),
     }
 }
 
@@ -607,6 +620,12 @@ pub fn start_probe(cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<RunningProb
         let (g, r) = packetloss::globals(cfg, btf)?;
         globals.extend(g);
         reasons = r;
+    }
+    if kind == ProbeKind::BioLatency {
+        // Operation names (REQ_OP_*) from the kernel's BTF, kept where packetloss keeps its reasons.
+        reasons = bpf::target_btf::kernel_btf(btf)
+            .map(|k| biolatency::op_names(&k))
+            .unwrap_or_default();
     }
     let loaded = bpf::load(
         obj,
@@ -947,6 +966,7 @@ fn netns_maps(kind: ProbeKind) -> &'static [&'static str] {
         ProbeKind::NetifTxLat | ProbeKind::SocketLatency => &["lat"],
         ProbeKind::KernelLatency => &["lat", "lat_tx"],
         ProbeKind::Softirq | ProbeKind::VirtCmdLatency => &[],
+        ProbeKind::BioLatency => &[],
     }
 }
 
@@ -1000,6 +1020,7 @@ impl MapCollector for ProbeSet {
                 ProbeKind::SocketLatency => socketlatency::collect(p, &mut prefix, out),
                 ProbeKind::KernelLatency => kernellatency::collect(p, &mut prefix, out),
                 ProbeKind::VirtCmdLatency => virtcmdlatency::collect(p, out),
+                ProbeKind::BioLatency => biolatency::collect(p, out),
             };
             if let Err(e) = r {
                 errors.push(format!("{}: {e}", p.cfg.kind.name()));
@@ -1451,6 +1472,7 @@ fn decode(ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Even
         ProbeKind::SocketLatency => socketlatency::decode(ctx, r, entity),
         ProbeKind::KernelLatency => kernellatency::decode(ctx, r, entity),
         ProbeKind::VirtCmdLatency => virtcmdlatency::decode(ctx, r, entity),
+        ProbeKind::BioLatency => biolatency::decode(ctx, r, entity),
     }
 }
 
@@ -1598,6 +1620,7 @@ pub const EVENT_TYPES: &[&str] = &[
     kernellatency::RX,
     kernellatency::FORWARD,
     virtcmdlatency::EVENT,
+    biolatency::EVENT,
 ];
 
 fn event_type_static(k: &str) -> &'static str {
@@ -1774,6 +1797,14 @@ mod latency_tests {
         assert_eq!(c.softirq_types, ["net_rx", "timer"]);
         let e = args(ProbeKind::Softirq, "{softirq-types: [net_rxx]}").unwrap_err();
         assert!(e.contains("net_rxx"), "{e}");
+        // biolatency: KubeSkoop's 10 ms by default (BIOLAT_10MS), configurable.
+        assert_eq!(
+            BpfProbeConfig::new(ProbeKind::BioLatency).threshold_ns,
+            10_000_000
+        );
+        let c = args(ProbeKind::BioLatency, "{threshold: 0ms}").unwrap();
+        assert_eq!(c.threshold_ns, 0);
+        assert!(args(ProbeKind::BioLatency, "{softirq-types: [net_rx]}").is_err());
         // Probe-specific args are refused elsewhere.
         assert!(args(ProbeKind::PacketLoss, "{threshold: 1s}").is_err());
         assert!(args(ProbeKind::NetifTxLat, "{softirq-types: [net_rx]}").is_err());
