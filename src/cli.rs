@@ -277,6 +277,7 @@ fn print_probes(cfg: &Config) {
         }
     }
     print_bpf_probes(cfg);
+    crate::probes::conntrack_events::print_row(cfg.conntrack_events.is_some());
     for name in collectors::NOT_YET_AVAILABLE {
         let on = if cfg
             .deferred_probes
@@ -417,11 +418,13 @@ fn serve(args: Args) -> i32 {
         bpf_program_stats: cfg.bpf_program_stats,
         ..Config::default_config()
     };
+    let ct_events = cfg.conntrack_events.clone();
     let engine = Engine::new(cfg, inventory.clone());
     if let Some(p) = &pipeline {
         engine.add_self_metrics(p.clone());
     }
     let bpf_set = start_bpf(&bpf_cfg, &engine, &inventory, &pipeline, None);
+    crate::probes::conntrack_events::apply(ct_events.as_ref(), &inventory, &pipeline, &engine);
     let mut limits = args.limits.clone();
     if let Some(n) = args.max_requests {
         limits.max_requests = n;
@@ -464,6 +467,7 @@ fn serve(args: Args) -> i32 {
     // Detach the eBPF programs and flush the event sinks before exiting.
     engine.set_map_collectors(Vec::new());
     drop(bpf_set.1);
+    crate::probes::conntrack_events::stop();
     if let Some(p) = pipeline {
         p.close();
     }
@@ -520,6 +524,7 @@ fn run_signals(
                         let sinks = p.reconfigure(&cfg.event_sinks);
                         log::info!("event sinks: {}", sinks.join(", "));
                     }
+                    let ct_events = cfg.conntrack_events.clone();
                     // The running eBPF set stays in place until its successor replaces it:
                     // no scrape in between misses its series.
                     let mut active = ActiveProbes::from_config(cfg);
@@ -528,6 +533,12 @@ fn run_signals(
                     }
                     engine.set_probes(active);
                     bpf_set = start_bpf(&bpf_cfg, engine, inventory, pipeline, bpf_set.take());
+                    crate::probes::conntrack_events::apply(
+                        ct_events.as_ref(),
+                        inventory,
+                        pipeline,
+                        engine,
+                    );
                     engine.stats.last_reload_ok.store(1, Ordering::Relaxed);
                     log::info!("configuration reloaded; probes: {}", names.join(", "));
                 }
