@@ -95,9 +95,9 @@ pub const FAMILIES: &[FamilyDoc] = &[
     f("netsleuth_events_total", Counter, "ebpf", false, &["type"],
       "Events read from the kernel, by type."),
     f("netsleuth_events_lost_total", Counter, "ebpf", false, &["probe"],
-      "Events the kernel could not write because the probe's ring buffer was full."),
+      "Events lost before netsleuth could read them: the probe's ring buffer was full (eBPF probes) or its netlink socket's receive buffer overflowed (conntrack)."),
     f("netsleuth_events_suppressed_total", Counter, "ebpf", false, &["type"],
-      "Events not emitted because their type exceeded the probe's rateLimit (kernel token bucket); the metrics still count them."),
+      "Events not emitted because their type exceeded the probe's rateLimit (a token bucket per type: in the kernel for eBPF probes, per namespace in the reader for conntrack); the metrics still count them."),
     // Event delivery.
     f("netsleuth_events_published_total", Counter, "events", false, &[],
       "Events the kernel readers handed to the event pipeline."),
@@ -113,6 +113,8 @@ pub const FAMILIES: &[FamilyDoc] = &[
       "Events held by the sink and not yet delivered."),
     f("netsleuth_event_stream_clients", Gauge, "events", false, &[],
       "Clients connected to /events."),
+    f("netsleuth_conntrack_event_listeners", Gauge, "events", false, &[],
+      "Network namespaces the conntrack event probe listens in (one ctnetlink socket each)."),
     // The exporter itself.
     f("netsleuth_build_info", Gauge, "exporter", false, &["arch", "os", "version"],
       "A metric with a constant '1' value labeled by version and target of the netsleuth build."),

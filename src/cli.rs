@@ -296,6 +296,9 @@ fn print_probes(cfg: &Config) {
         row.available = Some(started.is_ok());
         rows.push(row);
     }
+    rows.push(crate::probes::conntrack_events::status_row(
+        cfg.conntrack_events.is_some(),
+    ));
     rows.extend(status::deferred_rows(&cfg.deferred_probes));
     for r in rows {
         let avail = match r.available {
@@ -415,12 +418,14 @@ fn serve(args: Args) -> i32 {
     };
     let status = Arc::new(crate::status::StatusBoard::default());
     status.set(&cfg, None);
+    let ct_events = cfg.conntrack_events.clone();
     let engine = Engine::new(cfg, inventory.clone());
     if let Some(p) = &pipeline {
         engine.add_self_metrics(p.clone());
     }
     let bpf_set = start_bpf(&bpf_cfg, &engine, &inventory, &pipeline, None);
     status.set_bpf(bpf_set.clone());
+    crate::probes::conntrack_events::apply(ct_events.as_ref(), &inventory, &pipeline, &engine);
     let mut limits = args.limits.clone();
     if let Some(n) = args.max_requests {
         limits.max_requests = n;
@@ -464,6 +469,7 @@ fn serve(args: Args) -> i32 {
     // Detach the eBPF programs and flush the event sinks before exiting.
     engine.set_map_collectors(Vec::new());
     drop(bpf_set.1);
+    crate::probes::conntrack_events::stop();
     if let Some(p) = pipeline {
         p.close();
     }
@@ -521,6 +527,7 @@ fn run_signals(
                         let sinks = p.reconfigure(&cfg.event_sinks);
                         log::info!("event sinks: {}", sinks.join(", "));
                     }
+                    let ct_events = cfg.conntrack_events.clone();
                     // The running eBPF set stays in place until its successor replaces it:
                     // no scrape in between misses its series.
                     status.set(&cfg, bpf_set.clone());
@@ -531,6 +538,12 @@ fn run_signals(
                     engine.set_probes(active);
                     bpf_set = start_bpf(&bpf_cfg, engine, inventory, pipeline, bpf_set.take());
                     status.set_bpf(bpf_set.clone());
+                    crate::probes::conntrack_events::apply(
+                        ct_events.as_ref(),
+                        inventory,
+                        pipeline,
+                        engine,
+                    );
                     engine.stats.last_reload_ok.store(1, Ordering::Relaxed);
                     log::info!("configuration reloaded; probes: {}", names.join(", "));
                 }

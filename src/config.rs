@@ -147,6 +147,8 @@ pub struct Config {
     pub bpf_program_stats: bool,
     /// eBPF probes named in `metrics.probes` and/or `event.probes`, merged per probe.
     pub bpf_probes: Vec<crate::probes::BpfProbeConfig>,
+    /// The `conntrack` event probe (`event.probes`), if listed.
+    pub conntrack_events: Option<crate::probes::conntrack_events::ConntrackEventsConfig>,
 }
 
 /// The entry for eBPF probe `kind` in `list`, created if absent.
@@ -315,11 +317,23 @@ impl Config {
             btf.path = Some(p.into());
         }
         let mut event_sinks = Vec::new();
+        let mut conntrack_events = None;
         if let Some(ev) = &ks.event {
             for (i, entry) in ev.probes.iter().enumerate() {
                 let at = format!("event.probes[{i}]");
                 let (name, args) = probe_entry(&at, entry)?;
                 let name = canonical_probe(&at, name);
+                if name == crate::probes::conntrack_events::NAME {
+                    if conntrack_events.is_some() {
+                        return err(format!("{at}: probe `{name}` is listed twice"));
+                    }
+                    let mut c = crate::probes::conntrack_events::ConntrackEventsConfig::default();
+                    ProbeArgs::from_yaml(&name, &args)
+                        .and_then(|mut a| c.take_args(&mut a).and_then(|()| a.finish()))
+                        .map_err(|e| ConfigError(format!("{at}: {e}")))?;
+                    conntrack_events = Some(c);
+                    continue;
+                }
                 if let Some(kind) = crate::probes::ProbeKind::from_name(&name) {
                     let mut a = ProbeArgs::from_yaml(&name, &args)
                         .map_err(|e| ConfigError(format!("{at}: {e}")))?;
@@ -472,6 +486,7 @@ impl Config {
             btf,
             bpf_program_stats: raw.bpf.program_stats,
             bpf_probes,
+            conntrack_events,
         })
     }
 }

@@ -67,6 +67,33 @@ pub fn socket_netns_cookie(sock: BorrowedFd<'_>) -> Option<u64> {
     }
 }
 
+/// `SO_MEMINFO`'s `SK_MEMINFO_DROPS`: packets the kernel dropped for this socket (`sk_drops`;
+/// for a netlink listener, each multicast message that did not fit its receive buffer).
+/// `None` where the kernel lacks `SO_MEMINFO` (before 4.6).
+pub fn socket_drops(sock: BorrowedFd<'_>) -> Option<u32> {
+    const SO_MEMINFO: libc::c_int = 55;
+    const SK_MEMINFO_DROPS: usize = 8;
+    // SK_MEMINFO_VARS is 9 or more (kernels add fields); the kernel copies at most `len`.
+    let mut info = [0u32; 16];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: `sock` is a valid open fd for the duration of the call; `info` is a live local
+    // array of `len` bytes, and the kernel writes at most `len` bytes and updates `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_MEMINFO,
+            info.as_mut_ptr().cast::<libc::c_void>(),
+            &mut len,
+        )
+    };
+    if rc == 0 && len as usize >= (SK_MEMINFO_DROPS + 1) * 4 {
+        Some(info[SK_MEMINFO_DROPS])
+    } else {
+        None
+    }
+}
+
 /// Limit glibc to two malloc arenas. Each thread that allocates otherwise gets an arena of its
 /// own that keeps freed scrape buffers: with a worker per CPU and the HTTP threads, the exporter
 /// held several times the memory a scrape needs. No effect with other allocators (musl).

@@ -101,6 +101,19 @@ pub type OnMessage<'a> = dyn FnMut(u16, &[u8]) -> Result<(), String> + 'a;
 /// failed midway), is [`NlError::Errno`]. A message whose length is below the header size or
 /// runs past the buffer is [`NlError::Malformed`]; so is an error from `on_msg`.
 pub fn walk(bytes: &[u8], seq: Option<u32>, on_msg: &mut OnMessage<'_>) -> Result<bool, NlError> {
+    walk_with_flags(bytes, seq, &mut |ty, _flags, p| on_msg(ty, p))
+}
+
+/// Callback of [`walk_with_flags`]: `(nlmsg_type, nlmsg_flags, payload)`.
+pub type OnMessageFlags<'a> = dyn FnMut(u16, u16, &[u8]) -> Result<(), String> + 'a;
+
+/// [`walk`], also handing each data message's `nlmsg_flags` to the callback (ctnetlink tells a
+/// new conntrack from an update by `NLM_F_CREATE` alone).
+pub fn walk_with_flags(
+    bytes: &[u8],
+    seq: Option<u32>,
+    on_msg: &mut OnMessageFlags<'_>,
+) -> Result<bool, NlError> {
     let mut off = 0usize;
     while off < bytes.len() {
         let rest = &bytes[off..];
@@ -138,7 +151,7 @@ pub fn walk(bytes: &[u8], seq: Option<u32>, on_msg: &mut OnMessage<'_>) -> Resul
                     ))
                 }
                 1 => {} // NLMSG_NOOP
-                _ => on_msg(ty, payload).map_err(|e| {
+                _ => on_msg(ty, msg.flags(), payload).map_err(|e| {
                     NlError::Malformed(format!("message type {ty} at offset {off}: {e}"))
                 })?,
             }

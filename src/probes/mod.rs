@@ -17,6 +17,8 @@ pub mod softirq;
 pub mod tcpreset;
 pub mod tcpretrans;
 pub mod virtcmdlatency;
+// Not eBPF: ctnetlink multicast listeners, events only (`event.probes: [conntrack]`).
+pub mod conntrack_events;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -457,6 +459,11 @@ impl RunningProbe {
         });
     }
 }
+
+/// Help of `netsleuth_events_lost_total` (eBPF probes and the conntrack event probe).
+pub const LOST_HELP: &str = "Events lost before netsleuth could read them: the probe's ring buffer was full (eBPF probes) or its netlink socket's receive buffer overflowed (conntrack).";
+/// Help of `netsleuth_events_suppressed_total`.
+pub const SUPPRESSED_HELP: &str = "Events not emitted because their type exceeded the probe's rateLimit (a token bucket per type: in the kernel for eBPF probes, per namespace in the reader for conntrack); the metrics still count them.";
 
 /// Event types with their own kernel token bucket (`RL_TYPES` in `ratelimit.h`).
 pub const RL_TYPES: u32 = 8;
@@ -1088,7 +1095,7 @@ impl MapCollector for ProbeSet {
             for (t, n) in &suppressed {
                 s.emit(
                     "netsleuth_events_suppressed_total",
-                    "Events not emitted because their type exceeded the probe's rateLimit (kernel token bucket); the metrics still count them.",
+                    SUPPRESSED_HELP,
                     MetricKind::Counter,
                     &[("type", t)],
                     Value::U64(*n),
@@ -1128,7 +1135,7 @@ impl MapCollector for ProbeSet {
             for (p, n) in lost {
                 s.emit(
                     "netsleuth_events_lost_total",
-                    "Events the kernel could not write because the probe's ring buffer was full.",
+                    LOST_HELP,
                     MetricKind::Counter,
                     &[("probe", p)],
                     Value::U64(n),
@@ -1621,6 +1628,11 @@ pub const EVENT_TYPES: &[&str] = &[
     kernellatency::FORWARD,
     virtcmdlatency::EVENT,
     biolatency::EVENT,
+    conntrack_events::NEW,
+    conntrack_events::UPDATE,
+    conntrack_events::DESTROY,
+    conntrack_events::EXP_NEW,
+    conntrack_events::EXP_DESTROY,
 ];
 
 fn event_type_static(k: &str) -> &'static str {
