@@ -19,6 +19,7 @@ pub mod inventory;
 pub mod model;
 pub mod notify;
 pub mod probes;
+pub mod rtnl;
 pub mod selfmetrics;
 pub mod selftest;
 pub mod server;

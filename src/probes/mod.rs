@@ -8,6 +8,7 @@
 //! Dropping a [`ProbeSet`] stops the reader and detaches every program.
 #![forbid(unsafe_code)]
 
+pub mod flow;
 pub mod kernellatency;
 pub mod netiftxlat;
 pub mod packetloss;
@@ -44,6 +45,7 @@ pub enum ProbeKind {
     SocketLatency,
     KernelLatency,
     VirtCmdLatency,
+    Flow,
 }
 
 /// One way to attach an attach point: the method (`tp_btf`, `raw_tp`, `fentry`/`fexit`,
@@ -56,8 +58,9 @@ pub type Alternative = (&'static str, &'static [&'static str]);
 pub type OptionalGroup = (&'static str, &'static [&'static [Alternative]]);
 
 /// The attach methods by preference, as `attachMethods` names them: tracepoints (BTF-typed,
-/// then raw), then the BPF trampoline (fentry/fexit), then kprobes (kprobe/kretprobe).
-pub const METHODS: [&str; 4] = ["tp_btf", "raw_tp", "fentry", "kprobe"];
+/// then raw), then the BPF trampoline (fentry/fexit), then kprobes (kprobe/kretprobe); for the
+/// per-device `flow` probe tcx links, then cls_bpf filters (`tc`).
+pub const METHODS: [&str; 6] = ["tp_btf", "raw_tp", "fentry", "kprobe", "tcx", "tc"];
 
 /// The `attachMethods` name of an alternative's method (fexit is a fentry-family method,
 /// kretprobe a kprobe one).
@@ -70,7 +73,7 @@ pub fn method_family(m: &str) -> &str {
 }
 
 impl ProbeKind {
-    pub const ALL: [ProbeKind; 8] = [
+    pub const ALL: [ProbeKind; 9] = [
         ProbeKind::PacketLoss,
         ProbeKind::TcpReset,
         ProbeKind::TcpRetrans,
@@ -79,6 +82,7 @@ impl ProbeKind {
         ProbeKind::SocketLatency,
         ProbeKind::KernelLatency,
         ProbeKind::VirtCmdLatency,
+        ProbeKind::Flow,
     ];
 
     pub fn name(self) -> &'static str {
@@ -91,6 +95,7 @@ impl ProbeKind {
             ProbeKind::SocketLatency => "socketlatency",
             ProbeKind::KernelLatency => "kernellatency",
             ProbeKind::VirtCmdLatency => "virtcmdlatency",
+            ProbeKind::Flow => "flow",
         }
     }
 
@@ -122,6 +127,9 @@ impl ProbeKind {
             ProbeKind::VirtCmdLatency => {
                 "virtio-net control command latency (virtnet_send_command; fentry/fexit or kprobes only)"
             }
+            ProbeKind::Flow => {
+                "bytes and packets per pod, direction and remote side (tc programs on pod veths and uplinks: tcx links, else cls_bpf)"
+            }
         }
     }
 
@@ -137,6 +145,7 @@ impl ProbeKind {
             ProbeKind::SocketLatency => socketlatency::PLAN,
             ProbeKind::KernelLatency => kernellatency::PLAN,
             ProbeKind::VirtCmdLatency => virtcmdlatency::PLAN,
+            ProbeKind::Flow => flow::PLAN,
         }
     }
 
@@ -174,6 +183,8 @@ pub struct BpfProbeConfig {
     /// `attachMethods`: only these methods of the attach plan ([`METHODS`]) are tried
     /// (troubleshooting, and tests of the fallbacks); `None`: all.
     pub attach_methods: Option<Vec<String>>,
+    /// flow: its own args (`enablePortInLabel`, `interfaceName`, `maxSeries`...).
+    pub flow: flow::FlowArgs,
 }
 
 /// Default `rateLimit`: events per second per event type.
@@ -224,6 +235,7 @@ impl BpfProbeConfig {
             rate_limit: DEFAULT_RATE_LIMIT,
             burst: DEFAULT_BURST,
             attach_methods: None,
+            flow: flow::FlowArgs::default(),
         }
     }
 
@@ -274,6 +286,9 @@ impl BpfProbeConfig {
                 softirq::mask(&v)?;
                 self.softirq_types = v;
             }
+        }
+        if self.kind == ProbeKind::Flow {
+            self.flow.take(a)?;
         }
         if self.kind == ProbeKind::PacketLoss {
             if let Some(v) = a.take_str_list("excludeReasons")? {
@@ -366,12 +381,18 @@ pub struct RunningProbe {
     pub programs: Vec<&'static str>,
     /// Detached for good and its counters moved into the totals of past probes.
     retired: AtomicBool,
+    /// flow: the devices it is attached to (per-device links, kept across reloads with the
+    /// probe).
+    pub flow: Option<Arc<flow::State>>,
 }
 
 impl RunningProbe {
     /// Detach now (also happens on drop).
     pub fn detach(&self) {
         self.links.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        if let Some(f) = &self.flow {
+            f.detach(&self.loaded);
+        }
     }
 
     /// The `program` label of one of its programs: `probe/program`.
@@ -465,6 +486,7 @@ pub fn event_type_of(kind: ProbeKind, t: u8) -> Option<&'static str> {
         ProbeKind::SocketLatency => two(socketlatency::READSLOW, socketlatency::SENDSLOW),
         ProbeKind::KernelLatency => two(kernellatency::RX, kernellatency::FORWARD),
         ProbeKind::VirtCmdLatency => (t == 1).then_some(virtcmdlatency::EVENT),
+        ProbeKind::Flow => None,
     }
 }
 
@@ -602,6 +624,13 @@ pub fn start_probe(cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<RunningProb
             softirq::mask(&cfg.softirq_types)?.to_ne_bytes().to_vec(),
         ));
     }
+    let mut max_entries = Vec::new();
+    if kind == ProbeKind::Flow {
+        // No events, no rate limit: only its own globals.
+        let (g, m) = flow::globals(&cfg.flow);
+        globals = g;
+        max_entries = m;
+    }
     let mut reasons = BTreeMap::new();
     if kind == ProbeKind::PacketLoss {
         let (g, r) = packetloss::globals(cfg, btf)?;
@@ -623,10 +652,31 @@ pub fn start_probe(cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<RunningProb
                     .flat_map(|(_, progs)| progs.iter().map(|p| p.to_string()))
                     .collect()
             }),
-            max_entries: Vec::new(),
+            max_entries,
         },
     )
     .map_err(|e| format!("load: {e}"))?;
+    if kind == ProbeKind::Flow {
+        // Attached per device by the `flow-devices` thread (ProbeSet), not through the plan.
+        let method = flow::choose_method(&loaded, cfg.attach_methods.as_deref())
+            .map_err(|e| format!("no attach method works: {e}"))?;
+        let alt = *flow::PLAN[0]
+            .iter()
+            .find(|a| a.0 == method)
+            .ok_or_else(|| format!("no plan alternative {method}"))?;
+        return Ok(RunningProbe {
+            cfg: cfg.clone(),
+            loaded,
+            methods: vec![alt.0],
+            attached: vec![alt],
+            optional: Vec::new(),
+            links: Mutex::new(Vec::new()),
+            reasons: Arc::new(reasons),
+            programs: alt.1.to_vec(),
+            retired: AtomicBool::new(false),
+            flow: Some(Arc::new(flow::State::new(method))),
+        });
+    }
     let mut links = Vec::new();
     let mut attached = Vec::new();
     for alts in kind.plan() {
@@ -669,6 +719,7 @@ pub fn start_probe(cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<RunningProb
         reasons: Arc::new(reasons),
         programs,
         retired: AtomicBool::new(false),
+        flow: None,
     })
 }
 
@@ -804,6 +855,17 @@ impl ProbeSet {
                 }) {
                 Ok(h) => threads.push((stop, h)),
                 Err(e) => log::error!("cannot start the BPF map reaper: {e}"),
+            }
+        }
+        if let Some(p) = probes.iter().find(|p| p.flow.is_some()) {
+            let stop = Arc::new(AtomicBool::new(false));
+            let (st, p, inv) = (stop.clone(), p.clone(), inventory.clone());
+            match std::thread::Builder::new()
+                .name("flow-devices".into())
+                .spawn(move || flow::device_loop(p, inv, st))
+            {
+                Ok(h) => threads.push((stop, h)),
+                Err(e) => log::error!("cannot start the flow probe's device thread: {e}"),
             }
         }
         let ev: Vec<Arc<RunningProbe>> = probes.iter().filter(|p| p.cfg.events).cloned().collect();
@@ -954,6 +1016,7 @@ fn netns_maps(kind: ProbeKind) -> &'static [&'static str] {
         ProbeKind::NetifTxLat | ProbeKind::SocketLatency => &["lat"],
         ProbeKind::KernelLatency => &["lat", "lat_tx"],
         ProbeKind::Softirq | ProbeKind::VirtCmdLatency => &[],
+        ProbeKind::Flow => &["flows"],
     }
 }
 
@@ -1007,6 +1070,7 @@ impl MapCollector for ProbeSet {
                 ProbeKind::SocketLatency => socketlatency::collect(p, &mut prefix, out),
                 ProbeKind::KernelLatency => kernellatency::collect(p, &mut prefix, out),
                 ProbeKind::VirtCmdLatency => virtcmdlatency::collect(p, out),
+                ProbeKind::Flow => flow::collect(p, &mut prefix, out, &|_| None),
             };
             if let Err(e) = r {
                 errors.push(format!("{}: {e}", p.cfg.kind.name()));
@@ -1458,6 +1522,7 @@ fn decode(ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Even
         ProbeKind::SocketLatency => socketlatency::decode(ctx, r, entity),
         ProbeKind::KernelLatency => kernellatency::decode(ctx, r, entity),
         ProbeKind::VirtCmdLatency => virtcmdlatency::decode(ctx, r, entity),
+        ProbeKind::Flow => None,
     }
 }
 

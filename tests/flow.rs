@@ -1,0 +1,337 @@
+//! The `flow` probe end to end (root): a node namespace with a bridge (like a CNI bridge) and
+//! pod-like namespaces behind veths on it; the real binary runs inside the node namespace (its
+//! "host"), attaches to the host sides of the veths, and the test compares the exported
+//! figures with what it sent and with what the pods' own kernel counters (`/proc/net/snmp`)
+//! say. Addresses: 198.18.0.0/15 and 2001:2::/48 only.
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{await_address, http_get, privileged, run, unique, wait_for, write_config};
+use common::{Netns, Scrape, BIN};
+
+static NET: AtomicUsize = AtomicUsize::new(0);
+
+/// A node namespace with bridge `br0`; pods are attached to it.
+struct Node {
+    ns: Netns,
+    /// Third octet of this node's 198.18.<net>.0/24 (and 2001:2:0:<net>::/64).
+    net: usize,
+    pods: usize,
+}
+
+struct Pod {
+    ns: Netns,
+    host_dev: String,
+    ip4: String,
+    ip6: String,
+}
+
+impl Node {
+    fn new() -> Node {
+        let ns = Netns::new("fnode");
+        ns.exec("ip", &["link", "add", "br0", "type", "bridge"]);
+        ns.exec("ip", &["link", "set", "br0", "up"]);
+        let net = 10 + (std::process::id() as usize * 7 + NET.fetch_add(1, Ordering::Relaxed)) % 90;
+        Node { ns, net, pods: 0 }
+    }
+
+    /// A pod namespace with `eth0` (198.18.<net>.<n>/24, 2001:2:0:<net>::<n>/64), its host side
+    /// on the bridge.
+    fn pod(&mut self) -> Pod {
+        self.pods += 1;
+        let n = self.pods + 1;
+        let ns = Netns::new("fpod");
+        // IPv6 on for the pod's device (Netns keeps it off elsewhere); no DAD wait.
+        ns.sysctl("net.ipv6.conf.all.disable_ipv6", "0");
+        ns.sysctl("net.ipv6.conf.default.disable_ipv6", "0");
+        let host_dev = unique("fh");
+        run(
+            "ip",
+            &[
+                "link",
+                "add",
+                &host_dev,
+                "netns",
+                &self.ns.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &ns.name,
+            ],
+        );
+        self.ns
+            .exec("ip", &["link", "set", &host_dev, "master", "br0", "up"]);
+        let ip4 = format!("198.18.{}.{n}", self.net);
+        let ip6 = format!("2001:2:0:{}::{n}", self.net);
+        ns.exec("ip", &["addr", "add", &format!("{ip4}/24"), "dev", "eth0"]);
+        ns.exec(
+            "ip",
+            &["addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"],
+        );
+        ns.exec("ip", &["link", "set", "eth0", "up"]);
+        Pod {
+            ns,
+            host_dev,
+            ip4,
+            ip6,
+        }
+    }
+}
+
+/// The exporter running inside the node namespace; killed on drop.
+struct NodeExporter {
+    child: Child,
+    addr: String,
+    node: String,
+}
+
+impl NodeExporter {
+    fn start(node: &Node, probe_args: &str) -> NodeExporter {
+        let cfg = write_config(&format!(
+            "metrics:\n  probes:\n  - {{name: flow, args: {probe_args}}}\n"
+        ));
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &node.ns.name, BIN])
+            .arg("--web.listen-address=127.0.0.1:0")
+            .arg(format!("--config.file={}", cfg.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start netsleuth");
+        let (addr, _, _rx) = await_address(&mut child, Duration::from_secs(20), "netsleuth");
+        NodeExporter {
+            child,
+            addr,
+            node: node.ns.name.clone(),
+        }
+    }
+
+    fn scrape(&self) -> Scrape {
+        let (addr, node) = (self.addr.clone(), self.node.clone());
+        let body = std::thread::spawn(move || {
+            let fd = std::fs::File::open(format!("/run/netns/{node}")).unwrap();
+            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let (code, _, body) = http_get(&addr, "/metrics", &[]);
+            assert_eq!(code, 200);
+            body
+        })
+        .join()
+        .unwrap();
+        Scrape::parse(&String::from_utf8(body).unwrap())
+    }
+
+    /// The summed flow counters (bytes, packets) with these labels.
+    fn flow(&self, want: &[(&str, &str)]) -> (u64, u64) {
+        let s = self.scrape();
+        let b = s.sum("netsleuth_flow_bytes_total", want).unwrap_or(0.0);
+        let p = s.sum("netsleuth_flow_packets_total", want).unwrap_or(0.0);
+        (b as u64, p as u64)
+    }
+}
+
+impl Drop for NodeExporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `Tcp: OutSegs`/`InSegs` of a namespace, from its own /proc/net/snmp. (InSegs of the
+/// receiver is not comparable: the receiving veth may merge segments before TCP counts them.)
+fn tcp_segs(ns: &Netns) -> (u64, u64) {
+    let snmp = ns.cat("/proc/net/snmp");
+    let lines: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Tcp:")).collect();
+    let names: Vec<&str> = lines[0].split_whitespace().collect();
+    let vals: Vec<&str> = lines[1].split_whitespace().collect();
+    let get = |k: &str| -> u64 {
+        vals[names.iter().position(|n| *n == k).unwrap()]
+            .parse()
+            .unwrap()
+    };
+    (get("OutSegs"), get("InSegs"))
+}
+
+const UDP_N: usize = 37;
+const UDP_SIZE: usize = 321;
+const TCP_BYTES: usize = 3_000_000;
+
+/// N UDP datagrams and M TCP bytes from pod A to pod B; exact packets and bytes for A's
+/// egress and B's ingress, with ports when asked for.
+fn udp_and_tcp(test: &str, v6: bool, ports: bool) {
+    if !privileged(test) {
+        return;
+    }
+    let mut node = Node::new();
+    let a = node.pod();
+    let b = node.pod();
+    let e = NodeExporter::start(
+        &node,
+        &format!("{{enablePortInLabel: {ports}, clusterCIDRs: ['198.18.0.0/15', '2001:2::/48']}}"),
+    );
+    wait_for(
+        "flow attached to both pods' veths",
+        Duration::from_secs(10),
+        || {
+            let s = e.scrape();
+            (s.sum("netsleuth_flow_devices", &[]) == Some(2.0)).then_some(())
+        },
+    );
+    let (ip_a, ip_b) = if v6 {
+        (a.ip6.clone(), b.ip6.clone())
+    } else {
+        (a.ip4.clone(), b.ip4.clone())
+    };
+    let bind = |ip: &str| {
+        if v6 {
+            format!("[{ip}]:0")
+        } else {
+            format!("{ip}:0")
+        }
+    };
+    // UDP: B listens (no ICMP errors), A sends N datagrams of UDP_SIZE bytes.
+    let rx = b.ns.within({
+        let at = bind(&ip_b);
+        move || UdpSocket::bind(at).unwrap()
+    });
+    let dport = rx.local_addr().unwrap().port();
+    let to = rx.local_addr().unwrap();
+    let sport = a.ns.within({
+        let at = bind(&ip_a);
+        move || {
+            let s = UdpSocket::bind(at).unwrap();
+            for _ in 0..UDP_N {
+                s.send_to(&[7u8; UDP_SIZE], to).unwrap();
+            }
+            s.local_addr().unwrap().port()
+        }
+    });
+    let mut buf = [0u8; 2048];
+    rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for _ in 0..UDP_N {
+        assert_eq!(rx.recv(&mut buf).unwrap(), UDP_SIZE);
+    }
+    let ip_hdr = if v6 { 40 } else { 20 };
+    let want_bytes = (UDP_N * (UDP_SIZE + 8 + ip_hdr)) as u64;
+    let (ino_a, ino_b) = (a.ns.inode().to_string(), b.ns.inode().to_string());
+    let (sp, dp) = (sport.to_string(), dport.to_string());
+    let mut a_eg = vec![
+        ("netns", ino_a.as_str()),
+        ("direction", "egress"),
+        ("protocol", "UDP"),
+        ("peer_address", ip_b.as_str()),
+    ];
+    let mut b_in = vec![
+        ("netns", ino_b.as_str()),
+        ("direction", "ingress"),
+        ("protocol", "UDP"),
+        ("peer_address", ip_a.as_str()),
+    ];
+    if ports {
+        a_eg.extend([("local_port", sp.as_str()), ("peer_port", dp.as_str())]);
+        b_in.extend([("local_port", dp.as_str()), ("peer_port", sp.as_str())]);
+    }
+    wait_for("UDP counted", Duration::from_secs(5), || {
+        (e.flow(&a_eg).1 >= UDP_N as u64).then_some(())
+    });
+    assert_eq!(
+        e.flow(&a_eg),
+        (want_bytes, UDP_N as u64),
+        "A egress UDP {a_eg:?}"
+    );
+    assert_eq!(
+        e.flow(&b_in),
+        (want_bytes, UDP_N as u64),
+        "B ingress UDP {b_in:?}"
+    );
+    // Nothing the other way (B did not send UDP to A).
+    let b_eg = [
+        ("netns", ino_b.as_str()),
+        ("direction", "egress"),
+        ("protocol", "UDP"),
+    ];
+    assert_eq!(e.flow(&b_eg), (0, 0));
+    // Without ports in the key, the series carries no port labels.
+    let s = e.scrape();
+    let any = s.find("netsleuth_flow_bytes_total", &a_eg);
+    assert_eq!(any.len(), 1, "{any:?}");
+    assert_eq!(any[0].labels.contains_key("local_port"), ports);
+
+    // TCP: A sends TCP_BYTES to B, both close; A's namespace has no other TCP.
+    let l = b.ns.within({
+        let at = bind(&ip_b);
+        move || TcpListener::bind(at).unwrap()
+    });
+    let to = l.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match c.read(&mut buf).unwrap() {
+                0 => break,
+                n => got += n,
+            }
+        }
+        got
+    });
+    a.ns.within(move || {
+        let mut c = TcpStream::connect(to).unwrap();
+        c.write_all(&vec![1u8; TCP_BYTES]).unwrap();
+    });
+    assert_eq!(server.join().unwrap(), TCP_BYTES);
+    let tcp_a = [
+        ("netns", ino_a.as_str()),
+        ("direction", "egress"),
+        ("protocol", "TCP"),
+        ("peer_address", ip_b.as_str()),
+    ];
+    let tcp_b = [
+        ("netns", ino_b.as_str()),
+        ("direction", "ingress"),
+        ("protocol", "TCP"),
+        ("peer_address", ip_a.as_str()),
+    ];
+    // Settled: the closing handshake is over when A's segment count stops moving.
+    let segs = wait_for("TCP close settled", Duration::from_secs(10), || {
+        let s1 = tcp_segs(&a.ns).0;
+        std::thread::sleep(Duration::from_millis(300));
+        let s2 = tcp_segs(&a.ns).0;
+        let counted = e.flow(&tcp_a).1;
+        (s1 == s2 && counted == s2).then_some(s2)
+    });
+    // Every segment carries the IP header and a 32-byte TCP header (timestamps); the SYN's is
+    // 40 bytes (MSS, SACK-permitted, timestamps, window scale).
+    let want = TCP_BYTES as u64 + segs * (ip_hdr as u64 + 32) + 8;
+    assert_eq!(e.flow(&tcp_a), (want, segs), "A egress TCP");
+    assert_eq!(e.flow(&tcp_b), (want, segs), "B ingress TCP");
+    drop(e);
+    drop(node);
+}
+
+#[test]
+fn flow_ipv4_udp_tcp_ports_off() {
+    udp_and_tcp("flow_ipv4_udp_tcp_ports_off", false, false);
+}
+
+#[test]
+fn flow_ipv4_udp_tcp_ports_on() {
+    udp_and_tcp("flow_ipv4_udp_tcp_ports_on", false, true);
+}
+
+#[test]
+fn flow_ipv6_udp_tcp_ports_off() {
+    udp_and_tcp("flow_ipv6_udp_tcp_ports_off", true, false);
+}
+
+#[test]
+fn flow_ipv6_udp_tcp_ports_on() {
+    udp_and_tcp("flow_ipv6_udp_tcp_ports_on", true, true);
+}
