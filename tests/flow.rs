@@ -9,12 +9,22 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use common::{await_address, http_get, privileged, run, unique, wait_for, write_config};
 use common::{Netns, Scrape, BIN};
+use netsleuth::bpf::prog;
 
 static NET: AtomicUsize = AtomicUsize::new(0);
+
+/// The kill -9 test compares the node's BPF programs and links before and after: the tests of
+/// this file run one at a time.
+static LOCK: Mutex<()> = Mutex::new(());
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A node namespace with bridge `br0`; pods are attached to it.
 struct Node {
@@ -94,6 +104,10 @@ struct NodeExporter {
 }
 
 impl NodeExporter {
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
     fn start(node: &Node, probe_args: &str) -> NodeExporter {
         let cfg = write_config(&format!(
             "metrics:\n  probes:\n  - {{name: flow, args: {probe_args}}}\n"
@@ -169,6 +183,7 @@ fn udp_and_tcp(test: &str, v6: bool, ports: bool) {
     if !privileged(test) {
         return;
     }
+    let _g = lock();
     let mut node = Node::new();
     let a = node.pod();
     let b = node.pod();
@@ -334,4 +349,124 @@ fn flow_ipv6_udp_tcp_ports_off() {
 #[test]
 fn flow_ipv6_udp_tcp_ports_on() {
     udp_and_tcp("flow_ipv6_udp_tcp_ports_on", true, true);
+}
+
+/// Sends `n` UDP datagrams of `size` bytes from `from` to `to` (listening there, so no ICMP
+/// errors come back) and waits for them to arrive.
+fn udp(from: &Pod, to: &Pod, n: usize, size: usize) {
+    let rx = to.ns.within({
+        let at = format!("{}:0", to.ip4);
+        move || UdpSocket::bind(at).unwrap()
+    });
+    let dst = rx.local_addr().unwrap();
+    let src = format!("{}:0", from.ip4);
+    from.ns.within(move || {
+        let s = UdpSocket::bind(src).unwrap();
+        for _ in 0..n {
+            s.send_to(&vec![3u8; size], dst).unwrap();
+        }
+    });
+    rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = vec![0u8; size + 1];
+    for _ in 0..n {
+        assert_eq!(rx.recv(&mut buf).unwrap(), size);
+    }
+}
+
+/// Our programs' BPF links as bpftool lists them (ids of links whose program is one of `progs`).
+fn links_of(progs: &[u32]) -> Vec<u64> {
+    let out = run("bpftool", &["link", "show", "-j"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| {
+            l["prog_id"]
+                .as_u64()
+                .is_some_and(|p| progs.contains(&(p as u32)))
+        })
+        .map(|l| l["id"].as_u64().unwrap())
+        .collect()
+}
+
+/// A pod created after the exporter started is attached and counted within the wait; a pod
+/// that goes away is forgotten; kill -9 leaves no tcx link and no program of ours.
+#[test]
+fn flow_hotplug_vanish_and_kill_9() {
+    let test = "flow_hotplug_vanish_and_kill_9";
+    if !common::privileged_with(test, &["bpftool"]) {
+        return;
+    }
+    let _g = lock();
+    let before: Vec<u32> = prog::loaded_programs()
+        .unwrap()
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect();
+    let mut node = Node::new();
+    let a = node.pod();
+    let e = NodeExporter::start(&node, "{clusterCIDRs: ['198.18.0.0/15']}");
+    let devices = |e: &NodeExporter, n: f64, what: &str, secs: u64| {
+        wait_for(what, Duration::from_secs(secs), || {
+            (e.scrape().sum("netsleuth_flow_devices", &[]) == Some(n)).then_some(())
+        })
+    };
+    devices(&e, 1.0, "A's veth attached", 10);
+    // A pod that appears now: its veth is attached within the wait (rtnetlink notification).
+    let t0 = Instant::now();
+    let b = node.pod();
+    devices(&e, 2.0, "B's veth attached after start", 3);
+    eprintln!("{test}: new pod attached after {:?}", t0.elapsed());
+    udp(&a, &b, 11, 100);
+    let (ino_a, ino_b) = (a.ns.inode().to_string(), b.ns.inode().to_string());
+    let want = [
+        ("netns", ino_b.as_str()),
+        ("direction", "ingress"),
+        ("protocol", "UDP"),
+        ("peer_address", a.ip4.as_str()),
+    ];
+    wait_for("B counted", Duration::from_secs(5), || {
+        (e.flow(&want) == (11 * 128, 11)).then_some(())
+    });
+    let want_a = [
+        ("netns", ino_a.as_str()),
+        ("direction", "egress"),
+        ("protocol", "UDP"),
+        ("peer_address", b.ip4.as_str()),
+    ];
+    assert_eq!(e.flow(&want_a), (11 * 128, 11));
+    // B goes away: its veth vanishes with its namespace and is forgotten.
+    let b_dev = b.host_dev.clone();
+    drop(b);
+    devices(&e, 1.0, "B's veth forgotten", 5);
+    assert!(!node.ns.exec("ip", &["-o", "link"]).contains(&b_dev));
+
+    let ours: Vec<u32> = prog::loaded_programs()
+        .unwrap()
+        .into_iter()
+        .filter(|(i, n)| !before.contains(i) && n.starts_with("flow_"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(ours.len(), 2, "flow_ingress and flow_egress loaded");
+    assert_eq!(links_of(&ours).len(), 2, "A's ingress and egress tcx links");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(e.pid()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    drop(e);
+    wait_for(
+        "programs and links gone after kill -9",
+        Duration::from_secs(5),
+        || {
+            let live: Vec<u32> = prog::loaded_programs()
+                .unwrap()
+                .into_iter()
+                .map(|(i, _)| i)
+                .collect();
+            (links_of(&ours).is_empty() && !ours.iter().any(|p| live.contains(p))).then_some(())
+        },
+    );
+    drop(a);
+    drop(node);
 }
