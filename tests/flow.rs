@@ -32,6 +32,8 @@ struct Node {
     /// Third octet of this node's 198.18.<net>.0/24 (and 2001:2:0:<net>::/64).
     net: usize,
     pods: usize,
+    /// Pods get IPv6 (off: nothing but what the test sends leaves a pod).
+    v6: bool,
 }
 
 struct Pod {
@@ -47,7 +49,12 @@ impl Node {
         ns.exec("ip", &["link", "add", "br0", "type", "bridge"]);
         ns.exec("ip", &["link", "set", "br0", "up"]);
         let net = 10 + (std::process::id() as usize * 7 + NET.fetch_add(1, Ordering::Relaxed)) % 90;
-        Node { ns, net, pods: 0 }
+        Node {
+            ns,
+            net,
+            pods: 0,
+            v6: true,
+        }
     }
 
     /// A pod namespace with `eth0` (198.18.<net>.<n>/24, 2001:2:0:<net>::<n>/64), its host side
@@ -57,8 +64,10 @@ impl Node {
         let n = self.pods + 1;
         let ns = Netns::new("fpod");
         // IPv6 on for the pod's device (Netns keeps it off elsewhere); no DAD wait.
-        ns.sysctl("net.ipv6.conf.all.disable_ipv6", "0");
-        ns.sysctl("net.ipv6.conf.default.disable_ipv6", "0");
+        if self.v6 {
+            ns.sysctl("net.ipv6.conf.all.disable_ipv6", "0");
+            ns.sysctl("net.ipv6.conf.default.disable_ipv6", "0");
+        }
         let host_dev = unique("fh");
         run(
             "ip",
@@ -82,10 +91,12 @@ impl Node {
         let ip4 = format!("198.18.{}.{n}", self.net);
         let ip6 = format!("2001:2:0:{}::{n}", self.net);
         ns.exec("ip", &["addr", "add", &format!("{ip4}/24"), "dev", "eth0"]);
-        ns.exec(
-            "ip",
-            &["addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"],
-        );
+        if self.v6 {
+            ns.exec(
+                "ip",
+                &["addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"],
+            );
+        }
         ns.exec("ip", &["link", "set", "eth0", "up"]);
         Pod {
             ns,
@@ -237,16 +248,24 @@ fn udp_and_tcp(test: &str, v6: bool, ports: bool) {
     let want_bytes = (UDP_N * (UDP_SIZE + 8 + ip_hdr)) as u64;
     let (ino_a, ino_b) = (a.ns.inode().to_string(), b.ns.inode().to_string());
     let (sp, dp) = (sport.to_string(), dport.to_string());
+    // The peer is a namespace on this node: named, with its exact address.
     let mut a_eg = vec![
         ("netns", ino_a.as_str()),
+        ("kind", "named"),
+        ("name", a.ns.name.as_str()),
         ("direction", "egress"),
         ("protocol", "UDP"),
+        ("peer_kind", "named"),
+        ("peer_name", b.ns.name.as_str()),
+        ("peer_k8s_pod", ""),
         ("peer_address", ip_b.as_str()),
     ];
     let mut b_in = vec![
         ("netns", ino_b.as_str()),
         ("direction", "ingress"),
         ("protocol", "UDP"),
+        ("peer_kind", "named"),
+        ("peer_name", a.ns.name.as_str()),
         ("peer_address", ip_a.as_str()),
     ];
     if ports {
@@ -469,4 +488,150 @@ fn flow_hotplug_vanish_and_kill_9() {
     );
     drop(a);
     drop(node);
+}
+
+/// Sends one datagram from `from` to each of `to` (addresses of no namespace: a static
+/// neighbour entry sends them onto the bridge, where nobody takes them).
+fn udp_off_node(from: &Pod, to: &[String]) {
+    for (i, ip) in to.iter().enumerate() {
+        from.ns.exec(
+            "ip",
+            &[
+                "neigh",
+                "replace",
+                ip,
+                "lladdr",
+                &format!("02:00:00:00:00:{:02x}", i + 1),
+                "dev",
+                "eth0",
+                "nud",
+                "permanent",
+            ],
+        );
+    }
+    let to: Vec<String> = to.iter().map(|ip| format!("{ip}:9")).collect();
+    let src = format!("{}:0", from.ip4);
+    from.ns.within(move || {
+        let s = UdpSocket::bind(src).unwrap();
+        for d in &to {
+            s.send_to(&[0u8; 10], d).unwrap();
+        }
+    });
+}
+
+/// Remote addresses of no namespace on this node: exact inside clusterCIDRs, else their /24
+/// (or `other` with peerPrefixV4: 0); a peer on the node is named whatever clusterCIDRs says.
+#[test]
+fn flow_peer_address_aggregation() {
+    let test = "flow_peer_address_aggregation";
+    if !privileged(test) {
+        return;
+    }
+    let _g = lock();
+    for (args, want) in [
+        ("{}", None),
+        ("{clusterCIDRs: ['198.18.0.0/15']}", Some("exact")),
+        ("{peerPrefixV4: 0}", Some("other")),
+    ] {
+        let mut node = Node::new();
+        node.v6 = false;
+        let a = node.pod();
+        let b = node.pod();
+        let e = NodeExporter::start(&node, args);
+        wait_for("attached", Duration::from_secs(10), || {
+            (e.scrape().sum("netsleuth_flow_devices", &[]) == Some(2.0)).then_some(())
+        });
+        let off: Vec<String> = (200..203)
+            .map(|h| format!("198.18.{}.{h}", node.net))
+            .collect();
+        udp_off_node(&a, &off);
+        udp(&a, &b, 2, 10);
+        let ino_a = a.ns.inode().to_string();
+        let eg = [
+            ("netns", ino_a.as_str()),
+            ("direction", "egress"),
+            ("protocol", "UDP"),
+        ];
+        wait_for("counted", Duration::from_secs(5), || {
+            (e.flow(&eg).1 == 5).then_some(())
+        });
+        let s = e.scrape();
+        let mut got: Vec<(String, String)> = s
+            .find("netsleuth_flow_packets_total", &eg)
+            .iter()
+            .map(|x| (x.labels["peer_address"].clone(), x.value.clone()))
+            .collect();
+        got.sort();
+        let net24 = format!("198.18.{}.0/24", node.net);
+        let mut expect: Vec<(String, String)> = match want {
+            None => vec![(net24, "3".into())],
+            Some("exact") => off.iter().map(|a| (a.clone(), "1".to_string())).collect(),
+            _ => vec![("other".into(), "3".into())],
+        };
+        expect.push((b.ip4.clone(), "2".into()));
+        expect.sort();
+        assert_eq!(got, expect, "{args}");
+        // B is on this node: named even where its address would be aggregated.
+        let to_b = s.one(
+            "netsleuth_flow_packets_total",
+            &[
+                ("netns", ino_a.as_str()),
+                ("direction", "egress"),
+                ("peer_address", b.ip4.as_str()),
+            ],
+        );
+        assert_eq!(to_b.labels["peer_name"], b.ns.name);
+        assert_eq!(to_b.labels["peer_kind"], "named");
+    }
+}
+
+/// More distinct flows than the kernel map holds: the overflow is counted in
+/// netsleuth_bpf_map_full_total, and maxSeries folds the series beyond it into one.
+#[test]
+fn flow_map_bound_and_max_series() {
+    let test = "flow_map_bound_and_max_series";
+    if !privileged(test) {
+        return;
+    }
+    let _g = lock();
+    let mut node = Node::new();
+    node.v6 = false;
+    let a = node.pod();
+    let _b = node.pod();
+    let e = NodeExporter::start(
+        &node,
+        "{mapEntries: 4, maxSeries: 3, clusterCIDRs: ['198.18.0.0/15']}",
+    );
+    wait_for("attached", Duration::from_secs(10), || {
+        (e.scrape().sum("netsleuth_flow_devices", &[]) == Some(2.0)).then_some(())
+    });
+    // Six datagrams to six addresses. Keys: A egress to each (6), and B's port of the bridge
+    // floods them all to B's veth: B ingress from A (1, created by the first datagram). The
+    // map holds 4: A to the first three and B from A; the last three updates find it full.
+    let off: Vec<String> = (200..206)
+        .map(|h| format!("198.18.{}.{h}", node.net))
+        .collect();
+    udp_off_node(&a, &off);
+    let full = [("probe", "flow")];
+    wait_for("map full counted", Duration::from_secs(5), || {
+        (e.scrape().sum("netsleuth_bpf_map_full_total", &full) == Some(3.0)).then_some(())
+    });
+    let s = e.scrape();
+    let series = s.find("netsleuth_flow_packets_total", &[]);
+    let overflow: Vec<_> = series
+        .iter()
+        .filter(|x| x.labels.get("peer_address").map(String::as_str) == Some("overflow"))
+        .collect();
+    assert_eq!(
+        series.len(),
+        4,
+        "three series and the overflow series: {series:?}"
+    );
+    assert_eq!(overflow.len(), 1);
+    assert_eq!(s.sum("netsleuth_flow_series_overflow", &[]), Some(1.0));
+    // Every counted packet is in some series: A's three + B's six.
+    assert_eq!(s.sum("netsleuth_flow_packets_total", &[]), Some(9.0));
+    // Nothing else broke: a later scrape gives the same series.
+    let again = e.scrape();
+    assert_eq!(again.find("netsleuth_flow_packets_total", &[]).len(), 4);
 }

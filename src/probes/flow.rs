@@ -675,6 +675,10 @@ pub fn collect(
     let args = &p.cfg.flow;
     let m = p.loaded.map("flows").map_err(|e| e.to_string())?;
     let mut series: BTreeMap<SeriesKey, (u64, u64)> = BTreeMap::new();
+    // One peer lookup per remote address.
+    let mut memo: HashMap<IpAddr, Option<Arc<Entity>>> = HashMap::new();
+    let peer = |a: IpAddr| memo.entry(a).or_insert_with(|| peer(a)).clone();
+    let peer = std::cell::RefCell::new(peer);
     for (k, v) in m.entries().map_err(|e| format!("read map flows: {e}"))? {
         let Some(k) = parse_key(&k) else { continue };
         let at = |o: usize| {
@@ -683,7 +687,9 @@ pub fn collect(
                 .map(u64::from_ne_bytes)
                 .unwrap_or(0)
         };
-        let e = series.entry(series_of(args, &k, peer)).or_default();
+        let e = series
+            .entry(series_of(args, &k, &|a| (peer.borrow_mut())(a)))
+            .or_default();
         e.0 = e.0.wrapping_add(at(0));
         e.1 = e.1.wrapping_add(at(8));
     }

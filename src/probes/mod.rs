@@ -787,6 +787,10 @@ impl ProbeSet {
                 }
             }
         }
+        // Flows and events with a tuple name their peer on this node by its address.
+        if cfgs.iter().any(|c| c.kind == ProbeKind::Flow || c.events) {
+            inventory.learn_addresses();
+        }
         if !cfgs.is_empty() {
             if let Err(e) = bpf::fs::tracefs() {
                 log::debug!("tracefs: {e}");
@@ -1070,7 +1074,10 @@ impl MapCollector for ProbeSet {
                 ProbeKind::SocketLatency => socketlatency::collect(p, &mut prefix, out),
                 ProbeKind::KernelLatency => kernellatency::collect(p, &mut prefix, out),
                 ProbeKind::VirtCmdLatency => virtcmdlatency::collect(p, out),
-                ProbeKind::Flow => flow::collect(p, &mut prefix, out, &|_| None),
+                ProbeKind::Flow => {
+                    let snap = self.inventory.snapshot();
+                    flow::collect(p, &mut prefix, out, &|a| snap.peer(a).cloned())
+                }
             };
             if let Err(e) = r {
                 errors.push(format!("{}: {e}", p.cfg.kind.name()));
@@ -1526,6 +1533,40 @@ fn decode(ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Even
     }
 }
 
+/// `peer_kind`, `peer_namespace`, `peer_pod`, `peer_name` of an event with a tuple: the
+/// namespace on this node that has the remote address, when the other address is the event's
+/// own namespace's (a socket's or a packet's local end) and exactly one namespace has the remote
+/// one; empty otherwise (forwarded packets, addresses off the node), never a guess.
+pub fn add_peer_fields(ev: &mut Event, snap: &crate::inventory::Snapshot, own: u64) {
+    let addr = |k: &str| match ev.field(k) {
+        Some(FieldValue::Addr(a)) => Some(*a),
+        _ => None,
+    };
+    let (s, d) = (addr("saddr"), addr("daddr"));
+    let (Some(s), Some(d)) = (s, d) else { return };
+    let mine = |a: IpAddr| snap.addresses.get(&a) == Some(&Some(own));
+    let remote = if mine(s) {
+        Some(d)
+    } else if mine(d) {
+        Some(s)
+    } else {
+        None
+    };
+    let peer = remote
+        .and_then(|a| snap.peer(a))
+        .filter(|e| e.inode != own)
+        .cloned();
+    let get = |f: fn(&crate::inventory::Entity) -> String| {
+        FieldValue::Str(peer.as_deref().map(f).unwrap_or_default())
+    };
+    ev.fields
+        .push(("peer_kind", get(|e| e.kind.as_str().to_string())));
+    ev.fields
+        .push(("peer_namespace", get(|e| e.k8s_namespace.clone())));
+    ev.fields.push(("peer_pod", get(|e| e.k8s_pod.clone())));
+    ev.fields.push(("peer_name", get(|e| e.name.clone())));
+}
+
 fn reader_loop(
     probes: Vec<Arc<RunningProbe>>,
     stop: Arc<AtomicBool>,
@@ -1614,6 +1655,7 @@ fn reader_loop(
                 let Some(mut ev) = decode(&ctx, r, entity) else {
                     continue;
                 };
+                add_peer_fields(&mut ev, &inventory.snapshot(), u64::from(r.netns));
                 ev.time = sys_now.checked_sub(ago).unwrap_or(sys_now);
                 if r.stack_id >= 0 {
                     ev.stack = stacks
