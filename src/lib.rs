@@ -24,4 +24,5 @@ pub mod selfmetrics;
 pub mod selftest;
 pub mod server;
 pub mod sys;
+pub mod tc;
 pub mod web_config;

@@ -184,6 +184,7 @@ fn probes_lists_every_probe_with_availability() {
         "socketlatency",
         "kernellatency",
         "virtcmdlatency",
+        "flow",
     ] {
         let l = out
             .lines()

@@ -635,3 +635,131 @@ fn flow_map_bound_and_max_series() {
     let again = e.scrape();
     assert_eq!(again.find("netsleuth_flow_packets_total", &[]).len(), 4);
 }
+
+/// `tc` output of a device's hook in the node namespace.
+fn tc_show(node: &Node, what: &str, dev: &str, hook: Option<&str>) -> String {
+    let mut args = vec![what, "show", "dev", dev];
+    args.extend(hook);
+    node.ns.exec("tc", &args)
+}
+
+/// The cls_bpf fallback (forced with attachMethods): exact counts; an existing clsact and a
+/// foreign filter are kept; kill -9 leaves our filters (cls_bpf filters are not owned by an fd),
+/// the next start removes them; a clean exit removes ours and the clsact we made.
+#[test]
+fn flow_cls_bpf_fallback() {
+    let test = "flow_cls_bpf_fallback";
+    if !privileged(test) {
+        return;
+    }
+    let _g = lock();
+    let mut node = Node::new();
+    node.v6 = false;
+    let a = node.pod();
+    let b = node.pod();
+    // Someone else's clsact and filter on B's device (a u32 filter that never matches).
+    node.ns
+        .exec("tc", &["qdisc", "add", "dev", &b.host_dev, "clsact"]);
+    node.ns.exec(
+        "tc",
+        &[
+            "filter",
+            "add",
+            "dev",
+            &b.host_dev,
+            "ingress",
+            "pref",
+            "1",
+            "protocol",
+            "ip",
+            "u32",
+            "match",
+            "ip",
+            "dst",
+            "198.18.255.255/32",
+            "classid",
+            "1:1",
+        ],
+    );
+    let foreign = tc_show(&node, "filter", &b.host_dev, Some("ingress"));
+    assert!(foreign.contains("u32"), "{foreign}");
+    let args = "{attachMethods: [tc], clusterCIDRs: ['198.18.0.0/15']}";
+    let ours = |pid: i32| format!("netsleuth_flow:{pid}");
+    let e = NodeExporter::start(&node, args);
+    wait_for("attached with tc", Duration::from_secs(10), || {
+        let s = e.scrape();
+        (s.sum("netsleuth_flow_devices", &[]) == Some(2.0)).then_some(())
+    });
+    let s = e.scrape();
+    s.one(
+        "netsleuth_probe_attach_info",
+        &[("probe", "flow"), ("method", "tc")],
+    );
+    for dev in [&a.host_dev, &b.host_dev] {
+        for hook in ["ingress", "egress"] {
+            let f = tc_show(&node, "filter", dev, Some(hook));
+            assert_eq!(f.matches(&ours(e.pid())).count(), 1, "{dev} {hook}: {f}");
+        }
+    }
+    udp(&a, &b, 13, 50);
+    let ino_b = b.ns.inode().to_string();
+    let ino_a = a.ns.inode().to_string();
+    let b_in = [
+        ("netns", ino_b.as_str()),
+        ("direction", "ingress"),
+        ("protocol", "UDP"),
+    ];
+    let a_eg = [
+        ("netns", ino_a.as_str()),
+        ("direction", "egress"),
+        ("protocol", "UDP"),
+    ];
+    wait_for("counted", Duration::from_secs(5), || {
+        (e.flow(&b_in).1 == 13).then_some(())
+    });
+    assert_eq!(e.flow(&b_in), (13 * 78, 13));
+    assert_eq!(e.flow(&a_eg), (13 * 78, 13));
+
+    // kill -9: cls_bpf filters stay in the kernel (no fd owns them)...
+    let pid1 = e.pid();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid1),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    drop(e);
+    assert!(tc_show(&node, "filter", &a.host_dev, Some("ingress")).contains(&ours(pid1)));
+    // ...and the next start removes them before attaching its own.
+    let e2 = NodeExporter::start(&node, args);
+    wait_for("attached again", Duration::from_secs(10), || {
+        (e2.scrape().sum("netsleuth_flow_devices", &[]) == Some(2.0)).then_some(())
+    });
+    for dev in [&a.host_dev, &b.host_dev] {
+        for hook in ["ingress", "egress"] {
+            let f = tc_show(&node, "filter", dev, Some(hook));
+            assert!(!f.contains(&ours(pid1)), "stale filter left: {f}");
+            assert_eq!(f.matches(&ours(e2.pid())).count(), 1, "{f}");
+        }
+    }
+    // A clean exit removes ours and the clsact we made; the foreign ones survive.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(e2.pid()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut e2 = e2;
+    let st = e2.child.wait().unwrap();
+    assert!(st.success(), "{st:?}");
+    for hook in ["ingress", "egress"] {
+        let f = tc_show(&node, "filter", &b.host_dev, Some(hook));
+        assert!(!f.contains("netsleuth_flow"), "{f}");
+        let f = tc_show(&node, "filter", &a.host_dev, Some(hook));
+        assert!(!f.contains("netsleuth_flow"), "{f}");
+    }
+    assert_eq!(
+        tc_show(&node, "filter", &b.host_dev, Some("ingress")),
+        foreign
+    );
+    assert!(tc_show(&node, "qdisc", &b.host_dev, None).contains("clsact"));
+    assert!(!tc_show(&node, "qdisc", &a.host_dev, None).contains("clsact"));
+}

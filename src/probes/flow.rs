@@ -252,8 +252,11 @@ impl FlowArgs {
     }
 }
 
+/// `.rodata` values by global name.
+pub type Globals = Vec<(String, Vec<u8>)>;
+
 /// `.rodata` and map sizes for the object.
-pub fn globals(args: &FlowArgs) -> (Vec<(String, Vec<u8>)>, Vec<(String, u32)>) {
+pub fn globals(args: &FlowArgs) -> (Globals, Vec<(String, u32)>) {
     (
         vec![("with_ports".into(), vec![u8::from(args.enable_ports)])],
         vec![("flows".into(), args.map_entries)],
@@ -264,7 +267,13 @@ pub fn globals(args: &FlowArgs) -> (Vec<(String, Vec<u8>)>, Vec<(String, u32)>) 
 struct Attached {
     name: String,
     info: DevInfo,
-    _links: Vec<Link>,
+    /// tcx: the links (closing them detaches); tc: our filters (deleted on drop).
+    _links: DeviceLinks,
+}
+
+enum DeviceLinks {
+    Tcx(#[allow(dead_code)] Vec<Link>),
+    Tc(#[allow(dead_code)] crate::tc::Attachment),
 }
 
 /// `struct dev_info` of `flow.bpf.c`.
@@ -334,7 +343,8 @@ pub fn choose_method(loaded: &Loaded, only: Option<&[String]>) -> Result<&'stati
         why.push("tcx: the kernel has no tcx links (6.6+)".to_string());
     }
     if allowed("tc") {
-        why.push("tc: cls_bpf filters on clsact are not supported by this build".to_string());
+        // cls_bpf filters on clsact through rtnetlink: every kernel we run on has them.
+        return Ok("tc");
     }
     if why.is_empty() {
         why.push("attachMethods excludes every method of this attach point (tcx, tc)".into());
@@ -566,18 +576,24 @@ fn sync(
     Ok(unresolved)
 }
 
-fn attach_device(p: &RunningProbe, method: &str, ifindex: u32) -> Result<Vec<Link>, String> {
-    let mut links = Vec::new();
-    for (prog, egress) in [("flow_ingress", false), ("flow_egress", true)] {
-        let pr = p.loaded.program(prog).map_err(|e| e.to_string())?;
-        match method {
-            "tcx" => {
-                links.push(attach::attach_tcx(pr, ifindex, egress).map_err(|e| e.to_string())?)
+fn attach_device(p: &RunningProbe, method: &str, ifindex: u32) -> Result<DeviceLinks, String> {
+    let prog = |name: &str| p.loaded.program(name).map_err(|e| e.to_string());
+    let (ing, eg) = (prog("flow_ingress")?, prog("flow_egress")?);
+    match method {
+        "tcx" => {
+            let mut links = Vec::new();
+            for (pr, egress) in [(ing, false), (eg, true)] {
+                links.push(attach::attach_tcx(pr, ifindex, egress).map_err(|e| e.to_string())?);
             }
-            m => return Err(format!("attach method {m} not available")),
+            Ok(DeviceLinks::Tcx(links))
         }
+        "tc" => {
+            use std::os::fd::{AsFd, AsRawFd};
+            let fd = |pr: &crate::bpf::prog::Program| pr.as_fd().as_raw_fd() as u32;
+            crate::tc::attach(ifindex, fd(ing), fd(eg)).map(DeviceLinks::Tc)
+        }
+        m => Err(format!("attach method {m} not available")),
     }
-    Ok(links)
 }
 
 /// A key of the kernel map `flows`.
@@ -854,8 +870,10 @@ mod tests {
                 (4, 4026532000u64 as u32, DEV_FLIP)
             ]
         );
-        let mut a = FlowArgs::default();
-        a.interface = Some("cni*".into());
+        let a = FlowArgs {
+            interface: Some("cni*".into()),
+            ..Default::default()
+        };
         let d = choose_devices(&a, &links, &[2], 4026531840);
         assert_eq!(d.keys().copied().collect::<Vec<_>>(), vec![3]);
     }
