@@ -183,6 +183,10 @@ pub struct Snapshot {
     pub host_inode: u64,
     /// How long the scan that made this snapshot took.
     pub scan_duration: Duration,
+    /// Every address of every namespace (`RTM_GETADDR` in each; loopback addresses left
+    /// out) → its namespace's inode, `None` when several namespaces have it (then no peer is
+    /// named: never a wrong one). Empty unless [`Inventory::learn_addresses`] was called.
+    pub addresses: HashMap<std::net::IpAddr, Option<u64>>,
 }
 
 impl Snapshot {
@@ -196,6 +200,12 @@ impl Snapshot {
 
     pub fn by_inode(&self, inode: u64) -> Option<&Arc<Entity>> {
         self.entities.iter().find(|e| e.inode == inode)
+    }
+
+    /// The namespace on this node that has address `a`, if exactly one has it.
+    pub fn peer(&self, a: std::net::IpAddr) -> Option<&Arc<Entity>> {
+        let ino = (*self.addresses.get(&a)?)?;
+        self.by_inode(ino)
     }
 }
 
@@ -216,6 +226,8 @@ pub struct Inventory {
     extra_labels: Vec<(String, String)>,
     /// Entities that vanished (or were replaced) and when, newest last; kept for [`GRACE`].
     dead: Mutex<VecDeque<(Arc<Entity>, Instant)>>,
+    /// Whether scans read every namespace's addresses (for peer names of flows and events).
+    learn_addresses: std::sync::atomic::AtomicBool,
 }
 
 /// How the inventory attributes namespaces.
@@ -285,16 +297,60 @@ impl Inventory {
                 taken: Instant::now(),
                 host_inode: 0,
                 scan_duration: Duration::ZERO,
+                addresses: HashMap::new(),
             })),
             scan_lock: Mutex::new(()),
             distrusted: Mutex::new(HashSet::new()),
             attributor: opts.attributor,
             extra_labels: opts.extra_labels,
             dead: Mutex::new(VecDeque::new()),
+            learn_addresses: std::sync::atomic::AtomicBool::new(false),
         };
         inv.attributor.log_presence();
         inv.refresh();
         inv
+    }
+
+    /// From now on every scan also reads each namespace's addresses (`RTM_GETADDR`, entering
+    /// it), so that flows and events can name a peer on this node ([`Snapshot::peer`]); rescans
+    /// at once the first time.
+    pub fn learn_addresses(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.learn_addresses.swap(true, Ordering::SeqCst) {
+            self.refresh();
+        }
+    }
+
+    /// address → namespace inode over `entities` (see [`Snapshot::addresses`]).
+    fn addresses_of(&self, entities: &[Arc<Entity>]) -> HashMap<std::net::IpAddr, Option<u64>> {
+        let mut out: HashMap<std::net::IpAddr, Option<u64>> = HashMap::new();
+        let own = sys::thread_netns().map(|(_, i)| i).ok();
+        for e in entities {
+            if e.group || (!self.can_enter && Some(e.inode) != own) {
+                continue;
+            }
+            let addrs = match with_netns(e, &self.proc_root, crate::rtnl::own_addresses) {
+                Ok(Ok(a)) => a,
+                Ok(Err(err)) => {
+                    log::debug!("netns {}: RTM_GETADDR: {err}", e.inode);
+                    continue;
+                }
+                Err(err) => {
+                    log::debug!("netns {}: cannot enter for its addresses: {err}", e.inode);
+                    continue;
+                }
+            };
+            for a in addrs {
+                out.entry(a)
+                    .and_modify(|v| {
+                        if *v != Some(e.inode) {
+                            *v = None;
+                        }
+                    })
+                    .or_insert(Some(e.inode));
+            }
+        }
+        out
     }
 
     pub fn can_enter(&self) -> bool {
@@ -524,12 +580,21 @@ impl Inventory {
         }
 
         self.bury(prev, &entities, &groups, taken);
+        let addresses = if self
+            .learn_addresses
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.addresses_of(&entities)
+        } else {
+            HashMap::new()
+        };
         let snap = Arc::new(Snapshot {
             entities,
             groups,
             taken,
             host_inode,
             scan_duration: taken.elapsed(),
+            addresses,
         });
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = snap.clone();
         snap

@@ -191,6 +191,7 @@ fn probes_lists_every_probe_with_availability() {
         "kernellatency",
         "virtcmdlatency",
         "biolatency",
+        "flow",
     ] {
         let l = out
             .lines()

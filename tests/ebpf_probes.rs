@@ -60,6 +60,7 @@ fn netfilter_drop_gives_exact_packetloss_events_and_counter() {
     let evp = tmp_events();
     let e = start(&evp);
     let p = Pair::dropping(9999);
+    learned(&p);
     let b_ino = p.b.inode().to_string();
     let sport = p.send_udp_to_b(9999, 10);
     let want = [("netns", b_ino.as_str()), ("reason", "NETFILTER_DROP")];
@@ -101,6 +102,11 @@ fn netfilter_drop_gives_exact_packetloss_events_and_counter() {
         assert_eq!(f["daddr"], p.ip_b.as_str());
         assert_eq!(f["dport"], 9999);
         assert_eq!(f["sport"], sport);
+        // The sender is a namespace on this node: named as the peer.
+        assert_eq!(f["peer_kind"], "named", "{f}");
+        assert_eq!(f["peer_name"], p.a.name.as_str());
+        assert_eq!(f["peer_pod"], "", "a named namespace is no pod");
+        assert_eq!(f["peer_namespace"], "");
         // Symbolized netfilter call site: nf_hook_slow (x_tables) or nft_do_chain (nftables).
         let loc = f["location"].as_str().unwrap();
         assert!(
@@ -120,6 +126,7 @@ fn closed_port_gives_nosock_reset_with_exact_tuple() {
     let evp = tmp_events();
     let e = start(&evp);
     let p = Pair::new();
+    learned(&p);
     let b_ino: u64 = p.b.inode();
     // A known source port: curl's --local-port.
     let sport: u16 = 40000 + (std::process::id() % 20000) as u16;
@@ -155,6 +162,12 @@ fn closed_port_gives_nosock_reset_with_exact_tuple() {
     assert_eq!(f["sport"], 7777);
     assert_eq!(f["daddr"], p.ip_a.as_str());
     assert_eq!(f["dport"], sport);
+    assert_eq!(
+        f["peer_kind"], "named",
+        "the refused side names the connecting one: {f}"
+    );
+    assert_eq!(f["peer_name"], p.a.name.as_str());
+    assert_eq!(f["peer_pod"], "");
     let b = b_ino.to_string();
     assert_eq!(
         value(
@@ -179,6 +192,13 @@ fn closed_port_gives_nosock_reset_with_exact_tuple() {
     assert_eq!(recv[0]["fields"]["sport"], sport);
     assert_eq!(recv[0]["fields"]["dport"], 7777);
     assert_eq!(recv[0]["fields"]["state"], "TCP_SYN_SENT");
+    assert_eq!(recv[0]["fields"]["peer_name"], p.b.name.as_str());
+}
+
+/// Lets the inventory learn a new pair's addresses (it rescans 200 to 1500 ms after a
+/// namespace appears) before the test induces events that should name the peer.
+fn learned(_p: &Pair) {
+    std::thread::sleep(Duration::from_millis(1700));
 }
 
 fn retrans_segs(snmp: &str) -> u64 {
@@ -198,6 +218,7 @@ fn dropped_established_connection_gives_exact_retransmit_count() {
     let evp = tmp_events();
     let e = start(&evp);
     let p = Pair::new();
+    learned(&p);
     let ip_b = p.ip_b.clone();
     let listener =
         p.b.within(move || TcpListener::bind(format!("{ip_b}:8888")).unwrap());
@@ -250,6 +271,8 @@ fn dropped_established_connection_gives_exact_retransmit_count() {
         assert_eq!(f["dport"], 8888);
         assert_eq!(f["sport"], client.local_addr().unwrap().port());
         assert_eq!(f["state"], "TCP_ESTABLISHED");
+        assert_eq!(f["peer_name"], p.b.name.as_str(), "{f}");
+        assert_eq!(f["peer_pod"], "");
         assert!(!v["stack"].as_array().unwrap().is_empty(), "enableStack");
     }
     // b retransmitted nothing.

@@ -65,6 +65,10 @@ pub const ATTACH_TRACE_RAW_TP: u32 = 23;
 pub const ATTACH_TRACE_FENTRY: u32 = 24;
 pub const ATTACH_TRACE_FEXIT: u32 = 25;
 pub const ATTACH_PERF_EVENT: u32 = 41;
+/// `BPF_TCX_INGRESS` (6.6+).
+pub const ATTACH_TCX_INGRESS: u32 = 46;
+/// `BPF_TCX_EGRESS` (6.6+).
+pub const ATTACH_TCX_EGRESS: u32 = 47;
 
 // Map update flags.
 pub const BPF_ANY: u64 = 0;

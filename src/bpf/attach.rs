@@ -8,6 +8,8 @@
 //! - `raw_tp/`: `BPF_RAW_TRACEPOINT_OPEN`.
 //! - `tp_btf/`, `fentry/`, `fexit/`: `BPF_LINK_CREATE`, else `BPF_RAW_TRACEPOINT_OPEN`.
 //! - `kprobe/`, `kretprobe/`: the kprobe PMU, else `kprobe_events` in tracefs.
+//! - `tc`/`tcx/*` classifiers: per device, with [`attach_tcx`] (`BPF_LINK_CREATE` with
+//!   `BPF_TCX_INGRESS/EGRESS`, 6.6+); the cls_bpf fallback is rtnetlink (`crate::tc`).
 #![forbid(unsafe_code)]
 
 use std::io::Write;
@@ -46,6 +48,9 @@ pub enum Method {
         /// Attached through `BPF_LINK_CREATE(BPF_PERF_EVENT)`.
         perf_link: bool,
     },
+    /// A tcx link on a device (`BPF_LINK_CREATE(BPF_TCX_INGRESS/EGRESS)`): owned by our fd,
+    /// gone when the process dies, appended after the programs already there.
+    Tcx,
 }
 
 /// An attachment; dropping it detaches the program.
@@ -278,6 +283,56 @@ pub fn attach_btf(prog: &Program) -> KResult<Link> {
         perf: None,
         kprobe_event: None,
     })
+}
+
+/// Attaches a `tc`/`tcx` classifier to device `ifindex` (of the caller's network namespace)
+/// as a tcx link, at ingress or egress, after the programs already attached there (it never
+/// replaces or reorders them). [`KError::Unsupported`] on kernels before 6.6 (no tcx),
+/// [`KError::NotFound`] when the device is gone.
+pub fn attach_tcx(prog: &Program, ifindex: u32, egress: bool) -> KResult<Link> {
+    let mut a = LinkCreateAttr {
+        prog_fd: raw(prog),
+        target_fd: ifindex,
+        attach_type: if egress {
+            abi::ATTACH_TCX_EGRESS
+        } else {
+            abi::ATTACH_TCX_INGRESS
+        },
+        ..Default::default()
+    };
+    match sys::bpf_fd(abi::BPF_LINK_CREATE, &mut a) {
+        Ok(fd) => Ok(Link {
+            method: Method::Tcx,
+            link: Some(fd),
+            perf: None,
+            kprobe_event: None,
+        }),
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Err(KError::NotFound {
+            what: "network device",
+            name: format!("ifindex {ifindex}"),
+        }),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
+            ) =>
+        {
+            Err(KError::unsupported(
+                format!("attach {}", prog.name()),
+                format!("{e}: no tcx links (kernel 6.6+)"),
+            ))
+        }
+        Err(e) => Err(KError::io(
+            format!("attach {}: BPF_LINK_CREATE(BPF_TCX_*)", prog.name()),
+            e,
+        )),
+    }
+}
+
+/// Whether this kernel has tcx links: a tcx link to ifindex 0 is refused with `ENODEV` where
+/// tcx exists (the device lookup fails) and `EINVAL` where the attach type is unknown.
+pub fn tcx_available(prog: &Program) -> bool {
+    matches!(attach_tcx(prog, 0, false), Err(KError::NotFound { .. }))
 }
 
 const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe";

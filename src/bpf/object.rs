@@ -84,6 +84,9 @@ pub enum ProgramKind {
     },
     /// `perf_event`.
     PerfEvent,
+    /// `tc`, `classifier`, `tcx/ingress`, `tcx/egress`: a traffic-control classifier
+    /// (`BPF_PROG_TYPE_SCHED_CLS`), attached per device as a tcx link or a cls_bpf filter.
+    SchedCls,
     /// Anything else; the kernel layer refuses to load it.
     Unknown(String),
 }
@@ -130,6 +133,8 @@ impl ProgramKind {
             }
             "kretprobe" if !rest.is_empty() => ProgramKind::Kretprobe { func: s(rest) },
             "perf_event" if rest.is_empty() => ProgramKind::PerfEvent,
+            "tc" | "classifier" if rest.is_empty() => ProgramKind::SchedCls,
+            "tcx" if rest == "ingress" || rest == "egress" => ProgramKind::SchedCls,
             _ => ProgramKind::Unknown(s(sec)),
         }
     }
@@ -140,6 +145,7 @@ impl ProgramKind {
             ProgramKind::Kprobe { .. } | ProgramKind::Kretprobe { .. } => 2,
             ProgramKind::Tracepoint { .. } => 5,
             ProgramKind::PerfEvent => 7,
+            ProgramKind::SchedCls => 3,
             ProgramKind::RawTracepoint { .. } => 17,
             ProgramKind::RawTracepointWritable { .. } => 24,
             ProgramKind::TpBtf { .. } | ProgramKind::Fentry { .. } | ProgramKind::Fexit { .. } => {
@@ -1178,6 +1184,12 @@ mod tests {
             Unknown("tracepoint/nocat".into())
         );
         assert_eq!(ProgramKind::from_section("xdp").prog_type(), None);
+        assert_eq!(ProgramKind::from_section("tc").prog_type(), Some(3));
+        assert_eq!(ProgramKind::from_section("tcx/egress"), SchedCls);
+        assert_eq!(
+            ProgramKind::from_section("tcx/sideways"),
+            Unknown("tcx/sideways".into())
+        );
     }
 
     #[test]

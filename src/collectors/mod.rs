@@ -556,7 +556,7 @@ pub trait MapCollector: Send + Sync {
 
 /// Names of probes that exist in KubeSkoop but are eBPF probes or not built yet: a KubeSkoop
 /// config naming them must still load.
-pub const NOT_YET_AVAILABLE: &[&str] = &["flow"];
+pub const NOT_YET_AVAILABLE: &[&str] = &[];
 
 /// Parse a decimal integer field as found in procfs (optionally negative).
 pub fn parse_int(s: &[u8]) -> Option<crate::model::Value> {

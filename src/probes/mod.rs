@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod biolatency;
+pub mod flow;
 pub mod kernellatency;
 pub mod netiftxlat;
 pub mod packetloss;
@@ -48,6 +49,7 @@ pub enum ProbeKind {
     KernelLatency,
     VirtCmdLatency,
     BioLatency,
+    Flow,
 }
 
 /// One way to attach an attach point: the method (`tp_btf`, `raw_tp`, `fentry`/`fexit`,
@@ -60,8 +62,9 @@ pub type Alternative = (&'static str, &'static [&'static str]);
 pub type OptionalGroup = (&'static str, &'static [&'static [Alternative]]);
 
 /// The attach methods by preference, as `attachMethods` names them: tracepoints (BTF-typed,
-/// then raw), then the BPF trampoline (fentry/fexit), then kprobes (kprobe/kretprobe).
-pub const METHODS: [&str; 4] = ["tp_btf", "raw_tp", "fentry", "kprobe"];
+/// then raw), then the BPF trampoline (fentry/fexit), then kprobes (kprobe/kretprobe); for the
+/// per-device `flow` probe tcx links, then cls_bpf filters (`tc`).
+pub const METHODS: [&str; 6] = ["tp_btf", "raw_tp", "fentry", "kprobe", "tcx", "tc"];
 
 /// The `attachMethods` name of an alternative's method (fexit is a fentry-family method,
 /// kretprobe a kprobe one).
@@ -74,7 +77,7 @@ pub fn method_family(m: &str) -> &str {
 }
 
 impl ProbeKind {
-    pub const ALL: [ProbeKind; 9] = [
+    pub const ALL: [ProbeKind; 10] = [
         ProbeKind::PacketLoss,
         ProbeKind::TcpReset,
         ProbeKind::TcpRetrans,
@@ -84,6 +87,7 @@ impl ProbeKind {
         ProbeKind::KernelLatency,
         ProbeKind::VirtCmdLatency,
         ProbeKind::BioLatency,
+        ProbeKind::Flow,
     ];
 
     pub fn name(self) -> &'static str {
@@ -97,6 +101,7 @@ impl ProbeKind {
             ProbeKind::KernelLatency => "kernellatency",
             ProbeKind::VirtCmdLatency => "virtcmdlatency",
             ProbeKind::BioLatency => "biolatency",
+            ProbeKind::Flow => "flow",
         }
     }
 
@@ -131,6 +136,9 @@ impl ProbeKind {
             ProbeKind::BioLatency => {
                 "block I/O request latency per device and operation (block:block_rq_issue to block_rq_complete)"
             }
+            ProbeKind::Flow => {
+                "bytes and packets per pod, direction and remote side (tc programs on pod veths and uplinks: tcx links, else cls_bpf)"
+            }
         }
     }
 
@@ -147,6 +155,7 @@ impl ProbeKind {
             ProbeKind::KernelLatency => kernellatency::PLAN,
             ProbeKind::VirtCmdLatency => virtcmdlatency::PLAN,
             ProbeKind::BioLatency => biolatency::PLAN,
+            ProbeKind::Flow => flow::PLAN,
         }
     }
 
@@ -184,6 +193,8 @@ pub struct BpfProbeConfig {
     /// `attachMethods`: only these methods of the attach plan ([`METHODS`]) are tried
     /// (troubleshooting, and tests of the fallbacks); `None`: all.
     pub attach_methods: Option<Vec<String>>,
+    /// flow: its own args (`enablePortInLabel`, `interfaceName`, `maxSeries`...).
+    pub flow: flow::FlowArgs,
 }
 
 /// Default `rateLimit`: events per second per event type.
@@ -237,6 +248,7 @@ impl BpfProbeConfig {
             rate_limit: DEFAULT_RATE_LIMIT,
             burst: DEFAULT_BURST,
             attach_methods: None,
+            flow: flow::FlowArgs::default(),
         }
     }
 
@@ -288,6 +300,9 @@ impl BpfProbeConfig {
                 softirq::mask(&v)?;
                 self.softirq_types = v;
             }
+        }
+        if self.kind == ProbeKind::Flow {
+            self.flow.take(a)?;
         }
         if self.kind == ProbeKind::PacketLoss {
             if let Some(v) = a.take_str_list("excludeReasons")? {
@@ -380,12 +395,18 @@ pub struct RunningProbe {
     pub programs: Vec<&'static str>,
     /// Detached for good and its counters moved into the totals of past probes.
     retired: AtomicBool,
+    /// flow: the devices it is attached to (per-device links, kept across reloads with the
+    /// probe).
+    pub flow: Option<Arc<flow::State>>,
 }
 
 impl RunningProbe {
     /// Detach now (also happens on drop).
     pub fn detach(&self) {
         self.links.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        if let Some(f) = &self.flow {
+            f.detach(&self.loaded);
+        }
     }
 
     /// The `program` label of one of its programs: `probe/program`.
@@ -485,6 +506,7 @@ pub fn event_type_of(kind: ProbeKind, t: u8) -> Option<&'static str> {
         ProbeKind::KernelLatency => two(kernellatency::RX, kernellatency::FORWARD),
         ProbeKind::VirtCmdLatency => (t == 1).then_some(virtcmdlatency::EVENT),
         ProbeKind::BioLatency => (t == 1).then_some(biolatency::EVENT),
+        ProbeKind::Flow => None,
     }
 }
 
@@ -622,6 +644,13 @@ pub fn start_probe(cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<RunningProb
             softirq::mask(&cfg.softirq_types)?.to_ne_bytes().to_vec(),
         ));
     }
+    let mut max_entries = Vec::new();
+    if kind == ProbeKind::Flow {
+        // No events, no rate limit: only its own globals.
+        let (g, m) = flow::globals(&cfg.flow);
+        globals = g;
+        max_entries = m;
+    }
     let mut reasons = BTreeMap::new();
     if kind == ProbeKind::PacketLoss {
         let (g, r) = packetloss::globals(cfg, btf)?;
@@ -649,10 +678,31 @@ pub fn start_probe(cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<RunningProb
                     .flat_map(|(_, progs)| progs.iter().map(|p| p.to_string()))
                     .collect()
             }),
-            max_entries: Vec::new(),
+            max_entries,
         },
     )
     .map_err(|e| format!("load: {e}"))?;
+    if kind == ProbeKind::Flow {
+        // Attached per device by the `flow-devices` thread (ProbeSet), not through the plan.
+        let method = flow::choose_method(&loaded, cfg.attach_methods.as_deref())
+            .map_err(|e| format!("no attach method works: {e}"))?;
+        let alt = *flow::PLAN[0]
+            .iter()
+            .find(|a| a.0 == method)
+            .ok_or_else(|| format!("no plan alternative {method}"))?;
+        return Ok(RunningProbe {
+            cfg: cfg.clone(),
+            loaded,
+            methods: vec![alt.0],
+            attached: vec![alt],
+            optional: Vec::new(),
+            links: Mutex::new(Vec::new()),
+            reasons: Arc::new(reasons),
+            programs: alt.1.to_vec(),
+            retired: AtomicBool::new(false),
+            flow: Some(Arc::new(flow::State::new(method))),
+        });
+    }
     let mut links = Vec::new();
     let mut attached = Vec::new();
     for alts in kind.plan() {
@@ -695,6 +745,7 @@ pub fn start_probe(cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<RunningProb
         reasons: Arc::new(reasons),
         programs,
         retired: AtomicBool::new(false),
+        flow: None,
     })
 }
 
@@ -754,6 +805,10 @@ impl ProbeSet {
                     p.retire();
                 }
             }
+        }
+        // Flows and events with a tuple name their peer on this node by its address.
+        if cfgs.iter().any(|c| c.kind == ProbeKind::Flow || c.events) {
+            inventory.learn_addresses();
         }
         if !cfgs.is_empty() {
             if let Err(e) = bpf::fs::tracefs() {
@@ -823,6 +878,17 @@ impl ProbeSet {
                 }) {
                 Ok(h) => threads.push((stop, h)),
                 Err(e) => log::error!("cannot start the BPF map reaper: {e}"),
+            }
+        }
+        if let Some(p) = probes.iter().find(|p| p.flow.is_some()) {
+            let stop = Arc::new(AtomicBool::new(false));
+            let (st, p, inv) = (stop.clone(), p.clone(), inventory.clone());
+            match std::thread::Builder::new()
+                .name("flow-devices".into())
+                .spawn(move || flow::device_loop(p, inv, st))
+            {
+                Ok(h) => threads.push((stop, h)),
+                Err(e) => log::error!("cannot start the flow probe's device thread: {e}"),
             }
         }
         let ev: Vec<Arc<RunningProbe>> = probes.iter().filter(|p| p.cfg.events).cloned().collect();
@@ -974,6 +1040,7 @@ fn netns_maps(kind: ProbeKind) -> &'static [&'static str] {
         ProbeKind::KernelLatency => &["lat", "lat_tx"],
         ProbeKind::Softirq | ProbeKind::VirtCmdLatency => &[],
         ProbeKind::BioLatency => &[],
+        ProbeKind::Flow => &["flows"],
     }
 }
 
@@ -1028,6 +1095,10 @@ impl MapCollector for ProbeSet {
                 ProbeKind::KernelLatency => kernellatency::collect(p, &mut prefix, out),
                 ProbeKind::VirtCmdLatency => virtcmdlatency::collect(p, out),
                 ProbeKind::BioLatency => biolatency::collect(p, out),
+                ProbeKind::Flow => {
+                    let snap = self.inventory.snapshot();
+                    flow::collect(p, &mut prefix, out, &|a| snap.peer(a).cloned())
+                }
             };
             if let Err(e) = r {
                 errors.push(format!("{}: {e}", p.cfg.kind.name()));
@@ -1480,7 +1551,42 @@ fn decode(ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Even
         ProbeKind::KernelLatency => kernellatency::decode(ctx, r, entity),
         ProbeKind::VirtCmdLatency => virtcmdlatency::decode(ctx, r, entity),
         ProbeKind::BioLatency => biolatency::decode(ctx, r, entity),
+        ProbeKind::Flow => None,
     }
+}
+
+/// `peer_kind`, `peer_namespace`, `peer_pod`, `peer_name` of an event with a tuple: the
+/// namespace on this node that has the remote address, when the other address is the event's
+/// own namespace's (a socket's or a packet's local end) and exactly one namespace has the remote
+/// one; empty otherwise (forwarded packets, addresses off the node), never a guess.
+pub fn add_peer_fields(ev: &mut Event, snap: &crate::inventory::Snapshot, own: u64) {
+    let addr = |k: &str| match ev.field(k) {
+        Some(FieldValue::Addr(a)) => Some(*a),
+        _ => None,
+    };
+    let (s, d) = (addr("saddr"), addr("daddr"));
+    let (Some(s), Some(d)) = (s, d) else { return };
+    let mine = |a: IpAddr| snap.addresses.get(&a) == Some(&Some(own));
+    let remote = if mine(s) {
+        Some(d)
+    } else if mine(d) {
+        Some(s)
+    } else {
+        None
+    };
+    let peer = remote
+        .and_then(|a| snap.peer(a))
+        .filter(|e| e.inode != own)
+        .cloned();
+    let get = |f: fn(&crate::inventory::Entity) -> String| {
+        FieldValue::Str(peer.as_deref().map(f).unwrap_or_default())
+    };
+    ev.fields
+        .push(("peer_kind", get(|e| e.kind.as_str().to_string())));
+    ev.fields
+        .push(("peer_namespace", get(|e| e.k8s_namespace.clone())));
+    ev.fields.push(("peer_pod", get(|e| e.k8s_pod.clone())));
+    ev.fields.push(("peer_name", get(|e| e.name.clone())));
 }
 
 fn reader_loop(
@@ -1571,6 +1677,7 @@ fn reader_loop(
                 let Some(mut ev) = decode(&ctx, r, entity) else {
                     continue;
                 };
+                add_peer_fields(&mut ev, &inventory.snapshot(), u64::from(r.netns));
                 ev.time = sys_now.checked_sub(ago).unwrap_or(sys_now);
                 if r.stack_id >= 0 {
                     ev.stack = stacks

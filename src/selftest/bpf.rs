@@ -27,6 +27,7 @@ fn method_name(m: Method) -> &'static str {
         Method::KprobePmu { perf_link: false } => "kprobe_pmu+perf_ioctl",
         Method::KprobeEvents { perf_link: true } => "kprobe_events+perf_link",
         Method::KprobeEvents { perf_link: false } => "kprobe_events+perf_ioctl",
+        Method::Tcx => "tcx",
     }
 }
 

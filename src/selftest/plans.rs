@@ -538,7 +538,7 @@ pub fn checks(out: &mut Vec<Check>) {
     let offers = Offers::probe();
     for kind in ProbeKind::ALL {
         out.push(plan_check(kind, None, &offers));
-        if kind != ProbeKind::VirtCmdLatency {
+        if kind != ProbeKind::VirtCmdLatency && kind != ProbeKind::Flow {
             out.push(plan_check(kind, Some("fentry"), &offers));
             out.push(plan_check(kind, Some("kprobe"), &offers));
         }

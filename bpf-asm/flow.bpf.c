@@ -1,0 +1,273 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * flow: bytes and packets per (local entity, direction, remote address[, ports]) on the
+ * devices user space attaches us to (tcx links, else cls_bpf direct-action filters on
+ * clsact). One program per tc hook; both return "next" (TCX_NEXT / TC_ACT_UNSPEC) and never
+ * change the packet.
+ *
+ * User space fills `devices` (ifindex -> local entity) before it attaches a device; packets of
+ * a device not in the map are not counted. The host side of a pod's veth carries the pod's
+ * namespace and `FLIP`: what enters the host side left the pod, so directions are swapped to be
+ * "as seen by the pod". An uplink carries the host namespace and no flip.
+ *
+ * Parsing: Ethernet, up to two VLAN tags in the packet (accelerated tags are not in the data),
+ * IPv4 (options, fragments: ports only in the first), IPv6 with hop-by-hop, routing,
+ * destination options, fragment and AH extension headers before the transport header;
+ * TCP/UDP/UDP-Lite/SCTP ports (host byte order), ICMP/ICMPv6 without ports.
+ *
+ * Bytes are IP bytes as they travel on the wire: an aggregated (GSO) packet counts its
+ * segments as packets and each segment's IP and transport headers in bytes.
+ *
+ * The map `flows` is a bounded hash; an update that finds it full is counted in `counts_full`.
+ */
+#include "netsleuth.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+static long (*bpf_skb_load_bytes)(const void *skb, __u32 offset, void *to, __u32 len) = (void *)26;
+
+/* The UAPI context (not a kernel struct: the verifier rewrites accesses by offset). */
+struct __sk_buff {
+	__u32 len;
+	__u32 pkt_type;
+	__u32 mark;
+	__u32 queue_mapping;
+	__u32 protocol;
+	__u32 vlan_present;
+	__u32 vlan_tci;
+	__u32 vlan_proto;
+	__u32 priority;
+	__u32 ingress_ifindex;
+	__u32 ifindex;
+	__u32 tc_index;
+	__u32 cb[5];
+	__u32 hash;
+	__u32 tc_classid;
+	__u32 data;
+	__u32 data_end;
+	__u32 napi_id;
+	__u32 family;
+	__u32 remote_ip4;
+	__u32 local_ip4;
+	__u32 remote_ip6[4];
+	__u32 local_ip6[4];
+	__u32 remote_port;
+	__u32 local_port;
+	__u32 data_meta;
+	__u64 flow_keys;
+	__u64 tstamp;
+	__u32 wire_len;
+	__u32 gso_segs;
+};
+
+#define TC_NEXT -1
+
+#define DIR_INGRESS 0
+#define DIR_EGRESS 1
+#define DEV_FLIP 1
+
+#define AF_INET 2
+#define AF_INET6 10
+
+/* Set by user space before load: ports in the key (`enablePortInLabel`). */
+const volatile __u8 with_ports = 0;
+
+struct dev_info {
+	__u32 netns; /* inode of the local entity's namespace */
+	__u32 flags; /* DEV_FLIP */
+};
+
+struct flow_key {
+	__u32 netns;
+	__u8 dir;    /* as seen by the local entity */
+	__u8 family; /* AF_INET, AF_INET6 */
+	__u8 proto;  /* IPPROTO_* of the transport header (after IPv6 extension headers) */
+	__u8 _pad;
+	__u16 lport; /* host byte order; 0 without ports */
+	__u16 rport;
+	__u8 raddr[16]; /* remote address; IPv4 in the first 4 bytes */
+};
+
+struct flow_val {
+	__u64 bytes;
+	__u64 packets;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct dev_info);
+} devices SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct flow_key);
+	__type(value, struct flow_val);
+} flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} counts_full SEC(".maps");
+
+static __always_inline __u16 swap16(__u16 v)
+{
+	return (__u16)((v >> 8) | (v << 8));
+}
+
+static __always_inline int count(struct __sk_buff *skb, __u8 tc_dir)
+{
+	__u32 ifindex = skb->ifindex;
+	struct dev_info *dev = bpf_map_lookup_elem(&devices, &ifindex);
+
+	if (!dev)
+		return TC_NEXT;
+
+	__u32 off = 14;
+	__u16 proto;
+	if (bpf_skb_load_bytes(skb, 12, &proto, 2))
+		return TC_NEXT;
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		if (proto != swap16(0x8100) && proto != swap16(0x88a8))
+			break;
+		if (bpf_skb_load_bytes(skb, off + 2, &proto, 2))
+			return TC_NEXT;
+		off += 4;
+	}
+
+	struct flow_key key = {};
+	__u8 dir = tc_dir;
+	if (dev->flags & DEV_FLIP)
+		dir ^= 1;
+	key.netns = dev->netns;
+	key.dir = dir;
+
+	__u32 l3off = off;
+	__u32 l4off;
+	__u8 l4proto;
+	int ports = 1; /* 0: a later fragment, no transport header */
+	if (proto == swap16(0x0800)) {
+		__u8 ip[20];
+		if (bpf_skb_load_bytes(skb, off, ip, 20))
+			return TC_NEXT;
+		__u32 ihl = (ip[0] & 0xf) * 4;
+		if (ihl < 20)
+			return TC_NEXT;
+		/* fragment offset != 0: no ports */
+		if (((ip[6] & 0x1f) | ip[7]) != 0)
+			ports = 0;
+		l4proto = ip[9];
+		key.family = AF_INET;
+		if (dir == DIR_EGRESS)
+			__builtin_memcpy(key.raddr, &ip[16], 4);
+		else
+			__builtin_memcpy(key.raddr, &ip[12], 4);
+		l4off = off + ihl;
+	} else if (proto == swap16(0x86DD)) {
+		__u8 ip6[40];
+		if (bpf_skb_load_bytes(skb, off, ip6, 40))
+			return TC_NEXT;
+		l4proto = ip6[6];
+		key.family = AF_INET6;
+		if (dir == DIR_EGRESS)
+			__builtin_memcpy(key.raddr, &ip6[24], 16);
+		else
+			__builtin_memcpy(key.raddr, &ip6[8], 16);
+		l4off = off + 40;
+#pragma unroll
+		for (int i = 0; i < 6; i++) {
+			__u8 ext[4];
+			if (l4proto != 0 && l4proto != 43 && l4proto != 60 && l4proto != 44 && l4proto != 51)
+				break;
+			if (bpf_skb_load_bytes(skb, l4off, ext, 4))
+				return TC_NEXT;
+			__u8 next = ext[0];
+			if (l4proto == 44) {
+				/* fragment header: offset in ext[2..3] (13 bits, then flags) */
+				if ((((__u16)ext[2] << 8) | ext[3]) & 0xfff8)
+					ports = 0;
+				l4off += 8;
+			} else if (l4proto == 51) {
+				l4off += ((__u32)ext[1] + 2) * 4;
+			} else {
+				l4off += ((__u32)ext[1] + 1) * 8;
+			}
+			l4proto = next;
+			if (!ports)
+				break;
+		}
+	} else {
+		return TC_NEXT;
+	}
+	key.proto = l4proto;
+
+	__u32 l4hdr = 0;
+	if (ports && (l4proto == 6 || l4proto == 17 || l4proto == 132 || l4proto == 136)) {
+		__u16 p[2];
+		if (bpf_skb_load_bytes(skb, l4off, p, 4) == 0 && with_ports) {
+			__u16 sport = swap16(p[0]), dport = swap16(p[1]);
+			if (dir == DIR_EGRESS) {
+				key.lport = sport;
+				key.rport = dport;
+			} else {
+				key.lport = dport;
+				key.rport = sport;
+			}
+		}
+		if (l4proto == 6) {
+			__u8 doff;
+			if (bpf_skb_load_bytes(skb, l4off + 12, &doff, 1) == 0)
+				l4hdr = (doff >> 4) * 4;
+		} else if (l4proto == 17 || l4proto == 136) {
+			l4hdr = 8;
+		}
+	}
+
+	__u32 len = skb->len;
+	__u64 bytes = len > l3off ? len - l3off : 0;
+	__u64 packets = 1;
+	__u32 segs = skb->gso_segs;
+	if (segs > 1) {
+		/* every segment but the first carries its own IP and transport headers */
+		packets = segs;
+		bytes += (__u64)(segs - 1) * ((l4off - l3off) + l4hdr);
+	}
+
+	struct flow_val *v = bpf_map_lookup_elem(&flows, &key);
+	if (v) {
+		__sync_fetch_and_add(&v->bytes, bytes);
+		__sync_fetch_and_add(&v->packets, packets);
+		return TC_NEXT;
+	}
+	struct flow_val init = {.bytes = bytes, .packets = packets};
+	if (bpf_map_update_elem(&flows, &key, &init, BPF_NOEXIST) == 0)
+		return TC_NEXT;
+	v = bpf_map_lookup_elem(&flows, &key); /* another CPU created it */
+	if (v) {
+		__sync_fetch_and_add(&v->bytes, bytes);
+		__sync_fetch_and_add(&v->packets, packets);
+		return TC_NEXT;
+	}
+	__u32 zero = 0;
+	__u64 *full = bpf_map_lookup_elem(&counts_full, &zero);
+	if (full)
+		*full += 1;
+	return TC_NEXT;
+}
+
+SEC("tc")
+int flow_ingress(struct __sk_buff *skb)
+{
+	return count(skb, DIR_INGRESS);
+}
+
+SEC("tc")
+int flow_egress(struct __sk_buff *skb)
+{
+	return count(skb, DIR_EGRESS);
+}

@@ -1,0 +1,901 @@
+//! `flow`: bytes and packets per local entity, direction and remote side, counted in the kernel
+//! by two `tc` classifiers (`bpf-asm/flow.bpf.c`) on the node's devices.
+//!
+//! **Attach.** Per device, a tcx link at ingress and at egress (`BPF_LINK_CREATE` with
+//! `BPF_TCX_INGRESS/EGRESS`, 6.6+): owned by our fd, so it is gone when the process dies, and
+//! appended after whatever else is attached there. The attach method is decided once at start
+//! (`tcx` where the kernel has it); `attachMethods` restricts it.
+//!
+//! **Devices.** By default the host side of every veth whose peer lives in another namespace
+//! (a pod's or container's interface) plus the devices of the IPv4/IPv6 default routes (the
+//! uplinks); `interfaceName` (exact name, or `prefix*`) replaces that choice. A thread
+//! (`flow-devices`) subscribes to rtnetlink link and route notifications and re-reads the
+//! links on each, so a new pod's veth is attached within milliseconds and a vanished device is
+//! forgotten (its links closed, its `devices` entry deleted); it also re-reads every 5 s.
+//!
+//! **Local entity and direction.** The kernel map `devices` gives each attached ifindex the
+//! namespace inode of its local entity: the veth peer's namespace for a pod's device
+//! (resolved through `RTM_GETNSID` of each inventory namespace against the link's
+//! `IFLA_LINK_NETNSID`), the host for an uplink. `direction` is as the local entity sees it:
+//! what enters the host side of a pod's veth is the pod's egress.
+//!
+//! **Remote side.** A remote address that belongs to a namespace on this node gets
+//! `peer_kind`, `peer_k8s_namespace`, `peer_k8s_pod`, `peer_name` and the exact
+//! `peer_address`. Other addresses are aggregated so that cardinality stays bounded:
+//! inside `clusterCIDRs` (default: the private ranges 10/8, 172.16/12, 192.168/16,
+//! 100.64/10, fc00::/7) the exact address; outside, the enclosing /`peerPrefixV4` (24) or
+//! /`peerPrefixV6` (48) network (`203.0.113.0/24`), or `other` when that prefix is 0.
+//!
+//! **Bounds.** The kernel map `flows` holds `mapEntries` (16384) keys; an update that finds it
+//! full is counted in `netsleuth_bpf_map_full_total{probe="flow"}`. `maxSeries` (10000) caps
+//! the flow series per scrape: series are admitted first come, first served and stay admitted
+//! while their kernel keys exist (so their counters never jump); the others are summed into one
+//! series per family with `peer_address="overflow"` and no entity labels, and
+//! `netsleuth_flow_series_overflow` says how many series it holds.
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{Alternative, RunningProbe};
+use crate::bpf::attach::{self, Link};
+use crate::bpf::Loaded;
+use crate::collectors::netlink::DumpSocket;
+use crate::collectors::ProbeArgs;
+use crate::inventory::{Entity, Inventory};
+use crate::model::{Families, MetricKind, Sink, Value};
+use crate::rtnl;
+
+/// One attach point (every device's ingress and egress): tcx links, else cls_bpf filters.
+pub const PLAN: &[&[Alternative]] = &[&[
+    ("tcx", &["flow_ingress", "flow_egress"]),
+    ("tc", &["flow_ingress", "flow_egress"]),
+]];
+
+/// `struct dev_info.flags`: directions swapped (the host side of a pod's veth).
+const DEV_FLIP: u32 = 1;
+
+pub const DEFAULT_MAP_ENTRIES: u32 = 16384;
+pub const DEFAULT_MAX_SERIES: usize = 10_000;
+
+/// An address prefix (`10.0.0.0/8`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let (a, l) = s
+            .trim()
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}` is not a prefix like 10.0.0.0/8"))?;
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("`{s}`: `{a}` is not an IP address"))?;
+        let len: u8 = l
+            .parse()
+            .map_err(|_| format!("`{s}`: `{l}` is not a prefix length"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if len > max {
+            return Err(format!("`{s}`: prefix length {len} is above {max}"));
+        }
+        Ok(Cidr {
+            addr: mask(addr, len),
+            len,
+        })
+    }
+
+    pub fn contains(&self, a: IpAddr) -> bool {
+        a.is_ipv4() == self.addr.is_ipv4() && mask(a, self.len) == self.addr
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// `a` with all but the first `len` bits cleared.
+pub fn mask(a: IpAddr, len: u8) -> IpAddr {
+    match a {
+        IpAddr::V4(v) => {
+            let m = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(len.min(32)))
+            };
+            IpAddr::V4(Ipv4Addr::from(u32::from(v) & m))
+        }
+        IpAddr::V6(v) => {
+            let m = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(len.min(128)))
+            };
+            IpAddr::V6(Ipv6Addr::from(u128::from(v) & m))
+        }
+    }
+}
+
+pub const DEFAULT_CLUSTER_CIDRS: &[&str] = &[
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "fc00::/7",
+];
+
+/// The flow probe's own args.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowArgs {
+    /// `enablePortInLabel` (KubeSkoop's): `local_port`/`peer_port` labels.
+    pub enable_ports: bool,
+    /// `interfaceName` (KubeSkoop's): an exact device name or `prefix*`.
+    pub interface: Option<String>,
+    /// `maxSeries`: flow series per scrape (per family).
+    pub max_series: usize,
+    /// `clusterCIDRs`: remote addresses kept exact.
+    pub cluster_cidrs: Vec<Cidr>,
+    /// `peerPrefixV4` / `peerPrefixV6`: aggregation outside `clusterCIDRs` (0: `other`).
+    pub peer_prefix_v4: u8,
+    pub peer_prefix_v6: u8,
+    /// `mapEntries`: size of the kernel map `flows`.
+    pub map_entries: u32,
+}
+
+impl Default for FlowArgs {
+    fn default() -> Self {
+        FlowArgs {
+            enable_ports: false,
+            interface: None,
+            max_series: DEFAULT_MAX_SERIES,
+            cluster_cidrs: DEFAULT_CLUSTER_CIDRS
+                .iter()
+                .filter_map(|c| Cidr::parse(c).ok())
+                .collect(),
+            peer_prefix_v4: 24,
+            peer_prefix_v6: 48,
+            map_entries: DEFAULT_MAP_ENTRIES,
+        }
+    }
+}
+
+impl FlowArgs {
+    pub fn take(&mut self, a: &mut ProbeArgs) -> Result<(), String> {
+        if let Some(b) = a.take_bool("enablePortInLabel")? {
+            self.enable_ports = b;
+        }
+        if let Some(s) = a.take_str("interfaceName")? {
+            let s = s.trim().to_string();
+            if s.is_empty() || s == "*" {
+                self.interface = None;
+            } else {
+                if s[..s.len() - 1].contains('*') {
+                    return Err(format!(
+                        "arg `interfaceName`: `{s}`: only a trailing `*` (a prefix) is supported"
+                    ));
+                }
+                self.interface = Some(s);
+            }
+        }
+        let num = |a: &mut ProbeArgs, key: &str, max: u64| -> Result<Option<u64>, String> {
+            match a.take_scalar(key)? {
+                None => Ok(None),
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(n) if n <= max => Ok(Some(n)),
+                    _ => Err(format!(
+                        "arg `{key}`: `{v}` is not a whole number between 0 and {max}"
+                    )),
+                },
+            }
+        };
+        if let Some(n) = num(a, "maxSeries", 10_000_000)? {
+            if n == 0 {
+                return Err("arg `maxSeries`: must be at least 1".into());
+            }
+            self.max_series = n as usize;
+        }
+        if let Some(n) = num(a, "mapEntries", 1 << 22)? {
+            if n == 0 {
+                return Err("arg `mapEntries`: must be at least 1".into());
+            }
+            self.map_entries = n as u32;
+        }
+        if let Some(n) = num(a, "peerPrefixV4", 32)? {
+            self.peer_prefix_v4 = n as u8;
+        }
+        if let Some(n) = num(a, "peerPrefixV6", 128)? {
+            self.peer_prefix_v6 = n as u8;
+        }
+        if let Some(v) = a.take_str_list("clusterCIDRs")? {
+            self.cluster_cidrs = v
+                .iter()
+                .map(|c| Cidr::parse(c).map_err(|e| format!("arg `clusterCIDRs`: {e}")))
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(())
+    }
+
+    /// Whether device `name` is chosen by `interfaceName` (`None`: the default choice).
+    pub fn interface_matches(&self, name: &str) -> Option<bool> {
+        let want = self.interface.as_deref()?;
+        Some(match want.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == want,
+        })
+    }
+
+    /// The `peer_address` label of an address that belongs to no namespace on this node.
+    pub fn aggregate(&self, a: IpAddr) -> String {
+        if self.cluster_cidrs.iter().any(|c| c.contains(a)) {
+            return a.to_string();
+        }
+        let len = if a.is_ipv4() {
+            self.peer_prefix_v4
+        } else {
+            self.peer_prefix_v6
+        };
+        if len == 0 {
+            return "other".into();
+        }
+        Cidr {
+            addr: mask(a, len),
+            len,
+        }
+        .to_string()
+    }
+}
+
+/// `.rodata` values by global name.
+pub type Globals = Vec<(String, Vec<u8>)>;
+
+/// `.rodata` and map sizes for the object.
+pub fn globals(args: &FlowArgs) -> (Globals, Vec<(String, u32)>) {
+    (
+        vec![("with_ports".into(), vec![u8::from(args.enable_ports)])],
+        vec![("flows".into(), args.map_entries)],
+    )
+}
+
+/// A device we attached to.
+struct Attached {
+    name: String,
+    info: DevInfo,
+    /// tcx: the links (closing them detaches); tc: our filters (deleted on drop).
+    _links: DeviceLinks,
+}
+
+enum DeviceLinks {
+    Tcx(#[allow(dead_code)] Vec<Link>),
+    Tc(#[allow(dead_code)] crate::tc::Attachment),
+}
+
+/// `struct dev_info` of `flow.bpf.c`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DevInfo {
+    pub netns: u32,
+    pub flags: u32,
+}
+
+impl DevInfo {
+    fn bytes(&self) -> [u8; 8] {
+        let mut b = [0u8; 8];
+        b[..4].copy_from_slice(&self.netns.to_ne_bytes());
+        b[4..].copy_from_slice(&self.flags.to_ne_bytes());
+        b
+    }
+}
+
+/// The flow probe's run-time state (inside its [`RunningProbe`]).
+pub struct State {
+    /// `tcx` or `tc`.
+    pub method: &'static str,
+    devices: Mutex<BTreeMap<u32, Attached>>,
+    /// Series admitted under `maxSeries`.
+    admitted: Mutex<HashSet<SeriesKey>>,
+}
+
+impl State {
+    pub fn new(method: &'static str) -> State {
+        State {
+            method,
+            devices: Mutex::new(BTreeMap::new()),
+            admitted: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Detach from every device.
+    pub fn detach(&self, loaded: &Loaded) {
+        let mut d = self.devices.lock().unwrap_or_else(|e| e.into_inner());
+        if let Ok(m) = loaded.map("devices") {
+            for ifindex in d.keys() {
+                let _ = m.delete(&ifindex.to_ne_bytes());
+            }
+        }
+        d.clear();
+    }
+
+    /// The attached devices' names (sorted by ifindex).
+    pub fn device_names(&self) -> Vec<String> {
+        let d = self.devices.lock().unwrap_or_else(|e| e.into_inner());
+        d.values().map(|a| a.name.clone()).collect()
+    }
+}
+
+/// The attach method this kernel and `attachMethods` allow: `tcx` where the kernel has tcx
+/// links; `Err` says why neither works.
+pub fn choose_method(loaded: &Loaded, only: Option<&[String]>) -> Result<&'static str, String> {
+    let allowed = |m: &str| only.is_none_or(|o| o.iter().any(|x| x == m));
+    let prog = loaded
+        .program("flow_ingress")
+        .map_err(|e| format!("program flow_ingress: {e}"))?;
+    let mut why = Vec::new();
+    if allowed("tcx") {
+        if attach::tcx_available(prog) {
+            return Ok("tcx");
+        }
+        why.push("tcx: the kernel has no tcx links (6.6+)".to_string());
+    }
+    if allowed("tc") {
+        // cls_bpf filters on clsact through rtnetlink: every kernel we run on has them.
+        return Ok("tc");
+    }
+    if why.is_empty() {
+        why.push("attachMethods excludes every method of this attach point (tcx, tc)".into());
+    }
+    Err(why.join("; "))
+}
+
+/// A link as the device choice sees it.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub link: rtnl::Link,
+    /// The namespace inode of the veth peer (from `IFLA_LINK_NETNSID`), if resolved.
+    pub peer_inode: Option<u64>,
+}
+
+/// The devices to attach and their local entity: `interfaceName` if set, else every veth
+/// whose peer is in another namespace plus the default-route devices; never `lo`.
+pub fn choose_devices(
+    args: &FlowArgs,
+    links: &[Candidate],
+    default_devs: &[u32],
+    host_inode: u64,
+) -> BTreeMap<u32, (String, DevInfo)> {
+    let mut out = BTreeMap::new();
+    for c in links {
+        let l = &c.link;
+        if l.name == "lo" {
+            continue;
+        }
+        let pod_side = l.kind == "veth" && l.link_netnsid.is_some();
+        let wanted = match args.interface_matches(&l.name) {
+            Some(m) => m,
+            None => pod_side || default_devs.contains(&l.index),
+        };
+        if !wanted {
+            continue;
+        }
+        let info = if pod_side {
+            match c.peer_inode {
+                Some(ino) => DevInfo {
+                    netns: ino as u32,
+                    flags: DEV_FLIP,
+                },
+                // The peer's namespace is not known yet: retried at the next sync.
+                None => continue,
+            }
+        } else {
+            DevInfo {
+                netns: host_inode as u32,
+                flags: 0,
+            }
+        };
+        out.insert(l.index, (l.name.clone(), info));
+    }
+    out
+}
+
+/// How long the device thread waits for notifications before it re-reads the links anyway.
+const RESYNC: Duration = Duration::from_secs(5);
+
+/// The `flow-devices` thread: attaches the chosen devices and follows link notifications until
+/// `stop`.
+pub fn device_loop(p: Arc<RunningProbe>, inv: Arc<Inventory>, stop: Arc<AtomicBool>) {
+    let Some(state) = p.flow.clone() else { return };
+    let mut mon = match rtnl::Monitor::open(rtnl::GROUPS_LINK_ROUTE, Duration::from_millis(200)) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            log::warn!(
+                "flow: no rtnetlink link notifications ({e}); re-reading links every second"
+            );
+            None
+        }
+    };
+    let mut nsids: HashMap<i32, u64> = HashMap::new();
+    let mut last_refresh: Option<Instant> = None;
+    let mut next_sync = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if Instant::now() >= next_sync {
+            let retry = match sync(&p, &state, &inv, &mut nsids, &mut last_refresh) {
+                Ok(r) => r,
+                Err(e) => {
+                    log::warn!("flow: reading the node's devices failed: {e}");
+                    true
+                }
+            };
+            next_sync = Instant::now()
+                + if retry {
+                    Duration::from_millis(250)
+                } else {
+                    RESYNC
+                };
+        }
+        match mon.as_mut() {
+            Some(m) => match m.wait() {
+                // Let a burst of notifications (a pod's veth pair) settle, then re-read once.
+                Ok(true) => next_sync = next_sync.min(Instant::now() + Duration::from_millis(20)),
+                Ok(false) => {}
+                Err(e) => {
+                    log::warn!("flow: link notifications: {e}; re-reading links every second");
+                    mon = None;
+                }
+            },
+            None => {
+                std::thread::sleep(Duration::from_millis(200));
+                next_sync = next_sync.min(Instant::now() + Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Namespace id (ours) → inode for every namespace of the inventory.
+fn map_nsids(sock: &mut DumpSocket, inv: &Inventory) -> HashMap<i32, u64> {
+    let snap = inv.snapshot();
+    let own = crate::sys::thread_netns().map(|(_, ino)| ino).ok();
+    let mut out = HashMap::new();
+    for e in &snap.entities {
+        if e.group || Some(e.inode) == own {
+            continue;
+        }
+        let Some(fd) = crate::inventory::open_entity_netns(e, inv.proc_root()) else {
+            continue;
+        };
+        if let Ok(Some(id)) = rtnl::nsid_of(sock, &fd) {
+            out.insert(id, e.inode);
+        }
+    }
+    out
+}
+
+/// Re-reads links and default routes and (de)attaches. `Ok(true)`: a pod device's namespace
+/// could not be resolved yet; try again soon.
+fn sync(
+    p: &RunningProbe,
+    state: &State,
+    inv: &Inventory,
+    nsids: &mut HashMap<i32, u64>,
+    last_refresh: &mut Option<Instant>,
+) -> Result<bool, String> {
+    let mut sock =
+        DumpSocket::open(netlink_sys::protocols::NETLINK_ROUTE).map_err(|e| e.to_string())?;
+    let links = rtnl::dump_links(&mut sock).map_err(|e| format!("RTM_GETLINK: {e}"))?;
+    let defaults =
+        rtnl::default_route_devices(&mut sock).map_err(|e| format!("RTM_GETROUTE: {e}"))?;
+    let unknown = |nsids: &HashMap<i32, u64>| {
+        links
+            .iter()
+            .filter_map(|l| l.link_netnsid)
+            .any(|id| !nsids.contains_key(&id))
+    };
+    if unknown(nsids) {
+        *nsids = map_nsids(&mut sock, inv);
+        // A namespace the inventory has not seen yet (a pod that just started): rescan, at
+        // most once a second.
+        if unknown(nsids) && last_refresh.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            inv.refresh();
+            *last_refresh = Some(Instant::now());
+            *nsids = map_nsids(&mut sock, inv);
+        }
+    }
+    let candidates: Vec<Candidate> = links
+        .into_iter()
+        .map(|l| Candidate {
+            peer_inode: l.link_netnsid.and_then(|id| nsids.get(&id).copied()),
+            link: l,
+        })
+        .collect();
+    // Uplinks belong to the namespace the exporter runs in (the node's, normally the host's).
+    let host = crate::sys::thread_netns()
+        .map(|(_, ino)| ino)
+        .unwrap_or_else(|_| inv.snapshot().host_inode);
+    let unresolved = candidates.iter().any(|c| {
+        c.link.kind == "veth"
+            && c.link.link_netnsid.is_some()
+            && c.peer_inode.is_none()
+            && p.cfg.flow.interface_matches(&c.link.name) != Some(false)
+    });
+    let want = choose_devices(&p.cfg.flow, &candidates, &defaults, host);
+    let devmap = p.loaded.map("devices").map_err(|e| e.to_string())?;
+    let mut d = state.devices.lock().unwrap_or_else(|e| e.into_inner());
+    // Gone, renamed or no longer chosen: forget (closing the links detaches).
+    let stale: Vec<u32> = d
+        .iter()
+        .filter(|(i, a)| want.get(i).is_none_or(|(n, _)| *n != a.name))
+        .map(|(i, _)| *i)
+        .collect();
+    for i in stale {
+        if let Some(a) = d.remove(&i) {
+            log::info!("flow: device {} (ifindex {i}) forgotten", a.name);
+        }
+        let _ = devmap.delete(&i.to_ne_bytes());
+    }
+    for (ifindex, (name, info)) in want {
+        if let Some(a) = d.get_mut(&ifindex) {
+            if a.info != info {
+                devmap
+                    .update(&ifindex.to_ne_bytes(), &info.bytes(), 0)
+                    .map_err(|e| format!("devices[{ifindex}]: {e}"))?;
+                a.info = info;
+            }
+            continue;
+        }
+        // The entry first: a packet of an attached device without one is not counted.
+        if let Err(e) = devmap.update(&ifindex.to_ne_bytes(), &info.bytes(), 0) {
+            log::warn!("flow: device {name}: devices map: {e}");
+            continue;
+        }
+        match attach_device(p, state.method, ifindex) {
+            Ok(links) => {
+                log::info!(
+                    "flow: attached to {name} (ifindex {ifindex}, netns {}) via {}",
+                    info.netns,
+                    state.method
+                );
+                d.insert(
+                    ifindex,
+                    Attached {
+                        name,
+                        info,
+                        _links: links,
+                    },
+                );
+            }
+            Err(e) => {
+                let _ = devmap.delete(&ifindex.to_ne_bytes());
+                log::warn!("flow: cannot attach to {name} (ifindex {ifindex}): {e}");
+            }
+        }
+    }
+    Ok(unresolved)
+}
+
+fn attach_device(p: &RunningProbe, method: &str, ifindex: u32) -> Result<DeviceLinks, String> {
+    let prog = |name: &str| p.loaded.program(name).map_err(|e| e.to_string());
+    let (ing, eg) = (prog("flow_ingress")?, prog("flow_egress")?);
+    match method {
+        "tcx" => {
+            let mut links = Vec::new();
+            for (pr, egress) in [(ing, false), (eg, true)] {
+                links.push(attach::attach_tcx(pr, ifindex, egress).map_err(|e| e.to_string())?);
+            }
+            Ok(DeviceLinks::Tcx(links))
+        }
+        "tc" => {
+            use std::os::fd::{AsFd, AsRawFd};
+            let fd = |pr: &crate::bpf::prog::Program| pr.as_fd().as_raw_fd() as u32;
+            crate::tc::attach(ifindex, fd(ing), fd(eg)).map(DeviceLinks::Tc)
+        }
+        m => Err(format!("attach method {m} not available")),
+    }
+}
+
+/// A key of the kernel map `flows`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowKey {
+    pub netns: u32,
+    pub egress: bool,
+    pub family: u8,
+    pub proto: u8,
+    pub lport: u16,
+    pub rport: u16,
+    pub raddr: IpAddr,
+}
+
+/// `struct flow_key` (28 bytes) → [`FlowKey`].
+pub fn parse_key(k: &[u8]) -> Option<FlowKey> {
+    if k.len() < 28 {
+        return None;
+    }
+    let family = k[5];
+    let raddr = match family {
+        2 => IpAddr::V4(Ipv4Addr::new(k[12], k[13], k[14], k[15])),
+        10 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&k[12..28]).ok()?)),
+        _ => return None,
+    };
+    Some(FlowKey {
+        netns: u32::from_ne_bytes(k[0..4].try_into().ok()?),
+        egress: k[4] == 1,
+        family,
+        proto: k[6],
+        lport: u16::from_ne_bytes(k[8..10].try_into().ok()?),
+        rport: u16::from_ne_bytes(k[10..12].try_into().ok()?),
+        raddr,
+    })
+}
+
+/// A flow series' labels (after aggregation).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeriesKey {
+    pub netns: u32,
+    pub direction: &'static str,
+    pub protocol: String,
+    pub ports: Option<(u16, u16)>,
+    pub peer_kind: String,
+    pub peer_k8s_namespace: String,
+    pub peer_k8s_pod: String,
+    pub peer_name: String,
+    pub peer_address: String,
+}
+
+/// The series a kernel key belongs to; `peer` finds the entity an address belongs to.
+pub fn series_of(
+    args: &FlowArgs,
+    k: &FlowKey,
+    peer: &dyn Fn(IpAddr) -> Option<Arc<Entity>>,
+) -> SeriesKey {
+    let mut s = SeriesKey {
+        netns: k.netns,
+        direction: if k.egress { "egress" } else { "ingress" },
+        protocol: super::protocol_name(u16::from(k.family), k.proto),
+        ports: args.enable_ports.then_some((k.lport, k.rport)),
+        peer_kind: String::new(),
+        peer_k8s_namespace: String::new(),
+        peer_k8s_pod: String::new(),
+        peer_name: String::new(),
+        peer_address: String::new(),
+    };
+    match peer(k.raddr) {
+        Some(e) => {
+            s.peer_kind = e.kind.as_str().to_string();
+            s.peer_k8s_namespace = e.k8s_namespace.clone();
+            s.peer_k8s_pod = e.k8s_pod.clone();
+            s.peer_name = e.name.clone();
+            s.peer_address = k.raddr.to_string();
+        }
+        None => s.peer_address = args.aggregate(k.raddr),
+    }
+    s
+}
+
+const BYTES: &str = "netsleuth_flow_bytes_total";
+const PACKETS: &str = "netsleuth_flow_packets_total";
+const BYTES_HELP: &str = "IP bytes (every segment's headers included) the local entity sent (egress) or received (ingress), by protocol and remote side (flow probe: tc programs on the node's pod veths and uplinks).";
+const PACKETS_HELP: &str = "IP packets (segments) the local entity sent (egress) or received (ingress), by protocol and remote side (flow probe).";
+
+pub fn collect(
+    p: &RunningProbe,
+    prefix: &mut dyn FnMut(u64) -> String,
+    out: &mut Families,
+    peer: &dyn Fn(IpAddr) -> Option<Arc<Entity>>,
+) -> Result<(), String> {
+    let Some(state) = p.flow.as_ref() else {
+        return Ok(());
+    };
+    let args = &p.cfg.flow;
+    let m = p.loaded.map("flows").map_err(|e| e.to_string())?;
+    let mut series: BTreeMap<SeriesKey, (u64, u64)> = BTreeMap::new();
+    // One peer lookup per remote address.
+    let mut memo: HashMap<IpAddr, Option<Arc<Entity>>> = HashMap::new();
+    let peer = |a: IpAddr| memo.entry(a).or_insert_with(|| peer(a)).clone();
+    let peer = std::cell::RefCell::new(peer);
+    for (k, v) in m.entries().map_err(|e| format!("read map flows: {e}"))? {
+        let Some(k) = parse_key(&k) else { continue };
+        let at = |o: usize| {
+            v.get(o..o + 8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_ne_bytes)
+                .unwrap_or(0)
+        };
+        let e = series
+            .entry(series_of(args, &k, &|a| (peer.borrow_mut())(a)))
+            .or_default();
+        e.0 = e.0.wrapping_add(at(0));
+        e.1 = e.1.wrapping_add(at(8));
+    }
+    // maxSeries: admitted first come, first served; kept while they exist.
+    let mut admitted = state.admitted.lock().unwrap_or_else(|e| e.into_inner());
+    admitted.retain(|s| series.contains_key(s));
+    let mut overflow: (u64, u64, u64) = (0, 0, 0);
+    let mut keep = Vec::with_capacity(series.len().min(args.max_series));
+    for (s, v) in series {
+        if admitted.contains(&s) || admitted.len() < args.max_series {
+            admitted.insert(s.clone());
+            keep.push((s, v));
+        } else {
+            overflow.0 += v.0;
+            overflow.1 += v.1;
+            overflow.2 += 1;
+        }
+    }
+    drop(admitted);
+    for (s, (bytes, packets)) in &keep {
+        let pre = prefix(u64::from(s.netns));
+        let (lp, rp) = s.ports.map_or((String::new(), String::new()), |(l, r)| {
+            (l.to_string(), r.to_string())
+        });
+        let mut labels: Vec<(&str, &str)> =
+            vec![("direction", s.direction), ("protocol", &s.protocol)];
+        if args.enable_ports {
+            labels.push(("local_port", &lp));
+            labels.push(("peer_port", &rp));
+        }
+        labels.extend([
+            ("peer_kind", s.peer_kind.as_str()),
+            ("peer_k8s_namespace", &s.peer_k8s_namespace),
+            ("peer_k8s_pod", &s.peer_k8s_pod),
+            ("peer_name", &s.peer_name),
+            ("peer_address", &s.peer_address),
+        ]);
+        let mut sink = out.sink(&pre);
+        sink.emit(
+            BYTES,
+            BYTES_HELP,
+            MetricKind::Counter,
+            &labels,
+            Value::U64(*bytes),
+        );
+        sink.emit(
+            PACKETS,
+            PACKETS_HELP,
+            MetricKind::Counter,
+            &labels,
+            Value::U64(*packets),
+        );
+    }
+    let mut s = out.sink("");
+    if overflow.2 > 0 {
+        let labels = [("peer_address", "overflow")];
+        s.emit(
+            BYTES,
+            BYTES_HELP,
+            MetricKind::Counter,
+            &labels,
+            Value::U64(overflow.0),
+        );
+        s.emit(
+            PACKETS,
+            PACKETS_HELP,
+            MetricKind::Counter,
+            &labels,
+            Value::U64(overflow.1),
+        );
+    }
+    s.emit(
+        "netsleuth_flow_series_overflow",
+        "Flow series summed into the peer_address=\"overflow\" series at this scrape because maxSeries were already exported.",
+        MetricKind::Gauge,
+        &[],
+        Value::U64(overflow.2),
+    );
+    s.emit(
+        "netsleuth_flow_devices",
+        "Devices the flow probe is attached to.",
+        MetricKind::Gauge,
+        &[],
+        Value::U64(state.device_names().len() as u64),
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_and_aggregation() {
+        let a = FlowArgs::default();
+        assert_eq!(a.aggregate("10.1.2.3".parse().unwrap()), "10.1.2.3");
+        assert_eq!(
+            a.aggregate("203.0.113.77".parse().unwrap()),
+            "203.0.113.0/24"
+        );
+        assert_eq!(
+            a.aggregate("2001:db8:1:2::5".parse().unwrap()),
+            "2001:db8:1::/48"
+        );
+        assert_eq!(a.aggregate("fd00::1".parse().unwrap()), "fd00::1");
+        let mut b = a.clone();
+        b.peer_prefix_v4 = 0;
+        assert_eq!(b.aggregate("203.0.113.77".parse().unwrap()), "other");
+        assert!(Cidr::parse("10.0.0.0/33").is_err());
+        assert!(Cidr::parse("10.0.0.0").is_err());
+        assert!(Cidr::parse("x/8").is_err());
+        assert_eq!(Cidr::parse("10.9.9.9/8").unwrap().to_string(), "10.0.0.0/8");
+        assert!(!Cidr::parse("::/0")
+            .unwrap()
+            .contains("1.2.3.4".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("1.2.3.4".parse().unwrap()));
+    }
+
+    #[test]
+    fn interface_name() {
+        let mut a = FlowArgs::default();
+        assert_eq!(a.interface_matches("eth0"), None);
+        a.interface = Some("veth*".into());
+        assert_eq!(a.interface_matches("veth12"), Some(true));
+        assert_eq!(a.interface_matches("eth0"), Some(false));
+        a.interface = Some("eth0".into());
+        assert_eq!(a.interface_matches("eth0"), Some(true));
+        assert_eq!(a.interface_matches("eth01"), Some(false));
+    }
+
+    fn link(index: u32, name: &str, kind: &str, nsid: Option<i32>, ino: Option<u64>) -> Candidate {
+        Candidate {
+            link: rtnl::Link {
+                index,
+                name: name.into(),
+                kind: kind.into(),
+                link_netnsid: nsid,
+            },
+            peer_inode: ino,
+        }
+    }
+
+    #[test]
+    fn default_devices_are_pod_veths_and_uplinks() {
+        let links = [
+            link(1, "lo", "", None, None),
+            link(2, "eth0", "", None, None),
+            link(3, "cni0", "bridge", None, None),
+            link(4, "veth1", "veth", Some(0), Some(4026532000)),
+            link(5, "veth2", "veth", None, None),
+            link(6, "veth3", "veth", Some(1), None),
+        ];
+        let d = choose_devices(&FlowArgs::default(), &links, &[1, 2], 4026531840);
+        let got: Vec<(u32, u32, u32)> =
+            d.iter().map(|(i, (_, x))| (*i, x.netns, x.flags)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (2, 4026531840u64 as u32, 0),
+                (4, 4026532000u64 as u32, DEV_FLIP)
+            ]
+        );
+        let a = FlowArgs {
+            interface: Some("cni*".into()),
+            ..Default::default()
+        };
+        let d = choose_devices(&a, &links, &[2], 4026531840);
+        assert_eq!(d.keys().copied().collect::<Vec<_>>(), vec![3]);
+    }
+
+    #[test]
+    fn keys_parse() {
+        let mut k = vec![0u8; 28];
+        k[0..4].copy_from_slice(&7u32.to_ne_bytes());
+        k[4] = 1;
+        k[5] = 2;
+        k[6] = 17;
+        k[8..10].copy_from_slice(&5353u16.to_ne_bytes());
+        k[10..12].copy_from_slice(&53u16.to_ne_bytes());
+        k[12..16].copy_from_slice(&[198, 18, 0, 1]);
+        let f = parse_key(&k).unwrap();
+        assert_eq!(
+            (f.netns, f.egress, f.proto, f.lport, f.rport),
+            (7, true, 17, 5353, 53)
+        );
+        assert_eq!(f.raddr, "198.18.0.1".parse::<IpAddr>().unwrap());
+        assert!(parse_key(&k[..27]).is_none());
+        k[5] = 99;
+        assert!(parse_key(&k).is_none());
+    }
+}
