@@ -23,6 +23,9 @@ Usage:
   netsleuth probes [flags]    list every probe, whether it can run here, and why not
   netsleuth selftest [--json] create test namespaces, induce known conditions, and check that
                               every probe sees exactly them (root; exit 0 only if all behave)
+  netsleuth top [flags]       a live view of the node's network by pod, from a running
+                              exporter or (--local, root) from the collectors in-process
+  netsleuth events [flags]    follow a running exporter's event stream
   netsleuth --version
   netsleuth --help
 
@@ -204,6 +207,24 @@ fn load_config(args: &Args) -> Result<Config, String> {
 
 /// Entry point; returns the process exit code.
 pub fn main() -> i32 {
+    // The inspector's commands have their own flags (`netsleuth top --help`).
+    let mut argv = std::env::args_os().skip(1);
+    match argv.next().as_ref().and_then(|a| a.to_str()) {
+        Some(cmd @ ("top" | "events")) => {
+            let cmd = cmd.to_string();
+            crate::sys::default_sigpipe();
+            env_logger::Builder::new()
+                .filter_level(log::LevelFilter::Warn)
+                .parse_env("NETSLEUTH_LOG")
+                .init();
+            return if cmd == "top" {
+                crate::top::top_main(argv)
+            } else {
+                crate::top::events_main(argv)
+            };
+        }
+        _ => {}
+    }
     let args = match parse_args(std::env::args_os().skip(1)) {
         Ok(a) => a,
         Err(e) => {

@@ -23,4 +23,5 @@ pub mod selfmetrics;
 pub mod selftest;
 pub mod server;
 pub mod sys;
+pub mod top;
 pub mod web_config;
