@@ -209,21 +209,18 @@ fn load_config(args: &Args) -> Result<Config, String> {
 pub fn main() -> i32 {
     // The inspector's commands have their own flags (`netsleuth top --help`).
     let mut argv = std::env::args_os().skip(1);
-    match argv.next().as_ref().and_then(|a| a.to_str()) {
-        Some(cmd @ ("top" | "events")) => {
-            let cmd = cmd.to_string();
-            crate::sys::default_sigpipe();
-            env_logger::Builder::new()
-                .filter_level(log::LevelFilter::Warn)
-                .parse_env("NETSLEUTH_LOG")
-                .init();
-            return if cmd == "top" {
-                crate::top::top_main(argv)
-            } else {
-                crate::top::events_main(argv)
-            };
-        }
-        _ => {}
+    if let Some(cmd @ ("top" | "events")) = argv.next().as_ref().and_then(|a| a.to_str()) {
+        let top = cmd == "top";
+        crate::sys::default_sigpipe();
+        env_logger::Builder::new()
+            .filter_level(log::LevelFilter::Warn)
+            .parse_env("NETSLEUTH_LOG")
+            .init();
+        return if top {
+            crate::top::top_main(argv)
+        } else {
+            crate::top::events_main(argv)
+        };
     }
     let args = match parse_args(std::env::args_os().skip(1)) {
         Ok(a) => a,

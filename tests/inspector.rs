@@ -87,11 +87,13 @@ impl Proc {
 
     /// Waits for the exit; returns the code, stdout and all of stderr.
     fn finish(mut self, timeout: Duration) -> (i32, String, String) {
-        let mut out = self.child.stdout.take().unwrap();
+        let out = self.child.stdout.take();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut s = String::new();
-            let _ = out.read_to_string(&mut s);
+            if let Some(mut out) = out {
+                let _ = out.read_to_string(&mut s);
+            }
             let _ = tx.send(s);
         });
         let end = Instant::now() + timeout;
@@ -133,7 +135,7 @@ fn dev(ns: &Netns, device: &str) -> [u64; 4] {
     [v[0], v[1], v[8], v[9]]
 }
 
-fn row<'a>(j: &'a serde_json::Value, netns: u64) -> &'a serde_json::Value {
+fn row(j: &serde_json::Value, netns: u64) -> &serde_json::Value {
     j["rows"]
         .as_array()
         .unwrap()
@@ -144,7 +146,15 @@ fn row<'a>(j: &'a serde_json::Value, netns: u64) -> &'a serde_json::Value {
 
 fn connect_refused(p: &Pair, sport: u16) {
     let st = Command::new("ip")
-        .args(["netns", "exec", &p.a.name, "curl", "-s", "--connect-timeout", "3"])
+        .args([
+            "netns",
+            "exec",
+            &p.a.name,
+            "curl",
+            "-s",
+            "--connect-timeout",
+            "3",
+        ])
         .args(["--local-port", &sport.to_string()])
         .arg(format!("http://{}:7777/", p.ip_b))
         .status()
@@ -163,7 +173,12 @@ fn top_once_json_deltas_match_the_kernel() {
     let (a_ino, b_ino) = (p.a.inode(), p.b.inode());
     let (a0, b0) = (dev(&p.a, &p.dev_a), dev(&p.b, &p.dev_b));
     let url = format!("--url=http://{}", e.addr);
-    let mut t = Proc::start(&mut top(&[&url, "--once", "--output=json", "--interval=1s"]));
+    let mut t = Proc::start(&mut top(&[
+        &url,
+        "--once",
+        "--output=json",
+        "--interval=1s",
+    ]));
     t.await_stderr("first sample taken", Duration::from_secs(20));
     // Within the interval: 25 datagrams into the DROP rule, 3 connects to a closed port.
     p.send_udp_to_b(9999, 25);
@@ -187,7 +202,11 @@ fn top_once_json_deltas_match_the_kernel() {
     assert_eq!(a["kind"], "named");
     let check = |r: &serde_json::Value, key: &str, want: u64| {
         assert_eq!(r[key]["delta"], want as f64, "{key}: {r:#}");
-        assert_eq!(r[key]["rate"], want as f64 / secs, "{key} rate = delta/interval");
+        assert_eq!(
+            r[key]["rate"],
+            want as f64 / secs,
+            "{key} rate = delta/interval"
+        );
     };
     check(a, "tx_packets", a1[3] - a0[3]);
     check(a, "tx_bytes", a1[2] - a0[2]);
@@ -196,7 +215,11 @@ fn top_once_json_deltas_match_the_kernel() {
     check(b, "rx_packets", b1[1] - b0[1]);
     check(b, "rx_bytes", b1[0] - b0[0]);
     check(b, "tx_packets", 3);
-    assert_eq!(a1[2] - a0[2], 25 * 43 + 3 * 74, "43-byte datagrams, 74-byte SYNs");
+    assert_eq!(
+        a1[2] - a0[2],
+        25 * 43 + 3 * 74,
+        "43-byte datagrams, 74-byte SYNs"
+    );
     // Drops by the kernel's reason: the DROP rule's 25 and the 3 SYNs without a socket.
     check(b, "drops", 28);
     assert_eq!(b["drops_source"], "packetloss");
@@ -213,7 +236,10 @@ fn top_once_json_deltas_match_the_kernel() {
     let s = e.scrape();
     let bs = b_ino.to_string();
     assert_eq!(
-        s.sum("netsleuth_packetloss_total", &[("netns", &bs), ("reason", "NETFILTER_DROP")]),
+        s.sum(
+            "netsleuth_packetloss_total",
+            &[("netns", &bs), ("reason", "NETFILTER_DROP")]
+        ),
         Some(25.0)
     );
     assert_eq!(j["exporter"]["version"], env!("CARGO_PKG_VERSION"));
@@ -224,7 +250,10 @@ fn top_once_json_deltas_match_the_kernel() {
         .iter()
         .filter_map(|v| v.as_str())
         .collect();
-    assert!(running.contains(&"packetloss") && running.contains(&"tcpreset"), "{running:?}");
+    assert!(
+        running.contains(&"packetloss") && running.contains(&"tcpreset"),
+        "{running:?}"
+    );
 
     // The plain table, filtered to b: the header lines, the column headings in order, one row.
     let pod = format!("--pod=^{}$", p.b.name);
@@ -232,20 +261,43 @@ fn top_once_json_deltas_match_the_kernel() {
     let (code, out, err) = t.finish(Duration::from_secs(20));
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines[0].starts_with(&format!("netsleuth {}", env!("CARGO_PKG_VERSION"))), "{out}");
+    assert!(
+        lines[0].starts_with(&format!("netsleuth {}", env!("CARGO_PKG_VERSION"))),
+        "{out}"
+    );
     let head = lines[3];
     let cols = [
-        "KIND", "NAME", "RX B/s", "TX B/s", "RX pk/s", "TX pk/s", "DROP/s", "TOP DROP REASON",
-        "RST/s", "RETR/s", "ESTAB", "LOVF/s", "RD p99", "QDROP/s",
+        "KIND",
+        "NAME",
+        "RX B/s",
+        "TX B/s",
+        "RX pk/s",
+        "TX pk/s",
+        "DROP/s",
+        "TOP DROP REASON",
+        "RST/s",
+        "RETR/s",
+        "ESTAB",
+        "LOVF/s",
+        "RD p99",
+        "QDROP/s",
     ];
     let mut at = 0;
     for c in cols {
-        let i = head[at..].find(c).unwrap_or_else(|| panic!("{c} after {at} in {head}"));
+        let i = head[at..]
+            .find(c)
+            .unwrap_or_else(|| panic!("{c} after {at} in {head}"));
         at += i + c.len();
     }
     assert_eq!(lines.len(), 5, "one row: {out}");
-    assert!(lines[4].starts_with("named") && lines[4].contains(&p.b.name), "{out}");
-    assert!(lines[4].contains(" - "), "no drops in this interval: no reason: {out}");
+    assert!(
+        lines[4].starts_with("named") && lines[4].contains(&p.b.name),
+        "{out}"
+    );
+    assert!(
+        lines[4].contains(" - "),
+        "no drops in this interval: no reason: {out}"
+    );
 }
 
 #[test]
@@ -269,11 +321,8 @@ fn events_follows_resets_and_survives_a_restart() {
         "--output=json",
         "--type=TCPRESET_NOSOCK",
     ]));
-    let mut logfmt = Proc::start(Command::new(BIN).args([
-        "events",
-        &url,
-        &format!("--pod=^{}$", p.b.name),
-    ]));
+    let mut logfmt =
+        Proc::start(Command::new(BIN).args(["events", &url, &format!("--pod=^{}$", p.b.name)]));
     json.await_stderr("following", Duration::from_secs(10));
     logfmt.await_stderr("following", Duration::from_secs(10));
     let mut json_out = BufReader::new(json.child.stdout.take().unwrap());
@@ -282,7 +331,8 @@ fn events_follows_resets_and_survives_a_restart() {
     connect_refused(&p, sport);
     let mut line = String::new();
     json_out.read_line(&mut line).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
     assert_eq!(v["type"], "TCPRESET_NOSOCK");
     assert_eq!(v["netns"], p.b.inode());
     assert_eq!(v["name"], p.b.name.as_str());
@@ -354,11 +404,17 @@ fn bad_urls_and_pages_exit_with_a_named_problem() {
     let url = format!("--url=http://127.0.0.1:{closed}");
     let (code, _, err) = Proc::start(&mut top(&[&url, "--once"])).finish(Duration::from_secs(20));
     assert_eq!(code, 3, "{err}");
-    assert!(err.contains(&format!("cannot reach http://127.0.0.1:{closed}/metrics")), "{err}");
-    let (code, _, err) = Proc::start(Command::new(BIN).args(["events", &url]))
-        .finish(Duration::from_secs(20));
+    assert!(
+        err.contains(&format!("cannot reach http://127.0.0.1:{closed}/metrics")),
+        "{err}"
+    );
+    let (code, _, err) =
+        Proc::start(Command::new(BIN).args(["events", &url])).finish(Duration::from_secs(20));
     assert_eq!(code, 3, "{err}");
-    assert!(err.contains("/events") && err.contains("connection"), "{err}");
+    assert!(
+        err.contains("/events") && err.contains("connection"),
+        "{err}"
+    );
     // Not Prometheus text.
     let (addr, h) = html_server();
     let (code, _, err) = Proc::start(&mut top(&[&format!("--url=http://{addr}"), "--once"]))
@@ -368,8 +424,7 @@ fn bad_urls_and_pages_exit_with_a_named_problem() {
     assert!(err.contains("not Prometheus text: line 1"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     // Bad flags.
-    let (code, _, err) =
-        Proc::start(&mut top(&["--sort=nope"])).finish(Duration::from_secs(10));
+    let (code, _, err) = Proc::start(&mut top(&["--sort=nope"])).finish(Duration::from_secs(10));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--sort: `nope`"), "{err}");
 }
@@ -392,9 +447,12 @@ fn basic_auth_401_and_the_password_file() {
     let (code, _, err) = Proc::start(&mut top(&[&url, "--once", "--interval=100ms"]))
         .finish(Duration::from_secs(20));
     assert_eq!(code, 4, "{err}");
-    assert!(err.contains("401 unauthorised") && err.contains("--web.username"), "{err}");
-    let (code, _, err) = Proc::start(Command::new(BIN).args(["events", &url]))
-        .finish(Duration::from_secs(20));
+    assert!(
+        err.contains("401 unauthorised") && err.contains("--web.username"),
+        "{err}"
+    );
+    let (code, _, err) =
+        Proc::start(Command::new(BIN).args(["events", &url])).finish(Duration::from_secs(20));
     assert_eq!(code, 4, "{err}");
     let wrong = dir.join("wrong");
     std::fs::write(&wrong, "day shift\n").unwrap();
@@ -492,10 +550,13 @@ fn tls_with_a_ca_and_a_client_certificate() {
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(j["exporter"]["version"], env!("CARGO_PKG_VERSION"));
     // Without the CA: the bundled roots do not know the test CA.
-    let (code, _, err) = Proc::start(&mut top(&[&url, "--once", &cert, &key]))
-        .finish(Duration::from_secs(20));
+    let (code, _, err) =
+        Proc::start(&mut top(&[&url, "--once", &cert, &key])).finish(Duration::from_secs(20));
     assert_eq!(code, 3, "{err}");
-    assert!(err.contains("TLS") && err.contains("--tls.ca-file"), "{err}");
+    assert!(
+        err.contains("TLS") && err.contains("--tls.ca-file"),
+        "{err}"
+    );
     // Without the client certificate: the exporter refuses the handshake.
     let (code, _, err) =
         Proc::start(&mut top(&[&url, "--once", &ca])).finish(Duration::from_secs(20));
@@ -554,7 +615,11 @@ fn top_local_runs_the_collectors_in_process() {
     assert_eq!(a["tx_packets"]["delta"], 40.0);
     assert_eq!(a["tx_bytes"]["delta"], 40.0 * 43.0);
     assert_eq!(a["devices"][&p.dev_a]["tx_packets"], 40.0);
-    assert_eq!(a["rx_packets"]["delta"], (a1[1] - a0[1]) as f64, "ICMP answers");
+    assert_eq!(
+        a["rx_packets"]["delta"],
+        (a1[1] - a0[1]) as f64,
+        "ICMP answers"
+    );
     assert_eq!(a["drops_source"], "netdev", "no eBPF probes in-process");
     assert_eq!(j["exporter"]["version"], env!("CARGO_PKG_VERSION"));
 }
@@ -579,7 +644,11 @@ impl Tmux {
             .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "tmux {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -592,7 +661,15 @@ impl Tmux {
             exit.display()
         );
         self.run(&[
-            "new-session", "-d", "-s", name, "-x", &w.to_string(), "-y", &h.to_string(), &cmd,
+            "new-session",
+            "-d",
+            "-s",
+            name,
+            "-x",
+            &w.to_string(),
+            "-y",
+            &h.to_string(),
+            &cmd,
         ]);
     }
 
@@ -639,11 +716,11 @@ impl Drop for Tmux {
 
 #[test]
 fn the_full_screen_view_under_tmux() {
-    if !common::privileged_with("top_tmux", &["iptables", "tmux"]) {
+    if !common::privileged_with("top_tmux", &["iptables", "tmux", "curl"]) {
         return;
     }
     let _g = lock();
-    let e = exporter("", &[]);
+    let e = exporter("event:\n  probes: [tcpreset]\n", &[]);
     let p = Pair::dropping(9999);
     // Drops all along: 20 datagrams every 200 ms.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -667,13 +744,24 @@ fn the_full_screen_view_under_tmux() {
     tm.start("wide", 160, 40, &args);
     let b = p.b.name.clone();
     let s = tm.wait_screen("wide", "b's row with its drops and reason", |s| {
-        s.lines().any(|l| l.contains(&b) && l.contains("NETFILTER_DROP"))
+        s.lines()
+            .any(|l| l.contains(&b) && l.contains("NETFILTER_DROP"))
     });
     let head = s.lines().find(|l| l.contains("NAME")).unwrap().to_string();
     assert!(head.contains("DROP/sv"), "sorted by drops: {head}");
-    assert!(head.contains("TX pk/s"), "160 columns: every column: {head}");
-    let first_row = s.lines().skip_while(|l| !l.contains("NAME")).nth(1).unwrap();
-    assert!(first_row.contains(&b), "the dropping namespace on top:\n{s}");
+    assert!(
+        head.contains("TX pk/s"),
+        "160 columns: every column: {head}"
+    );
+    let first_row = s
+        .lines()
+        .skip_while(|l| !l.contains("NAME"))
+        .nth(1)
+        .unwrap();
+    assert!(
+        first_row.contains(&b),
+        "the dropping namespace on top:\n{s}"
+    );
     let rate: f64 = first_row
         .split_whitespace()
         .skip_while(|w| *w != b.as_str())
@@ -684,27 +772,45 @@ fn the_full_screen_view_under_tmux() {
     assert!(rate > 0.0, "{first_row}");
     // Sort by the next column (the reason), then filter to a: b's row goes away.
     tm.keys("wide", &[">"]);
-    tm.wait_screen("wide", "sorted by reason", |s| s.contains("TOP DROP REASONv"));
+    tm.wait_screen("wide", "sorted by reason", |s| {
+        s.contains("TOP DROP REASONv")
+    });
     tm.keys("wide", &["/"]);
     tm.keys("wide", &["-l", &format!("^{}$", p.a.name)]);
     tm.keys("wide", &["Enter"]);
     let a = p.a.name.clone();
     let s = tm.wait_screen("wide", "only a", |s| s.contains(&a) && !s.contains(&b));
     assert!(s.contains(&format!("/ filter: ^{a}$")), "{s}");
-    // The detail pane of a.
+    // The detail pane of a, with the reset it just received among its last events.
+    let sport = 20000 + (std::process::id() % 10000) as u16;
+    connect_refused(&p, sport);
     tm.keys("wide", &["Enter"]);
-    tm.wait_screen("wide", "a's detail pane", |s| {
-        s.contains(&format!(" {a} (named, netns {})", p.a.inode())) && s.contains("devices")
+    let recv = format!(
+        "type=TCPRESET_RECEIVE pod= namespace= netns={}",
+        p.a.inode()
+    );
+    let s = tm.wait_screen("wide", "a's detail pane", |s| {
+        s.contains(&format!(" {a} (named, netns {})", p.a.inode()))
+            && s.contains("devices")
+            && s.contains(&recv)
     });
+    assert!(
+        s.contains("resets: RECEIVE 1") || s.contains("resets: none"),
+        "{s}"
+    );
     tm.keys("wide", &["q"]);
     assert_eq!(tm.exit_code("wide"), "0");
     let s = tm.screen("wide");
-    assert!(!s.contains("DROP/s"), "the terminal is restored (alternate screen left):\n{s}");
+    assert!(
+        !s.contains("DROP/s"),
+        "the terminal is restored (alternate screen left):\n{s}"
+    );
 
     // 80×24: columns dropped, not wrapped; b's drops and reason still there.
     tm.start("narrow", 80, 24, &args);
     let s = tm.wait_screen("narrow", "b's row at 80 columns", |s| {
-        s.lines().any(|l| l.contains(&b) && l.contains("NETFILTER_DROP"))
+        s.lines()
+            .any(|l| l.contains(&b) && l.contains("NETFILTER_DROP"))
     });
     let head = s.lines().find(|l| l.contains("NAME")).unwrap();
     assert!(!head.contains("TX pk/s"), "{head}");

@@ -72,7 +72,9 @@ pub fn base_url(url: &str) -> Result<(String, bool), String> {
     } else if let Some(r) = url.strip_prefix("http://") {
         (false, r)
     } else if url.contains("://") {
-        return Err(format!("--url `{url}`: only http:// and https:// are supported"));
+        return Err(format!(
+            "--url `{url}`: only http:// and https:// are supported"
+        ));
     } else {
         (false, url)
     };
@@ -92,7 +94,9 @@ pub fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
         for i in 0..4 {
             if i <= c.len() {
                 out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -158,9 +162,9 @@ impl Client {
         if let Some(a) = &self.auth {
             req = req.header("Authorization", a);
         }
-        let resp = req
-            .call()
-            .map_err(|e| FetchError::Unreachable(format!("cannot reach {url}: {}", describe(&e))))?;
+        let resp = req.call().map_err(|e| {
+            FetchError::Unreachable(format!("cannot reach {url}: {}", describe(&e)))
+        })?;
         let status = resp.status().as_u16();
         match status {
             200 => Ok(resp),
@@ -190,7 +194,9 @@ impl Client {
             .with_config()
             .limit(1 << 30)
             .read_to_string()
-            .map_err(|e| FetchError::Unreachable(format!("{}: reading the page: {e}", self.url("/metrics"))))
+            .map_err(|e| {
+                FetchError::Unreachable(format!("{}: reading the page: {e}", self.url("/metrics")))
+            })
     }
 
     /// `/events?query`: the NDJSON stream, as a reader.
@@ -234,7 +240,9 @@ fn tls_config(o: &ClientOptions, https: bool) -> Result<ureq::tls::TlsConfig, St
 
     let any = o.ca_file.is_some() || o.cert_file.is_some() || o.key_file.is_some();
     if any && !https {
-        return Err("--tls.ca-file, --tls.cert-file and --tls.key-file need an https:// --url".into());
+        return Err(
+            "--tls.ca-file, --tls.cert-file and --tls.key-file need an https:// --url".into(),
+        );
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut b = TlsConfig::builder().unversioned_rustls_crypto_provider(provider.clone());
@@ -260,9 +268,13 @@ fn tls_config(o: &ClientOptions, https: bool) -> Result<ureq::tls::TlsConfig, St
         let certs = certs_of("--tls.ca-file", p)?;
         let mut store = rustls::RootCertStore::empty();
         for (i, c) in certs.iter().enumerate() {
-            store
-                .add(c.clone())
-                .map_err(|e| format!("--tls.ca-file `{}`: certificate {}: {e}", p.display(), i + 1))?;
+            store.add(c.clone()).map_err(|e| {
+                format!(
+                    "--tls.ca-file `{}`: certificate {}: {e}",
+                    p.display(),
+                    i + 1
+                )
+            })?;
         }
         b = b.root_certs(RootCerts::new_with_certs(&der(&certs)));
     }
@@ -291,7 +303,11 @@ fn tls_config(o: &ClientOptions, https: bool) -> Result<ureq::tls::TlsConfig, St
             b = b.client_cert(Some(ClientCert::new_with_certs(&der(&chain), key)));
         }
         (None, None) => {}
-        _ => return Err("give both --tls.cert-file and --tls.key-file (the client certificate)".into()),
+        _ => {
+            return Err(
+                "give both --tls.cert-file and --tls.key-file (the client certificate)".into(),
+            )
+        }
     }
     Ok(b.build())
 }
@@ -329,13 +345,19 @@ mod tests {
             ca_file: Some("/nonexistent/ca.pem".into()),
             ..Default::default()
         };
-        assert!(Client::new("http://x:1", &o).err().unwrap().contains("https://"));
+        assert!(Client::new("http://x:1", &o)
+            .err()
+            .unwrap()
+            .contains("https://"));
         let e = Client::new("https://x:1", &o).err().unwrap();
         assert!(e.contains("--tls.ca-file `/nonexistent/ca.pem`"), "{e}");
         let o = ClientOptions {
             username: Some("u".into()),
             ..Default::default()
         };
-        assert!(Client::new("x:1", &o).err().unwrap().contains("--web.password-file"));
+        assert!(Client::new("x:1", &o)
+            .err()
+            .unwrap()
+            .contains("--web.password-file"));
     }
 }

@@ -181,7 +181,10 @@ pub fn run(client: &Client, filter: &EventFilter, json: bool) -> i32 {
             Err(e) => {
                 let wait = backoff(failures);
                 failures += 1;
-                eprintln!("netsleuth events: {e}; retrying in {:.1}s", wait.as_secs_f64());
+                eprintln!(
+                    "netsleuth events: {e}; retrying in {:.1}s",
+                    wait.as_secs_f64()
+                );
                 std::thread::sleep(wait);
                 continue;
             }
@@ -295,7 +298,10 @@ mod tests {
             namespace: Some("a b".into()),
             pod: None,
         };
-        assert_eq!(f.query(), "type=PACKETLOSS,TCPRESET_NOSOCK&k8s_namespace=a%20b");
+        assert_eq!(
+            f.query(),
+            "type=PACKETLOSS,TCPRESET_NOSOCK&k8s_namespace=a%20b"
+        );
         assert_eq!(backoff(0), Duration::from_millis(500));
         assert_eq!(backoff(1), Duration::from_secs(1));
         assert_eq!(backoff(4), Duration::from_secs(8));

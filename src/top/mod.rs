@@ -139,7 +139,8 @@ pub fn parse(events: bool, argv: impl IntoIterator<Item = OsString>) -> Result<O
             }
             Long("interval") if !events => {
                 let v = value(&mut p, "interval")?;
-                let d = crate::config::parse_duration("--interval", &v).map_err(|e| e.to_string())?;
+                let d =
+                    crate::config::parse_duration("--interval", &v).map_err(|e| e.to_string())?;
                 if d < Duration::from_millis(100) {
                     return Err(format!("--interval: `{v}` is shorter than 100ms"));
                 }
@@ -208,7 +209,10 @@ impl Source {
 
 fn local_engine(o: &Opts) -> Result<Arc<crate::engine::Engine>, String> {
     if !nix::unistd::geteuid().is_root() {
-        return Err("--local runs the collectors here and needs root (to enter every network namespace)".into());
+        return Err(
+            "--local runs the collectors here and needs root (to enter every network namespace)"
+                .into(),
+        );
     }
     let cfg = match &o.config_file {
         Some(p) => crate::config::Config::load(p).map_err(|e| e.to_string())?,
@@ -259,7 +263,13 @@ fn fail(what: &str, e: &str, code: i32) -> i32 {
 pub fn top_main(argv: impl IntoIterator<Item = OsString>) -> i32 {
     let o = match parse(false, argv) {
         Ok(o) => o,
-        Err(e) => return fail("top", &format!("{e}\nRun `netsleuth top --help` for usage."), 2),
+        Err(e) => {
+            return fail(
+                "top",
+                &format!("{e}\nRun `netsleuth top --help` for usage."),
+                2,
+            )
+        }
     };
     if o.help {
         print!("{TOP_HELP}");
@@ -288,7 +298,14 @@ pub fn top_main(argv: impl IntoIterator<Item = OsString>) -> i32 {
     let node = node_name(&o);
     let sort = o.sort.unwrap_or(Column::Drops);
     if o.once {
-        return once(&source, &node, interval, filter, sort, o.output.as_deref() == Some("json"));
+        return once(
+            &source,
+            &node,
+            interval,
+            filter,
+            sort,
+            o.output.as_deref() == Some("json"),
+        );
     }
     tui::run(source, node, interval, filter, sort)
 }
@@ -334,10 +351,7 @@ fn once(
         s
     } else {
         let [h1, h2] = view::header_lines(node, &st.rows, false);
-        format!(
-            "{h1}\n{h2}\n\n{}",
-            view::plain_table(&shown, &Column::ALL)
-        )
+        format!("{h1}\n{h2}\n\n{}", view::plain_table(&shown, &Column::ALL))
     };
     use std::io::Write;
     match std::io::stdout().lock().write_all(text.as_bytes()) {
@@ -407,19 +421,29 @@ mod tests {
         assert_eq!(o.sort, Some(Column::Resets));
         assert!(o.once);
         assert_eq!(o.client.ca_file, Some("/ca.pem".into()));
-        let e = p(true, &["--type=packetloss,TCPRESET_NOSOCK", "--output=json"]).unwrap();
+        let e = p(
+            true,
+            &["--type=packetloss,TCPRESET_NOSOCK", "--output=json"],
+        )
+        .unwrap();
         assert_eq!(e.types, ["PACKETLOSS", "TCPRESET_NOSOCK"]);
     }
 
     #[test]
     fn bad_flags_named() {
         assert!(p(false, &["--sort=nope"]).unwrap_err().contains("--sort"));
-        assert!(p(false, &["--interval=10ms"]).unwrap_err().contains("--interval"));
+        assert!(p(false, &["--interval=10ms"])
+            .unwrap_err()
+            .contains("--interval"));
         assert!(p(false, &["--output=json"]).unwrap_err().contains("--once"));
-        assert!(p(false, &["--once", "--output=xml"]).unwrap_err().contains("--output"));
+        assert!(p(false, &["--once", "--output=xml"])
+            .unwrap_err()
+            .contains("--output"));
         assert!(p(true, &["--output=table"]).unwrap_err().contains("logfmt"));
         assert!(p(true, &["--once"]).unwrap_err().contains("--once"));
-        assert!(p(false, &["--local", "--url=x"]).unwrap_err().contains("--local"));
+        assert!(p(false, &["--local", "--url=x"])
+            .unwrap_err()
+            .contains("--local"));
         assert!(p(false, &["--type=X"]).unwrap_err().contains("--type"));
     }
 }

@@ -551,7 +551,10 @@ mod tests {
         // rank 50 in the first bucket: 0 + 1 ms × 50/90.
         assert_eq!(quantile(0.5, &b), Some(0.001 * 50.0 / 90.0));
         // rank 94.5: 1 ms + 9 ms × 4.5/9.
-        assert_eq!(quantile(0.945, &b), Some(0.001 + (0.01 - 0.001) * (94.5 - 90.0) / 9.0));
+        assert_eq!(
+            quantile(0.945, &b),
+            Some(0.001 + (0.01 - 0.001) * (94.5 - 90.0) / 9.0)
+        );
         // In the +Inf bucket: the highest finite bound.
         assert_eq!(
             quantile(0.99, &[(0.001, 1.0), (f64::INFINITY, 10.0)]),
@@ -599,7 +602,10 @@ mod tests {
         assert_eq!(src.drops.delta, 0.0);
         assert_eq!(src.top_reason, None);
         assert_eq!(rows.header.version, env!("CARGO_PKG_VERSION"));
-        assert!(rows.header.probes_running.contains(&"packetloss".to_string()));
+        assert!(rows
+            .header
+            .probes_running
+            .contains(&"packetloss".to_string()));
         assert!(rows.header.netns_by_kind["named"] >= 2.0);
     }
 

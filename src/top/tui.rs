@@ -124,7 +124,9 @@ pub fn key(st: &mut ViewState, code: KeyCode, mods: KeyModifiers) -> bool {
         KeyCode::Char('c') if mods.contains(KeyModifiers::CONTROL) => return false,
         KeyCode::Esc if st.detail => st.detail = false,
         KeyCode::Esc => return false,
-        KeyCode::Down | KeyCode::Char('j') => st.selected = (st.selected + 1).min(n.saturating_sub(1)),
+        KeyCode::Down | KeyCode::Char('j') => {
+            st.selected = (st.selected + 1).min(n.saturating_sub(1))
+        }
         KeyCode::Up | KeyCode::Char('k') => st.selected = st.selected.saturating_sub(1),
         KeyCode::PageDown => st.selected = (st.selected + 10).min(n.saturating_sub(1)),
         KeyCode::PageUp => st.selected = st.selected.saturating_sub(10),
@@ -150,7 +152,9 @@ fn step(c: Column, by: isize) -> Column {
 pub fn run(source: Source, node: String, interval: Duration, filter: Filter, sort: Column) -> i32 {
     use std::io::IsTerminal;
     if !std::io::stdout().is_terminal() {
-        eprintln!("netsleuth top: standard output is not a terminal; use --once for a table or JSON");
+        eprintln!(
+            "netsleuth top: standard output is not a terminal; use --once for a table or JSON"
+        );
         return 1;
     }
     // Fail before taking the terminal when the exporter does not answer at all.
@@ -261,7 +265,10 @@ mod tests {
     fn no_color_and_dumb_terminals() {
         assert!(colour_wanted(None, Some("xterm-256color")));
         assert!(!colour_wanted(Some("1"), Some("xterm-256color")));
-        assert!(colour_wanted(Some(""), Some("xterm")), "empty NO_COLOR: ignored");
+        assert!(
+            colour_wanted(Some(""), Some("xterm")),
+            "empty NO_COLOR: ignored"
+        );
         assert!(!colour_wanted(None, Some("dumb")));
         assert!(!colour_wanted(None, None));
     }
@@ -279,7 +286,10 @@ mod tests {
             key(&mut st, KeyCode::Char(c), KeyModifiers::NONE);
         }
         key(&mut st, KeyCode::Enter, KeyModifiers::NONE);
-        assert!(st.error.as_deref().unwrap().starts_with("filter:"), "bad regex named");
+        assert!(
+            st.error.as_deref().unwrap().starts_with("filter:"),
+            "bad regex named"
+        );
         assert_eq!(st.editing.as_deref(), Some("ns("), "still editing");
         key(&mut st, KeyCode::Backspace, KeyModifiers::NONE);
         key(&mut st, KeyCode::Enter, KeyModifiers::NONE);
@@ -289,7 +299,10 @@ mod tests {
         assert!(st.paused);
         key(&mut st, KeyCode::Enter, KeyModifiers::NONE);
         assert!(st.detail);
-        assert!(key(&mut st, KeyCode::Esc, KeyModifiers::NONE), "Esc closes the detail first");
+        assert!(
+            key(&mut st, KeyCode::Esc, KeyModifiers::NONE),
+            "Esc closes the detail first"
+        );
         assert!(!st.detail);
         assert!(!key(&mut st, KeyCode::Char('q'), KeyModifiers::NONE));
     }

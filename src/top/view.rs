@@ -166,7 +166,11 @@ pub fn header_lines(node: &str, rows: &Rows, paused: bool) -> [String; 2] {
     [
         format!(
             "netsleuth {} on {node}   namespaces: {}   interval {:.1}s{}",
-            if h.version.is_empty() { "?" } else { &h.version },
+            if h.version.is_empty() {
+                "?"
+            } else {
+                &h.version
+            },
             if kinds.is_empty() {
                 "-".to_string()
             } else {
@@ -201,10 +205,7 @@ pub fn plain_table(rows: &[&Row], columns: &[Column]) -> String {
     let mut put = |vals: Vec<String>| {
         let mut l = String::new();
         for (i, v) in vals.iter().enumerate() {
-            let left = matches!(
-                columns[i],
-                Column::Kind | Column::Name | Column::TopReason
-            );
+            let left = matches!(columns[i], Column::Kind | Column::Name | Column::TopReason);
             if i > 0 {
                 l.push_str("  ");
             }
@@ -512,7 +513,10 @@ fn draw_detail(f: &mut Frame, st: &ViewState, r: &Row, area: Rect) {
     let total: f64 = r.read_buckets.iter().map(|b| b.1).sum();
     if total > 0.0 {
         lines.push(Line::from(Span::styled(
-            format!("socket read latency ({total:.0} reads, p99 {})", seconds(r.read_p99)),
+            format!(
+                "socket read latency ({total:.0} reads, p99 {})",
+                seconds(r.read_p99)
+            ),
             bold,
         )));
         let max = r.read_buckets.iter().map(|b| b.1).fold(0.0, f64::max);
@@ -618,7 +622,10 @@ mod tests {
             .lines()
             .find(|l| l.contains("nsb"))
             .unwrap_or_else(|| panic!("{s}"));
-        assert!(row.contains("NETFILTER_DROP") && row.contains(" 14 "), "{row}");
+        assert!(
+            row.contains("NETFILTER_DROP") && row.contains(" 14 "),
+            "{row}"
+        );
         let (wide, _) = screen(&st, 200, 24);
         assert!(wide.lines().nth(2).unwrap().contains("TX pk/s"), "{wide}");
     }
@@ -663,7 +670,9 @@ mod tests {
         let names: Vec<&str> = Column::ALL.iter().map(|c| heading(*c)).collect();
         let mut at = 0;
         for n in names {
-            let i = head[at..].find(n).unwrap_or_else(|| panic!("{n} in {head}"));
+            let i = head[at..]
+                .find(n)
+                .unwrap_or_else(|| panic!("{n} in {head}"));
             at += i + n.len();
         }
         assert_eq!(t.lines().count(), shown.len() + 1);
