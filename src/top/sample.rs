@@ -297,7 +297,10 @@ pub fn compare(prev: &Snapshot, cur: &Snapshot, secs: f64) -> Rows {
             devices.insert(dev.clone(), out);
         }
         let drop_reasons = map_inc(&p.packetloss, &c.packetloss);
-        let (drops, drops_source) = if c.has_packetloss {
+        // One source for every row: the kernel's reasons when the packetloss probe runs (an
+        // entity without its series had no drops), else the devices' counters.
+        let packetloss = c.has_packetloss || cur.exporter.probes.contains_key("packetloss");
+        let (drops, drops_source) = if packetloss {
             (drop_reasons.values().sum(), "packetloss")
         } else {
             (sum[4] + sum[5], "netdev")
@@ -619,6 +622,14 @@ mod tests {
         assert_eq!(r.rows[0].rx_packets.delta, 30.0, "reset: counts from 0");
         assert_eq!(r.rows[0].retrans.delta, 4.0);
         assert_eq!(r.rows[0].drops_source, "netdev");
+        // With the packetloss probe up, an entity without its series had no kernel drops.
+        let up = "netsleuth_probe_up{probe=\"packetloss\"} 1\n";
+        let r = compare(
+            &snap(&format!("{up}{p1}")),
+            &snap(&format!("{up}{p2}")),
+            1.0,
+        );
+        assert_eq!(r.rows[0].drops_source, "packetloss");
         assert!(r.rows[1].new);
         assert_eq!(r.rows[1].rx_packets.delta, 0.0);
     }

@@ -356,7 +356,8 @@ pub fn draw(f: &mut Frame, st: &ViewState) {
     let chunks = Layout::vertical([
         Constraint::Length(2),
         if detail {
-            Constraint::Percentage(45)
+            // The rows there are (and their heading), at most 45% of the height.
+            Constraint::Length((shown.len() as u16 + 1).clamp(3, area.height * 45 / 100))
         } else {
             Constraint::Min(3)
         },
