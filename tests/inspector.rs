@@ -122,6 +122,25 @@ impl Drop for Proc {
     }
 }
 
+/// A child's stdout, line by line, on a channel.
+fn lines_of(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(r).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn next_line(rx: &mpsc::Receiver<String>) -> String {
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("an event line within 10 s")
+}
+
 fn top(args: &[&str]) -> Command {
     let mut c = Command::new(BIN);
     c.arg("top").args(args);
@@ -177,7 +196,7 @@ fn top_once_json_deltas_match_the_kernel() {
         &url,
         "--once",
         "--output=json",
-        "--interval=1s",
+        "--interval=2s",
     ]));
     t.await_stderr("first sample taken", Duration::from_secs(20));
     // Within the interval: 25 datagrams into the DROP rule, 3 connects to a closed port.
@@ -195,7 +214,7 @@ fn top_once_json_deltas_match_the_kernel() {
     assert_eq!(a1[1] - a0[1], 3, "a received 3 RSTs");
     let j: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     let secs = j["interval_seconds"].as_f64().unwrap();
-    assert!((1.0..3.0).contains(&secs), "{secs}");
+    assert!((2.0..4.0).contains(&secs), "{secs}");
     let a = row(&j, a_ino);
     let b = row(&j, b_ino);
     assert_eq!(a["name"], p.a.name.as_str());
@@ -325,12 +344,11 @@ fn events_follows_resets_and_survives_a_restart() {
         Proc::start(Command::new(BIN).args(["events", &url, &format!("--pod=^{}$", p.b.name)]));
     json.await_stderr("following", Duration::from_secs(10));
     logfmt.await_stderr("following", Duration::from_secs(10));
-    let mut json_out = BufReader::new(json.child.stdout.take().unwrap());
-    let mut log_out = BufReader::new(logfmt.child.stdout.take().unwrap());
+    let json_out = lines_of(json.child.stdout.take().unwrap());
+    let log_out = lines_of(logfmt.child.stdout.take().unwrap());
     let sport = 30000 + (std::process::id() % 10000) as u16;
     connect_refused(&p, sport);
-    let mut line = String::new();
-    json_out.read_line(&mut line).unwrap();
+    let line = next_line(&json_out);
     let v: serde_json::Value =
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
     assert_eq!(v["type"], "TCPRESET_NOSOCK");
@@ -342,8 +360,7 @@ fn events_follows_resets_and_survives_a_restart() {
     assert_eq!(f["daddr"], p.ip_a.as_str());
     assert_eq!(f["dport"], sport);
     // The logfmt client (no type filter, b only): the stderr sink's line for the same reset.
-    let mut l = String::new();
-    log_out.read_line(&mut l).unwrap();
+    let l = next_line(&log_out);
     let want = format!(
         "type=TCPRESET_NOSOCK pod= namespace= netns={} kind=named name={} protocol=TCP saddr={} sport=7777 daddr={} dport={sport}",
         p.b.inode(),
@@ -359,8 +376,7 @@ fn events_follows_resets_and_survives_a_restart() {
     let e2 = exporter(ev_yaml, &[&fixed]);
     json.await_stderr("following", Duration::from_secs(30));
     connect_refused(&p, sport + 1);
-    let mut line = String::new();
-    json_out.read_line(&mut line).unwrap();
+    let line = next_line(&json_out);
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["fields"]["dport"], sport + 1, "{line}");
     assert_eq!(v["netns"], p.b.inode());
@@ -598,7 +614,7 @@ fn top_local_runs_the_collectors_in_process() {
         "--local",
         "--once",
         "--output=json",
-        "--interval=1s",
+        "--interval=2s",
         &pod,
     ]));
     t.await_stderr("first sample taken", Duration::from_secs(30));
@@ -710,6 +726,10 @@ impl Drop for Tmux {
         let _ = Command::new("tmux")
             .args(["-L", &self.socket, "kill-server"])
             .status();
+        // kill-server leaves the socket file.
+        let tmp = std::env::var("TMUX_TMPDIR").unwrap_or_else(|_| "/tmp".into());
+        let uid = nix::unistd::getuid();
+        let _ = std::fs::remove_file(format!("{tmp}/tmux-{uid}/{}", self.socket));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
