@@ -23,6 +23,9 @@ Usage:
                               (also `netsleuth list probe`, KubeSkoop's spelling)
   netsleuth selftest [--json] create test namespaces, induce known conditions, and check that
                               every probe sees exactly them (root; exit 0 only if all behave)
+  netsleuth top [flags]       a live view of the node's network by pod, from a running
+                              exporter or (--local, root) from the collectors in-process
+  netsleuth events [flags]    follow a running exporter's event stream
   netsleuth --version
   netsleuth --help
 
@@ -222,6 +225,21 @@ fn load_config(args: &Args) -> Result<Config, String> {
 
 /// Entry point; returns the process exit code.
 pub fn main() -> i32 {
+    // The inspector's commands have their own flags (`netsleuth top --help`).
+    let mut argv = std::env::args_os().skip(1);
+    if let Some(cmd @ ("top" | "events")) = argv.next().as_ref().and_then(|a| a.to_str()) {
+        let top = cmd == "top";
+        crate::sys::default_sigpipe();
+        env_logger::Builder::new()
+            .filter_level(log::LevelFilter::Warn)
+            .parse_env("NETSLEUTH_LOG")
+            .init();
+        return if top {
+            crate::top::top_main(argv)
+        } else {
+            crate::top::events_main(argv)
+        };
+    }
     let args = match parse_args(std::env::args_os().skip(1)) {
         Ok(a) => a,
         Err(e) => {

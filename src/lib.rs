@@ -26,4 +26,5 @@ pub mod server;
 pub mod status;
 pub mod sys;
 pub mod tc;
+pub mod top;
 pub mod web_config;
