@@ -813,17 +813,21 @@ mod tests {
             "listen Some(\":9102\")",
             "debug false",
             "procfs conntrack,qdisc,netdev,io,sock,tcpsummary,tcp,tcpext,udp",
-            "bpf-metrics packetloss,tcpretrans",
+            "bpf-metrics packetloss,flow,tcpretrans",
             "bpf-events packetloss,tcpretrans,tcpreset",
-            "deferred flow",
+            "deferred ",
             "sinks stderr",
             "labels []",
         ];
         assert_eq!(fixture("helm-chart.yaml"), helm);
         // The website's chart: `debugmode:` rendered empty is no value.
         assert_eq!(fixture("website-chart-kubeskoop.yaml"), helm);
-        // The commented example is one multi-line label whose value needs pod labels.
-        assert_eq!(fixture("helm-chart-additional-labels.yaml"), helm);
+        // The commented example is one multi-line label whose value is filled from pod labels.
+        let mut labelled = helm.map(String::from);
+        labelled[7] = "labels [(\"application\", \"${labels:application} businessline=${labels:businessline} \
+                       department=${labels:department} environment=environment\")]"
+            .to_string();
+        assert_eq!(fixture("helm-chart-additional-labels.yaml"), labelled);
         assert_eq!(
             fixture("helm-chart-0.3.0.yaml"),
             [format!(
@@ -838,9 +842,9 @@ mod tests {
                 "listen Some(\":9102\")",
                 "debug true",
                 "procfs conntrack,qdisc,netdev,io,sock,tcpsummary,tcp,tcpext,udp",
-                "bpf-metrics socketlatency,packetloss,tcpretrans",
+                "bpf-metrics socketlatency,packetloss,flow,tcpretrans",
                 "bpf-events packetloss,tcpretrans,tcpreset",
-                "deferred flow",
+                "deferred ",
                 "sinks stderr,loki http://loki-service:3100/loki/api/v1/push",
                 "labels []",
             ]
@@ -849,9 +853,9 @@ mod tests {
             "listen Some(\":9102\")",
             "debug true",
             "procfs netdev,io,sock,tcpsummary,tcp,tcpext,udp",
-            "bpf-metrics socketlatency,packetloss",
+            "bpf-metrics socketlatency,packetloss,flow",
             "bpf-events packetloss,tcpreset",
-            "deferred info,flow",
+            "deferred info",
             "sinks stderr,loki http://loki-service:3100/loki/api/v1/push",
             "labels []",
         ];
@@ -892,9 +896,9 @@ mod tests {
                 "listen Some(\":9102\")",
                 "debug true",
                 "procfs conntrack,qdisc,netdev,io,sock,tcpsummary,tcp,tcpext,udp",
-                "bpf-metrics kernellatency,packetloss,tcpretrans",
-                "bpf-events kernellatency,packetloss,tcpretrans,tcpreset",
-                "deferred flow,event:biolatency",
+                "bpf-metrics kernellatency,packetloss,flow,tcpretrans",
+                "bpf-events kernellatency,packetloss,tcpretrans,biolatency,tcpreset",
+                "deferred ",
                 "sinks stderr",
                 "labels []",
             ]

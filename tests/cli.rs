@@ -160,7 +160,7 @@ event:
         line("tcpretrans").split_whitespace().nth(1),
         Some("metrics")
     );
-    assert!(line("flow").contains("not implemented"));
+    assert_eq!(line("flow").split_whitespace().nth(1), Some("metrics"));
 }
 
 #[test]

@@ -448,7 +448,7 @@ fn real_scrape_is_documented() {
     let events = std::env::temp_dir().join(common::unique("mdoc-events.json"));
     let cfg = format!(
         "metrics:\n  probes: [netdev, ip, icmp, tcp, udp, tcpext, ipext, sock, softnet, tcpsummary, io, fd, conntrack, qdisc, mptcp, \
-         packetloss, tcpreset, tcpretrans, netiftxlat, softirq, socketlatency, kernellatency, virtcmdlatency, biolatency]\n\
+         packetloss, tcpreset, tcpretrans, netiftxlat, softirq, socketlatency, kernellatency, virtcmdlatency, biolatency, flow]\n\
          event:\n  probes: [packetloss, tcpreset]\n  sinks:\n  - name: file\n    args: {{path: {}}}\n\
          bpf: {{programStats: true}}\n",
         events.display()

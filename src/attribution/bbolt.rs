@@ -54,6 +54,9 @@ const MAX_DEPTH: usize = 32;
 /// Attempts of a [`view`] whose database was committed to while it read.
 const ATTEMPTS: usize = 5;
 
+/// What [`Tx::for_each`] calls with each key and its value or sub-bucket.
+pub type Visitor<'f> = dyn FnMut(&[u8], Entry) -> Result<(), Error> + 'f;
+
 /// Why a database could not be read.
 #[derive(Debug)]
 pub enum Error {
@@ -454,20 +457,11 @@ impl Tx {
     }
 
     /// Every key of bucket `b` with its value or sub-bucket, in tree order.
-    pub fn for_each(
-        &self,
-        b: &Bucket,
-        f: &mut dyn FnMut(&[u8], Entry) -> Result<(), Error>,
-    ) -> Result<(), Error> {
+    pub fn for_each(&self, b: &Bucket, f: &mut Visitor<'_>) -> Result<(), Error> {
         self.walk(&b.0, 0, f)
     }
 
-    fn walk(
-        &self,
-        n: &Node,
-        depth: usize,
-        f: &mut dyn FnMut(&[u8], Entry) -> Result<(), Error>,
-    ) -> Result<(), Error> {
+    fn walk(&self, n: &Node, depth: usize, f: &mut Visitor<'_>) -> Result<(), Error> {
         if depth >= MAX_DEPTH {
             return bad(format!("bucket tree deeper than {MAX_DEPTH}"));
         }

@@ -154,6 +154,9 @@ pub fn sandbox_labels(ext: &[u8]) -> Option<BTreeMap<String, String>> {
     Some(super::string_map(cfg.get("labels")))
 }
 
+/// Labels by (namespace, object id), as [`read_labels`] returns them.
+pub type LabelsByObject = HashMap<(String, String), BTreeMap<String, String>>;
+
 /// Labels of the given (namespace, id, is sandbox) objects from the metadata store at `db`:
 /// a sandbox's from its CRI extension (else its container labels less containerd's own
 /// `io.cri-containerd.*`), a plain container's from its labels bucket. Objects not in the
@@ -161,7 +164,7 @@ pub fn sandbox_labels(ext: &[u8]) -> Option<BTreeMap<String, String>> {
 pub fn read_labels(
     db: &Path,
     wanted: &[(String, String, bool)],
-) -> Result<HashMap<(String, String), BTreeMap<String, String>>, bbolt::Error> {
+) -> Result<LabelsByObject, bbolt::Error> {
     bbolt::view(db, |tx| {
         let mut out = HashMap::new();
         let namespaces: HashSet<&str> = wanted.iter().map(|(ns, _, _)| ns.as_str()).collect();

@@ -1154,6 +1154,25 @@ fn account_drops(l: &mut Listener) {
     );
 }
 
+/// The probe's row in `netsleuth probes` (`events` when listed under `event.probes`).
+pub fn status_row(enabled: bool) -> crate::status::ProbeRow {
+    let (available, details) = match check() {
+        Ok(how) => (true, how),
+        Err(e) => (false, e),
+    };
+    crate::status::ProbeRow {
+        name: NAME.to_string(),
+        source: "events",
+        enabled: if enabled { "events" } else { "no" },
+        available: Some(available),
+        running: enabled && available,
+        details,
+        attach: Vec::new(),
+        optional: Vec::new(),
+        default_fields: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1560,24 +1579,5 @@ mod tests {
             let e = args(bad).unwrap_err();
             assert!(e.contains(word), "{bad}: {e}");
         }
-    }
-}
-
-/// The probe's row in `netsleuth probes` (`events` when listed under `event.probes`).
-pub fn status_row(enabled: bool) -> crate::status::ProbeRow {
-    let (available, details) = match check() {
-        Ok(how) => (true, how),
-        Err(e) => (false, e),
-    };
-    crate::status::ProbeRow {
-        name: NAME.to_string(),
-        source: "events",
-        enabled: if enabled { "events" } else { "no" },
-        available: Some(available),
-        running: enabled && available,
-        details,
-        attach: Vec::new(),
-        optional: Vec::new(),
-        default_fields: None,
     }
 }
