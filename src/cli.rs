@@ -485,7 +485,10 @@ fn serve(args: Args) -> i32 {
     let rc = bpf_set.0;
     crate::notify::notify_logged("STOPPING=1");
     // Detach the eBPF programs and flush the event sinks before exiting.
+    // Every holder of the set lets go, so that dropping it detaches for real: the status
+    // board keeps one for /status (a cls_bpf filter outlives the process otherwise).
     engine.set_map_collectors(Vec::new());
+    status.set_bpf(None);
     drop(bpf_set.1);
     crate::probes::conntrack_events::stop();
     if let Some(p) = pipeline {
