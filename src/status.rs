@@ -176,6 +176,8 @@ struct Current {
     deferred: Vec<String>,
     bpf_cfgs: Vec<BpfProbeConfig>,
     bpf: Option<Arc<ProbeSet>>,
+    /// The conntrack event probe is listed under `event.probes`.
+    conntrack_events: bool,
 }
 
 impl StatusBoard {
@@ -187,6 +189,7 @@ impl StatusBoard {
             deferred: cfg.deferred_probes.clone(),
             bpf_cfgs: cfg.bpf_probes.clone(),
             bpf,
+            conntrack_events: cfg.conntrack_events.is_some(),
         };
         *self.inner.write().unwrap_or_else(|e| e.into_inner()) = Some(cur);
     }
@@ -212,6 +215,7 @@ impl StatusBoard {
             deferred: Vec::new(),
             bpf_cfgs: Vec::new(),
             bpf: None,
+            conntrack_events: false,
         };
         let cur = g.as_ref().unwrap_or(&empty);
         let mut rows = collector_rows(&cur.collectors);
@@ -232,6 +236,9 @@ impl StatusBoard {
                 if cfg.is_some() { outcome } else { None },
             ));
         }
+        rows.push(crate::probes::conntrack_events::status_row(
+            cur.conntrack_events,
+        ));
         rows.extend(deferred_rows(&cur.deferred));
         rows
     }

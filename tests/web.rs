@@ -1172,8 +1172,9 @@ fn status_is_what_probes_reports() {
         "{v}"
     );
     assert_eq!(by_name("tcpreset")["enabled"], "events");
-    assert_eq!(by_name("flow")["source"], "not_implemented");
-    assert_eq!(by_name("flow")["running"], false);
+    assert_eq!(by_name("flow")["source"], "ebpf");
+    assert_eq!(by_name("flow")["running"], true);
+    assert_eq!(by_name("flow")["attach"], serde_json::json!(["tcx"]));
     // KubeSkoop's shape.
     assert_eq!(
         doc["inuse_probes"]["metrics"],
@@ -1182,7 +1183,7 @@ fn status_is_what_probes_reports() {
             {"name": "tcp", "state": "Running"},
             {"name": "packetloss", "state": "Running"},
             {"name": "virtcmdlatency", "state": "Failed"},
-            {"name": "flow", "state": "Failed"},
+            {"name": "flow", "state": "Running"},
         ])
     );
     assert_eq!(
