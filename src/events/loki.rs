@@ -340,11 +340,18 @@ impl LokiClient {
 
 /// A ureq error as an operator should read it: TLS problems say so.
 fn describe(e: &ureq::Error) -> String {
+    describe_ureq(
+        e,
+        " (is `caFile` the CA that signed Loki's certificate, and is the URL's host in it?)",
+    )
+}
+
+/// A ureq error as an operator should read it, `bad_cert_hint` appended when the server's
+/// certificate was refused (shared with the inspector's client).
+pub(crate) fn describe_ureq(e: &ureq::Error, bad_cert_hint: &str) -> String {
     let tls = |r: &rustls::Error| {
         let hint = match r {
-            rustls::Error::InvalidCertificate(_) => {
-                " (is `caFile` the CA that signed Loki's certificate, and is the URL's host in it?)"
-            }
+            rustls::Error::InvalidCertificate(_) => bad_cert_hint,
             _ => "",
         };
         format!("TLS: {r}{hint}")

@@ -213,24 +213,10 @@ impl Client {
 
 /// A ureq error as an operator should read it.
 fn describe(e: &ureq::Error) -> String {
-    let tls = |r: &rustls::Error| {
-        let hint = match r {
-            rustls::Error::InvalidCertificate(_) => {
-                " (is --tls.ca-file the CA that signed the exporter's certificate, and is the URL's host in it?)"
-            }
-            _ => "",
-        };
-        format!("TLS: {r}{hint}")
-    };
-    match e {
-        ureq::Error::Rustls(r) => tls(r),
-        ureq::Error::Io(io) => match io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-            Some(r) => tls(r),
-            None => format!("connection: {io}"),
-        },
-        ureq::Error::Tls(m) => format!("TLS: {m}"),
-        other => other.to_string(),
-    }
+    crate::events::loki::describe_ureq(
+        e,
+        " (is --tls.ca-file the CA that signed the exporter's certificate, and is the URL's host in it?)",
+    )
 }
 
 fn tls_config(o: &ClientOptions, https: bool) -> Result<ureq::tls::TlsConfig, String> {
