@@ -83,8 +83,8 @@ pub const FAMILIES: &[FamilyDoc] = &[
       "IP bytes (every segment's headers included) the local entity sent (egress) or received (ingress), by protocol and remote side (flow probe: tc programs on the node's pod veths and uplinks)."),
     f("netsleuth_flow_packets_total", Counter, "flow", true, &["direction", "local_port", "peer_address", "peer_k8s_namespace", "peer_k8s_pod", "peer_kind", "peer_name", "peer_port", "protocol"],
       "IP packets (segments) the local entity sent (egress) or received (ingress), by protocol and remote side (flow probe)."),
-    f("netsleuth_flow_series_overflow", Gauge, "flow", false, &[],
-      "Flow series summed into the peer_address=\"overflow\" series at this scrape because maxSeries were already exported."),
+    f("netsleuth_flow_series_overflowed_total", Counter, "flow", false, &[],
+      "Flow series summed into the peer_address=\"overflow\" series because maxSeries series were already exported: each counted at the first scrape that put it there, again only if it left and came back."),
     f("netsleuth_flow_devices", Gauge, "flow", false, &[],
       "Devices the flow probe is attached to."),
     // Every eBPF probe.

@@ -628,12 +628,20 @@ fn flow_map_bound_and_max_series() {
         "three series and the overflow series: {series:?}"
     );
     assert_eq!(overflow.len(), 1);
-    assert_eq!(s.sum("netsleuth_flow_series_overflow", &[]), Some(1.0));
+    // One series went into the overflow series: counted once, however often it is scraped.
+    assert_eq!(
+        s.sum("netsleuth_flow_series_overflowed_total", &[]),
+        Some(1.0)
+    );
     // Every counted packet is in some series: A's three + B's six.
     assert_eq!(s.sum("netsleuth_flow_packets_total", &[]), Some(9.0));
     // Nothing else broke: a later scrape gives the same series.
     let again = e.scrape();
     assert_eq!(again.find("netsleuth_flow_packets_total", &[]).len(), 4);
+    assert_eq!(
+        again.sum("netsleuth_flow_series_overflowed_total", &[]),
+        Some(1.0)
+    );
 }
 
 /// `tc` output of a device's hook in the node namespace.

@@ -30,8 +30,12 @@
 //! full is counted in `netsleuth_bpf_map_full_total{probe="flow"}`. `maxSeries` (10000) caps
 //! the flow series per scrape: series are admitted first come, first served and stay admitted
 //! while their kernel keys exist (so their counters never jump); the others are summed into one
-//! series per family with `peer_address="overflow"` and no entity labels, and
-//! `netsleuth_flow_series_overflow` says how many series it holds.
+//! series per family with `peer_address="overflow"` and no entity labels.
+//! `netsleuth_flow_series_overflowed_total` counts the series that went into it: a series is
+//! counted at the first scrape that sums it into the overflow series, and not again while it
+//! stays there (a series that leaves — admitted once an admitted one is gone, or gone itself —
+//! and comes back is counted again). A true counter, whatever the scrape interval: its rate is
+//! how fast new series are being refused; 0 means every series is exported on its own.
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -297,8 +301,17 @@ pub struct State {
     /// `tcx` or `tc`.
     pub method: &'static str,
     devices: Mutex<BTreeMap<u32, Attached>>,
-    /// Series admitted under `maxSeries`.
-    admitted: Mutex<HashSet<SeriesKey>>,
+    /// Series admitted under `maxSeries`, and those summed into the overflow series.
+    admission: Mutex<Admission>,
+}
+
+#[derive(Default)]
+struct Admission {
+    admitted: HashSet<SeriesKey>,
+    /// The series the last scrape summed into the overflow series.
+    overflowed: HashSet<SeriesKey>,
+    /// `netsleuth_flow_series_overflowed_total`.
+    overflowed_total: u64,
 }
 
 impl State {
@@ -306,7 +319,7 @@ impl State {
         State {
             method,
             devices: Mutex::new(BTreeMap::new()),
-            admitted: Mutex::new(HashSet::new()),
+            admission: Mutex::new(Admission::default()),
         }
     }
 
@@ -677,6 +690,8 @@ pub fn series_of(
 const BYTES: &str = "netsleuth_flow_bytes_total";
 const PACKETS: &str = "netsleuth_flow_packets_total";
 const BYTES_HELP: &str = "IP bytes (every segment's headers included) the local entity sent (egress) or received (ingress), by protocol and remote side (flow probe: tc programs on the node's pod veths and uplinks).";
+const OVERFLOWED: &str = "netsleuth_flow_series_overflowed_total";
+const OVERFLOWED_HELP: &str = "Flow series summed into the peer_address=\"overflow\" series because maxSeries series were already exported: each counted at the first scrape that put it there, again only if it left and came back.";
 const PACKETS_HELP: &str = "IP packets (segments) the local entity sent (egress) or received (ingress), by protocol and remote side (flow probe).";
 
 pub fn collect(
@@ -710,9 +725,15 @@ pub fn collect(
         e.1 = e.1.wrapping_add(at(8));
     }
     // maxSeries: admitted first come, first served; kept while they exist.
-    let mut admitted = state.admitted.lock().unwrap_or_else(|e| e.into_inner());
+    let mut adm = state.admission.lock().unwrap_or_else(|e| e.into_inner());
+    let Admission {
+        admitted,
+        overflowed,
+        overflowed_total,
+    } = &mut *adm;
     admitted.retain(|s| series.contains_key(s));
     let mut overflow: (u64, u64, u64) = (0, 0, 0);
+    let mut now_overflowed = HashSet::new();
     let mut keep = Vec::with_capacity(series.len().min(args.max_series));
     for (s, v) in series {
         if admitted.contains(&s) || admitted.len() < args.max_series {
@@ -722,9 +743,15 @@ pub fn collect(
             overflow.0 += v.0;
             overflow.1 += v.1;
             overflow.2 += 1;
+            if !overflowed.contains(&s) {
+                *overflowed_total += 1;
+            }
+            now_overflowed.insert(s);
         }
     }
-    drop(admitted);
+    *overflowed = now_overflowed;
+    let overflowed_total = *overflowed_total;
+    drop(adm);
     for (s, (bytes, packets)) in &keep {
         let pre = prefix(u64::from(s.netns));
         let (lp, rp) = s.ports.map_or((String::new(), String::new()), |(l, r)| {
@@ -778,11 +805,11 @@ pub fn collect(
         );
     }
     s.emit(
-        "netsleuth_flow_series_overflow",
-        "Flow series summed into the peer_address=\"overflow\" series at this scrape because maxSeries were already exported.",
-        MetricKind::Gauge,
+        OVERFLOWED,
+        OVERFLOWED_HELP,
+        MetricKind::Counter,
         &[],
-        Value::U64(overflow.2),
+        Value::U64(overflowed_total),
     );
     s.emit(
         "netsleuth_flow_devices",
