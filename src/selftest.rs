@@ -22,6 +22,7 @@ use crate::collectors::{self, CollectError, NetnsCtx, ProbeArgs};
 use crate::model::{MetricKind, Sink, Value};
 
 pub mod bpf;
+pub mod flow;
 pub mod ipvs;
 pub mod netns;
 pub mod plans;
@@ -176,6 +177,7 @@ pub fn run() -> Report {
     ipvs::checks(&mut report.checks);
     bpf::checks(&mut report.checks);
     plans::checks(&mut report.checks);
+    flow::checks(&mut report.checks);
     report
 }
 

@@ -275,7 +275,10 @@ struct Attached {
     _links: DeviceLinks,
 }
 
-enum DeviceLinks {
+/// One device's programs: dropping it detaches them. A tc attachment deletes its filters by
+/// ifindex through rtnetlink in the dropping thread's namespace: drop it in the namespace it was
+/// made in.
+pub enum DeviceLinks {
     Tcx(#[allow(dead_code)] Vec<Link>),
     Tc(#[allow(dead_code)] crate::tc::Attachment),
 }
@@ -589,7 +592,18 @@ fn sync(
     Ok(unresolved)
 }
 
-fn attach_device(p: &RunningProbe, method: &str, ifindex: u32) -> Result<DeviceLinks, String> {
+/// Sets the local entity of device `ifindex` in the kernel map `devices` (before attaching:
+/// packets of a device without an entry are not counted).
+pub fn set_device(p: &RunningProbe, ifindex: u32, info: DevInfo) -> Result<(), String> {
+    let devmap = p.loaded.map("devices").map_err(|e| e.to_string())?;
+    devmap
+        .update(&ifindex.to_ne_bytes(), &info.bytes(), 0)
+        .map_err(|e| format!("devices[{ifindex}]: {e}"))
+}
+
+/// Attaches both programs to device `ifindex` of the calling thread's namespace with `method`
+/// (`tcx` or `tc`).
+pub fn attach_device(p: &RunningProbe, method: &str, ifindex: u32) -> Result<DeviceLinks, String> {
     let prog = |name: &str| p.loaded.program(name).map_err(|e| e.to_string());
     let (ing, eg) = (prog("flow_ingress")?, prog("flow_egress")?);
     match method {

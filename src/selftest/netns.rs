@@ -97,26 +97,85 @@ fn request(ty: u16, flags: u16, body: &[u8]) -> io::Result<()> {
     Err(io::Error::other("rtnetlink: no ack"))
 }
 
-/// `ip link set lo up` (lo is ifindex 1 in every namespace).
-pub fn lo_up() -> io::Result<()> {
+/// `struct ifinfomsg` with `index` and `flags` (changing only the flags given).
+fn ifinfomsg(index: i32, flags: u32) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend_from_slice(&[0, 0]); // family, pad
     b.extend_from_slice(&0u16.to_ne_bytes()); // type
-    b.extend_from_slice(&1i32.to_ne_bytes()); // index
-    b.extend_from_slice(&(libc::IFF_UP as u32).to_ne_bytes());
-    b.extend_from_slice(&(libc::IFF_UP as u32).to_ne_bytes()); // change mask
-    request(RTM_NEWLINK, 0, &b)
+    b.extend_from_slice(&index.to_ne_bytes());
+    b.extend_from_slice(&flags.to_ne_bytes());
+    b.extend_from_slice(&flags.to_ne_bytes()); // change mask
+    b
+}
+
+/// `ip link set lo up` (lo is ifindex 1 in every namespace).
+pub fn lo_up() -> io::Result<()> {
+    link_up(1)
+}
+
+/// `ip link set dev <ifindex> up`.
+pub fn link_up(ifindex: u32) -> io::Result<()> {
+    request(
+        RTM_NEWLINK,
+        0,
+        &ifinfomsg(ifindex as i32, libc::IFF_UP as u32),
+    )
+}
+
+/// `ip link add NAME index INDEX type veth peer name PEER index PEER_INDEX netns PEER_NS`: a
+/// veth pair from the calling thread's namespace to `peer_ns`, with the ifindexes given (so
+/// that devices of two namespaces never share one).
+pub fn veth_pair(
+    name: &str,
+    index: u32,
+    peer: &str,
+    peer_index: u32,
+    peer_ns: std::os::fd::BorrowedFd<'_>,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const IFLA_IFNAME: u16 = 3;
+    const IFLA_LINKINFO: u16 = 18;
+    const IFLA_NET_NS_FD: u16 = 28;
+    const IFLA_INFO_KIND: u16 = 1;
+    const IFLA_INFO_DATA: u16 = 2;
+    const VETH_INFO_PEER: u16 = 1;
+    let cstr = |s: &str| {
+        let mut v = s.as_bytes().to_vec();
+        v.push(0);
+        v
+    };
+    let mut peer_msg = ifinfomsg(peer_index as i32, 0);
+    attr(&mut peer_msg, IFLA_IFNAME, &cstr(peer));
+    attr(
+        &mut peer_msg,
+        IFLA_NET_NS_FD,
+        &(peer_ns.as_raw_fd() as u32).to_ne_bytes(),
+    );
+    let mut data = Vec::new();
+    attr(&mut data, VETH_INFO_PEER, &peer_msg);
+    let mut info = Vec::new();
+    attr(&mut info, IFLA_INFO_KIND, b"veth");
+    attr(&mut info, IFLA_INFO_DATA, &data);
+    let mut b = ifinfomsg(index as i32, 0);
+    attr(&mut b, IFLA_IFNAME, &cstr(name));
+    attr(&mut b, IFLA_LINKINFO, &info);
+    request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &b)
 }
 
 /// `ip addr add ADDR/PREFIX dev lo`.
 pub fn lo_addr(addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
+    addr_add(1, addr, prefix)
+}
+
+/// `ip addr add ADDR/PREFIX dev <ifindex>`.
+pub fn addr_add(ifindex: u32, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
     let mut b = vec![
         libc::AF_INET as u8,
         prefix,
         0,
         0, /* scope host? universe */
     ];
-    b.extend_from_slice(&1u32.to_ne_bytes());
+    b.extend_from_slice(&ifindex.to_ne_bytes());
     attr(&mut b, 2 /* IFA_LOCAL */, &addr.octets());
     attr(&mut b, 1 /* IFA_ADDRESS */, &addr.octets());
     request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, &b)
