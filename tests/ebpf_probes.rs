@@ -27,7 +27,10 @@ fn start(events: &std::path::Path) -> Exporter {
 metrics:
   probes: [packetloss, tcpreset, tcpretrans]
 event:
-  probes: [packetloss, tcpreset, {{name: tcpretrans, args: {{enableStack: true}}}}]
+  probes:
+  - {{name: packetloss, args: {{enableStack: true}}}}
+  - {{name: tcpreset, args: {{enableStack: true}}}}
+  - {{name: tcpretrans, args: {{enableStack: true}}}}
   sinks: [{{name: file, args: {{path: {}}}}}]
 "#,
         events.display()
@@ -39,6 +42,39 @@ event:
         (s.find("netsleuth_bpf_map_full_total", &[]).len() == 3).then_some(())
     });
     e
+}
+
+/// The event's stack, which must start at a kernel function: no frame of the probe's own
+/// machinery anywhere in it (no BPF program runs on these paths but ours) — no `[bpf]` JIT
+/// image, no bare address, no raw-tracepoint or perf-tracepoint glue.
+fn stack(v: &serde_json::Value) -> Vec<String> {
+    let s: Vec<String> = v["stack"]
+        .as_array()
+        .unwrap_or_else(|| panic!("enableStack: a stack: {v}"))
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    assert!(s.len() >= 2, "{s:?}");
+    for f in &s {
+        assert!(
+            !(f.ends_with("[bpf]")
+                || f.starts_with("0x")
+                || f.starts_with("bpf_prog_")
+                || f.starts_with("bpf_trace_run")
+                || f.starts_with("__bpf_trace_")
+                || f.starts_with("__traceiter_")
+                || f.starts_with("bpf_trampoline_")
+                || f.starts_with("perf_trace_")
+                || f.starts_with("trace_event_raw_event_")),
+            "probe frame {f} in {s:?}"
+        );
+    }
+    s
+}
+
+/// `sym` of `sym+0xoff`.
+fn func(frame: &str) -> &str {
+    frame.split('+').next().unwrap()
 }
 
 fn value(e: &Exporter, name: &str, want: &[(&str, &str)]) -> u64 {
@@ -113,6 +149,16 @@ fn netfilter_drop_gives_exact_packetloss_events_and_counter() {
             (loc.starts_with("nf_") || loc.starts_with("nft_")) && loc.contains("+0x"),
             "{f}"
         );
+        // The stack starts at the function that freed the packet, called from the location.
+        let s = stack(v);
+        assert!(
+            ["sk_skb_reason_drop", "kfree_skb_reason", "kfree_skb"].contains(&func(&s[0])),
+            "{s:?}"
+        );
+        assert_eq!(
+            s[1], loc,
+            "the drop function's caller is the location: {s:?}"
+        );
     }
     assert!(value(&e, "netsleuth_events_total", &[("type", "PACKETLOSS")]) >= 10);
 }
@@ -168,6 +214,10 @@ fn closed_port_gives_nosock_reset_with_exact_tuple() {
     );
     assert_eq!(f["peer_name"], p.a.name.as_str());
     assert_eq!(f["peer_pod"], "");
+    // The stack starts at the function that sends the RST, called by the receive path.
+    let s = stack(&evs[0]);
+    assert_eq!(func(&s[0]), "tcp_v4_send_reset", "{s:?}");
+    assert_eq!(func(&s[1]), "tcp_v4_rcv", "{s:?}");
     let b = b_ino.to_string();
     assert_eq!(
         value(
@@ -193,6 +243,10 @@ fn closed_port_gives_nosock_reset_with_exact_tuple() {
     assert_eq!(recv[0]["fields"]["dport"], 7777);
     assert_eq!(recv[0]["fields"]["state"], "TCP_SYN_SENT");
     assert_eq!(recv[0]["fields"]["peer_name"], p.b.name.as_str());
+    // The stack starts at tcp_reset, called from the SYN_SENT state machine.
+    let s = stack(&recv[0]);
+    assert_eq!(func(&s[0]), "tcp_reset", "{s:?}");
+    assert_eq!(func(&s[1]), "tcp_rcv_state_process", "{s:?}");
 }
 
 /// Lets the inventory learn a new pair's addresses (it rescans 200 to 1500 ms after a
@@ -273,7 +327,8 @@ fn dropped_established_connection_gives_exact_retransmit_count() {
         assert_eq!(f["state"], "TCP_ESTABLISHED");
         assert_eq!(f["peer_name"], p.b.name.as_str(), "{f}");
         assert_eq!(f["peer_pod"], "");
-        assert!(!v["stack"].as_array().unwrap().is_empty(), "enableStack");
+        let s = stack(v);
+        assert!(s[0].starts_with("__tcp_retransmit_skb+0x"), "{s:?}");
     }
     // b retransmitted nothing.
     let b = p.b.inode().to_string();

@@ -86,7 +86,8 @@ pub struct Event {
     pub entity: EventEntity,
     /// Ordered fields: protocol, saddr, sport, daddr, dport, then probe-specific ones.
     pub fields: Vec<(&'static str, FieldValue)>,
-    /// Kernel stack, innermost first, as `sym+0xoff [module]`.
+    /// Kernel stack, innermost first, as `sym+0xoff [module]`, from the kernel function that
+    /// acted (the probe's own frames cut: [`crate::probes::stack`]).
     pub stack: Vec<String>,
 }
 

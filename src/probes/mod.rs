@@ -15,6 +15,7 @@ pub mod netiftxlat;
 pub mod packetloss;
 pub mod socketlatency;
 pub mod softirq;
+pub mod stack;
 pub mod tcpreset;
 pub mod tcpretrans;
 pub mod virtcmdlatency;
@@ -1705,14 +1706,13 @@ fn read_stack(l: &Loaded, id: i32, ks: Option<&Kallsyms>) -> Vec<String> {
     let Ok(m) = l.map("stacks") else {
         return Vec::new();
     };
-    match m.stack(id as u32) {
-        Ok(Some(ips)) => ips
-            .into_iter()
-            .map(|ip| match ks {
-                Some(k) => k.symbolize(ip),
-                None => format!("{ip:#x}"),
-            })
-            .collect(),
+    match (m.stack(id as u32), ks) {
+        // Symbolized, the stack starts at the kernel function: the probe's frames are cut.
+        (Ok(Some(ips)), Some(k)) => {
+            stack::trim(ips.into_iter().map(|ip| k.symbolize(ip)).collect())
+        }
+        // Numeric, nothing tells the probe's frames apart: left whole.
+        (Ok(Some(ips)), None) => ips.into_iter().map(|ip| format!("{ip:#x}")).collect(),
         _ => Vec::new(),
     }
 }
