@@ -452,6 +452,7 @@ fn serve(args: Args) -> i32 {
         engine: engine.clone(),
         events: pipeline.clone(),
         status: status.clone(),
+        history: Default::default(),
     });
     let server = match crate::server::start(listeners, app, web, limits) {
         Ok(s) => s,
