@@ -122,7 +122,8 @@ impl Handler for App {
     }
 
     fn is_collection(&self, path: &str) -> bool {
-        path == "/metrics"
+        // The status page collects too (twice, 1 s apart, on a first load).
+        path == "/metrics" || path == "/"
     }
 }
 
