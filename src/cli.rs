@@ -36,7 +36,7 @@ Flags:
                               addresses (e.g. 127.0.0.1:9102 and [::1]:9102)
   --web.config.file=PATH      TLS, client certificates, security headers and basic auth, in
                               the Prometheus exporter-toolkit format (re-read when it changes)
-  --web.max-requests=N        /metrics requests queued or running at most; beyond, 503
+  --web.max-requests=N        /metrics and / requests queued or running at most; beyond, 503
                               (default 40; 0: no limit)
   --web.max-connections=N     open HTTP connections at most (default 512); a new one evicts
                               the connection that has waited longest for its request
@@ -452,6 +452,7 @@ fn serve(args: Args) -> i32 {
         engine: engine.clone(),
         events: pipeline.clone(),
         status: status.clone(),
+        history: Default::default(),
     });
     let server = match crate::server::start(listeners, app, web, limits) {
         Ok(s) => s,

@@ -203,6 +203,11 @@ impl Engine {
         unknown_labels(inode, &self.extra_labels)
     }
 
+    /// Time since the engine started (the exporter's uptime).
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
     pub fn inventory(&self) -> &Arc<Inventory> {
         &self.inventory
     }

@@ -1,5 +1,5 @@
 //! The HTTP endpoints: `/metrics` (text format 0.0.4, gzip when asked), `/events`, `/status`
-//! (what runs, [`crate::status`]), `/` and `/-/healthy`. The connections, TLS, auth and limits are [`crate::server`]'s.
+//! (what runs, [`crate::status`]), `/` (the status page, [`crate::statuspage`]) and `/-/healthy`. The connections, TLS, auth and limits are [`crate::server`]'s.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -63,14 +63,14 @@ pub fn scrape_budget(v: Option<&str>) -> Option<Duration> {
     Some(Duration::from_secs_f64((secs - margin).max(0.05)))
 }
 
-const LANDING: &str = "<!DOCTYPE html>\n<html><head><title>netsleuth</title></head><body>\n<h1>netsleuth</h1>\n<p>Network observability per network namespace.</p>\n<ul><li><a href=\"metrics\">Metrics</a></li><li><a href=\"status\">Status</a></li><li><a href=\"-/healthy\">Health</a></li></ul>\n</body></html>\n";
-
 /// The exporter's endpoints, served by [`crate::server`].
 pub struct App {
     pub engine: Arc<Engine>,
     pub events: Option<Arc<Pipeline>>,
     /// What `/status` reports: the probes and sinks now configured and running.
     pub status: Arc<crate::status::StatusBoard>,
+    /// The samples the status page's rates come from.
+    pub history: crate::statuspage::History,
 }
 
 impl Handler for App {
@@ -91,7 +91,23 @@ impl Handler for App {
                 body: Body::Bytes(body),
             });
         }
-        Outcome::Respond(handle(req, &self.engine))
+        if req.path() == "/" && (req.method == "GET" || req.method == "HEAD") {
+            let html = crate::statuspage::page(
+                &self.engine,
+                &self.status,
+                self.events.as_deref(),
+                &self.history,
+            );
+            return Outcome::Respond(Response {
+                status: 200,
+                headers: vec![
+                    ("Content-Type".into(), "text/html; charset=utf-8".into()),
+                    ("Cache-Control".into(), "no-store".into()),
+                ],
+                body: Body::Bytes(html.into_bytes()),
+            });
+        }
+        Outcome::Respond(handle(req, &self.engine, &self.history))
     }
 
     fn handler_name(&self, path: &str) -> &'static str {
@@ -106,7 +122,8 @@ impl Handler for App {
     }
 
     fn is_collection(&self, path: &str) -> bool {
-        path == "/metrics"
+        // The status page collects too (twice, 1 s apart, on a first load).
+        path == "/metrics" || path == "/"
     }
 }
 
@@ -114,7 +131,7 @@ fn method_not_allowed(allow: &str) -> Response {
     Response::text(405, "method not allowed\n").with_header("Allow", allow)
 }
 
-fn handle(req: &Request, engine: &Engine) -> Response {
+fn handle(req: &Request, engine: &Engine, history: &crate::statuspage::History) -> Response {
     if req.method != "GET" && req.method != "HEAD" {
         return method_not_allowed("GET, HEAD");
     }
@@ -123,6 +140,7 @@ fn handle(req: &Request, engine: &Engine) -> Response {
             let budget = scrape_budget(req.header("X-Prometheus-Scrape-Timeout-Seconds"));
             let gzip = req.header("Accept-Encoding").is_some_and(accepts_gzip);
             let page = engine.scrape(budget);
+            history.observe_scrape(&page);
             // Stream the page: the text of a large node never sits in memory whole, and gzip
             // compresses as it reads. Uncompressed, its length is known and goes in
             // Content-Length.
@@ -144,11 +162,6 @@ fn handle(req: &Request, engine: &Engine) -> Response {
                 body: Body::Reader(body, length),
             }
         }
-        "/" => Response {
-            status: 200,
-            headers: vec![("Content-Type".into(), "text/html; charset=utf-8".into())],
-            body: Body::Bytes(LANDING.as_bytes().to_vec()),
-        },
         "/-/healthy" => Response::text(200, "OK\n"),
         _ => Response::text(404, "not found\n"),
     }

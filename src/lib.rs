@@ -24,6 +24,7 @@ pub mod selfmetrics;
 pub mod selftest;
 pub mod server;
 pub mod status;
+pub mod statuspage;
 pub mod sys;
 pub mod tc;
 pub mod top;

@@ -368,6 +368,19 @@ impl Page {
         self.index.iter().map(|f| &*f.0)
     }
 
+    /// The sample lines of the named families only (no `# HELP`/`# TYPE`), appended to `out`:
+    /// a cheap read of a few families of a large page (the status page's rates).
+    pub fn family_text(&self, names: &[&str], out: &mut String) {
+        for name in names {
+            let Ok(fam) = self.index.binary_search_by(|f| (*f.0).cmp(name)) else {
+                continue;
+            };
+            for piece in 0..self.index[fam].3.len() {
+                out.push_str(std::str::from_utf8(self.body(fam, piece)).unwrap_or_default());
+            }
+        }
+    }
+
     /// Bytes of sample text held.
     pub fn body_bytes(&self) -> usize {
         self.parts.iter().map(|p| p.text.len()).sum()

@@ -37,7 +37,7 @@ pub struct Limits {
     pub max_connections: usize,
     /// Worker threads (fixed).
     pub workers: usize,
-    /// `/metrics` requests queued or running at most (`--web.max-requests`; 0: no limit);
+    /// `/metrics` and `/` requests queued or running at most (`--web.max-requests`; 0: no limit);
     /// beyond, 503.
     pub max_requests: usize,
     /// Time to send a whole request head (and to finish the TLS handshake).
@@ -247,8 +247,8 @@ pub trait Handler: Send + Sync {
     fn handle(&self, req: &Request) -> Outcome;
     /// `netsleuth_http_requests_total{handler}` for a path (a small fixed set).
     fn handler_name(&self, path: &str) -> &'static str;
-    /// Whether a request for this path is a `/metrics` collection (counted against
-    /// `max_requests`).
+    /// Whether a request for this path is a collection (`/metrics`, the status page `/`),
+    /// counted against `max_requests`.
     fn is_collection(&self, path: &str) -> bool;
 }
 

@@ -566,6 +566,7 @@ fn live_events_stream_filters_sse_and_stalled_client() {
         engine,
         events: Some(p.clone()),
         status: Default::default(),
+        history: Default::default(),
     });
     let server = netsleuth::server::start(
         listeners,
