@@ -98,8 +98,7 @@ fn check(methods: Option<&str>) -> Result<(&'static str, String), String> {
             let _la = flow::attach_device(&p, method, IF_A).map_err(|e| format!("A: {e}"))?;
             b.run(|| -> Result<String, String> {
                 let _lb = flow::attach_device(&p, method, IF_B).map_err(|e| format!("B: {e}"))?;
-                let r = traffic(&a, &b).and_then(|ports| compare(&p, &a, &b, ports));
-                Ok(r?)
+                traffic(&a, &b).and_then(|ports| compare(&p, &a, &b, ports))
             })
             .map_err(io("namespace B"))?
         })
