@@ -754,3 +754,99 @@ metrics:
     assert_entity(&s, ip, &labels("pod", "", &p, &p), "podman pod");
     assert_entity(&s, ip, &want("pm-pod", ""), "podman pod labels");
 }
+
+/// The IPv4 address of `eth0` in the network namespace of pid `pid` (a CRI pod's, from CNI).
+fn pod_ip(pid: i32) -> String {
+    let path = format!("/proc/{pid}/ns/net");
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let out = run("ip", &["-o", "-4", "addr", "show", "dev", "eth0"]);
+        out.split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .and_then(|a| a.split('/').next())
+            .unwrap_or_else(|| panic!("no IPv4 address on the pod's eth0: {out}"))
+            .to_string()
+    })
+    .join()
+    .unwrap()
+}
+
+fn sandbox_pid(id: &str) -> i32 {
+    std::fs::read_to_string(format!(
+        "{CTD_STATE}/io.containerd.runtime.v2.task/k8s.io/{id}/init.pid"
+    ))
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+/// A refused connect from one real CRI pod to another: the TCPRESET_NOSOCK event of the
+/// refusing pod names the connecting pod as its peer (`peer_pod`, `peer_namespace`), from the
+/// addresses the inventory read in every namespace.
+#[test]
+fn refused_connect_between_cri_pods_names_the_peer_pod() {
+    let test = "refused_connect_between_cri_pods_names_the_peer_pod";
+    if !runtimes_ready(test) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(unique("nslev"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let evp = dir.join("events.jsonl");
+    let cfg = write_config(&format!(
+        r#"
+inventory:
+  maxStaleness: 0s
+  stateRoots:
+    containerd: [{CTD_STATE}]
+event:
+  probes: [tcpreset]
+  sinks: [{{name: file, args: {{path: {}}}}}]
+"#,
+        evp.display()
+    ));
+    let e = Exporter::start(&[&format!("--config.file={}", cfg.display())]);
+    let mut cri = Cri::new();
+    let (web, db, ns) = (unique("web"), unique("db"), unique("shop"));
+    let id_web = cri.run(&web, &ns, false, None);
+    let id_db = cri.run(&db, &ns, false, None);
+    let (pid_web, pid_db) = (sandbox_pid(&id_web), sandbox_pid(&id_db));
+    let (ip_web, ip_db) = (pod_ip(pid_web), pod_ip(pid_db));
+    let ino_db = netns_of_pid(pid_db);
+    // Both pods are labelled (and their addresses known) before the connect.
+    wait_for("both pods labelled", Duration::from_secs(10), || {
+        let ents = entities(&e.scrape());
+        (ents.values().any(|l| l["k8s_pod"] == web) && ents.values().any(|l| l["k8s_pod"] == db))
+            .then_some(())
+    });
+    let to: std::net::SocketAddr = format!("{ip_db}:9").parse().unwrap();
+    let path = format!("/proc/{pid_web}/ns/net");
+    let refused = std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)).map(|_| ())
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        refused.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionRefused)
+    );
+    let ev = wait_for("the NOSOCK reset event", Duration::from_secs(10), || {
+        events_of(&evp, "TCPRESET_NOSOCK", ino_db)
+            .into_iter()
+            .next()
+    });
+    let f = &ev["fields"];
+    assert_eq!(f["daddr"], ip_web.as_str(), "{ev}");
+    assert_eq!(f["saddr"], ip_db.as_str(), "{ev}");
+    assert_eq!(f["peer_pod"], web.as_str(), "{ev}");
+    assert_eq!(f["peer_namespace"], ns.as_str(), "{ev}");
+    assert_eq!(f["peer_kind"], "pod", "{ev}");
+    eprintln!("{test}: {ev}");
+    drop(cri);
+    drop(e);
+    let _ = std::fs::remove_dir_all(&dir);
+}
