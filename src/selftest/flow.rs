@@ -179,7 +179,7 @@ fn compare(
         ("direction", "egress"),
         ("protocol", "UDP"),
     ];
-    let wants: [(&str, &[(&str, &str)], u64); 8] = [
+    let wants: [Want; 8] = [
         ("A egress packets", &a_egress, N),
         ("A egress bytes", &a_egress, N * WIRE),
         ("B ingress packets", &b_ingress, N),
@@ -219,6 +219,9 @@ fn compare(
         ))
     }
 }
+
+/// What a check expects: a name, the labels of the samples summed, the exact sum.
+type Want<'a> = (&'a str, &'a [(&'a str, &'a str)], u64);
 
 /// The sum of the samples of `metric` whose labels include every pair.
 fn sum(text: &str, metric: &str, labels: &[(&str, &str)]) -> u64 {
