@@ -621,9 +621,20 @@ fn flow_map_bound_and_max_series() {
         .collect();
     udp_off_node(&a, &off);
     let full = [("probe", "flow")];
-    wait_for("map full counted", Duration::from_secs(5), || {
-        (e.scrape().sum("netsleuth_bpf_map_full_total", &full) == Some(3.0)).then_some(())
-    });
+    let t0 = Instant::now();
+    loop {
+        let s = e.scrape();
+        let v = s.sum("netsleuth_bpf_map_full_total", &full);
+        if v == Some(3.0) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "map full counted {v:?} times, not 3; flow series: {:?}",
+            s.find("netsleuth_flow_packets_total", &[])
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let s = e.scrape();
     let series = s.find("netsleuth_flow_packets_total", &[]);
     let overflow: Vec<_> = series
