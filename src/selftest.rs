@@ -25,6 +25,7 @@ pub mod bpf;
 pub mod ipvs;
 pub mod netns;
 pub mod plans;
+pub mod rdma;
 use netns::TestNs;
 
 /// Outcome of one check.
@@ -174,6 +175,7 @@ pub fn run() -> Report {
     }
     metric_checks(&mut report.checks);
     ipvs::checks(&mut report.checks);
+    rdma::checks(&mut report.checks);
     bpf::checks(&mut report.checks);
     plans::checks(&mut report.checks);
     report

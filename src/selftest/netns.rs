@@ -108,6 +108,41 @@ pub fn lo_up() -> io::Result<()> {
     request(RTM_NEWLINK, 0, &b)
 }
 
+/// `ip link add A type veth peer name B` (both ends in the calling thread's namespace).
+pub fn veth_pair(a: &str, b: &str) -> io::Result<()> {
+    let ifname = |n: &str| {
+        let mut v = n.as_bytes().to_vec();
+        v.push(0);
+        v
+    };
+    let mut body = vec![0u8; 16]; // ifinfomsg: any family, kernel picks the index
+    attr(&mut body, 3 /* IFLA_IFNAME */, &ifname(a));
+    let mut peer = vec![0u8; 16]; // VETH_INFO_PEER: the peer's ifinfomsg and attributes
+    attr(&mut peer, 3 /* IFLA_IFNAME */, &ifname(b));
+    let mut data = Vec::new();
+    attr(&mut data, 1 /* VETH_INFO_PEER */, &peer);
+    let mut info = Vec::new();
+    attr(&mut info, 1 /* IFLA_INFO_KIND */, b"veth\0");
+    attr(&mut info, 2 /* IFLA_INFO_DATA */, &data);
+    attr(&mut body, 18 /* IFLA_LINKINFO */, &info);
+    request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &body)
+}
+
+/// `ip link set NAME up` / `down`.
+pub fn link_set_up(name: &str, up: bool) -> io::Result<()> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&[0, 0]); // family, pad
+    b.extend_from_slice(&0u16.to_ne_bytes()); // type
+    b.extend_from_slice(&0i32.to_ne_bytes()); // index: by name
+    let flags = if up { libc::IFF_UP as u32 } else { 0 };
+    b.extend_from_slice(&flags.to_ne_bytes());
+    b.extend_from_slice(&(libc::IFF_UP as u32).to_ne_bytes()); // change mask
+    let mut n = name.as_bytes().to_vec();
+    n.push(0);
+    attr(&mut b, 3 /* IFLA_IFNAME */, &n);
+    request(RTM_NEWLINK, 0, &b)
+}
+
 /// `ip addr add ADDR/PREFIX dev lo`.
 pub fn lo_addr(addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
     let mut b = vec![
