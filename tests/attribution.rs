@@ -9,6 +9,7 @@
 //! without it these tests skip (and fail under NETSLEUTH_REQUIRE_PRIVILEGED=1).
 
 mod common;
+mod loki_server;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
@@ -691,6 +692,132 @@ metrics:
             .all(|x| x.labels.get("app") != Some(&app_a)),
         "the old pod's label values remain"
     );
+}
+
+/// Events carry the `additionalLabels` of the pod they are attributed to, with the values
+/// its metrics have: a real CRI pod with labels, one connect to a closed port on its own `lo`
+/// (the pod's namespace sends one RST and receives it: one `TCPRESET_NOSOCK` and one
+/// `TCPRESET_RECEIVE`), each event with `app`/`tier` in the JSON file sink's `labels`, in the
+/// Loki line (logfmt) and its structured metadata, never in the Loki stream labels; and
+/// `netsleuth_tcpreset_total` of the pod carries the same values.
+#[test]
+fn pod_labels_on_events() {
+    if !runtimes_ready("pod_labels_on_events") {
+        return;
+    }
+    let loki = loki_server::TestLoki::start(vec![]);
+    let dir = std::env::temp_dir().join(unique("nsl-lblev"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let evp = dir.join("events.jsonl");
+    let cfg = write_config(&format!(
+        r#"
+inventory:
+  maxStaleness: 0s
+  stateRoots:
+    containerd: [{CTD_STATE}]
+metrics:
+  probes: [netdev, tcpreset]
+  additionalLabels:
+    - app=${{labels:app}}
+    - tier=t-${{labels:tier}}
+event:
+  probes: [tcpreset]
+  sinks:
+  - {{name: file, args: {{path: {}}}}}
+  - {{name: loki, args: {{url: "{}", structuredMetadata: true, batchWait: 100ms}}}}
+"#,
+        evp.display(),
+        loki.url()
+    ));
+    let e = Exporter::start(&[&format!("--config.file={}", cfg.display())]);
+    wait_for("eBPF probe attached", Duration::from_secs(10), || {
+        let s = e.scrape();
+        (!s.find("netsleuth_bpf_map_full_total", &[]).is_empty()).then_some(())
+    });
+    let mut cri = Cri::new();
+    let a = unique("lbev");
+    let app = format!("shop-{a}");
+    let sa = cri.run_labelled(&a, "team-e", false, &[&format!("app={app}"), "tier=front"]);
+    let pid: i32 = std::fs::read_to_string(format!(
+        "{CTD_STATE}/io.containerd.runtime.v2.task/k8s.io/{sa}/init.pid"
+    ))
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap();
+    let ia = netns_of_pid(pid);
+    // The pod is attributed (its lo series has its names) before the event is induced.
+    let s = e.scrape();
+    assert_entity(&s, ia, &labels("pod", "team-e", &a, &a), "pod");
+    // One connect to a closed port inside the pod's namespace.
+    let nsf = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+    let refused = std::thread::spawn(move || {
+        nix::sched::setns(&nsf, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        run("ip", &["link", "set", "lo", "up"]);
+        std::net::TcpStream::connect_timeout(
+            &"127.0.0.1:7".parse().unwrap(),
+            Duration::from_secs(3),
+        )
+        .unwrap_err()
+        .kind()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(refused, std::io::ErrorKind::ConnectionRefused);
+    let want_types = ["TCPRESET_NOSOCK", "TCPRESET_RECEIVE"];
+    let evs = wait_for(
+        "both reset events in the file",
+        Duration::from_secs(5),
+        || {
+            let v: Vec<serde_json::Value> = want_types
+                .iter()
+                .flat_map(|t| events_of(&evp, t, ia))
+                .collect();
+            (v.len() == 2).then_some(v)
+        },
+    );
+    for v in &evs {
+        assert_eq!(v["k8s_pod"], a.as_str(), "{v}");
+        assert_eq!(v["k8s_namespace"], "team-e", "{v}");
+        assert_eq!(
+            v["labels"],
+            serde_json::json!({"app": app, "tier": "t-front"}),
+            "{v}"
+        );
+    }
+    // The metric of the same pod: the same names and values.
+    let ia_s = ia.to_string();
+    let s = e.scrape();
+    for t in ["NOSOCK", "RECEIVE"] {
+        let m = s.one("netsleuth_tcpreset_total", &[("netns", &ia_s), ("type", t)]);
+        assert_eq!(m.value, "1", "{m:?}");
+        assert_eq!(m.labels["app"], app, "{m:?}");
+        assert_eq!(m.labels["tier"], "t-front", "{m:?}");
+    }
+    // Loki: the line and its metadata carry them; the stream labels do not (bounded).
+    let ours = wait_for("both events at Loki", Duration::from_secs(5), || {
+        let v: Vec<_> = loki
+            .entries()
+            .into_iter()
+            .filter(|(_, _, line, _)| line.contains(&format!(" netns={ia} ")))
+            .collect();
+        (v.len() == 2).then_some(v)
+    });
+    for (stream, _, line, md) in &ours {
+        assert!(
+            line.contains(&format!(
+                " pod={a} namespace=team-e netns={ia} kind=pod name={a} app={app} tier=t-front "
+            )),
+            "{line}"
+        );
+        assert_eq!(md["app"], app.as_str(), "{md}");
+        assert_eq!(md["tier"], "t-front", "{md}");
+        assert_eq!(md["k8s_pod"], a.as_str(), "{md}");
+        assert!(
+            stream.get("app").is_none() && stream.get("tier").is_none(),
+            "{stream}"
+        );
+    }
 }
 
 /// Podman keeps labels in libpod's BoltDB: a pod's members carry the pod's labels, a plain
