@@ -33,7 +33,9 @@ pub fn is_probe_frame(frame: &str) -> bool {
         return matches!(n.parse::<u8>(), Ok(1..=12));
     }
     if let Some(key) = name.strip_prefix("bpf_trampoline_") {
-        return !key.is_empty() && key.bytes().all(|b| b.is_ascii_digit());
+        // `bpf_trampoline_<key>` (6.x), `bpf_trampoline_<key>_<n>` (5.10).
+        return key.starts_with(|c: char| c.is_ascii_digit())
+            && key.bytes().all(|b| b.is_ascii_digit() || b == b'_');
     }
     if let Some(rest) = name.strip_prefix("bpf_prog_") {
         // JIT images are named `bpf_prog_<16 hex digit tag>[_<name>]`; kernel functions
@@ -189,6 +191,17 @@ mod tests {
                 ],
                 "tcp_v4_send_reset+0x5",
             ),
+            // 5.10 fentry with the symbols read after the programs loaded (as the exporter
+            // does): the program and the trampoline named `[bpf]`.
+            (
+                &[
+                    "bpf_prog_5219ec750cea1ed6_send_reset_v4_fentry+0x53b [bpf]",
+                    "bpf_trampoline_77863_0+0x22 [bpf]",
+                    "tcp_v4_send_reset+0x5",
+                    "tcp_v4_rcv+0x7e3",
+                ],
+                "tcp_v4_send_reset+0x5",
+            ),
             // 5.10 kprobe: the stack starts at the probed function itself; nothing to cut.
             (
                 &["tcp_reset+0x1", "tcp_rcv_state_process+0xa06"],
@@ -285,5 +298,7 @@ mod tests {
         }
         assert!(is_probe_frame("bpf_prog_96229d6fa3bca298+0x1"));
         assert!(is_probe_frame("bpf_prog_96229d6fa3bca298_f+0x1"));
+        assert!(is_probe_frame("bpf_trampoline_77863_0+0x22"));
+        assert!(is_probe_frame("bpf_trampoline_6442546540+0x4b"));
     }
 }
