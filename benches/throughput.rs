@@ -12,9 +12,18 @@
 //! attached to in the stats pass, as many per tracepoint as the probes use: the floor, what the
 //! kernel charges for running any BPF program there, which no probe body can go below.
 //!
+//! The exporter runs in namespace A, which plays the node: B is its pod, and A's end of the
+//! veth is the host side of the pod's veth, the device the `flow` probe attaches to by default
+//! (at its ingress and egress, tcx or cls_bpf as the kernel allows). Everything the benchmark
+//! sends crosses that device. flow's floor is two empty tc programs
+//! (`tests/fixtures/bpf/floor_tc.bpf.o`, returning what flow returns) attached to the same
+//! device's ingress and egress with the method flow used.
+//!
 //! Run: `cargo bench --bench throughput` (as root). `NETSLEUTH_BENCH_SECONDS=5` (per
 //! measurement), `NETSLEUTH_BENCH_ROUNDS=3`, `NETSLEUTH_BENCH_UDP_BYTES=64` (datagram size) and
 //! `NETSLEUTH_BENCH_PROBES=softirq,packetloss` (a subset, to find what costs) change the run.
+//! `NETSLEUTH_BENCH_PROBES=flow cargo bench --bench throughput`: flow alone against none
+//! (targets: TCP >= 97 %, 64-byte UDP >= 95 %), its floor beside it.
 //! Needs a quiet machine for meaningful figures.
 
 use std::collections::BTreeMap;
@@ -31,7 +40,7 @@ const IP_B: &str = "198.18.254.2";
 
 /// Every eBPF probe (virtcmdlatency says why it cannot run where it cannot).
 const PROBES: &str =
-    "packetloss,tcpreset,tcpretrans,netiftxlat,softirq,socketlatency,kernellatency,virtcmdlatency,biolatency";
+    "packetloss,tcpreset,tcpretrans,netiftxlat,softirq,socketlatency,kernellatency,virtcmdlatency,biolatency,flow";
 
 fn run(cmd: &str, args: &[&str]) {
     let out = Command::new(cmd)
@@ -49,6 +58,8 @@ fn run(cmd: &str, args: &[&str]) {
 struct Net {
     a: String,
     b: String,
+    /// A's end of the pair (the host side of pod B's veth).
+    dev_a: String,
 }
 
 impl Net {
@@ -57,8 +68,12 @@ impl Net {
         let (a, b) = (format!("nsbtpa{id}"), format!("nsbtpb{id}"));
         run("ip", &["netns", "add", &a]);
         run("ip", &["netns", "add", &b]);
-        let net = Net { a, b };
         let (va, vb) = (format!("vtpa{id}"), format!("vtpb{id}"));
+        let net = Net {
+            a,
+            b,
+            dev_a: va.clone(),
+        };
         run(
             "ip",
             &[
@@ -188,15 +203,17 @@ fn udp(net: &Net, d: Duration, size: usize) -> f64 {
     recv.join().unwrap()
 }
 
-/// The exporter with every eBPF probe, on a free loopback port; killed on drop.
+/// The exporter with every eBPF probe, in namespace A on a free loopback port; killed on drop.
 struct Exporter {
     child: Child,
     addr: String,
+    ns: String,
 }
 
 impl Exporter {
-    fn start(cfg: &std::path::Path) -> Exporter {
-        let mut child = Command::new(BIN)
+    fn start(net: &Net, cfg: &std::path::Path) -> Exporter {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &net.a, BIN])
             .arg("--web.listen-address=127.0.0.1:0")
             .arg(format!("--config.file={}", cfg.display()))
             .stdout(Stdio::null())
@@ -220,15 +237,55 @@ impl Exporter {
         };
         // Keep draining its log.
         std::thread::spawn(move || for _ in lines {});
-        Exporter { child, addr }
+        let e = Exporter {
+            child,
+            addr,
+            ns: net.a.clone(),
+        };
+        // flow attaches from its device thread: wait for it (and for its method).
+        if e.flow_method().is_some() {
+            let t = Instant::now();
+            while !e.metrics().contains("netsleuth_flow_devices 1") {
+                assert!(
+                    t.elapsed() < Duration::from_secs(10),
+                    "flow did not attach to {} within 10 s",
+                    net.dev_a
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        e
+    }
+
+    /// The exposition text (fetched from inside its namespace).
+    fn metrics(&self) -> String {
+        let (addr, ns) = (self.addr.clone(), self.ns.clone());
+        std::thread::spawn(move || {
+            let fd = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let mut c = TcpStream::connect(&addr).unwrap();
+            write!(c, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+            let mut body = String::new();
+            c.read_to_string(&mut body).unwrap();
+            body
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// The method the flow probe attached with (`tcx`, `tc`), if it runs.
+    fn flow_method(&self) -> Option<String> {
+        let body = self.metrics();
+        let l = body.lines().find(|l| {
+            l.starts_with("netsleuth_probe_attach_info{") && l.contains("probe=\"flow\"")
+        })?;
+        let m = l.split("method=\"").nth(1)?.split('"').next()?;
+        Some(m.to_string())
     }
 
     /// program → (run seconds, runs).
     fn program_stats(&self) -> BTreeMap<String, (f64, u64)> {
-        let mut c = TcpStream::connect(&self.addr).unwrap();
-        write!(c, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-        let mut body = String::new();
-        c.read_to_string(&mut body).unwrap();
+        let body = self.metrics();
         let mut out: BTreeMap<String, (f64, u64)> = BTreeMap::new();
         for l in body.lines() {
             for (metric, secs) in [
@@ -261,22 +318,51 @@ impl Drop for Exporter {
 }
 
 /// Empty programs standing in for the probes' programs: for each tracepoint, as many as the
-/// probes attached there.
+/// probes attached there; for flow, two empty tc programs on A's device.
 struct Floor {
     loaded: netsleuth::bpf::Loaded,
     programs: Vec<String>,
+    /// flow's stand-in: the empty tc programs, A's namespace and device, flow's method.
+    tc: Option<(netsleuth::bpf::Loaded, String, String, String)>,
+}
+
+/// What the floor attached; detached on drop (cls_bpf filters from inside A's namespace,
+/// where their ifindex is).
+struct FloorLinks {
+    _links: Vec<netsleuth::bpf::attach::Link>,
+    tc: Option<(String, netsleuth::tc::Attachment)>,
+}
+
+impl Drop for FloorLinks {
+    fn drop(&mut self) {
+        if let Some((ns, a)) = self.tc.take() {
+            std::thread::spawn(move || {
+                let fd = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+                nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                drop(a);
+            })
+            .join()
+            .unwrap();
+        }
+    }
 }
 
 const FLOOR_OBJECT: &[u8] = include_bytes!("../tests/fixtures/bpf/floor.bpf.o");
+const FLOOR_TC_OBJECT: &[u8] = include_bytes!("../tests/fixtures/bpf/floor_tc.bpf.o");
 /// Empty programs per tracepoint in the fixture.
 const FLOOR_COPIES: usize = 4;
 
 impl Floor {
     /// From the probes' attached programs (`object/program`, as in
     /// `netsleuth_bpf_program_runs_total`): prints what stands in for what.
-    fn new<'a>(attached: impl Iterator<Item = &'a String>) -> Floor {
+    fn new<'a>(
+        attached: impl Iterator<Item = &'a String>,
+        net: &Net,
+        flow_method: Option<String>,
+    ) -> Floor {
         use netsleuth::bpf::object::{Object, ProgramKind};
         let mut per_tp: BTreeMap<String, usize> = BTreeMap::new();
+        let mut tc_programs = 0;
         for id in attached {
             let (obj, prog) = id.split_once('/').unwrap_or((id, ""));
             let kind = netsleuth::bpf::embedded::object(obj)
@@ -289,6 +375,7 @@ impl Floor {
                 | Some(ProgramKind::Tracepoint { name, .. }) => {
                     *per_tp.entry(name).or_default() += 1
                 }
+                Some(ProgramKind::SchedCls) => tc_programs += 1,
                 other => println!("floor: no stand-in for {id} ({other:?})"),
             }
         }
@@ -314,19 +401,81 @@ impl Floor {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        Floor { loaded, programs }
+        let tc = match (tc_programs, flow_method) {
+            (0, _) => None,
+            (_, None) => {
+                println!("floor: flow's programs ran but its attach method is unknown");
+                None
+            }
+            (_, Some(m)) => {
+                let l = netsleuth::bpf::load(FLOOR_TC_OBJECT, &Default::default())
+                    .expect("load floor_tc.bpf.o");
+                println!(
+                    "floor: 2 empty tc programs on {} ingress and egress ({m}, as flow)",
+                    net.dev_a
+                );
+                Some((l, net.a.clone(), net.dev_a.clone(), m))
+            }
+        };
+        Floor {
+            loaded,
+            programs,
+            tc,
+        }
     }
 
-    fn attach(&self) -> Vec<netsleuth::bpf::attach::Link> {
-        self.programs
+    fn attach(&self) -> FloorLinks {
+        let mut links: Vec<netsleuth::bpf::attach::Link> = self
+            .programs
             .iter()
             .map(|p| {
                 self.loaded
                     .attach(p)
                     .unwrap_or_else(|e| panic!("attach {p}: {e}"))
             })
-            .collect()
+            .collect();
+        let mut tc = None;
+        if let Some((l, ns, dev, method)) = &self.tc {
+            // In A's namespace: the ifindex is A's device, the rtnetlink socket A's.
+            let (tcx, att) = std::thread::scope(|s| {
+                s.spawn(|| {
+                    use std::os::fd::{AsFd, AsRawFd};
+                    let fd = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+                    nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                    let ifindex = ifindex_in(ns, dev);
+                    let ing = l.program("floor_tc_ingress").unwrap();
+                    let eg = l.program("floor_tc_egress").unwrap();
+                    if method == "tcx" {
+                        let a = netsleuth::bpf::attach::attach_tcx(ing, ifindex, false);
+                        let b = netsleuth::bpf::attach::attach_tcx(eg, ifindex, true);
+                        (vec![a.unwrap(), b.unwrap()], None)
+                    } else {
+                        let raw = |p: &netsleuth::bpf::prog::Program| p.as_fd().as_raw_fd() as u32;
+                        let a = netsleuth::tc::attach(ifindex, raw(ing), raw(eg)).unwrap();
+                        (vec![], Some(a))
+                    }
+                })
+                .join()
+                .unwrap()
+            });
+            links.extend(tcx);
+            tc = att.map(|a| (ns.clone(), a));
+        }
+        FloorLinks { _links: links, tc }
     }
+}
+
+/// The ifindex of device `dev` in namespace `ns` (`ip -n NS -o link show dev DEV`: `N: ...`).
+fn ifindex_in(ns: &str, dev: &str) -> u32 {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-o", "link", "show", "dev", dev])
+        .output()
+        .expect("ip link show");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split(':')
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no ifindex for {dev} in {ns}: {text}"))
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -376,6 +525,7 @@ fn main() {
     let mut probed = Duration::ZERO;
     let (mut tcp_floor, mut udp_floor) = (vec![], vec![]);
     let mut floor: Option<Floor> = None;
+    let mut flow_method: Option<String> = None;
     for r in 0..rounds {
         let t = tcp(&net, d);
         let u = udp(&net, d, udp_bytes);
@@ -383,7 +533,7 @@ fn main() {
         tcp_off.push(t);
         udp_off.push(u);
 
-        let e = Exporter::start(&cfg);
+        let e = Exporter::start(&net, &cfg);
         std::thread::sleep(Duration::from_millis(500));
         let t = tcp(&net, d);
         let u = udp(&net, d, udp_bytes);
@@ -392,7 +542,7 @@ fn main() {
         udp_on.push(u);
         drop(e);
 
-        let e = Exporter::start(&cfg_stats);
+        let e = Exporter::start(&net, &cfg_stats);
         std::thread::sleep(Duration::from_millis(500));
         let before = e.program_stats();
         let t0 = Instant::now();
@@ -400,6 +550,9 @@ fn main() {
         let u = udp(&net, d, udp_bytes);
         probed += t0.elapsed();
         let after = e.program_stats();
+        if flow_method.is_none() {
+            flow_method = e.flow_method();
+        }
         for (p, (s, n)) in &after {
             let (s0, n0) = before.get(p).copied().unwrap_or_default();
             let x = run_time.entry(p.clone()).or_default();
@@ -413,7 +566,7 @@ fn main() {
         udp_stats.push(u);
         drop(e);
 
-        let f = floor.get_or_insert_with(|| Floor::new(run_time.keys()));
+        let f = floor.get_or_insert_with(|| Floor::new(run_time.keys(), &net, flow_method.clone()));
         let links = f.attach();
         let t = tcp(&net, d);
         let u = udp(&net, d, udp_bytes);
@@ -425,14 +578,19 @@ fn main() {
     let (t0, t1) = (median(&mut tcp_off), median(&mut tcp_on));
     let (u0, u1) = (median(&mut udp_off), median(&mut udp_on));
     println!();
-    println!("medians over {rounds} rounds of {secs} s (veth between two namespaces):");
+    println!(
+        "medians over {rounds} rounds of {secs} s (veth between two namespaces; flow on {}: {}):",
+        net.dev_a,
+        flow_method.as_deref().unwrap_or("not running")
+    );
     println!(
         "TCP: {t0:.2} Gbit/s without probes, {t1:.2} with: {:.1} % (target >= 97 %)",
         100.0 * t1 / t0
     );
     println!(
-        "UDP ({udp_bytes}-byte datagrams): {u0:.0} pkt/s without probes, {u1:.0} with: {:.1} % (target >= 97 %)",
-        100.0 * u1 / u0
+        "UDP ({udp_bytes}-byte datagrams): {u0:.0} pkt/s without probes, {u1:.0} with: {:.1} % (target >= {} %)",
+        100.0 * u1 / u0,
+        if probes.trim() == "flow" { 95 } else { 97 }
     );
     let (tf, uf) = (median(&mut tcp_floor), median(&mut udp_floor));
     println!(

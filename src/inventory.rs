@@ -98,6 +98,9 @@ pub struct Entity {
     /// The pod's (or container's) labels from its runtime, for `${labels:KEY}` in
     /// `metrics.additionalLabels`.
     pub pod_labels: BTreeMap<String, String>,
+    /// The extra labels (`k8s_node`, `metrics.additionalLabels`) with their values for this
+    /// entity, as its samples carry them: events attributed to it carry them too.
+    pub extra_labels: Vec<(String, String)>,
 }
 
 impl Entity {
@@ -126,6 +129,7 @@ impl Entity {
             anchor,
             labels: String::new(),
             pod_labels: BTreeMap::new(),
+            extra_labels: Vec::new(),
         }
     }
 
@@ -162,6 +166,11 @@ impl Entity {
                 .map(|((k, _), v)| (k.as_str(), v.as_ref())),
         );
         self.labels = render_labels(&l);
+        self.extra_labels = extra
+            .iter()
+            .zip(&values)
+            .map(|((k, _), v)| (k.clone(), v.to_string()))
+            .collect();
     }
 
     /// Paths that lead to this namespace: `/proc/<pid>/ns/net` for each pid, then the mount.
@@ -773,6 +782,7 @@ impl Entity {
             anchor: e.anchor,
             labels: e.labels.clone(),
             pod_labels: e.pod_labels.clone(),
+            extra_labels: e.extra_labels.clone(),
         }
     }
 }

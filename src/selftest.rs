@@ -26,6 +26,7 @@ pub mod flow;
 pub mod ipvs;
 pub mod netns;
 pub mod plans;
+pub mod rdma;
 use netns::TestNs;
 
 /// Outcome of one check.
@@ -175,6 +176,7 @@ pub fn run() -> Report {
     }
     metric_checks(&mut report.checks);
     ipvs::checks(&mut report.checks);
+    rdma::checks(&mut report.checks);
     bpf::checks(&mut report.checks);
     plans::checks(&mut report.checks);
     flow::checks(&mut report.checks);

@@ -9,6 +9,7 @@
 //! without it these tests skip (and fail under NETSLEUTH_REQUIRE_PRIVILEGED=1).
 
 mod common;
+mod loki_server;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
@@ -693,6 +694,132 @@ metrics:
     );
 }
 
+/// Events carry the `additionalLabels` of the pod they are attributed to, with the values
+/// its metrics have: a real CRI pod with labels, one connect to a closed port on its own `lo`
+/// (the pod's namespace sends one RST and receives it: one `TCPRESET_NOSOCK` and one
+/// `TCPRESET_RECEIVE`), each event with `app`/`tier` in the JSON file sink's `labels`, in the
+/// Loki line (logfmt) and its structured metadata, never in the Loki stream labels; and
+/// `netsleuth_tcpreset_total` of the pod carries the same values.
+#[test]
+fn pod_labels_on_events() {
+    if !runtimes_ready("pod_labels_on_events") {
+        return;
+    }
+    let loki = loki_server::TestLoki::start(vec![]);
+    let dir = std::env::temp_dir().join(unique("nsl-lblev"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let evp = dir.join("events.jsonl");
+    let cfg = write_config(&format!(
+        r#"
+inventory:
+  maxStaleness: 0s
+  stateRoots:
+    containerd: [{CTD_STATE}]
+metrics:
+  probes: [netdev, tcpreset]
+  additionalLabels:
+    - app=${{labels:app}}
+    - tier=t-${{labels:tier}}
+event:
+  probes: [tcpreset]
+  sinks:
+  - {{name: file, args: {{path: {}}}}}
+  - {{name: loki, args: {{url: "{}", structuredMetadata: true, batchWait: 100ms}}}}
+"#,
+        evp.display(),
+        loki.url()
+    ));
+    let e = Exporter::start(&[&format!("--config.file={}", cfg.display())]);
+    wait_for("eBPF probe attached", Duration::from_secs(10), || {
+        let s = e.scrape();
+        (!s.find("netsleuth_bpf_map_full_total", &[]).is_empty()).then_some(())
+    });
+    let mut cri = Cri::new();
+    let a = unique("lbev");
+    let app = format!("shop-{a}");
+    let sa = cri.run_labelled(&a, "team-e", false, &[&format!("app={app}"), "tier=front"]);
+    let pid: i32 = std::fs::read_to_string(format!(
+        "{CTD_STATE}/io.containerd.runtime.v2.task/k8s.io/{sa}/init.pid"
+    ))
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap();
+    let ia = netns_of_pid(pid);
+    // The pod is attributed (its lo series has its names) before the event is induced.
+    let s = e.scrape();
+    assert_entity(&s, ia, &labels("pod", "team-e", &a, &a), "pod");
+    // One connect to a closed port inside the pod's namespace.
+    let nsf = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+    let refused = std::thread::spawn(move || {
+        nix::sched::setns(&nsf, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        run("ip", &["link", "set", "lo", "up"]);
+        std::net::TcpStream::connect_timeout(
+            &"127.0.0.1:7".parse().unwrap(),
+            Duration::from_secs(3),
+        )
+        .unwrap_err()
+        .kind()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(refused, std::io::ErrorKind::ConnectionRefused);
+    let want_types = ["TCPRESET_NOSOCK", "TCPRESET_RECEIVE"];
+    let evs = wait_for(
+        "both reset events in the file",
+        Duration::from_secs(5),
+        || {
+            let v: Vec<serde_json::Value> = want_types
+                .iter()
+                .flat_map(|t| events_of(&evp, t, ia))
+                .collect();
+            (v.len() == 2).then_some(v)
+        },
+    );
+    for v in &evs {
+        assert_eq!(v["k8s_pod"], a.as_str(), "{v}");
+        assert_eq!(v["k8s_namespace"], "team-e", "{v}");
+        assert_eq!(
+            v["labels"],
+            serde_json::json!({"app": app, "tier": "t-front"}),
+            "{v}"
+        );
+    }
+    // The metric of the same pod: the same names and values.
+    let ia_s = ia.to_string();
+    let s = e.scrape();
+    for t in ["NOSOCK", "RECEIVE"] {
+        let m = s.one("netsleuth_tcpreset_total", &[("netns", &ia_s), ("type", t)]);
+        assert_eq!(m.value, "1", "{m:?}");
+        assert_eq!(m.labels["app"], app, "{m:?}");
+        assert_eq!(m.labels["tier"], "t-front", "{m:?}");
+    }
+    // Loki: the line and its metadata carry them; the stream labels do not (bounded).
+    let ours = wait_for("both events at Loki", Duration::from_secs(5), || {
+        let v: Vec<_> = loki
+            .entries()
+            .into_iter()
+            .filter(|(_, _, line, _)| line.contains(&format!(" netns={ia} ")))
+            .collect();
+        (v.len() == 2).then_some(v)
+    });
+    for (stream, _, line, md) in &ours {
+        assert!(
+            line.contains(&format!(
+                " pod={a} namespace=team-e netns={ia} kind=pod name={a} app={app} tier=t-front "
+            )),
+            "{line}"
+        );
+        assert_eq!(md["app"], app.as_str(), "{md}");
+        assert_eq!(md["tier"], "t-front", "{md}");
+        assert_eq!(md["k8s_pod"], a.as_str(), "{md}");
+        assert!(
+            stream.get("app").is_none() && stream.get("tier").is_none(),
+            "{stream}"
+        );
+    }
+}
+
 /// Podman keeps labels in libpod's BoltDB: a pod's members carry the pod's labels, a plain
 /// container its own; exact values on the series, empty for a label the object lacks.
 #[test]
@@ -753,4 +880,100 @@ metrics:
     assert_entity(&s, ic, &want("pm-plain", "red"), "podman container labels");
     assert_entity(&s, ip, &labels("pod", "", &p, &p), "podman pod");
     assert_entity(&s, ip, &want("pm-pod", ""), "podman pod labels");
+}
+
+/// The IPv4 address of `eth0` in the network namespace of pid `pid` (a CRI pod's, from CNI).
+fn pod_ip(pid: i32) -> String {
+    let path = format!("/proc/{pid}/ns/net");
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let out = run("ip", &["-o", "-4", "addr", "show", "dev", "eth0"]);
+        out.split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .and_then(|a| a.split('/').next())
+            .unwrap_or_else(|| panic!("no IPv4 address on the pod's eth0: {out}"))
+            .to_string()
+    })
+    .join()
+    .unwrap()
+}
+
+fn sandbox_pid(id: &str) -> i32 {
+    std::fs::read_to_string(format!(
+        "{CTD_STATE}/io.containerd.runtime.v2.task/k8s.io/{id}/init.pid"
+    ))
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+/// A refused connect from one real CRI pod to another: the TCPRESET_NOSOCK event of the
+/// refusing pod names the connecting pod as its peer (`peer_pod`, `peer_namespace`), from the
+/// addresses the inventory read in every namespace.
+#[test]
+fn refused_connect_between_cri_pods_names_the_peer_pod() {
+    let test = "refused_connect_between_cri_pods_names_the_peer_pod";
+    if !runtimes_ready(test) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(unique("nslev"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let evp = dir.join("events.jsonl");
+    let cfg = write_config(&format!(
+        r#"
+inventory:
+  maxStaleness: 0s
+  stateRoots:
+    containerd: [{CTD_STATE}]
+event:
+  probes: [tcpreset]
+  sinks: [{{name: file, args: {{path: {}}}}}]
+"#,
+        evp.display()
+    ));
+    let e = Exporter::start(&[&format!("--config.file={}", cfg.display())]);
+    let mut cri = Cri::new();
+    let (web, db, ns) = (unique("web"), unique("db"), unique("shop"));
+    let id_web = cri.run(&web, &ns, false, None);
+    let id_db = cri.run(&db, &ns, false, None);
+    let (pid_web, pid_db) = (sandbox_pid(&id_web), sandbox_pid(&id_db));
+    let (ip_web, ip_db) = (pod_ip(pid_web), pod_ip(pid_db));
+    let ino_db = netns_of_pid(pid_db);
+    // Both pods are labelled (and their addresses known) before the connect.
+    wait_for("both pods labelled", Duration::from_secs(10), || {
+        let ents = entities(&e.scrape());
+        (ents.values().any(|l| l["k8s_pod"] == web) && ents.values().any(|l| l["k8s_pod"] == db))
+            .then_some(())
+    });
+    let to: std::net::SocketAddr = format!("{ip_db}:9").parse().unwrap();
+    let path = format!("/proc/{pid_web}/ns/net");
+    let refused = std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)).map(|_| ())
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        refused.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionRefused)
+    );
+    let ev = wait_for("the NOSOCK reset event", Duration::from_secs(10), || {
+        events_of(&evp, "TCPRESET_NOSOCK", ino_db)
+            .into_iter()
+            .next()
+    });
+    let f = &ev["fields"];
+    assert_eq!(f["daddr"], ip_web.as_str(), "{ev}");
+    assert_eq!(f["saddr"], ip_db.as_str(), "{ev}");
+    assert_eq!(f["peer_pod"], web.as_str(), "{ev}");
+    assert_eq!(f["peer_namespace"], ns.as_str(), "{ev}");
+    assert_eq!(f["peer_kind"], "pod", "{ev}");
+    eprintln!("{test}: {ev}");
+    drop(cri);
+    drop(e);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -212,6 +212,137 @@ pub fn dump_resources() -> Result<Vec<Resources>, NlError> {
     Ok(out)
 }
 
+// Device management and per-object dumps (the self-test's Soft-RoCE check).
+const RDMA_NLDEV_CMD_NEWLINK: u16 = 3;
+const RDMA_NLDEV_CMD_DELLINK: u16 = 4;
+const RDMA_NLDEV_CMD_SYS_GET: u16 = 6;
+const RDMA_NLDEV_ATTR_NDEV_NAME: u16 = 51;
+const RDMA_NLDEV_ATTR_LINK_TYPE: u16 = 65;
+const RDMA_NLDEV_SYS_ATTR_NETNS_MODE: u16 = 66;
+
+/// The per-object dumps: (summary name, command, table attribute, entry attribute).
+pub const OBJECT_DUMPS: [(&str, u16, u16, u16); 7] = [
+    ("qp", 10, 19, 20),
+    ("cm_id", 11, 30, 31),
+    ("cq", 12, 35, 36),
+    ("mr", 13, 40, 41),
+    ("pd", 14, 46, 47),
+    ("ctx", 22, 86, 87),
+    ("srq", 23, 88, 89),
+];
+
+fn nldev(cmd: u16) -> u16 {
+    (RDMA_NL_NLDEV << 10) | cmd
+}
+
+fn strz(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+/// `rdma link add NAME type TYPE netdev NDEV`: the netdev is looked up in the calling
+/// thread's network namespace.
+pub fn new_link(name: &str, link_type: &str, ndev: &str) -> Result<(), NlError> {
+    let mut payload = Vec::new();
+    super::netlink::put_attr(&mut payload, RDMA_NLDEV_ATTR_DEV_NAME, &strz(name));
+    super::netlink::put_attr(&mut payload, RDMA_NLDEV_ATTR_LINK_TYPE, &strz(link_type));
+    super::netlink::put_attr(&mut payload, RDMA_NLDEV_ATTR_NDEV_NAME, &strz(ndev));
+    DumpSocket::open(NETLINK_RDMA)?.ack(
+        RawRequest {
+            message_type: nldev(RDMA_NLDEV_CMD_NEWLINK),
+            payload,
+        },
+        0,
+    )
+}
+
+/// `rdma link delete` of the device with index `index`.
+pub fn del_link(index: u32) -> Result<(), NlError> {
+    let mut payload = Vec::new();
+    super::netlink::put_attr(
+        &mut payload,
+        RDMA_NLDEV_ATTR_DEV_INDEX,
+        &index.to_ne_bytes(),
+    );
+    DumpSocket::open(NETLINK_RDMA)?.ack(
+        RawRequest {
+            message_type: nldev(RDMA_NLDEV_CMD_DELLINK),
+            payload,
+        },
+        0,
+    )
+}
+
+/// `rdma system show netns`: `Some(true)` shared (every device in every namespace, the
+/// default), `Some(false)` exclusive; `None` when the kernel does not say.
+pub fn netns_shared() -> Result<Option<bool>, NlError> {
+    let mut mode = None;
+    DumpSocket::open(NETLINK_RDMA)?.get(
+        RawRequest {
+            message_type: nldev(RDMA_NLDEV_CMD_SYS_GET),
+            payload: Vec::new(),
+        },
+        &mut |_, p| {
+            for nla in NlasIterator::new(p) {
+                let nla = nla.map_err(|e| e.to_string())?;
+                if nla.kind() == RDMA_NLDEV_SYS_ATTR_NETNS_MODE {
+                    mode = nla.value().first().map(|m| *m != 0);
+                }
+            }
+            Ok(())
+        },
+    )?;
+    Ok(mode)
+}
+
+/// The number of entries in a per-object dump reply (`table` nests `entry` attributes).
+pub fn count_entries(payload: &[u8], table: u16, entry: u16) -> Result<u64, String> {
+    let mut n = 0;
+    for nla in NlasIterator::new(payload) {
+        let nla = nla.map_err(|e| e.to_string())?;
+        if nla.kind() == table {
+            for e in NlasIterator::new(nla.value()) {
+                if e.map_err(|e| e.to_string())?.kind() == entry {
+                    n += 1;
+                }
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Objects of each type on device `index`, counted one by one from the per-object dumps
+/// (`rdma resource show qp` ...); a type the kernel has no dump for is left out.
+pub fn count_objects(index: u32) -> Result<Vec<(&'static str, u64)>, NlError> {
+    let mut out = Vec::new();
+    for (name, cmd, table, entry) in OBJECT_DUMPS {
+        let mut payload = Vec::new();
+        super::netlink::put_attr(
+            &mut payload,
+            RDMA_NLDEV_ATTR_DEV_INDEX,
+            &index.to_ne_bytes(),
+        );
+        let mut n = 0;
+        let r = DumpSocket::open(NETLINK_RDMA)?.dump(
+            RawRequest {
+                message_type: nldev(cmd),
+                payload,
+            },
+            &mut |_, p| {
+                n += count_entries(p, table, entry)?;
+                Ok(())
+            },
+        );
+        match r {
+            Ok(()) => out.push((name, n)),
+            Err(NlError::Errno(e)) if e == libc::EOPNOTSUPP || e == libc::EINVAL => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
 /// Emit the counters and resource counts.
 pub fn emit(counters: &[CounterFile], resources: &[Resources], out: &mut dyn Sink) {
     for c in counters {

@@ -456,7 +456,7 @@ struct Entry {
     ts: u128,
     line: String,
     /// Structured metadata (empty unless `structured_metadata`).
-    meta: Vec<(&'static str, String)>,
+    meta: Vec<(String, String)>,
 }
 
 /// A stream's label set, rendered for both encodings.
@@ -691,7 +691,7 @@ impl LokiSink {
                                 .meta
                                 .iter()
                                 .map(|(k, v)| LabelPairAdapter {
-                                    name: (*k).to_string(),
+                                    name: k.clone(),
                                     value: v.clone(),
                                 })
                                 .collect(),
@@ -937,20 +937,22 @@ fn tls_stamps(cfg: &LokiConfig) -> Vec<FileStamp> {
 }
 
 /// Per-line metadata for Loki 3 (`| k8s_pod="web-0"` without parsing the line): the
-/// high-cardinality entity keys, never stream labels.
-fn structured_metadata(ev: &Event) -> Vec<(&'static str, String)> {
+/// high-cardinality entity keys and the entity's extra labels (`metrics.additionalLabels`:
+/// pod labels can be anything, so never stream labels).
+fn structured_metadata(ev: &Event) -> Vec<(String, String)> {
     let e = &ev.entity;
-    let mut m = Vec::with_capacity(4);
+    let mut m = Vec::with_capacity(4 + e.labels.len());
     if !e.k8s_pod.is_empty() {
-        m.push(("k8s_pod", e.k8s_pod.clone()));
+        m.push(("k8s_pod".to_string(), e.k8s_pod.clone()));
     }
-    m.push(("netns", e.netns.to_string()));
+    m.push(("netns".to_string(), e.netns.to_string()));
     if !e.kind.is_empty() {
-        m.push(("entity_kind", e.kind.clone()));
+        m.push(("entity_kind".to_string(), e.kind.clone()));
     }
     if !e.name.is_empty() {
-        m.push(("entity_name", e.name.clone()));
+        m.push(("entity_name".to_string(), e.name.clone()));
     }
+    m.extend(e.labels.iter().filter(|(_, v)| !v.is_empty()).cloned());
     m
 }
 

@@ -50,6 +50,9 @@ pub struct EventEntity {
     pub k8s_namespace: String,
     pub k8s_pod: String,
     pub name: String,
+    /// The entity's extra labels (`k8s_node`, `metrics.additionalLabels` with `${labels:KEY}`
+    /// expanded from its pod's labels): the same names and values as its metrics have.
+    pub labels: Vec<(String, String)>,
 }
 
 impl EventEntity {
@@ -60,6 +63,7 @@ impl EventEntity {
             k8s_namespace: e.k8s_namespace.clone(),
             k8s_pod: e.k8s_pod.clone(),
             name: e.name.clone(),
+            labels: e.extra_labels.clone(),
         }
     }
 
@@ -113,7 +117,8 @@ impl Event {
 
     /// KubeSkoop's line: `type=TCPRESET_NOSOCK pod=web-0 namespace=default protocol=TCP
     /// saddr=198.18.0.2 sport=443 daddr=198.18.0.1 dport=33488`, then our own keys (`netns`,
-    /// `kind`, `name`) and the stack as `stack=sym+0x1f/sym2+0x8`.
+    /// `kind`, `name`), the entity's extra labels (`app=web`: `metrics.additionalLabels`), the
+    /// fields, and the stack as `stack=sym+0x1f/sym2+0x8`.
     pub fn log_line(&self) -> String {
         let mut s = String::with_capacity(160);
         let _ = write!(
@@ -126,6 +131,9 @@ impl Event {
             self.entity.kind,
             quote(&self.entity.name)
         );
+        for (k, v) in &self.entity.labels {
+            let _ = write!(s, " {k}={}", quote(v));
+        }
         for (k, v) in &self.fields {
             let _ = write!(s, " {k}={}", quote(&v.to_string()));
         }
@@ -156,7 +164,16 @@ impl Event {
         st(out, &self.entity.k8s_pod);
         out.extend_from_slice(b",\"name\":");
         st(out, &self.entity.name);
-        out.extend_from_slice(b",\"fields\":{");
+        out.extend_from_slice(b",\"labels\":{");
+        for (i, (k, v)) in self.entity.labels.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            st(out, k);
+            out.push(b':');
+            st(out, v);
+        }
+        out.extend_from_slice(b"},\"fields\":{");
         for (i, (k, v)) in self.fields.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
@@ -207,6 +224,12 @@ impl Event {
             };
             fields.insert((*k).to_string(), jv);
         }
+        let labels: serde_json::Map<String, serde_json::Value> = self
+            .entity
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+            .collect();
         serde_json::json!({
             "time": ns.to_string(),
             "type": self.kind,
@@ -215,6 +238,7 @@ impl Event {
             "k8s_namespace": self.entity.k8s_namespace,
             "k8s_pod": self.entity.k8s_pod,
             "name": self.entity.name,
+            "labels": labels,
             "fields": fields,
             "stack": self.stack,
         })
@@ -773,6 +797,10 @@ mod tests {
                 k8s_namespace: "default".into(),
                 k8s_pod: "web-0".into(),
                 name: "web-0".into(),
+                labels: vec![
+                    ("app".into(), "web".into()),
+                    ("team".into(), "t shop".into()),
+                ],
             },
         )
         .with("protocol", FieldValue::Str("TCP".into()))
@@ -794,7 +822,7 @@ mod tests {
         assert_eq!(
             sample().log_line(),
             "type=TCPRESET_NOSOCK pod=web-0 namespace=default netns=4026532001 kind=pod name=web-0 \
-             protocol=TCP saddr=198.18.0.2 sport=443 daddr=2001:db8::1 dport=33488 state=CLOSE \
+             app=web team=\"t shop\" protocol=TCP saddr=198.18.0.2 sport=443 daddr=2001:db8::1 dport=33488 state=CLOSE \
              stack=\"tcp_v4_send_reset+0x1f/tcp_v4_rcv+0x8a [kernel]\""
         );
     }
@@ -817,6 +845,10 @@ mod tests {
         assert_eq!(j["time"], "1700000000123456789");
         assert_eq!(j["type"], "TCPRESET_NOSOCK");
         assert_eq!(j["k8s_pod"], "web-0");
+        assert_eq!(
+            j["labels"],
+            serde_json::json!({"app": "web", "team": "t shop"})
+        );
         assert_eq!(j["fields"]["sport"], 443);
         assert_eq!(j["fields"]["daddr"], "2001:db8::1");
         assert_eq!(j["stack"][1], "tcp_v4_rcv+0x8a [kernel]");

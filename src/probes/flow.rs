@@ -30,7 +30,9 @@
 //! full is counted in `netsleuth_bpf_map_full_total{probe="flow"}`. `maxSeries` (10000) caps
 //! the flow series per scrape: series are admitted first come, first served and stay admitted
 //! while their kernel keys exist (so their counters never jump); the others are summed into one
-//! series per family with `peer_address="overflow"` and no entity labels.
+//! series per family with `peer_address="overflow"` and no entity labels; what leaves it (a
+//! series admitted later, or gone with its namespace) stays counted in it, so it never goes
+//! down.
 //! `netsleuth_flow_series_overflowed_total` counts the series that went into it: a series is
 //! counted at the first scrape that sums it into the overflow series, and not again while it
 //! stays there (a series that leaves — admitted once an admitted one is gone, or gone itself —
@@ -311,8 +313,12 @@ pub struct State {
 #[derive(Default)]
 struct Admission {
     admitted: HashSet<SeriesKey>,
-    /// The series the last scrape summed into the overflow series.
-    overflowed: HashSet<SeriesKey>,
+    /// The series the last scrape summed into the overflow series, with their (bytes,
+    /// packets) then.
+    overflowed: HashMap<SeriesKey, (u64, u64)>,
+    /// (bytes, packets) of series that left the overflow series (admitted later, or gone):
+    /// kept in it, so that it never goes down.
+    retired: (u64, u64),
     /// `netsleuth_flow_series_overflowed_total`.
     overflowed_total: u64,
 }
@@ -743,11 +749,12 @@ pub fn collect(
     let Admission {
         admitted,
         overflowed,
+        retired,
         overflowed_total,
     } = &mut *adm;
     admitted.retain(|s| series.contains_key(s));
     let mut overflow: (u64, u64, u64) = (0, 0, 0);
-    let mut now_overflowed = HashSet::new();
+    let mut now_overflowed = HashMap::new();
     let mut keep = Vec::with_capacity(series.len().min(args.max_series));
     for (s, v) in series {
         if admitted.contains(&s) || admitted.len() < args.max_series {
@@ -757,13 +764,21 @@ pub fn collect(
             overflow.0 += v.0;
             overflow.1 += v.1;
             overflow.2 += 1;
-            if !overflowed.contains(&s) {
+            if overflowed.remove(&s).is_none() {
                 *overflowed_total += 1;
             }
-            now_overflowed.insert(s);
+            now_overflowed.insert(s, v);
         }
     }
+    // What left the overflow series stays in it: a counter never goes down.
+    for (_, (b, p)) in overflowed.drain() {
+        retired.0 = retired.0.wrapping_add(b);
+        retired.1 = retired.1.wrapping_add(p);
+    }
     *overflowed = now_overflowed;
+    overflow.0 = overflow.0.wrapping_add(retired.0);
+    overflow.1 = overflow.1.wrapping_add(retired.1);
+    let any_overflow = overflow.2 > 0 || *overflowed_total > 0;
     let overflowed_total = *overflowed_total;
     drop(adm);
     for (s, (bytes, packets)) in &keep {
@@ -801,7 +816,7 @@ pub fn collect(
         );
     }
     let mut s = out.sink("");
-    if overflow.2 > 0 {
+    if any_overflow {
         let labels = [("peer_address", "overflow")];
         s.emit(
             BYTES,

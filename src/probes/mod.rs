@@ -1717,6 +1717,32 @@ fn read_stack(l: &Loaded, id: i32, ks: Option<&Kallsyms>) -> Vec<String> {
     }
 }
 
+/// Drains the probe's event ring and returns each event's kernel stack as symbolized (whole)
+/// and as events carry it (the probe's leading frames cut). For the self-test's captures of
+/// real stacks per kernel and attach method.
+pub fn drain_event_stacks(p: &RunningProbe, ks: &Kallsyms) -> Vec<(Vec<String>, Vec<String>)> {
+    let Ok(mut rb) = p.loaded.ringbuf("events") else {
+        return Vec::new();
+    };
+    let mut ids = Vec::new();
+    rb.consume(|rec| {
+        if let Some(r) = RawEvent::parse(rec) {
+            ids.push(r.stack_id);
+        }
+    });
+    let Ok(m) = p.loaded.map("stacks") else {
+        return Vec::new();
+    };
+    ids.into_iter()
+        .filter(|id| *id >= 0)
+        .filter_map(|id| m.stack(id as u32).ok().flatten())
+        .map(|ips| {
+            let whole: Vec<String> = ips.iter().map(|ip| ks.symbolize(*ip)).collect();
+            (whole.clone(), stack::trim(whole))
+        })
+        .collect()
+}
+
 /// Every event type this build emits (`netsleuth_events_total{type}` keys).
 pub const EVENT_TYPES: &[&str] = &[
     packetloss::EVENT,

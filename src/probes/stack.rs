@@ -10,6 +10,9 @@
 /// - anything in BPF JIT memory: `[bpf]` symbols (`bpf_prog_<tag>_<name>`,
 ///   `bpf_trampoline_<key>`) and addresses with no symbol at all (`0x…`: JIT images whose
 ///   symbols the kernel hides, `net.core.bpf_jit_kallsyms=0` or `bpf_jit_harden`);
+/// - ftrace trampolines (`[__builtin__ftrace]`: the pseudo-module of ftrace's trampoline
+///   pages; on 5.10 a fentry BPF trampoline without a symbol of its own is named after the
+///   nearest one, `ftrace_trampoline+0xc022 [__builtin__ftrace]`);
 /// - the raw tracepoint glue: `bpf_trace_run1`..`bpf_trace_run12`, `__bpf_trace_<tp>`,
 ///   `__traceiter_<tp>`;
 /// - the perf tracepoint path: `perf_trace_<tp>`, `perf_trace_run_bpf_submit`,
@@ -22,7 +25,7 @@ pub fn is_probe_frame(frame: &str) -> bool {
         Some((s, m)) => (s, Some(m)),
         None => (frame, None),
     };
-    if module == Some("[bpf]") {
+    if matches!(module, Some("[bpf]" | "[__builtin__ftrace]")) {
         return true;
     }
     let name = sym.split_once('+').map_or(sym, |(n, _)| n);
@@ -30,7 +33,9 @@ pub fn is_probe_frame(frame: &str) -> bool {
         return matches!(n.parse::<u8>(), Ok(1..=12));
     }
     if let Some(key) = name.strip_prefix("bpf_trampoline_") {
-        return !key.is_empty() && key.bytes().all(|b| b.is_ascii_digit());
+        // `bpf_trampoline_<key>` (6.x), `bpf_trampoline_<key>_<n>` (5.10).
+        return key.starts_with(|c: char| c.is_ascii_digit())
+            && key.bytes().all(|b| b.is_ascii_digit() || b == b'_');
     }
     if let Some(rest) = name.strip_prefix("bpf_prog_") {
         // JIT images are named `bpf_prog_<16 hex digit tag>[_<name>]`; kernel functions
@@ -150,6 +155,109 @@ mod tests {
         assert_eq!(trim(p)[0], "blk_update_request+0x1f2");
     }
 
+    /// Captured in the kernel-matrix guests (`NETSLEUTH_SELFTEST_CAPTURE`, `stacks/`): each
+    /// attach method of packetloss and tcpreset on Debian's 5.10, 6.1 and 6.12, with the
+    /// kernel symbols read before the programs loaded (so their JIT images have none).
+    #[test]
+    fn debian_kernels_every_attach_method() {
+        let cases: &[(&[&str], &str)] = &[
+            // 5.10 tp_btf (kfree_skb, no drop reasons yet): tracepoint glue.
+            (
+                &[
+                    "0xffffffffc0205909",
+                    "bpf_trace_run2+0x37",
+                    "kfree_skb+0x75",
+                    "__udp4_lib_rcv+0x9a3",
+                ],
+                "kfree_skb+0x75",
+            ),
+            // 5.10 fentry: the BPF trampoline named after ftrace's pseudo-module's last symbol.
+            (
+                &[
+                    "0xffffffffc020f55b",
+                    "ftrace_trampoline+0xc022 [__builtin__ftrace]",
+                    "tcp_v4_send_reset+0x5",
+                    "tcp_v4_rcv+0x7e3",
+                ],
+                "tcp_v4_send_reset+0x5",
+            ),
+            // 5.10 fentry, the trampoline without any symbol.
+            (
+                &[
+                    "0xffffffffc02055df",
+                    "0xffffffffc020d022",
+                    "tcp_v4_send_reset+0x5",
+                    "tcp_v4_rcv+0x7e3",
+                ],
+                "tcp_v4_send_reset+0x5",
+            ),
+            // 5.10 fentry with the symbols read after the programs loaded (as the exporter
+            // does): the program and the trampoline named `[bpf]`.
+            (
+                &[
+                    "bpf_prog_5219ec750cea1ed6_send_reset_v4_fentry+0x53b [bpf]",
+                    "bpf_trampoline_77863_0+0x22 [bpf]",
+                    "tcp_v4_send_reset+0x5",
+                    "tcp_v4_rcv+0x7e3",
+                ],
+                "tcp_v4_send_reset+0x5",
+            ),
+            // 5.10 kprobe: the stack starts at the probed function itself; nothing to cut.
+            (
+                &["tcp_reset+0x1", "tcp_rcv_state_process+0xa06"],
+                "tcp_reset+0x1",
+            ),
+            // 6.1 tp_btf and fentry.
+            (
+                &[
+                    "0xffffffffc000096b",
+                    "bpf_trace_run3+0x4f",
+                    "kfree_skb_reason+0x7b",
+                    "__udp4_lib_rcv+0x9a2",
+                ],
+                "kfree_skb_reason+0x7b",
+            ),
+            (
+                &[
+                    "0xffffffffc0000937",
+                    "0xffffffffc021d044",
+                    "kfree_skb_reason+0x5",
+                    "__udp4_lib_rcv+0x9a2",
+                ],
+                "kfree_skb_reason+0x5",
+            ),
+            // 6.12 tp_btf, fentry, kprobe.
+            (
+                &[
+                    "0xffffffffc0000961",
+                    "bpf_trace_run4+0x93",
+                    "sk_skb_reason_drop+0x94",
+                    "__udp4_lib_rcv+0x545",
+                ],
+                "sk_skb_reason_drop+0x94",
+            ),
+            (
+                &[
+                    "0xffffffffc0002775",
+                    "0xffffffffc0002c87",
+                    "tcp_reset+0x9",
+                    "tcp_rcv_state_process+0x85a",
+                ],
+                "tcp_reset+0x9",
+            ),
+            (
+                &["sk_skb_reason_drop+0x5", "__udp4_lib_rcv+0x545"],
+                "sk_skb_reason_drop+0x5",
+            ),
+        ];
+        for (s, first) in cases {
+            let t = trim(v(s));
+            assert_eq!(t[0], *first, "{s:?}");
+            assert_eq!(t.len(), s.len() - probe_prefix(&v(s)));
+            assert!(!t.iter().any(|f| is_probe_frame(f)), "{t:?}");
+        }
+    }
+
     #[test]
     fn only_leading_frames_and_never_everything() {
         // An XDP program that dropped the packet, further down: kept.
@@ -190,5 +298,7 @@ mod tests {
         }
         assert!(is_probe_frame("bpf_prog_96229d6fa3bca298+0x1"));
         assert!(is_probe_frame("bpf_prog_96229d6fa3bca298_f+0x1"));
+        assert!(is_probe_frame("bpf_trampoline_77863_0+0x22"));
+        assert!(is_probe_frame("bpf_trampoline_6442546540+0x4b"));
     }
 }

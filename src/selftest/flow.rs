@@ -68,7 +68,7 @@ fn check(methods: Option<&str>) -> Result<(&'static str, String), String> {
     .map_err(io("B: lo up"))?;
     a.run(|| -> Result<(), String> {
         netns::disable_ipv6();
-        netns::veth_pair("nsfa", IF_A, "nsfb", IF_B, b.fd())
+        netns::veth_pair("nsfa", IF_A, "nsfb", IF_B, Some(b.fd()))
             .map_err(|e| format!("veth pair (is the veth module there?): {e}"))?;
         netns::addr_add(IF_A, ADDR_A, 24).map_err(io("A: address"))?;
         netns::link_up(IF_A).map_err(io("A: link up"))
@@ -98,8 +98,7 @@ fn check(methods: Option<&str>) -> Result<(&'static str, String), String> {
             let _la = flow::attach_device(&p, method, IF_A).map_err(|e| format!("A: {e}"))?;
             b.run(|| -> Result<String, String> {
                 let _lb = flow::attach_device(&p, method, IF_B).map_err(|e| format!("B: {e}"))?;
-                let r = traffic(&a, &b).and_then(|ports| compare(&p, &a, &b, ports));
-                Ok(r?)
+                traffic(&a, &b).and_then(|ports| compare(&p, &a, &b, ports))
             })
             .map_err(io("namespace B"))?
         })
@@ -180,7 +179,7 @@ fn compare(
         ("direction", "egress"),
         ("protocol", "UDP"),
     ];
-    let wants: [(&str, &[(&str, &str)], u64); 8] = [
+    let wants: [Want; 8] = [
         ("A egress packets", &a_egress, N),
         ("A egress bytes", &a_egress, N * WIRE),
         ("B ingress packets", &b_ingress, N),
@@ -220,6 +219,9 @@ fn compare(
         ))
     }
 }
+
+/// What a check expects: a name, the labels of the samples summed, the exact sum.
+type Want<'a> = (&'a str, &'a [(&'a str, &'a str)], u64);
 
 /// The sum of the samples of `metric` whose labels include every pair.
 fn sum(text: &str, metric: &str, labels: &[(&str, &str)]) -> u64 {

@@ -122,15 +122,16 @@ pub fn link_up(ifindex: u32) -> io::Result<()> {
     )
 }
 
-/// `ip link add NAME index INDEX type veth peer name PEER index PEER_INDEX netns PEER_NS`: a
-/// veth pair from the calling thread's namespace to `peer_ns`, with the ifindexes given (so
-/// that devices of two namespaces never share one).
+/// `ip link add NAME index INDEX type veth peer name PEER index PEER_INDEX [netns PEER_NS]`: a
+/// veth pair from the calling thread's namespace to `peer_ns` (`None`: both ends here), with
+/// the ifindexes given (so that devices of two namespaces never share one; 0: the kernel
+/// picks).
 pub fn veth_pair(
     name: &str,
     index: u32,
     peer: &str,
     peer_index: u32,
-    peer_ns: std::os::fd::BorrowedFd<'_>,
+    peer_ns: Option<std::os::fd::BorrowedFd<'_>>,
 ) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     const IFLA_IFNAME: u16 = 3;
@@ -146,11 +147,13 @@ pub fn veth_pair(
     };
     let mut peer_msg = ifinfomsg(peer_index as i32, 0);
     attr(&mut peer_msg, IFLA_IFNAME, &cstr(peer));
-    attr(
-        &mut peer_msg,
-        IFLA_NET_NS_FD,
-        &(peer_ns.as_raw_fd() as u32).to_ne_bytes(),
-    );
+    if let Some(ns) = peer_ns {
+        attr(
+            &mut peer_msg,
+            IFLA_NET_NS_FD,
+            &(ns.as_raw_fd() as u32).to_ne_bytes(),
+        );
+    }
     let mut data = Vec::new();
     attr(&mut data, VETH_INFO_PEER, &peer_msg);
     let mut info = Vec::new();
@@ -160,6 +163,21 @@ pub fn veth_pair(
     attr(&mut b, IFLA_IFNAME, &cstr(name));
     attr(&mut b, IFLA_LINKINFO, &info);
     request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &b)
+}
+
+/// `ip link set NAME up` / `down`.
+pub fn link_set_up(name: &str, up: bool) -> io::Result<()> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&[0, 0]); // family, pad
+    b.extend_from_slice(&0u16.to_ne_bytes()); // type
+    b.extend_from_slice(&0i32.to_ne_bytes()); // index: by name
+    let flags = if up { libc::IFF_UP as u32 } else { 0 };
+    b.extend_from_slice(&flags.to_ne_bytes());
+    b.extend_from_slice(&(libc::IFF_UP as u32).to_ne_bytes()); // change mask
+    let mut n = name.as_bytes().to_vec();
+    n.push(0);
+    attr(&mut b, 3 /* IFLA_IFNAME */, &n);
+    request(RTM_NEWLINK, 0, &b)
 }
 
 /// `ip addr add ADDR/PREFIX dev lo`.

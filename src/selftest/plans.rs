@@ -24,6 +24,7 @@
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::path::Path;
 use std::time::Duration;
 
 use super::netns::{self, TestNs};
@@ -545,6 +546,67 @@ pub fn checks(out: &mut Vec<Check>) {
     }
     for m in [None, Some("fentry"), Some("kprobe")] {
         count_checks(out, m, &offers);
+    }
+    if let Some(dir) = std::env::var_os("NETSLEUTH_SELFTEST_CAPTURE") {
+        capture_stacks(Path::new(&dir));
+    }
+}
+
+/// With `NETSLEUTH_SELFTEST_CAPTURE`: the real kernel stacks of packetloss and tcpreset events
+/// through each attach method, whole and as events carry them, to
+/// `<dir>/<release>/stacks/<probe>.<method>.txt` (the unit tests of the frame cutting came
+/// from there). No check: a diagnostic capture.
+fn capture_stacks(dir: &Path) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let dir = dir.join(release.trim()).join("stacks");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return;
+    }
+    type Induce = fn() -> Result<String, String>;
+    let cases: [(ProbeKind, Induce); 2] = [
+        (ProbeKind::PacketLoss, udp_to_closed_port),
+        (ProbeKind::TcpReset, tcp_to_closed_port),
+    ];
+    for (kind, induce) in cases {
+        for m in ["all", "fentry", "kprobe"] {
+            let mut cfg = BpfProbeConfig::new(kind);
+            cfg.events = true;
+            cfg.enable_stack = true;
+            cfg.attach_methods = (m != "all").then(|| vec![m.to_string()]);
+            let mut text = String::new();
+            match probes::start_probe(&cfg, &BtfSources::default()) {
+                Err(e) => text.push_str(&format!("not attached: {e}\n")),
+                Ok(p) => {
+                    // Read after the programs loaded, as the exporter's reader does.
+                    let Ok(ks) = Kallsyms::load() else {
+                        return;
+                    };
+                    text.push_str(&format!("methods: {:?}\n", p.methods));
+                    let ran = TestNs::new().map_err(|e| e.to_string()).and_then(|ns| {
+                        ns.run(|| -> Result<String, String> {
+                            netns::disable_ipv6();
+                            netns::lo_up().map_err(|e| format!("lo up: {e}"))?;
+                            netns::lo_addr(A_ADDR, 32).map_err(|e| format!("lo address: {e}"))?;
+                            induce()
+                        })
+                        .map_err(|e| e.to_string())?
+                    });
+                    if let Err(e) = ran {
+                        text.push_str(&format!("induce: {e}\n"));
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                    for (whole, cut) in probes::drain_event_stacks(&p, &ks) {
+                        text.push_str(&format!(
+                            "whole: {}\ncut:   {}\n",
+                            whole.join(" | "),
+                            cut.join(" | ")
+                        ));
+                    }
+                    p.detach();
+                }
+            }
+            let _ = std::fs::write(dir.join(format!("{}.{m}.txt", kind.name())), text);
+        }
     }
 }
 

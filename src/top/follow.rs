@@ -26,6 +26,9 @@ pub struct WireEvent {
     pub k8s_pod: String,
     #[serde(default)]
     pub name: String,
+    /// The entity's extra labels (`metrics.additionalLabels`).
+    #[serde(default)]
+    pub labels: Ordered,
     #[serde(default)]
     pub fields: Ordered,
     #[serde(default)]
@@ -77,6 +80,13 @@ impl WireEvent {
             self.entity_kind,
             quote(&self.name)
         );
+        for (k, v) in &self.labels.0 {
+            let t = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            s.push_str(&format!(" {k}={}", quote(&t)));
+        }
         // The tuple first, as the stderr sink writes it; `/events` sends the other fields by
         // name, in that order.
         const TUPLE: [&str; 5] = ["protocol", "saddr", "sport", "daddr", "dport"];
@@ -256,6 +266,7 @@ mod tests {
                 k8s_namespace: "shop".into(),
                 k8s_pod: "web-0".into(),
                 name: "web 0".into(),
+                labels: vec![("app".into(), "web".into())],
             },
         )
         .with("protocol", FieldValue::Str("TCP".into()))
