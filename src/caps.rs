@@ -193,6 +193,9 @@ pub enum Op {
     Bpf,
     /// bpf() loading or attaching a tracing program (tp_btf, raw_tp, fentry, kprobe).
     BpfTracing,
+    /// bpf() loading or attaching a traffic-control program (tc, tcx): the kernel wants
+    /// CAP_NET_ADMIN (or CAP_SYS_ADMIN) besides CAP_BPF.
+    BpfNet,
     /// perf_event_open (tracepoints, kprobes).
     Perf,
     /// bpf() commands only CAP_SYS_ADMIN may use (enumerating programs by id, BPF_ENABLE_STATS).
@@ -215,6 +218,8 @@ impl Op {
             .any(|c| w.contains(c))
         {
             Op::BpfAdmin
+        } else if w.contains("tc program") {
+            Op::BpfNet
         } else if w.contains("perf_event_open") || w.contains("kprobe_events") {
             Op::Perf
         } else if w.contains("program") || w.starts_with("attach") || w.contains("link") {
@@ -269,6 +274,21 @@ pub fn diagnose_with(op: Op, caps: &Caps, sysctl: &dyn Fn(&str) -> Option<String
                 missing.push("CAP_PERFMON");
                 because.push(
                     "tracing programs (tp_btf, raw_tp, fentry, kprobe) need CAP_PERFMON".into(),
+                );
+            }
+        }
+        Op::BpfNet => {
+            if !bpf {
+                missing.push("CAP_BPF");
+                because.push(format!(
+                    "{}; BPF programs need CAP_BPF",
+                    sc("kernel.unprivileged_bpf_disabled", &ubd)
+                ));
+            }
+            if !caps.has(CAP_NET_ADMIN) && !admin {
+                missing.push("CAP_NET_ADMIN");
+                because.push(
+                    "traffic-control programs (tc, tcx: the flow probe) need CAP_NET_ADMIN".into(),
                 );
             }
         }
@@ -381,6 +401,16 @@ mod tests {
         let d = diagnose_with(Op::of("load program kfree_skb_btf"), &only_bpf, &none);
         assert!(d.contains("lacks CAP_PERFMON"), "{d}");
         assert!(!d.contains("CAP_BPF and"), "{d}");
+        let d = diagnose_with(Op::of("load tc program flow_ingress"), &only_bpf, &none);
+        assert!(d.contains("lacks CAP_NET_ADMIN"), "{d}");
+        assert!(!d.contains("CAP_PERFMON"), "{d}");
+        let net = Caps {
+            effective: 1 << CAP_BPF | 1 << CAP_NET_ADMIN,
+            uid: 65534,
+            ..Caps::default()
+        };
+        let d = diagnose_with(Op::of("load tc program flow_ingress"), &net, &none);
+        assert!(d.contains("holds the capabilities"), "{d}");
         let d = diagnose_with(Op::of("perf_event_open tracepoint"), &only_bpf, &none);
         assert!(d.contains("lacks CAP_PERFMON"), "{d}");
         assert!(d.contains("kernel.perf_event_paranoid=2"), "{d}");

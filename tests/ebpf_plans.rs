@@ -294,3 +294,40 @@ fn unknown_attach_method_is_refused_by_name() {
         "{err}"
     );
 }
+
+/// Without CAP_NET_ADMIN (and CAP_SYS_ADMIN, which the kernel accepts in its place) the
+/// kernel refuses to load the flow probe's tc programs with EPERM: `netsleuth probes` must
+/// name the missing capability, not blame the kernel's policy.
+#[test]
+fn flow_without_cap_net_admin_names_the_capability() {
+    let test = "flow_without_cap_net_admin";
+    if !privileged_with(test, &["setpriv"]) {
+        return;
+    }
+    let cfg = write_config("metrics:\n  probes:\n  - flow\n");
+    let caps = "-all,+bpf,+perfmon,+dac_read_search,+sys_ptrace";
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--no-new-privs",
+            &format!("--inh-caps={caps}"),
+            &format!("--ambient-caps={caps}"),
+            &format!("--bounding-set={caps}"),
+            "--",
+            BIN,
+            &format!("--config.file={}", cfg.display()),
+            "probes",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (on, avail, text) = line(&stdout, "flow");
+    assert_eq!((on, avail), ("metrics", "no"), "{stdout}\n{stderr}");
+    assert!(
+        text.contains("lacks CAP_NET_ADMIN") && !text.contains("refused by kernel policy"),
+        "flow's reason must name CAP_NET_ADMIN: {text}"
+    );
+}

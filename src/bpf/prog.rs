@@ -204,9 +204,22 @@ pub fn load(p: &LinkedProgram, ctx: &LoadCtx<'_>) -> KResult<Program> {
         p.kind,
         ProgramKind::Fentry { .. } | ProgramKind::Fexit { .. }
     );
+    // Traffic-control programs need CAP_NET_ADMIN besides CAP_BPF: without it EPERM is ours,
+    // and the message must say so, not blame the kernel's policy.
+    let caps = crate::caps::Caps::current();
+    if errno == libc::EPERM
+        && matches!(p.kind, ProgramKind::SchedCls)
+        && !caps.has(crate::caps::CAP_NET_ADMIN)
+        && !caps.has(crate::caps::CAP_SYS_ADMIN)
+    {
+        return Err(KError::permission(
+            format!("load tc program {}", p.name),
+            &err,
+        ));
+    }
     // Tracing programs need CAP_PERFMON besides CAP_BPF: without it EPERM is ours, not the
     // kernel's policy.
-    let may_trace = crate::caps::Caps::current().perfmon_capable();
+    let may_trace = caps.perfmon_capable();
     if errno == libc::EPERM && privileged() && may_trace && (tracing || log.is_empty()) {
         return Err(KError::unsupported(
             format!("{} program {}", p.section_name, p.name),
