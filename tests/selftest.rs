@@ -103,7 +103,7 @@ fn selftest_outcomes_follow_what_the_kernel_offers() {
     // What every kernel we support has.
     for c in checks {
         let name = c["check"].as_str().unwrap();
-        if name.starts_with("metrics.") && name != "metrics.ipvs" {
+        if name.starts_with("metrics.") && name != "metrics.ipvs" && name != "metrics.rdma" {
             pass(name);
         }
     }
@@ -115,6 +115,14 @@ fn selftest_outcomes_follow_what_the_kernel_offers() {
         let (st, _, detail) = get("metrics.ipvs");
         assert_eq!(st, "unsupported", "{detail}");
         assert!(detail.contains("ip_vs module is not loaded"), "{detail}");
+    }
+    // Soft-RoCE likewise (the kernel matrix loads rdma_rxe; this kernel has no RDMA).
+    if std::path::Path::new("/sys/module/rdma_rxe").exists() {
+        pass("metrics.rdma");
+    } else {
+        let (st, _, detail) = get("metrics.rdma");
+        assert_eq!(st, "unsupported", "{detail}");
+        assert!(detail.contains("rdma_rxe module"), "{detail}");
     }
     let iptables = common::have("iptables");
     assert_eq!(
