@@ -11,10 +11,12 @@
 //! uplinks); `interfaceName` (exact name, or `prefix*`) replaces that choice. A thread
 //! (`flow-devices`) subscribes to rtnetlink link and route notifications and re-reads the
 //! links on each, so a new pod's veth is attached within milliseconds and a vanished device is
-//! forgotten (its links closed, its `devices` entry deleted); it also re-reads every 5 s.
+//! forgotten (its links closed, its `devices_direct`/`devices` entry cleared); it also
+//! re-reads every 5 s.
 //!
-//! **Local entity and direction.** The kernel map `devices` gives each attached ifindex the
-//! namespace inode of its local entity: the veth peer's namespace for a pod's device
+//! **Local entity and direction.** The kernel maps `devices_direct` (ifindex < 4096, an array)
+//! and `devices` (a hash, the others) give each attached ifindex the namespace inode of its
+//! local entity: the veth peer's namespace for a pod's device
 //! (resolved through `RTM_GETNSID` of each inventory namespace against the link's
 //! `IFLA_LINK_NETNSID`), the host for an uplink. `direction` is as the local entity sees it:
 //! what enters the host side of a pod's veth is the pod's egress.
@@ -301,6 +303,31 @@ impl DevInfo {
     }
 }
 
+/// Devices with an ifindex below this are in the kernel array `devices_direct` (its lookup is
+/// inlined: cheaper per packet), the others in the hash `devices` (`bpf-asm/flow.bpf.c`).
+const DEV_DIRECT: u32 = 4096;
+
+/// Sets device `ifindex`'s entry in whichever kernel map holds it.
+fn dev_put(l: &Loaded, ifindex: u32, info: DevInfo) -> Result<(), String> {
+    let name = if ifindex < DEV_DIRECT {
+        "devices_direct"
+    } else {
+        "devices"
+    };
+    l.map(name)
+        .and_then(|m| m.update(&ifindex.to_ne_bytes(), &info.bytes(), 0))
+        .map_err(|e| format!("{name}[{ifindex}]: {e}"))
+}
+
+/// Removes device `ifindex`'s entry (in the array: netns 0, "not attached").
+fn dev_del(l: &Loaded, ifindex: u32) {
+    if ifindex < DEV_DIRECT {
+        let _ = dev_put(l, ifindex, DevInfo { netns: 0, flags: 0 });
+    } else if let Ok(m) = l.map("devices") {
+        let _ = m.delete(&ifindex.to_ne_bytes());
+    }
+}
+
 /// The flow probe's run-time state (inside its [`RunningProbe`]).
 pub struct State {
     /// `tcx` or `tc`.
@@ -335,10 +362,8 @@ impl State {
     /// Detach from every device.
     pub fn detach(&self, loaded: &Loaded) {
         let mut d = self.devices.lock().unwrap_or_else(|e| e.into_inner());
-        if let Ok(m) = loaded.map("devices") {
-            for ifindex in d.keys() {
-                let _ = m.delete(&ifindex.to_ne_bytes());
-            }
+        for ifindex in d.keys() {
+            dev_del(loaded, *ifindex);
         }
         d.clear();
     }
@@ -544,7 +569,6 @@ fn sync(
             && p.cfg.flow.interface_matches(&c.link.name) != Some(false)
     });
     let want = choose_devices(&p.cfg.flow, &candidates, &defaults, host);
-    let devmap = p.loaded.map("devices").map_err(|e| e.to_string())?;
     let mut d = state.devices.lock().unwrap_or_else(|e| e.into_inner());
     // Gone, renamed or no longer chosen: forget (closing the links detaches).
     let stale: Vec<u32> = d
@@ -556,20 +580,18 @@ fn sync(
         if let Some(a) = d.remove(&i) {
             log::info!("flow: device {} (ifindex {i}) forgotten", a.name);
         }
-        let _ = devmap.delete(&i.to_ne_bytes());
+        dev_del(&p.loaded, i);
     }
     for (ifindex, (name, info)) in want {
         if let Some(a) = d.get_mut(&ifindex) {
             if a.info != info {
-                devmap
-                    .update(&ifindex.to_ne_bytes(), &info.bytes(), 0)
-                    .map_err(|e| format!("devices[{ifindex}]: {e}"))?;
+                dev_put(&p.loaded, ifindex, info)?;
                 a.info = info;
             }
             continue;
         }
         // The entry first: a packet of an attached device without one is not counted.
-        if let Err(e) = devmap.update(&ifindex.to_ne_bytes(), &info.bytes(), 0) {
+        if let Err(e) = dev_put(&p.loaded, ifindex, info) {
             log::warn!("flow: device {name}: devices map: {e}");
             continue;
         }
@@ -590,7 +612,7 @@ fn sync(
                 );
             }
             Err(e) => {
-                let _ = devmap.delete(&ifindex.to_ne_bytes());
+                dev_del(&p.loaded, ifindex);
                 log::warn!("flow: cannot attach to {name} (ifindex {ifindex}): {e}");
             }
         }
@@ -598,13 +620,10 @@ fn sync(
     Ok(unresolved)
 }
 
-/// Sets the local entity of device `ifindex` in the kernel map `devices` (before attaching:
+/// Sets the local entity of device `ifindex` in the kernel maps (before attaching:
 /// packets of a device without an entry are not counted).
 pub fn set_device(p: &RunningProbe, ifindex: u32, info: DevInfo) -> Result<(), String> {
-    let devmap = p.loaded.map("devices").map_err(|e| e.to_string())?;
-    devmap
-        .update(&ifindex.to_ne_bytes(), &info.bytes(), 0)
-        .map_err(|e| format!("devices[{ifindex}]: {e}"))
+    dev_put(&p.loaded, ifindex, info)
 }
 
 /// Attaches both programs to device `ifindex` of the calling thread's namespace with `method`
