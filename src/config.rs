@@ -179,27 +179,11 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError(msg.into()))
 }
 
-/// Parse a duration like `500ms`, `10s`, `2m`, `1h` (Prometheus style).
+/// Parse a duration like `500ms`, `10s`, `2m`, `1h` ([`crate::units::WHOLE`]); the error
+/// names `key`.
 pub fn parse_duration(key: &str, s: &str) -> Result<Duration, ConfigError> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = match num.parse() {
-        Ok(n) => n,
-        Err(_) => {
-            return err(format!(
-                "{key}: `{s}` is not a duration (like 500ms, 10s, 2m)"
-            ))
-        }
-    };
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => return err(format!("{key}: `{s}` has no valid unit (ms, s, m, h)")),
-    };
-    Ok(d)
+    crate::units::parse_duration(s, &crate::units::WHOLE)
+        .map_err(|e| ConfigError(format!("{key}: {e}")))
 }
 
 impl Config {

@@ -28,4 +28,5 @@ pub mod statuspage;
 pub mod sys;
 pub mod tc;
 pub mod top;
+pub mod units;
 pub mod web_config;

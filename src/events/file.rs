@@ -33,23 +33,8 @@ impl FileConfig {
     }
 }
 
-/// `10485760`, `512K`, `10M`, `10MB`, `1Gi`... (powers of 1024).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(digits);
-    let n: u64 = n.parse().map_err(|_| format!("invalid size `{s}`"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "ki" | "kib" => 1 << 10,
-        "m" | "mb" | "mi" | "mib" => 1 << 20,
-        "g" | "gb" | "gi" | "gib" => 1 << 30,
-        _ => return Err(format!("invalid size unit in `{s}` (use K, M or G)")),
-    };
-    n.checked_mul(mult)
-        .filter(|v| *v > 0)
-        .ok_or_else(|| format!("invalid size `{s}`"))
-}
+/// `10485760`, `512K`, `10M`, `10MB`, `1Gi`... (powers of 1024): [`crate::units::parse_size`].
+pub use crate::units::parse_size;
 
 pub struct FileSink {
     cfg: FileConfig,
