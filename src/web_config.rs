@@ -218,37 +218,30 @@ pub fn parse_basic(v: &str) -> Option<(String, String)> {
     Some((u.to_string(), p.to_string()))
 }
 
+/// HTTP basic auth's base64 (RFC 7617: RFC 4648's alphabet, padded). Decoding wants the
+/// padding and takes non-zero trailing bits (`Zh==` is `f`), as browsers' and curl's encoders
+/// never write them but lenient decoders read them.
+const BASIC_B64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireCanonical),
+);
+
+/// (user, password) → `Basic <base64(user:password)>`, the `Authorization` value of the Loki
+/// sink's and the inspector's basic auth.
+pub fn basic_header(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!("Basic {}", BASIC_B64.encode(format!("{user}:{password}")))
+}
+
+/// A basic-auth token, bounded (4 KiB).
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let val = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let b = s.as_bytes();
-    if b.len() % 4 != 0 || b.len() > 4096 {
+    use base64::Engine as _;
+    if s.len() > 4096 {
         return None;
     }
-    let mut out = Vec::with_capacity(b.len() / 4 * 3);
-    for (i, chunk) in b.chunks(4).enumerate() {
-        let last = i == b.len() / 4 - 1;
-        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 || (pad > 0 && !last) {
-            return None;
-        }
-        let mut n = 0u32;
-        for &c in &chunk[..4 - pad] {
-            n = n << 6 | val(c)?;
-        }
-        n <<= 6 * pad as u32;
-        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&bytes[..3 - pad]);
-    }
-    Some(out)
+    BASIC_B64.decode(s).ok()
 }
 
 /// A bcrypt hash as htpasswd and exporter-toolkit write it: `$2a$`, `$2b$` or `$2y$`, a
@@ -727,7 +720,7 @@ mod tests {
         )
         .unwrap();
         assert!(cfg.auth_required());
-        let h = |u: &str, p: &str| format!("Basic {}", b64(&format!("{u}:{p}")));
+        let h = |u: &str, p: &str| basic_header(u, p);
         assert!(cfg.authorize(Some(&h("alice", "secret"))));
         assert!(cfg.authorize(Some(&h("alice", "secret"))), "cached answer");
         assert!(!cfg.authorize(Some(&h("alice", "wrong"))));
@@ -736,23 +729,21 @@ mod tests {
         assert!(!cfg.authorize(Some("Basic %%%")));
     }
 
-    fn b64(s: &str) -> String {
-        const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let b = s.as_bytes();
-        let mut o = String::new();
-        for c in b.chunks(3) {
-            let n = (c[0] as u32) << 16
-                | (*c.get(1).unwrap_or(&0) as u32) << 8
-                | *c.get(2).unwrap_or(&0) as u32;
-            for i in 0..4 {
-                if i <= c.len() {
-                    o.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-                } else {
-                    o.push('=');
-                }
-            }
-        }
-        o
+    /// The encoding the Loki sink's and the inspector's `Authorization` header use.
+    #[test]
+    fn base64_rfc4648() {
+        use base64::Engine as _;
+        assert_eq!(BASIC_B64.encode(b""), "");
+        assert_eq!(BASIC_B64.encode(b"f"), "Zg==");
+        assert_eq!(BASIC_B64.encode(b"fo"), "Zm8=");
+        assert_eq!(BASIC_B64.encode(b"foo"), "Zm9v");
+        assert_eq!(basic_header("user", "pass"), "Basic dXNlcjpwYXNz");
+        assert_eq!(
+            basic_header("u", "s3cret pass"),
+            "Basic dTpzM2NyZXQgcGFzcw=="
+        );
+        assert_eq!(base64_decode("Zh==").unwrap(), b"f");
+        assert_eq!(base64_decode(&"A".repeat(4100)), None);
     }
 
     #[test]

@@ -44,28 +44,12 @@ impl Filter {
     }
 }
 
+/// A query value: `+` is a blank (form encoding), then `%XX` escapes are decoded; a `%` not
+/// followed by two hex digits stays as written, bytes that are not UTF-8 become U+FFFD.
 fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(&s.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 struct Sub {
@@ -183,6 +167,16 @@ mod tests {
         assert!(Filter::from_query("").unwrap().matches(&ev("X", "")));
         assert!(Filter::from_query("pod=x").is_err());
         assert_eq!(percent_decode("a%20b+c%zz%4"), "a b c%zz%4");
+    }
+
+    /// Regression: the hand-written decoder read `%XX` with `u8::from_str_radix`, which takes
+    /// a leading `+`, so `%+1` was the byte 0x01; it is not an escape (and `+` is a blank).
+    #[test]
+    fn percent_decode_takes_no_sign_as_hex() {
+        assert_eq!(percent_decode("%+1"), "% 1");
+        assert_eq!(percent_decode("%2B%2b"), "++");
+        assert_eq!(percent_decode("kube%2Dsystem"), "kube-system");
+        assert_eq!(percent_decode("%ff"), "\u{fffd}");
     }
 
     #[test]

@@ -6,7 +6,6 @@
 
 use std::io::Read;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Exit codes shared by `top` and `events`.
@@ -90,24 +89,6 @@ pub fn base_url(url: &str) -> Result<(String, bool), String> {
     Ok((base, https))
 }
 
-pub fn base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 impl Client {
     /// Checks the URL and reads the TLS and password files: a problem with them is named here.
     pub fn new(url: &str, o: &ClientOptions) -> Result<Client, String> {
@@ -120,7 +101,7 @@ impl Client {
                 // A trailing newline (`echo pw > file`) is not part of the password.
                 let pw = pw.strip_suffix('\n').unwrap_or(&pw);
                 let pw = pw.strip_suffix('\r').unwrap_or(pw);
-                Some(format!("Basic {}", base64(format!("{u}:{pw}").as_bytes())))
+                Some(crate::web_config::basic_header(u, pw))
             }
             (Some(_), None) => return Err("--web.username needs --web.password-file".into()),
             (None, Some(_)) => return Err("--web.password-file needs --web.username".into()),
@@ -220,82 +201,25 @@ fn describe(e: &ureq::Error) -> String {
 }
 
 fn tls_config(o: &ClientOptions, https: bool) -> Result<ureq::tls::TlsConfig, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
-
+    use crate::events::loki::tls::{ureq_tls, TlsFiles, TlsNames};
     let any = o.ca_file.is_some() || o.cert_file.is_some() || o.key_file.is_some();
     if any && !https {
         return Err(
             "--tls.ca-file, --tls.cert-file and --tls.key-file need an https:// --url".into(),
         );
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut b = TlsConfig::builder().unversioned_rustls_crypto_provider(provider.clone());
-    let certs_of = |flag: &str, p: &PathBuf| -> Result<Vec<CertificateDer<'static>>, String> {
-        let certs = CertificateDer::pem_file_iter(p)
-            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| format!("{flag} `{}`: {e}", p.display()))?;
-        if certs.is_empty() {
-            return Err(format!(
-                "{flag} `{}`: no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
-                p.display()
-            ));
-        }
-        Ok(certs)
-    };
-    let der = |certs: &[CertificateDer<'static>]| -> Vec<Certificate<'static>> {
-        certs
-            .iter()
-            .map(|c| Certificate::from_der(c.as_ref()).to_owned())
-            .collect()
-    };
-    if let Some(p) = &o.ca_file {
-        let certs = certs_of("--tls.ca-file", p)?;
-        let mut store = rustls::RootCertStore::empty();
-        for (i, c) in certs.iter().enumerate() {
-            store.add(c.clone()).map_err(|e| {
-                format!(
-                    "--tls.ca-file `{}`: certificate {}: {e}",
-                    p.display(),
-                    i + 1
-                )
-            })?;
-        }
-        b = b.root_certs(RootCerts::new_with_certs(&der(&certs)));
-    }
-    match (&o.cert_file, &o.key_file) {
-        (Some(cp), Some(kp)) => {
-            let chain = certs_of("--tls.cert-file", cp)?;
-            let pem =
-                std::fs::read(kp).map_err(|e| format!("--tls.key-file `{}`: {e}", kp.display()))?;
-            let key = PrivateKeyDer::from_pem_slice(&pem)
-                .map_err(|e| format!("--tls.key-file `{}`: {e}", kp.display()))?;
-            // A key that does not fit the certificate would panic inside ureq: checked here.
-            rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| format!("TLS: {e}"))?
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_client_auth_cert(chain.clone(), key.clone_key())
-                .map_err(|e| {
-                    format!(
-                        "--tls.cert-file `{}` / --tls.key-file `{}`: {e}",
-                        cp.display(),
-                        kp.display()
-                    )
-                })?;
-            let key = PrivateKey::from_pem(&pem)
-                .map_err(|e| format!("--tls.key-file `{}`: {e}", kp.display()))?;
-            b = b.client_cert(Some(ClientCert::new_with_certs(&der(&chain), key)));
-        }
-        (None, None) => {}
-        _ => {
-            return Err(
-                "give both --tls.cert-file and --tls.key-file (the client certificate)".into(),
-            )
-        }
-    }
-    Ok(b.build())
+    ureq_tls(&TlsFiles {
+        ca_file: o.ca_file.as_ref(),
+        cert_file: o.cert_file.as_ref(),
+        key_file: o.key_file.as_ref(),
+        insecure_skip_verify: false,
+        names: TlsNames {
+            ca: "--tls.ca-file",
+            cert: "--tls.cert-file",
+            key: "--tls.key-file",
+            need_both: "give both --tls.cert-file and --tls.key-file (the client certificate)",
+        },
+    })
 }
 
 #[cfg(test)]
@@ -314,15 +238,6 @@ mod tests {
         );
         assert!(base_url("ftp://x").unwrap_err().contains("http://"));
         assert!(base_url("http://").unwrap_err().contains("no host"));
-    }
-
-    #[test]
-    fn base64_rfc4648() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"u:s3cret pass"), "dTpzM2NyZXQgcGFzcw==");
     }
 
     #[test]
