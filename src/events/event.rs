@@ -1,0 +1,315 @@
+//! The event model and its two renderings: KubeSkoop's log line and a JSON line with the same
+//! data.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::inventory::{Entity, EntityKind};
+
+/// A typed field value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FieldValue {
+    Str(String),
+    Int(i64),
+    UInt(u64),
+    Addr(IpAddr),
+    /// Seconds (latencies).
+    Seconds(f64),
+}
+
+impl std::fmt::Display for FieldValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FieldValue::Str(s) => f.write_str(s),
+            FieldValue::Int(v) => write!(f, "{v}"),
+            FieldValue::UInt(v) => write!(f, "{v}"),
+            FieldValue::Addr(a) => write!(f, "{a}"),
+            FieldValue::Seconds(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+/// Who an event happened to: the namespace's entity labels.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EventEntity {
+    pub netns: u64,
+    pub kind: String,
+    pub k8s_namespace: String,
+    pub k8s_pod: String,
+    pub name: String,
+    /// The entity's extra labels (`k8s_node`, `metrics.additionalLabels` with `${labels:KEY}`
+    /// expanded from its pod's labels): the same names and values as its metrics have.
+    pub labels: Vec<(String, String)>,
+}
+
+impl EventEntity {
+    pub fn from_entity(e: &Entity) -> EventEntity {
+        EventEntity {
+            netns: e.inode,
+            kind: e.kind.as_str().to_string(),
+            k8s_namespace: e.k8s_namespace.clone(),
+            k8s_pod: e.k8s_pod.clone(),
+            name: e.name.clone(),
+            labels: e.extra_labels.clone(),
+        }
+    }
+
+    /// A namespace the inventory does not know: labelled by its inode, never dropped.
+    pub fn unknown(netns: u64) -> EventEntity {
+        EventEntity {
+            netns,
+            kind: "unknown".into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn is_host(&self) -> bool {
+        self.kind == EntityKind::Host.as_str()
+    }
+}
+
+/// One event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub time: SystemTime,
+    /// `PACKETLOSS`, `TCPRESET_NOSOCK`, ... (KubeSkoop's names).
+    pub kind: String,
+    pub entity: EventEntity,
+    /// Ordered fields: protocol, saddr, sport, daddr, dport, then probe-specific ones.
+    pub fields: Vec<(&'static str, FieldValue)>,
+    /// Kernel stack, innermost first, as `sym+0xoff [module]`, from the kernel function that
+    /// acted (the probe's own frames cut: [`crate::probes::stack`]).
+    pub stack: Vec<String>,
+}
+
+impl Event {
+    pub fn new(kind: impl Into<String>, entity: EventEntity) -> Event {
+        Event {
+            time: SystemTime::now(),
+            kind: kind.into(),
+            entity,
+            fields: Vec::new(),
+            stack: Vec::new(),
+        }
+    }
+
+    pub fn with(mut self, key: &'static str, v: FieldValue) -> Event {
+        self.fields.push((key, v));
+        self
+    }
+
+    pub fn field(&self, key: &str) -> Option<&FieldValue> {
+        self.fields.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// KubeSkoop's line: `type=TCPRESET_NOSOCK pod=web-0 namespace=default protocol=TCP
+    /// saddr=198.18.0.2 sport=443 daddr=198.18.0.1 dport=33488`, then our own keys (`netns`,
+    /// `kind`, `name`), the entity's extra labels (`app=web`: `metrics.additionalLabels`), the
+    /// fields, and the stack as `stack=sym+0x1f/sym2+0x8`.
+    pub fn log_line(&self) -> String {
+        let mut s = String::with_capacity(160);
+        let _ = write!(
+            s,
+            "type={} pod={} namespace={} netns={} kind={} name={}",
+            self.kind,
+            quote(&self.entity.k8s_pod),
+            quote(&self.entity.k8s_namespace),
+            self.entity.netns,
+            self.entity.kind,
+            quote(&self.entity.name)
+        );
+        for (k, v) in &self.entity.labels {
+            let _ = write!(s, " {k}={}", quote(v));
+        }
+        for (k, v) in &self.fields {
+            let _ = write!(s, " {k}={}", quote(&v.to_string()));
+        }
+        if !self.stack.is_empty() {
+            let _ = write!(s, " stack={}", quote(&self.stack.join("/")));
+        }
+        s
+    }
+
+    /// [`Event::to_json`] written straight into `out` (same data; keys in the event's order,
+    /// time first; no intermediate `Value`: the file sink's hot path).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let ns = self
+            .time
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let st = |out: &mut Vec<u8>, v: &str| {
+            let _ = serde_json::to_writer(&mut *out, v);
+        };
+        let _ = write!(out, "{{\"time\":\"{ns}\",\"type\":");
+        st(out, &self.kind);
+        let _ = write!(out, ",\"netns\":{},\"kind\":", self.entity.netns);
+        st(out, &self.entity.kind);
+        out.extend_from_slice(b",\"k8s_namespace\":");
+        st(out, &self.entity.k8s_namespace);
+        out.extend_from_slice(b",\"k8s_pod\":");
+        st(out, &self.entity.k8s_pod);
+        out.extend_from_slice(b",\"name\":");
+        st(out, &self.entity.name);
+        out.extend_from_slice(b",\"labels\":{");
+        for (i, (k, v)) in self.entity.labels.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            st(out, k);
+            out.push(b':');
+            st(out, v);
+        }
+        out.extend_from_slice(b"},\"fields\":{");
+        for (i, (k, v)) in self.fields.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            st(out, k);
+            out.push(b':');
+            match v {
+                FieldValue::Str(s) => st(out, s),
+                FieldValue::Int(i) => {
+                    let _ = write!(out, "{i}");
+                }
+                FieldValue::UInt(u) => {
+                    let _ = write!(out, "{u}");
+                }
+                FieldValue::Addr(a) => {
+                    let _ = write!(out, "\"{a}\"");
+                }
+                FieldValue::Seconds(f) => {
+                    let _ = serde_json::to_writer(&mut *out, f);
+                }
+            }
+        }
+        out.extend_from_slice(b"},\"stack\":[");
+        for (i, f) in self.stack.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            st(out, f);
+        }
+        out.extend_from_slice(b"]}");
+    }
+
+    /// The same data as one JSON object.
+    pub fn to_json(&self) -> serde_json::Value {
+        let ns = self
+            .time
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let mut fields = serde_json::Map::new();
+        for (k, v) in &self.fields {
+            let jv = match v {
+                FieldValue::Str(s) => serde_json::Value::from(s.as_str()),
+                FieldValue::Int(i) => serde_json::Value::from(*i),
+                FieldValue::UInt(u) => serde_json::Value::from(*u),
+                FieldValue::Addr(a) => serde_json::Value::from(a.to_string()),
+                FieldValue::Seconds(f) => serde_json::Value::from(*f),
+            };
+            fields.insert((*k).to_string(), jv);
+        }
+        let labels: serde_json::Map<String, serde_json::Value> = self
+            .entity
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+            .collect();
+        serde_json::json!({
+            "time": ns.to_string(),
+            "type": self.kind,
+            "netns": self.entity.netns,
+            "kind": self.entity.kind,
+            "k8s_namespace": self.entity.k8s_namespace,
+            "k8s_pod": self.entity.k8s_pod,
+            "name": self.entity.name,
+            "labels": labels,
+            "fields": fields,
+            "stack": self.stack,
+        })
+    }
+}
+
+/// Values with spaces or quotes are quoted (logfmt style); empty values stay empty.
+fn quote(v: &str) -> String {
+    if v.chars().any(|c| c.is_whitespace() || c == '"' || c == '=') {
+        format!("{v:?}")
+    } else {
+        v.to_string()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Event {
+        let mut e = Event::new(
+            "TCPRESET_NOSOCK",
+            EventEntity {
+                netns: 4026532001,
+                kind: "pod".into(),
+                k8s_namespace: "default".into(),
+                k8s_pod: "web-0".into(),
+                name: "web-0".into(),
+                labels: vec![
+                    ("app".into(), "web".into()),
+                    ("team".into(), "t shop".into()),
+                ],
+            },
+        )
+        .with("protocol", FieldValue::Str("TCP".into()))
+        .with("saddr", FieldValue::Addr("198.18.0.2".parse().unwrap()))
+        .with("sport", FieldValue::UInt(443))
+        .with("daddr", FieldValue::Addr("2001:db8::1".parse().unwrap()))
+        .with("dport", FieldValue::UInt(33488))
+        .with("state", FieldValue::Str("CLOSE".into()));
+        e.time = UNIX_EPOCH + std::time::Duration::from_nanos(1_700_000_000_123_456_789);
+        e.stack = vec![
+            "tcp_v4_send_reset+0x1f".into(),
+            "tcp_v4_rcv+0x8a [kernel]".into(),
+        ];
+        e
+    }
+
+    #[test]
+    fn log_line_like_kubeskoop() {
+        assert_eq!(
+            sample().log_line(),
+            "type=TCPRESET_NOSOCK pod=web-0 namespace=default netns=4026532001 kind=pod name=web-0 \
+             app=web team=\"t shop\" protocol=TCP saddr=198.18.0.2 sport=443 daddr=2001:db8::1 dport=33488 state=CLOSE \
+             stack=\"tcp_v4_send_reset+0x1f/tcp_v4_rcv+0x8a [kernel]\""
+        );
+    }
+
+    #[test]
+    fn write_json_equals_to_json() {
+        let mut e = sample().with("rtt", FieldValue::Seconds(0.25));
+        e.entity.name = "we\"ird name\n".into();
+        let mut out = Vec::new();
+        e.write_json(&mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v, e.to_json());
+        // Keys in the event's own order (time first, fields as the probe gave them).
+        assert!(out.starts_with(b"{\"time\":\"1700000000123456789\",\"type\":"));
+    }
+
+    #[test]
+    fn json_line_same_data() {
+        let j = sample().to_json();
+        assert_eq!(j["time"], "1700000000123456789");
+        assert_eq!(j["type"], "TCPRESET_NOSOCK");
+        assert_eq!(j["k8s_pod"], "web-0");
+        assert_eq!(
+            j["labels"],
+            serde_json::json!({"app": "web", "team": "t shop"})
+        );
+        assert_eq!(j["fields"]["sport"], 443);
+        assert_eq!(j["fields"]["daddr"], "2001:db8::1");
+        assert_eq!(j["stack"][1], "tcp_v4_rcv+0x8a [kernel]");
+    }
+}
