@@ -13,11 +13,11 @@
 //! reply), `batch` (streams, batches, push bodies), `tls` (client TLS shared with the
 //! inspector); here the sink itself: backlog bound, push loop, backoff, TLS file rotation.
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use super::{DropReason, Event, EventSink, SinkCounters};
+use crate::web_config::{stamp_of, FileStamp};
 
 mod batch;
 pub mod client;
@@ -263,21 +263,13 @@ impl EventSink for LokiSink {
     }
 }
 
-/// What tells a file changed: (path, mtime, size, inode); `None` when it cannot be read.
-type FileStamp = (PathBuf, Option<(std::time::SystemTime, u64, u64)>);
-
+/// The TLS files' stamps, to see when one was replaced.
 fn tls_stamps(cfg: &LokiConfig) -> Vec<FileStamp> {
-    use std::os::unix::fs::MetadataExt;
-    [&cfg.ca_file, &cfg.cert_file, &cfg.key_file]
-        .into_iter()
-        .flatten()
-        .map(|p| {
-            let m = std::fs::metadata(p)
-                .ok()
-                .and_then(|m| Some((m.modified().ok()?, m.len(), m.ino())));
-            (p.clone(), m)
-        })
-        .collect()
+    stamp_of(
+        [&cfg.ca_file, &cfg.cert_file, &cfg.key_file]
+            .into_iter()
+            .flatten(),
+    )
 }
 
 #[cfg(test)]
