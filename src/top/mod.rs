@@ -259,22 +259,34 @@ fn fail(what: &str, e: &str, code: i32) -> i32 {
     code
 }
 
+/// The command's options, or its exit code when there is nothing more to do: 2 after a flag
+/// error, 0 after printing `--help`.
+fn opts_or_exit(events: bool, argv: impl IntoIterator<Item = OsString>) -> Result<Opts, i32> {
+    let (what, help) = if events {
+        ("events", EVENTS_HELP)
+    } else {
+        ("top", TOP_HELP)
+    };
+    let o = parse(events, argv).map_err(|e| {
+        fail(
+            what,
+            &format!("{e}\nRun `netsleuth {what} --help` for usage."),
+            2,
+        )
+    })?;
+    if o.help {
+        print!("{help}");
+        return Err(0);
+    }
+    Ok(o)
+}
+
 /// `netsleuth top ...`; returns the exit code.
 pub fn top_main(argv: impl IntoIterator<Item = OsString>) -> i32 {
-    let o = match parse(false, argv) {
+    let o = match opts_or_exit(false, argv) {
         Ok(o) => o,
-        Err(e) => {
-            return fail(
-                "top",
-                &format!("{e}\nRun `netsleuth top --help` for usage."),
-                2,
-            )
-        }
+        Err(code) => return code,
     };
-    if o.help {
-        print!("{TOP_HELP}");
-        return 0;
-    }
     let filter = match (regex("--namespace", &o.namespace), regex("--pod", &o.pod)) {
         (Ok(namespace), Ok(pod)) => Filter {
             namespace,
@@ -363,20 +375,10 @@ fn once(
 
 /// `netsleuth events ...`; returns the exit code.
 pub fn events_main(argv: impl IntoIterator<Item = OsString>) -> i32 {
-    let o = match parse(true, argv) {
+    let o = match opts_or_exit(true, argv) {
         Ok(o) => o,
-        Err(e) => {
-            return fail(
-                "events",
-                &format!("{e}\nRun `netsleuth events --help` for usage."),
-                2,
-            )
-        }
+        Err(code) => return code,
     };
-    if o.help {
-        print!("{EVENTS_HELP}");
-        return 0;
-    }
     let pod = match regex("--pod", &o.pod) {
         Ok(p) => p,
         Err(e) => return fail("events", &e, 2),
