@@ -132,14 +132,18 @@ impl Event {
         s
     }
 
+    /// The event's time in nanoseconds since the Unix epoch (0 before it).
+    pub fn unix_nanos(&self) -> u128 {
+        self.time
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    }
+
     /// [`Event::to_json`] written straight into `out` (same data; keys in the event's order,
     /// time first; no intermediate `Value`: the file sink's hot path).
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        let ns = self
-            .time
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let ns = self.unix_nanos();
         let st = |out: &mut Vec<u8>, v: &str| {
             let _ = serde_json::to_writer(&mut *out, v);
         };
@@ -197,11 +201,7 @@ impl Event {
 
     /// The same data as one JSON object.
     pub fn to_json(&self) -> serde_json::Value {
-        let ns = self
-            .time
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let ns = self.unix_nanos();
         let mut fields = serde_json::Map::new();
         for (k, v) in &self.fields {
             let jv = match v {

@@ -2,7 +2,7 @@
 //! bounded labels, cut into batches by size, and rendered as Loki's JSON or protobuf push body.
 
 use std::collections::VecDeque;
-use std::time::{Instant, UNIX_EPOCH};
+use std::time::Instant;
 
 use super::config::{LokiConfig, LokiFormat};
 use crate::events::Event;
@@ -86,11 +86,7 @@ impl Batcher {
     /// Hold `ev` (the caller bounds the backlog).
     pub(super) fn add(&mut self, ev: &Event) {
         let stream = self.stream_of(ev);
-        let ts = ev
-            .time
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let ts = ev.unix_nanos();
         let line = ev.log_line();
         let meta = if self.structured_metadata {
             structured_metadata(ev)
