@@ -6,7 +6,7 @@
 //! `netsleuth_conntrack_entries`. Every other column is summed over CPUs as counter
 //! `netsleuth_conntrack_<column>_total`.
 
-use super::snmp::{metric_name, Entry, NameCache};
+use super::names::{metric_name, Entry, NameCache};
 use super::{
     parse_int, read_file, CollectError, Collector, FieldFilter, NetnsCtx, ProbeArgs, ProbeSpec,
 };
@@ -215,7 +215,7 @@ pub fn specs() -> Vec<ProbeSpec> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::snmp::testutil::*;
+    use super::super::testutil::*;
     use super::*;
 
     #[test]

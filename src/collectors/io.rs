@@ -134,7 +134,7 @@ pub fn specs() -> Vec<ProbeSpec> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::snmp::testutil::*;
+    use super::super::testutil::*;
     use super::*;
 
     #[test]

@@ -1109,7 +1109,7 @@ mod tests {
         emit(&snap, &mut f.sink(""));
         let mut text = String::new();
         f.render(&mut text);
-        crate::collectors::snmp::testutil::lint_rendering(&text);
+        crate::collectors::testutil::lint_rendering(&text);
         for want in [
             "netsleuth_ipvs_connections_total 1",
             "netsleuth_ipvs_incoming_packets_total 5",

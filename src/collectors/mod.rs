@@ -19,15 +19,19 @@ pub mod conntrack;
 pub mod fd;
 pub mod io;
 pub mod ipvs;
+pub mod names;
 pub mod netdev;
 pub mod netlink;
 pub mod netstat;
+pub mod parse;
 pub mod qdisc;
 pub mod rdma;
 pub mod snmp;
 pub mod sock;
 pub mod softnet;
 pub mod tcpsummary;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 /// Where a collector's data lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,8 +135,8 @@ impl ParsedStats {
             .unwrap_or("")
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = snmp::Stat<'_>> {
-        self.items.iter().map(|&(g, f, value)| snmp::Stat {
+    pub fn iter(&self) -> impl Iterator<Item = parse::Stat<'_>> {
+        self.items.iter().map(|&(g, f, value)| parse::Stat {
             group: self.at(g),
             field: self.at(f),
             value,
@@ -141,7 +145,7 @@ impl ParsedStats {
 }
 
 /// A parser of a stats file.
-pub type StatsParser = for<'d> fn(&'d [u8]) -> Result<Vec<snmp::Stat<'d>>, String>;
+pub type StatsParser = for<'d> fn(&'d [u8]) -> Result<Vec<parse::Stat<'d>>, String>;
 
 impl<'a> NetnsCtx<'a> {
     pub fn new(

@@ -23,8 +23,8 @@ use netlink_packet_core::{parse_string, NlasIterator};
 use netlink_packet_route::link::{LinkHeader, LinkMessage, LinkMessageBuffer};
 use netlink_packet_route::RouteNetlinkMessage;
 
+use super::names::{metric_name, Entry, NameCache};
 use super::netlink::{walk, DumpSocket, NlError};
-use super::snmp::{metric_name, Entry, NameCache};
 use super::{parse_int, CollectError, Collector, FieldFilter, NetnsCtx, ProbeArgs, ProbeSpec};
 use crate::model::{snake_case, MetricKind, Sink, Value};
 
@@ -412,7 +412,7 @@ pub fn specs() -> Vec<ProbeSpec> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::snmp::testutil::*;
+    use super::super::testutil::*;
     use super::*;
 
     #[test]

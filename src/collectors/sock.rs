@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use super::snmp::{metric_name, Entry, NameCache};
+use super::names::{metric_name, Entry, NameCache};
 use super::{parse_int, CollectError, Collector, FieldFilter, NetnsCtx, ProbeArgs, ProbeSpec};
 use crate::model::{snake_case, MetricKind, Sink, Value};
 
@@ -199,7 +199,7 @@ pub fn specs() -> Vec<ProbeSpec> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::snmp::testutil::*;
+    use super::super::testutil::*;
     use super::*;
 
     #[test]
