@@ -15,7 +15,7 @@ use crate::collectors::{CollectError, Collector, MapCollector, NetnsCtx, Scope};
 use crate::config::Config;
 use crate::inventory::{self, Entity, EntityKind, Inventory, Snapshot};
 use crate::model::{Families, MetricKind, Page, Sink, Value};
-use crate::selfmetrics;
+use crate::selfmetrics::{self, SelfMetrics};
 use crate::sys;
 
 /// The probes in use; swapped whole on config reload.
@@ -118,11 +118,6 @@ struct Pending {
     cv: Condvar,
 }
 
-/// A part of the exporter with figures of its own on `/metrics` (counters it keeps itself).
-pub trait SelfMetrics: Send + Sync {
-    fn emit(&self, s: &mut dyn Sink);
-}
-
 pub struct Engine {
     probes: RwLock<Arc<ActiveProbes>>,
     inventory: Arc<Inventory>,
@@ -170,7 +165,6 @@ impl Engine {
         })
     }
 
-    /// Replace the probes (config reload). A scrape in flight finishes with the old set.
     /// Add a source of self-metrics (rendered on every scrape, after the engine's own).
     pub fn add_self_metrics(&self, m: Arc<dyn SelfMetrics>) {
         self.extra
@@ -179,6 +173,7 @@ impl Engine {
             .push(m);
     }
 
+    /// Replace the probes (config reload). A scrape in flight finishes with the old set.
     pub fn set_probes(&self, p: ActiveProbes) {
         *self.probes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
     }
@@ -477,7 +472,7 @@ impl Engine {
                 &[],
                 Value::U64(self.stats.last_reload_ok.load(Ordering::Relaxed)),
             );
-            selfmetrics::emit(&mut s, self.started);
+            selfmetrics::emit(&mut s);
             for m in self.extra.read().unwrap_or_else(|e| e.into_inner()).iter() {
                 m.emit(&mut s);
             }
@@ -495,6 +490,12 @@ impl Engine {
 
         parts.push(own);
         Page::new(parts)
+    }
+}
+
+impl selfmetrics::Registry for Engine {
+    fn add_self_metrics(&self, m: Arc<dyn SelfMetrics>) {
+        Engine::add_self_metrics(self, m)
     }
 }
 
@@ -550,9 +551,6 @@ fn spawn_worker(i: usize, rx: Receiver<Job>, proc_root: PathBuf, can_enter: bool
 
 /// Bytes of sample text the last collected namespace produced.
 static PIECE_HINT: AtomicUsize = AtomicUsize::new(0);
-
-/// Probes whose figures are sums over processes: the only ones run for a process group.
-const PER_PROCESS: [&str; 2] = ["io", "fd"];
 
 /// Collect one namespace (or process group) on the calling worker thread.
 fn collect_entity(
@@ -643,7 +641,7 @@ fn collect_entity(
         let mut sink = fams.sink(&e.labels);
         for c in &probes.netns {
             let t = Instant::now();
-            let result = if e.group && !PER_PROCESS.contains(&c.name()) {
+            let result = if e.group && !c.per_process() {
                 Ok(())
             } else if c.needs_entered() && !entered {
                 Err(CollectError::Failed(format!(

@@ -26,6 +26,10 @@ impl Collector for FdProbe {
         "fd"
     }
 
+    fn per_process(&self) -> bool {
+        true
+    }
+
     fn collect(&self, ctx: &NetnsCtx, out: &mut dyn Sink) -> Result<(), CollectError> {
         let (mut fds, mut socks, mut ok) = (0u64, 0u64, 0usize);
         let mut denied = None;

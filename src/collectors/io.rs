@@ -60,6 +60,10 @@ impl Collector for IoProbe {
         "io"
     }
 
+    fn per_process(&self) -> bool {
+        true
+    }
+
     fn collect(&self, ctx: &NetnsCtx, out: &mut dyn Sink) -> Result<(), CollectError> {
         let mut sums = [0u64; 4];
         let (mut ok, mut denied) = (0usize, None);

@@ -332,6 +332,11 @@ pub trait Collector: Send + Sync {
     fn needs_entered(&self) -> bool {
         false
     }
+    /// True if the probe's figures are sums over processes: the engine then also runs it for a
+    /// process group (processes of a namespace reported apart), and runs no other probe there.
+    fn per_process(&self) -> bool {
+        false
+    }
     /// Collect one namespace (or, for [`Scope::Node`], the node).
     fn collect(&self, ctx: &NetnsCtx, out: &mut dyn Sink) -> Result<(), CollectError>;
 }
