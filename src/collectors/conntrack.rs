@@ -203,14 +203,13 @@ fn available() -> Result<(), String> {
 }
 
 pub fn specs() -> Vec<ProbeSpec> {
-    vec![ProbeSpec {
-        name: "conntrack",
-        description: "Connection tracking entries, limit and per-CPU statistics summed (/proc/net/stat/nf_conntrack, nf_conntrack_max); fields regex over column names plus entries_limit",
-        default_fields: Some(DEFAULT_FIELDS),
-        default_enabled: true,
+    vec![ProbeSpec::new(
+        "conntrack",
+        "Connection tracking entries, limit and per-CPU statistics summed (/proc/net/stat/nf_conntrack, nf_conntrack_max); fields regex over column names plus entries_limit",
+        Some(DEFAULT_FIELDS),
         build,
         available,
-    }]
+    )]
 }
 
 #[cfg(test)]

@@ -98,14 +98,13 @@ fn available() -> Result<(), String> {
 }
 
 pub fn specs() -> Vec<ProbeSpec> {
-    vec![ProbeSpec {
-        name: "fd",
-        description: "Open file descriptors and sockets over the namespace's processes (/proc/<pid>/fd); fields: open_fds, open_sockets",
-        default_fields: Some(".*"),
-        default_enabled: true,
+    vec![ProbeSpec::new(
+        "fd",
+        "Open file descriptors and sockets over the namespace's processes (/proc/<pid>/fd); fields: open_fds, open_sockets",
+        Some(".*"),
         build,
         available,
-    }]
+    )]
 }
 
 #[cfg(test)]

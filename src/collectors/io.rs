@@ -126,14 +126,13 @@ fn available() -> Result<(), String> {
 }
 
 pub fn specs() -> Vec<ProbeSpec> {
-    vec![ProbeSpec {
-        name: "io",
-        description: "Storage I/O system calls and bytes summed over the namespace's processes (/proc/<pid>/io); fields: read_syscalls, write_syscalls, read_bytes, write_bytes",
-        default_fields: Some(".*"),
-        default_enabled: true,
+    vec![ProbeSpec::new(
+        "io",
+        "Storage I/O system calls and bytes summed over the namespace's processes (/proc/<pid>/io); fields: read_syscalls, write_syscalls, read_bytes, write_bytes",
+        Some(".*"),
         build,
         available,
-    }]
+    )]
 }
 
 #[cfg(test)]

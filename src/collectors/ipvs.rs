@@ -913,14 +913,13 @@ fn available() -> Result<(), String> {
 }
 
 pub fn specs() -> Vec<ProbeSpec> {
-    vec![ProbeSpec {
-        name: "ipvs",
-        description: "IPVS totals (/proc/net/ip_vs_stats), destinations (/proc/net/ip_vs) and per-service/destination counters (generic netlink IPVS) where IPVS has state; arg netlink",
-        default_fields: None,
-        default_enabled: false,
+    vec![ProbeSpec::new(
+        "ipvs",
+        "IPVS totals (/proc/net/ip_vs_stats), destinations (/proc/net/ip_vs) and per-service/destination counters (generic netlink IPVS) where IPVS has state; arg netlink",
+        None,
         build,
         available,
-    }]
+    ).off_by_default()]
 }
 
 #[cfg(test)]

@@ -527,6 +527,34 @@ pub struct ProbeSpec {
     pub available: fn() -> Result<(), String>,
 }
 
+impl ProbeSpec {
+    /// A probe in the default set, with its module's `build` and `available`.
+    pub fn new(
+        name: &'static str,
+        description: &'static str,
+        default_fields: Option<&'static str>,
+        build: fn(&mut ProbeArgs) -> Result<Box<dyn Collector>, String>,
+        available: fn() -> Result<(), String>,
+    ) -> ProbeSpec {
+        ProbeSpec {
+            name,
+            description,
+            default_fields,
+            default_enabled: true,
+            build,
+            available,
+        }
+    }
+
+    /// The same probe, left out of the default set (enabled only by configuration).
+    pub fn off_by_default(self) -> ProbeSpec {
+        ProbeSpec {
+            default_enabled: false,
+            ..self
+        }
+    }
+}
+
 /// Every metric probe this build knows, in display order.
 pub fn registry() -> Vec<ProbeSpec> {
     let mut v = Vec::new();

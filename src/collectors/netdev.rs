@@ -400,14 +400,13 @@ fn available() -> Result<(), String> {
 }
 
 pub fn specs() -> Vec<ProbeSpec> {
-    vec![ProbeSpec {
-        name: "netdev",
-        description: "Per-device receive/transmit counters (/proc/net/dev); args fields, devices, devicesExclude",
-        default_fields: Some(DEFAULT_FIELDS),
-        default_enabled: true,
+    vec![ProbeSpec::new(
+        "netdev",
+        "Per-device receive/transmit counters (/proc/net/dev); args fields, devices, devicesExclude",
+        Some(DEFAULT_FIELDS),
         build,
         available,
-    }]
+    )]
 }
 
 #[cfg(test)]

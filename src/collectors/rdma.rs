@@ -444,14 +444,13 @@ fn available() -> Result<(), String> {
 }
 
 pub fn specs() -> Vec<ProbeSpec> {
-    vec![ProbeSpec {
-        name: "rdma",
-        description: "RDMA devices, node level: every port and driver counter in /sys/class/infiniband and the resource counts from rdma netlink; arg netlink",
-        default_fields: None,
-        default_enabled: false,
+    vec![ProbeSpec::new(
+        "rdma",
+        "RDMA devices, node level: every port and driver counter in /sys/class/infiniband and the resource counts from rdma netlink; arg netlink",
+        None,
         build,
         available,
-    }]
+    ).off_by_default()]
 }
 
 #[cfg(test)]

@@ -187,14 +187,13 @@ fn available() -> Result<(), String> {
 }
 
 pub fn specs() -> Vec<ProbeSpec> {
-    vec![ProbeSpec {
-        name: "sock",
-        description: "Sockets in use and socket memory per protocol (/proc/net/sockstat, sockstat6); fields regex over PROTO_field, e.g. TCP_inuse",
-        default_fields: Some(".*"),
-        default_enabled: true,
+    vec![ProbeSpec::new(
+        "sock",
+        "Sockets in use and socket memory per protocol (/proc/net/sockstat, sockstat6); fields regex over PROTO_field, e.g. TCP_inuse",
+        Some(".*"),
         build,
         available,
-    }]
+    )]
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::parse::Stat;
-use super::{Collector, NetnsCtx, ProbeArgs, ProbeSpec};
+use super::{CollectError, Collector, NetnsCtx, ProbeArgs, ProbeSpec};
 use crate::model::{Families, MetricKind, Value};
 
 pub fn fixture_dir(rel: &str) -> PathBuf {
@@ -43,6 +43,13 @@ pub fn run(c: &dyn Collector, fixture: &str, pids: &[i32]) -> (String, Result<()
     let mut s = String::new();
     f.render(&mut s);
     (s, r)
+}
+
+/// Run a collector in this process's namespace as a worker that has not entered it would.
+pub fn collect_not_entered(c: &dyn Collector) -> Result<(), CollectError> {
+    let ctx = NetnsCtx::new(1, "/proc/self/net".into(), Path::new("/proc"), false, &[]);
+    let mut fams = Families::new();
+    c.collect(&ctx, &mut fams.sink(""))
 }
 
 /// Only the sample lines of a rendering.
