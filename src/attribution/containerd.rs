@@ -244,16 +244,11 @@ pub fn parse_task_spec(data: &[u8], id: &str) -> Option<Record> {
         return None;
     }
     Some(Record {
-        runtime: "containerd",
-        id: id.to_string(),
-        kind,
         k8s_namespace,
         k8s_pod,
         name,
-        pid: None,
         sandbox_id,
-        podman_pod: None,
-        labels: Default::default(),
+        ..Record::new("containerd", id, kind)
     })
 }
 

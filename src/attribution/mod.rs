@@ -54,6 +54,22 @@ pub struct Record {
 }
 
 impl Record {
+    /// A record of `runtime`'s object `id` with no names, pid, sandbox or labels yet.
+    pub fn new(runtime: &'static str, id: &str, kind: RecordKind) -> Record {
+        Record {
+            runtime,
+            id: id.to_string(),
+            kind,
+            k8s_namespace: String::new(),
+            k8s_pod: String::new(),
+            name: String::new(),
+            pid: None,
+            sandbox_id: None,
+            podman_pod: None,
+            labels: Default::default(),
+        }
+    }
+
     /// Which record names a namespace when several share it: the pod's sandbox first, then a
     /// pod's container, then a named container, then an id-only one (containerd without CRI).
     pub fn rank(&self) -> u8 {
@@ -362,16 +378,8 @@ mod tests {
     #[test]
     fn rank_prefers_sandbox() {
         let mut r = Record {
-            runtime: "containerd",
-            id: "a".into(),
-            kind: RecordKind::Container,
-            k8s_namespace: String::new(),
-            k8s_pod: String::new(),
             name: "a".into(),
-            pid: None,
-            sandbox_id: None,
-            podman_pod: None,
-            labels: Default::default(),
+            ..Record::new("containerd", "a", RecordKind::Container)
         };
         assert_eq!(r.rank(), 0);
         r.name = "web".into();

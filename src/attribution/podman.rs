@@ -173,17 +173,9 @@ fn spec_record(data: &[u8], id: &str) -> Option<Record> {
         return None;
     }
     Some(Record {
-        runtime: "podman",
-        id: id.to_string(),
-        kind: RecordKind::Container,
-        k8s_namespace: String::new(),
-        k8s_pod: String::new(),
-        name: String::new(),
-        pid: None,
         // The pod id, resolved to a name in `scan`.
         sandbox_id: pod,
-        podman_pod: None,
-        labels: Default::default(),
+        ..Record::new("podman", id, RecordKind::Container)
     })
 }
 

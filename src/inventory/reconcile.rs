@@ -240,16 +240,12 @@ mod tests {
 
     fn pod_record(id: &str, pod: &str, pid: i32) -> Record {
         Record {
-            runtime: "containerd",
-            id: id.into(),
-            kind: RecordKind::PodSandbox,
             k8s_namespace: "default".into(),
             k8s_pod: pod.into(),
             name: pod.into(),
             pid: Some(pid),
-            sandbox_id: None,
-            podman_pod: None,
             labels: [("app".to_string(), pod.to_string())].into(),
+            ..Record::new("containerd", id, RecordKind::PodSandbox)
         }
     }
 
