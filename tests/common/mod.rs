@@ -564,14 +564,17 @@ impl Netns {
 
     pub fn inode(&self) -> u64 {
         use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(format!("/run/netns/{}", self.name))
-            .unwrap()
-            .ino()
+        std::fs::metadata(self.path()).unwrap().ino()
     }
 
     /// Run `f` on a fresh thread inside this namespace.
+    /// The namespace's bind mount.
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
     pub fn within<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.name);
+        let path = self.path();
         std::thread::spawn(move || {
             let fd = std::fs::File::open(&path).unwrap();
             nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
