@@ -57,13 +57,19 @@ struct ProbeRun {
     result: Result<(), CollectError>,
 }
 
-/// Outcome of one namespace.
-struct JobResult {
-    families: Families,
-    runs: Vec<ProbeRun>,
-    vanished: bool,
-    /// The inode now belongs to another namespace than the one we labelled.
-    identity_changed: bool,
+/// Outcome of one namespace: what the scrape merges, or why there is nothing to merge.
+enum JobResult {
+    /// Collected; a probe's own failure is in its run.
+    Collected {
+        families: Families,
+        runs: Vec<ProbeRun>,
+    },
+    /// The namespace is gone (its last process exited, its mount was removed, it could not
+    /// be entered): counted as vanished.
+    Vanished,
+    /// The inode now belongs to another namespace than the one we labelled (its cookie
+    /// changed): counted as vanished, and the inventory relabels the inode.
+    Replaced,
 }
 
 struct Job {
@@ -365,23 +371,26 @@ impl Engine {
         }
         let mut vanished = 0u64;
         for (e, r) in all_entities.iter().zip(results) {
-            let Some(r) = r else { continue };
-            if r.identity_changed {
-                self.inventory.distrust(e.inode);
-                self.stats.identity_changes.fetch_add(1, Ordering::Relaxed);
-            }
-            if r.vanished {
-                vanished += 1;
-                log::debug!("netns {} ({}) vanished during collection", e.inode, e.name);
-                continue;
-            }
-            for (c, run) in probes.netns.iter().zip(&r.runs) {
+            let (families, runs) = match r {
+                None => continue,
+                Some(JobResult::Collected { families, runs }) => (families, runs),
+                Some(gone) => {
+                    if matches!(gone, JobResult::Replaced) {
+                        self.inventory.distrust(e.inode);
+                        self.stats.identity_changes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    vanished += 1;
+                    log::debug!("netns {} ({}) vanished during collection", e.inode, e.name);
+                    continue;
+                }
+            };
+            for (c, run) in probes.netns.iter().zip(&runs) {
                 tallies
                     .entry(c.name())
                     .or_default()
                     .add(run, || format!("netns {} ({})", e.inode, e.name));
             }
-            parts.push(r.families);
+            parts.push(families);
         }
         for (name, run) in &node_runs {
             tallies
@@ -568,35 +577,23 @@ fn collect_entity(
     let at_home = e.inode == *home_ino;
     let want_enter = !at_home && can_enter && (probes.needs_entered() || e.pids.is_empty());
 
-    let vanished = |fams| JobResult {
-        families: fams,
-        runs: Vec::new(),
-        vanished: true,
-        identity_changed: false,
-    };
-
     // Where to read the namespace's files, and whether we are inside it.
     let (net_dir, entered) = if at_home {
         (PathBuf::from("/proc/thread-self/net"), true)
     } else if want_enter {
         let Some(fd) = inventory::open_entity_netns(e, proc_root) else {
-            return vanished(fams);
+            return JobResult::Vanished;
         };
         if let Err(err) = sys::enter_netns(fd.as_fd()) {
             log::debug!("setns into netns {}: {err}", e.inode);
-            return vanished(fams);
+            return JobResult::Vanished;
         }
         // The inode matched; the cookie proves it is the namespace we labelled, not a new
         // one that got a recycled inode.
         if let (Some(want), Some(got)) = (e.cookie, sys::current_netns_cookie()) {
             if want != got {
                 go_home(home_fd);
-                return JobResult {
-                    families: fams,
-                    runs: Vec::new(),
-                    vanished: true,
-                    identity_changed: true,
-                };
+                return JobResult::Replaced;
             }
         }
         (PathBuf::from("/proc/thread-self/net"), true)
@@ -622,14 +619,12 @@ fn collect_entity(
                         ))),
                     })
                     .collect();
-                return JobResult {
+                return JobResult::Collected {
                     families: fams,
                     runs,
-                    vanished: false,
-                    identity_changed: false,
                 };
             }
-            None => return vanished(fams),
+            None => return JobResult::Vanished,
         }
     };
 
@@ -676,17 +671,15 @@ fn collect_entity(
     // A read that failed because the namespace's last process exited is a vanish, not an error.
     let any_failed = runs.iter().any(|r| r.result.is_err());
     if any_failed && !entered && !still_exists(e, proc_root) {
-        return vanished(Families::new());
+        return JobResult::Vanished;
     }
     // Namespaces only (a process group's io/fd text is tiny), and not an outlier's size.
     if !at_home && !e.group {
         PIECE_HINT.store(fams.text_len().min(256 << 10), Ordering::Relaxed);
     }
-    JobResult {
+    JobResult::Collected {
         families: fams,
         runs,
-        vanished: false,
-        identity_changed: false,
     }
 }
 
