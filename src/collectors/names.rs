@@ -242,25 +242,22 @@ impl Cursor<'_> {
         }
         let found =
             (self.pos..(self.pos + RESYNC).min(self.seq.len())).find(|&i| same(&self.seq[i]));
-        if let Some(i) = found {
-            if i != self.pos {
-                self.miss();
-            }
-            self.pos = i + 1;
-            // Borrowed from the sequence: no reference count touched on the hot path.
-            let entry = &self.seq[i].2;
-            if let Some(r) = &mut self.record {
-                if r.len() < SEQ_LIMIT {
-                    r.push((group.into(), field.into(), entry.clone()));
+        let looked_up;
+        let entry = match found {
+            Some(i) => {
+                if i != self.pos {
+                    self.miss();
                 }
+                self.pos = i + 1;
+                // Borrowed from the sequence: no reference count touched on the hot path.
+                &self.seq[i].2
             }
-            if let Some(e) = entry {
-                e.emit(out, labels, value);
+            None => {
+                self.miss();
+                looked_up = self.cache.lookup(group, field, make);
+                &looked_up
             }
-            return;
-        }
-        self.miss();
-        let entry = self.cache.lookup(group, field, make);
+        };
         if let Some(r) = &mut self.record {
             if r.len() < SEQ_LIMIT {
                 r.push((group.into(), field.into(), entry.clone()));
