@@ -17,12 +17,12 @@
 //! per-process probes (io, fd). Entities that vanished are remembered for
 //! [`GRACE`] so late eBPF events still find their labels ([`Inventory::labels_for`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::attribution::{Attributor, Record};
+use crate::attribution::Attributor;
 use crate::sys;
 
 mod entity;
@@ -250,7 +250,19 @@ impl Inventory {
         let mut groups = Vec::new();
         if !host_records.is_empty() {
             if let Some(host) = entities.iter_mut().find(|e| e.inode == host_inode) {
-                groups = self.host_groups(host_inode, &host.pids, &host_records, prev);
+                let ppid: HashMap<i32, i32> = host
+                    .pids
+                    .iter()
+                    .filter_map(|&p| Some((p, parent_pid(&self.proc_root, p)?)))
+                    .collect();
+                groups = reconcile::host_groups(
+                    host_inode,
+                    &host.pids,
+                    &ppid,
+                    &host_records,
+                    &prev.groups,
+                    &self.extra_labels,
+                );
                 let grouped: HashSet<i32> =
                     groups.iter().flat_map(|g| g.pids.iter().copied()).collect();
                 let mut h = Entity::clone_shallow(host);
@@ -279,81 +291,6 @@ impl Inventory {
         });
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = snap.clone();
         snap
-    }
-
-    /// Process groups of the host-network records: one per pod (or container), holding the
-    /// records' init pids and all their descendants among `host_pids`.
-    fn host_groups(
-        &self,
-        host_inode: u64,
-        host_pids: &[i32],
-        recs: &[&Record],
-        prev: &Snapshot,
-    ) -> Vec<Arc<Entity>> {
-        let ppid: HashMap<i32, i32> = host_pids
-            .iter()
-            .filter_map(|&p| Some((p, parent_pid(&self.proc_root, p)?)))
-            .collect();
-        // Group key → (the record naming it, its root pids).
-        let mut by_key: BTreeMap<String, (&Record, Vec<i32>)> = BTreeMap::new();
-        for r in recs {
-            let Some(pid) = r.pid else { continue };
-            let slot = by_key.entry(r.group_key()).or_insert((r, Vec::new()));
-            if r.rank() > slot.0.rank() {
-                slot.0 = r;
-            }
-            slot.1.push(pid);
-        }
-        let mut owner: HashMap<i32, usize> = HashMap::new();
-        for (i, (_, roots)) in by_key.values().enumerate() {
-            for &p in roots {
-                owner.insert(p, i);
-            }
-        }
-        let mut members: Vec<Vec<i32>> = vec![Vec::new(); by_key.len()];
-        for &p in host_pids {
-            // Walk up to a root pid (bounded: pid chains are short; loops impossible but cheap
-            // to guard against).
-            let mut cur = p;
-            for _ in 0..64 {
-                if let Some(&g) = owner.get(&cur) {
-                    members[g].push(p);
-                    break;
-                }
-                match ppid.get(&cur) {
-                    Some(&pp) if pp > 0 && pp != cur => cur = pp,
-                    _ => break,
-                }
-            }
-        }
-        let prev_groups: HashMap<&str, &Arc<Entity>> = prev
-            .groups
-            .iter()
-            .filter_map(|g| Some((g.runtime_id.as_deref()?, g)))
-            .collect();
-        by_key
-            .values()
-            .zip(members)
-            .filter(|(_, pids)| !pids.is_empty())
-            .map(|((r, _), pids)| {
-                let mut e = Entity::new(
-                    host_inode,
-                    None,
-                    EntityKind::Container,
-                    String::new(),
-                    pids,
-                    None,
-                    None,
-                );
-                e.attribute(r);
-                e.group = true;
-                if let Some(old) = e.runtime_id.as_deref().and_then(|id| prev_groups.get(id)) {
-                    e.first_seen = old.first_seen;
-                }
-                e.render(&self.extra_labels);
-                Arc::new(e)
-            })
-            .collect()
     }
 
     /// Remember entities that are gone from this scan (or were replaced by another identity)

@@ -171,6 +171,78 @@ pub(super) fn reconcile(
     }
 }
 
+/// Process groups of the host-network records: one per pod (or container), holding the
+/// records' init pids and all their descendants among `host_pids` (`ppid`: their parents);
+/// a group keeps its first sighting from `prev_groups`.
+pub(super) fn host_groups(
+    host_inode: u64,
+    host_pids: &[i32],
+    ppid: &HashMap<i32, i32>,
+    recs: &[&Record],
+    prev_groups: &[Arc<Entity>],
+    extra_labels: &[(String, String)],
+) -> Vec<Arc<Entity>> {
+    // Group key → (the record naming it, its root pids).
+    let mut by_key: BTreeMap<String, (&Record, Vec<i32>)> = BTreeMap::new();
+    for r in recs {
+        let Some(pid) = r.pid else { continue };
+        let slot = by_key.entry(r.group_key()).or_insert((r, Vec::new()));
+        if r.rank() > slot.0.rank() {
+            slot.0 = r;
+        }
+        slot.1.push(pid);
+    }
+    let mut owner: HashMap<i32, usize> = HashMap::new();
+    for (i, (_, roots)) in by_key.values().enumerate() {
+        for &p in roots {
+            owner.insert(p, i);
+        }
+    }
+    let mut members: Vec<Vec<i32>> = vec![Vec::new(); by_key.len()];
+    for &p in host_pids {
+        // Walk up to a root pid (bounded: pid chains are short; loops impossible but cheap
+        // to guard against).
+        let mut cur = p;
+        for _ in 0..64 {
+            if let Some(&g) = owner.get(&cur) {
+                members[g].push(p);
+                break;
+            }
+            match ppid.get(&cur) {
+                Some(&pp) if pp > 0 && pp != cur => cur = pp,
+                _ => break,
+            }
+        }
+    }
+    let prev_groups: HashMap<&str, &Arc<Entity>> = prev_groups
+        .iter()
+        .filter_map(|g| Some((g.runtime_id.as_deref()?, g)))
+        .collect();
+    by_key
+        .values()
+        .zip(members)
+        .filter(|(_, pids)| !pids.is_empty())
+        .map(|((r, _), pids)| {
+            let mut e = Entity::new(
+                host_inode,
+                None,
+                EntityKind::Container,
+                String::new(),
+                pids,
+                None,
+                None,
+            );
+            e.attribute(r);
+            e.group = true;
+            if let Some(old) = e.runtime_id.as_deref().and_then(|id| prev_groups.get(id)) {
+                e.first_seen = old.first_seen;
+            }
+            e.render(extra_labels);
+            Arc::new(e)
+        })
+        .collect()
+}
+
 /// The entities of `prev` whose identity (inode, first seen, group or not) is not in `now`.
 pub(super) fn ended(prev: &[Arc<Entity>], now: &[Arc<Entity>]) -> Vec<Arc<Entity>> {
     let alive: HashSet<*const Entity> = now.iter().map(Arc::as_ptr).collect();
@@ -459,6 +531,54 @@ mod tests {
         assert_eq!(
             host.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
             ["hostnet"]
+        );
+    }
+
+    #[test]
+    fn host_network_pods_group_their_descendants_and_keep_their_first_sighting() {
+        // pid 1 → 10 (the pod's sandbox) → 11 → 12; 10 → 13 (its container's init, also a
+        // record); 1 → 20 (a plain host process); 30 (a record of another pod, no children).
+        let ppid: HashMap<i32, i32> =
+            [(10, 1), (11, 10), (12, 11), (13, 10), (20, 1), (30, 1)].into();
+        let host_pids = [1, 10, 11, 12, 13, 20, 30];
+        let mut container = pod_record("c1", "agent", 13);
+        container.kind = RecordKind::PodContainer;
+        let (sandbox, other, gone) = (
+            pod_record("sb1", "agent", 10),
+            pod_record("sb2", "logs", 30),
+            pod_record("sb3", "dead", 99),
+        );
+        let recs = [&container, &sandbox, &other, &gone];
+        let first = host_groups(HOST, &host_pids, &ppid, &recs, &[], &[]);
+        let by_pod = |g: &[Arc<Entity>], pod: &str| -> Arc<Entity> {
+            g.iter().find(|e| e.k8s_pod == pod).expect("group").clone()
+        };
+        assert_eq!(
+            first.len(),
+            2,
+            "the record without a live pid makes no group"
+        );
+        let agent = by_pod(&first, "agent");
+        assert!(agent.group);
+        assert_eq!(agent.inode, HOST);
+        assert_eq!(agent.pids, [10, 11, 12, 13]);
+        assert_eq!(
+            agent.runtime_id.as_deref(),
+            Some("containerd/sb1"),
+            "the sandbox names it"
+        );
+        assert_eq!(by_pod(&first, "logs").pids, [30]);
+        // The next scan keeps the groups' first sighting; a new pod's group is new.
+        let second = host_groups(HOST, &host_pids, &ppid, &recs, &first, &[]);
+        assert_eq!(by_pod(&second, "agent").first_seen, agent.first_seen);
+        assert!(ended(&first, &second).is_empty());
+        let third = host_groups(HOST, &host_pids, &ppid, &recs[..2], &second, &[]);
+        assert_eq!(
+            ended(&second, &third)
+                .iter()
+                .map(|e| e.k8s_pod.as_str())
+                .collect::<Vec<_>>(),
+            ["logs"]
         );
     }
 }
