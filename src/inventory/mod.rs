@@ -31,8 +31,8 @@ mod reconcile;
 mod watch;
 
 pub use entity::{Entity, EntityKind, Snapshot};
+use observe::probe_can_enter;
 pub use observe::{open_entity_netns, parse_ns_link, start_time, with_netns};
-use observe::{parent_pid, probe_can_enter};
 pub use watch::spawn_watcher;
 
 /// How long a vanished namespace's labels stay available to [`Inventory::labels_for`].
@@ -250,11 +250,7 @@ impl Inventory {
         let mut groups = Vec::new();
         if !host_records.is_empty() {
             if let Some(host) = entities.iter_mut().find(|e| e.inode == host_inode) {
-                let ppid: HashMap<i32, i32> = host
-                    .pids
-                    .iter()
-                    .filter_map(|&p| Some((p, parent_pid(&self.proc_root, p)?)))
-                    .collect();
+                let ppid = observe::parents(&self.proc_root, &host.pids);
                 groups = reconcile::host_groups(
                     host_inode,
                     &host.pids,

@@ -36,7 +36,7 @@ pub(super) fn comm(proc_root: &Path, pid: i32) -> String {
 }
 
 /// Parent pid (field 4 of `/proc/<pid>/stat`).
-pub(super) fn parent_pid(proc_root: &Path, pid: i32) -> Option<i32> {
+fn parent_pid(proc_root: &Path, pid: i32) -> Option<i32> {
     let stat = std::fs::read(proc_root.join(pid.to_string()).join("stat")).ok()?;
     let close = stat.iter().rposition(|&b| b == b')')?;
     let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
@@ -165,4 +165,11 @@ pub(super) fn host_inode(proc_root: &Path) -> u64 {
     ns_inode_of(proc_root, "1")
         .or_else(|| ns_inode_of(proc_root, "self"))
         .unwrap_or(0)
+}
+
+/// The parent of each of `pids` (those whose `stat` could be read).
+pub(super) fn parents(proc_root: &Path, pids: &[i32]) -> HashMap<i32, i32> {
+    pids.iter()
+        .filter_map(|&p| Some((p, parent_pid(proc_root, p)?)))
+        .collect()
 }
