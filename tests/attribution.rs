@@ -208,6 +208,20 @@ fn docker(args: &[&str]) -> String {
     run("/usr/bin/docker", &a).trim().to_string()
 }
 
+/// Runs a `/pause` container `name` without a network, with these labels (`KEY=VALUE`);
+/// returns its pid.
+fn docker_pause(name: &str, labels: &[&str]) -> i32 {
+    let mut args = vec!["run", "-d", "--network", "none"];
+    for l in labels {
+        args.extend(["--label", l]);
+    }
+    args.extend(["--name", name, "localhost/bb:docker", "/pause"]);
+    docker(&args);
+    docker(&["inspect", "-f", "{{.State.Pid}}", name])
+        .parse()
+        .unwrap()
+}
+
 /// A Docker container of the test, removed on drop.
 struct DockerContainer(String);
 
@@ -407,20 +421,7 @@ fn docker_containers_are_labelled() {
     let e = start_with(&cfg);
     let name = unique("nsld");
     let guard = DockerContainer(name.clone());
-    docker(&[
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--name",
-        &name,
-        "localhost/bb:docker",
-        "/pause",
-    ]);
-    let pid: i32 = docker(&["inspect", "-f", "{{.State.Pid}}", &name])
-        .parse()
-        .unwrap();
-    let ino = netns_of_pid(pid);
+    let ino = netns_of_pid(docker_pause(&name, &[]));
     let s = e.scrape();
     assert_entity(
         &s,
@@ -640,23 +641,10 @@ metrics:
     if docker_up() {
         let name = unique("nsldl");
         let _guard = DockerContainer(name.clone());
-        docker(&[
-            "run",
-            "-d",
-            "--network",
-            "none",
-            "--label",
-            "app=dockerised",
-            "--label",
-            "app.kubernetes.io/part-of=tools",
-            "--name",
+        let pid = docker_pause(
             &name,
-            "localhost/bb:docker",
-            "/pause",
-        ]);
-        let pid: i32 = docker(&["inspect", "-f", "{{.State.Pid}}", &name])
-            .parse()
-            .unwrap();
+            &["app=dockerised", "app.kubernetes.io/part-of=tools"],
+        );
         let s = e.scrape();
         assert_entity(
             &s,
