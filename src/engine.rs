@@ -581,12 +581,13 @@ fn collect_entity(
     let (net_dir, entered) = if at_home {
         (PathBuf::from("/proc/thread-self/net"), true)
     } else if want_enter {
-        let Some(fd) = inventory::open_entity_netns(e, proc_root) else {
-            return JobResult::Vanished;
-        };
-        if let Err(err) = sys::enter_netns(fd.as_fd()) {
-            log::debug!("setns into netns {}: {err}", e.inode);
-            return JobResult::Vanished;
+        match inventory::enter(e, proc_root) {
+            Ok(()) => {}
+            Err(inventory::EnterError::Gone) => return JobResult::Vanished,
+            Err(err) => {
+                log::debug!("setns into netns {}: {err}", e.inode);
+                return JobResult::Vanished;
+            }
         }
         // The inode matched; the cookie proves it is the namespace we labelled, not a new
         // one that got a recycled inode.

@@ -32,7 +32,9 @@ mod watch;
 
 pub use entity::{Entity, EntityKind, Snapshot};
 use observe::probe_can_enter;
-pub use observe::{open_entity_netns, parse_ns_link, start_time, with_netns};
+pub use observe::{
+    enter, enter_and_run, open_entity_netns, parse_ns_link, start_time, with_netns, EnterError,
+};
 pub use watch::spawn_watcher;
 
 /// How long a vanished namespace's labels stay available to [`Inventory::labels_for`].
@@ -131,12 +133,14 @@ impl Inventory {
             if e.group || (!self.can_enter && Some(e.inode) != own) {
                 continue;
             }
-            let addrs = match with_netns(e, &self.proc_root, crate::rtnl::own_addresses) {
+            let addrs = match enter_and_run(e, &self.proc_root, crate::rtnl::own_addresses) {
                 Ok(Ok(a)) => a,
                 Ok(Err(err)) => {
                     log::debug!("netns {}: RTM_GETADDR: {err}", e.inode);
                     continue;
                 }
+                // Gone since this scan saw it: no addresses, nothing to say.
+                Err(EnterError::Gone) => continue,
                 Err(err) => {
                     log::debug!("netns {}: cannot enter for its addresses: {err}", e.inode);
                     continue;

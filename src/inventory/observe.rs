@@ -55,18 +55,60 @@ pub fn open_entity_netns(e: &Entity, proc_root: &Path) -> Option<std::os::fd::Ow
     None
 }
 
+/// Why a namespace could not be entered: callers treat a vanished namespace (nothing to
+/// report) apart from a refusal (a missing capability to name).
+#[derive(Debug)]
+pub enum EnterError {
+    /// No path leads to it any more: its processes exited and its mount, if any, is gone.
+    Gone,
+    /// `setns` refused (EPERM): entering needs CAP_SYS_ADMIN.
+    NotPermitted(std::io::Error),
+    /// Anything else (our own namespace unreadable, `setns` failing otherwise).
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for EnterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EnterError::Gone => f.write_str("network namespace vanished"),
+            EnterError::NotPermitted(e) | EnterError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for EnterError {}
+
+/// The I/O error [`with_netns`] has always returned: `NotFound` for a vanished namespace, the
+/// `setns` or open error otherwise.
+impl From<EnterError> for std::io::Error {
+    fn from(e: EnterError) -> std::io::Error {
+        match e {
+            EnterError::Gone => {
+                std::io::Error::new(std::io::ErrorKind::NotFound, "network namespace vanished")
+            }
+            EnterError::NotPermitted(e) | EnterError::Io(e) => e,
+        }
+    }
+}
+
 /// Run `f` on this thread inside the entity's namespace, then return to the thread's own.
-/// Fails if the namespace is gone or cannot be entered.
+/// Fails if the namespace is gone or cannot be entered (see [`enter_and_run`] for the kind).
 pub fn with_netns<T>(e: &Entity, proc_root: &Path, f: impl FnOnce() -> T) -> std::io::Result<T> {
+    enter_and_run(e, proc_root, f).map_err(std::io::Error::from)
+}
+
+/// [`with_netns`], saying why the namespace could not be entered.
+pub fn enter_and_run<T>(
+    e: &Entity,
+    proc_root: &Path,
+    f: impl FnOnce() -> T,
+) -> Result<T, EnterError> {
     use std::os::fd::AsFd;
-    let (home, home_ino) = sys::thread_netns()?;
+    let (home, home_ino) = sys::thread_netns().map_err(EnterError::Io)?;
     if home_ino == e.inode {
         return Ok(f());
     }
-    let target = open_entity_netns(e, proc_root).ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::NotFound, "network namespace vanished")
-    })?;
-    sys::enter_netns(target.as_fd())?;
+    enter(e, proc_root)?;
     let r = f();
     if let Err(err) = sys::enter_netns(home.as_fd()) {
         // A thread stuck in a foreign namespace would mislabel everything it does next.
@@ -74,6 +116,19 @@ pub fn with_netns<T>(e: &Entity, proc_root: &Path, f: impl FnOnce() -> T) -> std
         std::process::abort();
     }
     Ok(r)
+}
+
+/// Move the calling thread into the entity's namespace (the caller returns it home).
+pub fn enter(e: &Entity, proc_root: &Path) -> Result<(), EnterError> {
+    use std::os::fd::AsFd;
+    let target = open_entity_netns(e, proc_root).ok_or(EnterError::Gone)?;
+    sys::enter_netns(target.as_fd()).map_err(|err| {
+        if err.raw_os_error() == Some(libc::EPERM) {
+            EnterError::NotPermitted(err)
+        } else {
+            EnterError::Io(err)
+        }
+    })
 }
 
 /// Whether setns works here: try entering our own namespace (a no-op that still needs
