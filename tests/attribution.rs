@@ -854,10 +854,7 @@ metrics:
 
 /// The IPv4 address of `eth0` in the network namespace of pid `pid` (a CRI pod's, from CNI).
 fn pod_ip(pid: i32) -> String {
-    let path = format!("/proc/{pid}/ns/net");
-    std::thread::spawn(move || {
-        let fd = std::fs::File::open(&path).unwrap();
-        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    in_netns(format!("/proc/{pid}/ns/net"), || {
         let out = run("ip", &["-o", "-4", "addr", "show", "dev", "eth0"]);
         out.split_whitespace()
             .skip_while(|w| *w != "inet")
@@ -866,8 +863,6 @@ fn pod_ip(pid: i32) -> String {
             .unwrap_or_else(|| panic!("no IPv4 address on the pod's eth0: {out}"))
             .to_string()
     })
-    .join()
-    .unwrap()
 }
 
 fn sandbox_pid(id: &str) -> i32 {
@@ -919,14 +914,9 @@ event:
             .then_some(())
     });
     let to: std::net::SocketAddr = format!("{ip_db}:9").parse().unwrap();
-    let path = format!("/proc/{pid_web}/ns/net");
-    let refused = std::thread::spawn(move || {
-        let fd = std::fs::File::open(&path).unwrap();
-        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    let refused = in_netns(format!("/proc/{pid_web}/ns/net"), move || {
         std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)).map(|_| ())
-    })
-    .join()
-    .unwrap();
+    });
     assert_eq!(
         refused.map_err(|e| e.kind()),
         Err(std::io::ErrorKind::ConnectionRefused)

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{await_address, http_get, privileged, run, unique, wait_for, write_config};
+use common::{await_address, http_get, in_netns, privileged, run, unique, wait_for, write_config};
 use common::{Netns, Scrape, BIN};
 use netsleuth::bpf::prog;
 
@@ -148,16 +148,12 @@ impl NodeExporter {
     }
 
     fn scrape(&self) -> Scrape {
-        let (addr, node) = (self.addr.clone(), self.node.clone());
-        let body = std::thread::spawn(move || {
-            let fd = std::fs::File::open(format!("/run/netns/{node}")).unwrap();
-            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let addr = self.addr.clone();
+        let body = in_netns(format!("/run/netns/{}", self.node), move || {
             let (code, _, body) = http_get(&addr, "/metrics", &[]);
             assert_eq!(code, 200);
             body
-        })
-        .join()
-        .unwrap();
+        });
         Scrape::parse(&String::from_utf8(body).unwrap())
     }
 
@@ -843,17 +839,6 @@ fn flow_cls_bpf_fallback() {
     );
     assert!(tc_show(&node, "qdisc", &b.host_dev, None).contains("clsact"));
     assert!(!tc_show(&node, "qdisc", &a.host_dev, None).contains("clsact"));
-}
-
-/// Runs `f` on a thread inside the network namespace at `path` (commands it spawns too).
-fn in_netns<T: Send + 'static>(path: String, f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(move || {
-        let fd = std::fs::File::open(&path).unwrap();
-        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        f()
-    })
-    .join()
-    .unwrap()
 }
 
 /// Two pod-like namespaces A and B and a real podman container C, all behind veths on the
