@@ -15,7 +15,7 @@ use crate::collectors::{CollectError, Collector, MapCollector, NetnsCtx, Scope};
 use crate::config::Config;
 use crate::inventory::{self, Entity, EntityKind, Inventory, Snapshot};
 use crate::model::{Families, MetricKind, Page, Sink, Value};
-use crate::selfmetrics;
+use crate::selfmetrics::{self, SelfMetrics};
 use crate::sys;
 
 /// The probes in use; swapped whole on config reload.
@@ -57,13 +57,19 @@ struct ProbeRun {
     result: Result<(), CollectError>,
 }
 
-/// Outcome of one namespace.
-struct JobResult {
-    families: Families,
-    runs: Vec<ProbeRun>,
-    vanished: bool,
-    /// The inode now belongs to another namespace than the one we labelled.
-    identity_changed: bool,
+/// Outcome of one namespace: what the scrape merges, or why there is nothing to merge.
+enum JobResult {
+    /// Collected; a probe's own failure is in its run.
+    Collected {
+        families: Families,
+        runs: Vec<ProbeRun>,
+    },
+    /// The namespace is gone (its last process exited, its mount was removed, it could not
+    /// be entered): counted as vanished.
+    Vanished,
+    /// The inode now belongs to another namespace than the one we labelled (its cookie
+    /// changed): counted as vanished, and the inventory relabels the inode.
+    Replaced,
 }
 
 struct Job {
@@ -118,11 +124,6 @@ struct Pending {
     cv: Condvar,
 }
 
-/// A part of the exporter with figures of its own on `/metrics` (counters it keeps itself).
-pub trait SelfMetrics: Send + Sync {
-    fn emit(&self, s: &mut dyn Sink);
-}
-
 pub struct Engine {
     probes: RwLock<Arc<ActiveProbes>>,
     inventory: Arc<Inventory>,
@@ -170,7 +171,6 @@ impl Engine {
         })
     }
 
-    /// Replace the probes (config reload). A scrape in flight finishes with the old set.
     /// Add a source of self-metrics (rendered on every scrape, after the engine's own).
     pub fn add_self_metrics(&self, m: Arc<dyn SelfMetrics>) {
         self.extra
@@ -179,6 +179,7 @@ impl Engine {
             .push(m);
     }
 
+    /// Replace the probes (config reload). A scrape in flight finishes with the old set.
     pub fn set_probes(&self, p: ActiveProbes) {
         *self.probes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
     }
@@ -370,23 +371,26 @@ impl Engine {
         }
         let mut vanished = 0u64;
         for (e, r) in all_entities.iter().zip(results) {
-            let Some(r) = r else { continue };
-            if r.identity_changed {
-                self.inventory.distrust(e.inode);
-                self.stats.identity_changes.fetch_add(1, Ordering::Relaxed);
-            }
-            if r.vanished {
-                vanished += 1;
-                log::debug!("netns {} ({}) vanished during collection", e.inode, e.name);
-                continue;
-            }
-            for (c, run) in probes.netns.iter().zip(&r.runs) {
+            let (families, runs) = match r {
+                None => continue,
+                Some(JobResult::Collected { families, runs }) => (families, runs),
+                Some(gone) => {
+                    if matches!(gone, JobResult::Replaced) {
+                        self.inventory.distrust(e.inode);
+                        self.stats.identity_changes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    vanished += 1;
+                    log::debug!("netns {} ({}) vanished during collection", e.inode, e.name);
+                    continue;
+                }
+            };
+            for (c, run) in probes.netns.iter().zip(&runs) {
                 tallies
                     .entry(c.name())
                     .or_default()
                     .add(run, || format!("netns {} ({})", e.inode, e.name));
             }
-            parts.push(r.families);
+            parts.push(families);
         }
         for (name, run) in &node_runs {
             tallies
@@ -477,7 +481,7 @@ impl Engine {
                 &[],
                 Value::U64(self.stats.last_reload_ok.load(Ordering::Relaxed)),
             );
-            selfmetrics::emit(&mut s, self.started);
+            selfmetrics::emit(&mut s);
             for m in self.extra.read().unwrap_or_else(|e| e.into_inner()).iter() {
                 m.emit(&mut s);
             }
@@ -495,6 +499,12 @@ impl Engine {
 
         parts.push(own);
         Page::new(parts)
+    }
+}
+
+impl selfmetrics::Registry for Engine {
+    fn add_self_metrics(&self, m: Arc<dyn SelfMetrics>) {
+        Engine::add_self_metrics(self, m)
     }
 }
 
@@ -551,9 +561,6 @@ fn spawn_worker(i: usize, rx: Receiver<Job>, proc_root: PathBuf, can_enter: bool
 /// Bytes of sample text the last collected namespace produced.
 static PIECE_HINT: AtomicUsize = AtomicUsize::new(0);
 
-/// Probes whose figures are sums over processes: the only ones run for a process group.
-const PER_PROCESS: [&str; 2] = ["io", "fd"];
-
 /// Collect one namespace (or process group) on the calling worker thread.
 fn collect_entity(
     e: &Entity,
@@ -570,35 +577,24 @@ fn collect_entity(
     let at_home = e.inode == *home_ino;
     let want_enter = !at_home && can_enter && (probes.needs_entered() || e.pids.is_empty());
 
-    let vanished = |fams| JobResult {
-        families: fams,
-        runs: Vec::new(),
-        vanished: true,
-        identity_changed: false,
-    };
-
     // Where to read the namespace's files, and whether we are inside it.
     let (net_dir, entered) = if at_home {
         (PathBuf::from("/proc/thread-self/net"), true)
     } else if want_enter {
-        let Some(fd) = inventory::open_entity_netns(e, proc_root) else {
-            return vanished(fams);
-        };
-        if let Err(err) = sys::enter_netns(fd.as_fd()) {
-            log::debug!("setns into netns {}: {err}", e.inode);
-            return vanished(fams);
+        match inventory::enter(e, proc_root) {
+            Ok(()) => {}
+            Err(inventory::EnterError::Gone) => return JobResult::Vanished,
+            Err(err) => {
+                log::debug!("setns into netns {}: {err}", e.inode);
+                return JobResult::Vanished;
+            }
         }
         // The inode matched; the cookie proves it is the namespace we labelled, not a new
         // one that got a recycled inode.
         if let (Some(want), Some(got)) = (e.cookie, sys::current_netns_cookie()) {
             if want != got {
                 go_home(home_fd);
-                return JobResult {
-                    families: fams,
-                    runs: Vec::new(),
-                    vanished: true,
-                    identity_changed: true,
-                };
+                return JobResult::Replaced;
             }
         }
         (PathBuf::from("/proc/thread-self/net"), true)
@@ -624,14 +620,12 @@ fn collect_entity(
                         ))),
                     })
                     .collect();
-                return JobResult {
+                return JobResult::Collected {
                     families: fams,
                     runs,
-                    vanished: false,
-                    identity_changed: false,
                 };
             }
-            None => return vanished(fams),
+            None => return JobResult::Vanished,
         }
     };
 
@@ -643,7 +637,7 @@ fn collect_entity(
         let mut sink = fams.sink(&e.labels);
         for c in &probes.netns {
             let t = Instant::now();
-            let result = if e.group && !PER_PROCESS.contains(&c.name()) {
+            let result = if e.group && !c.per_process() {
                 Ok(())
             } else if c.needs_entered() && !entered {
                 Err(CollectError::Failed(format!(
@@ -678,17 +672,15 @@ fn collect_entity(
     // A read that failed because the namespace's last process exited is a vanish, not an error.
     let any_failed = runs.iter().any(|r| r.result.is_err());
     if any_failed && !entered && !still_exists(e, proc_root) {
-        return vanished(Families::new());
+        return JobResult::Vanished;
     }
     // Namespaces only (a process group's io/fd text is tiny), and not an outlier's size.
     if !at_home && !e.group {
         PIECE_HINT.store(fams.text_len().min(256 << 10), Ordering::Relaxed);
     }
-    JobResult {
+    JobResult::Collected {
         families: fams,
         runs,
-        vanished: false,
-        identity_changed: false,
     }
 }
 

@@ -1,15 +1,30 @@
 //! The exporter's own figures: build info and the standard `process_*` metrics, read from
-//! `/proc/self` (the `prometheus` crate's process collector would pull a second procfs version).
+//! `/proc/self` (the `prometheus` crate's process collector would pull a second procfs version),
+//! and [`SelfMetrics`], the trait other parts (the event pipeline, the HTTP server, the
+//! conntrack event probe) implement to add their own counters to the page.
+//!
+//! It depends on `model` only, so `events` and `probes` name the trait without depending on the
+//! scrape engine (which depends on `config`, which depends on them).
 
-use std::time::Instant;
+use std::sync::Arc;
 
 use crate::model::{MetricKind, Sink, Value};
 use crate::sys;
 
+/// A part of the exporter with figures of its own on `/metrics` (counters it keeps itself).
+pub trait SelfMetrics: Send + Sync {
+    fn emit(&self, s: &mut dyn Sink);
+}
+
+/// Where sources of [`SelfMetrics`] are registered (the engine renders them on every scrape).
+pub trait Registry {
+    fn add_self_metrics(&self, m: Arc<dyn SelfMetrics>);
+}
+
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Emit `netsleuth_build_info` and `process_*`.
-pub fn emit(s: &mut dyn Sink, _started: Instant) {
+pub fn emit(s: &mut dyn Sink) {
     s.emit(
         "netsleuth_build_info",
         "A metric with a constant '1' value labeled by version and target of the netsleuth build.",

@@ -142,7 +142,7 @@ impl Stats {
     }
 }
 
-impl crate::engine::SelfMetrics for Stats {
+impl crate::selfmetrics::SelfMetrics for Stats {
     fn emit(&self, s: &mut dyn crate::model::Sink) {
         use crate::model::{MetricKind, Value};
         for ((h, c), n) in self

@@ -298,10 +298,16 @@ fn ensure_clsact(ifindex: u32) -> Result<bool, String> {
     }
 }
 
-fn add_filter(ifindex: u32, parent: u32, prog_fd: u32, name: &str) -> Result<(), NlError> {
+/// The tcmsg and kind of our cls_bpf filter at `parent` (priority, handle, every protocol).
+fn our_filter(ifindex: u32, parent: u32) -> Vec<u8> {
     let info = (u32::from(PRIO) << 16) | u32::from(PROTO_ALL_BE);
     let mut p = tcmsg(ifindex, HANDLE, parent, info);
     attr(&mut p, TCA_KIND, &cstr("bpf"));
+    p
+}
+
+fn add_filter(ifindex: u32, parent: u32, prog_fd: u32, name: &str) -> Result<(), NlError> {
+    let mut p = our_filter(ifindex, parent);
     let mut o = Vec::new();
     attr(&mut o, TCA_BPF_FD, &prog_fd.to_ne_bytes());
     attr(&mut o, TCA_BPF_NAME, &cstr(name));
@@ -315,10 +321,19 @@ fn add_filter(ifindex: u32, parent: u32, prog_fd: u32, name: &str) -> Result<(),
 }
 
 fn del_filter(ifindex: u32, parent: u32) -> Result<(), NlError> {
-    let info = (u32::from(PRIO) << 16) | u32::from(PROTO_ALL_BE);
-    let mut p = tcmsg(ifindex, HANDLE, parent, info);
-    attr(&mut p, TCA_KIND, &cstr("bpf"));
-    request(RTM_DELTFILTER, p, 0)
+    request(RTM_DELTFILTER, our_filter(ifindex, parent), 0)
+}
+
+/// Deletes the device's clsact if it holds no filter on either hook (best effort).
+fn remove_clsact_if_empty(ifindex: u32) {
+    let empty = [false, true]
+        .iter()
+        .all(|e| filters(ifindex, *e).is_ok_and(|f| f.is_empty()));
+    if empty {
+        let mut p = tcmsg(ifindex, CLSACT_HANDLE, TC_H_CLSACT, 0);
+        attr(&mut p, TCA_KIND, &cstr("clsact"));
+        let _ = request(RTM_DELQDISC, p, 0);
+    }
 }
 
 /// Attaches the two programs (fds) as direct-action cls_bpf filters at the device's clsact
@@ -331,14 +346,7 @@ pub fn attach(ifindex: u32, ingress_fd: u32, egress_fd: u32) -> Result<Attachmen
         );
         // The clsact a crashed run left behind, empty now: ours again (an empty clsact does
         // nothing for anyone).
-        let empty = [false, true]
-            .iter()
-            .all(|e| filters(ifindex, *e).is_ok_and(|f| f.is_empty()));
-        if empty {
-            let mut p = tcmsg(ifindex, CLSACT_HANDLE, TC_H_CLSACT, 0);
-            attr(&mut p, TCA_KIND, &cstr("clsact"));
-            let _ = request(RTM_DELQDISC, p, 0);
-        }
+        remove_clsact_if_empty(ifindex);
     }
     let created_clsact = ensure_clsact(ifindex)?;
     let mut a = Attachment {
@@ -364,14 +372,7 @@ impl Drop for Attachment {
             }
         }
         if self.created_clsact {
-            let empty = [false, true]
-                .iter()
-                .all(|e| filters(self.ifindex, *e).is_ok_and(|f| f.is_empty()));
-            if empty {
-                let mut p = tcmsg(self.ifindex, CLSACT_HANDLE, TC_H_CLSACT, 0);
-                attr(&mut p, TCA_KIND, &cstr("clsact"));
-                let _ = request(RTM_DELQDISC, p, 0);
-            }
+            remove_clsact_if_empty(self.ifindex);
         }
     }
 }

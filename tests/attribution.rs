@@ -124,14 +124,19 @@ impl Cri {
 
     /// Run a pod sandbox (optionally with a `sleep` container); returns its id.
     fn run(&mut self, name: &str, ns: &str, host_network: bool, container: Option<&str>) -> String {
-        let mut l = format!("run {name} {ns} uid-{name}");
+        let mut opts = String::new();
         if host_network {
-            l.push_str(" --host-network");
+            opts.push_str(" --host-network");
         }
         if let Some(c) = container {
-            l.push_str(&format!(" --container {c} localhost/busybox:test"));
+            opts.push_str(&format!(" --container {c} localhost/busybox:test"));
         }
-        let id = self.call(&l);
+        self.run_sandbox(name, ns, &opts)
+    }
+
+    /// `run NAME NS uid-NAME OPTS`: a pod sandbox removed on drop; returns its id.
+    fn run_sandbox(&mut self, name: &str, ns: &str, opts: &str) -> String {
+        let id = self.call(&format!("run {name} {ns} uid-{name}{opts}"));
         self.live.push(id.clone());
         id
     }
@@ -144,19 +149,17 @@ impl Cri {
         host_network: bool,
         labels: &[&str],
     ) -> String {
-        let mut l = format!("run {name} {ns} uid-{name}");
+        let mut opts = String::new();
         if host_network {
-            l.push_str(" --host-network --container agent localhost/busybox:test");
+            opts.push_str(" --host-network --container agent localhost/busybox:test");
         }
         if labels.is_empty() {
-            l.push_str(" --no-labels");
+            opts.push_str(" --no-labels");
         }
         for kv in labels {
-            l.push_str(&format!(" --label {kv}"));
+            opts.push_str(&format!(" --label {kv}"));
         }
-        let id = self.call(&l);
-        self.live.push(id.clone());
-        id
+        self.run_sandbox(name, ns, &opts)
     }
 
     fn rm(&mut self, id: &str) {
@@ -177,13 +180,59 @@ impl Drop for Cri {
     }
 }
 
+/// The exporter with the config file `cfg`.
+fn start_with(cfg: &Path) -> Exporter {
+    Exporter::start(&[&format!("--config.file={}", cfg.display())])
+}
+
+/// The init pid of a containerd task (a CRI pod's sandbox).
 /// The netns inode of a containerd task's init process.
 fn task_netns(id: &str) -> u64 {
-    let pid = std::fs::read_to_string(format!(
-        "{CTD_STATE}/io.containerd.runtime.v2.task/k8s.io/{id}/init.pid"
-    ))
-    .unwrap();
-    netns_of_pid(pid.trim().parse().unwrap())
+    netns_of_pid(sandbox_pid(id))
+}
+
+/// Whether the tests' dockerd answers.
+fn docker_up() -> bool {
+    Command::new("/usr/bin/docker")
+        .args(["-H", DOCKER_SOCK, "info"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `docker -H <the tests' dockerd> ARGS`, its output trimmed.
+fn docker(args: &[&str]) -> String {
+    let mut a = vec!["-H", DOCKER_SOCK];
+    a.extend_from_slice(args);
+    run("/usr/bin/docker", &a).trim().to_string()
+}
+
+/// Runs a `/pause` container `name` without a network, with these labels (`KEY=VALUE`);
+/// returns its pid.
+fn docker_pause(name: &str, labels: &[&str]) -> i32 {
+    let mut args = vec!["run", "-d", "--network", "none"];
+    for l in labels {
+        args.extend(["--label", l]);
+    }
+    args.extend(["--name", name, "localhost/bb:docker", "/pause"]);
+    docker(&args);
+    docker(&["inspect", "-f", "{{.State.Pid}}", name])
+        .parse()
+        .unwrap()
+}
+
+/// A Docker container of the test, removed on drop.
+struct DockerContainer(String);
+
+impl Drop for DockerContainer {
+    fn drop(&mut self) {
+        let _ = Command::new("/usr/bin/docker")
+            .args(["-H", DOCKER_SOCK, "rm", "-f", &self.0])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 fn netns_of_pid(pid: i32) -> u64 {
@@ -232,7 +281,7 @@ fn containerd_pods_are_labelled_within_two_seconds_and_vanish() {
         return;
     }
     let cfg = config("1h");
-    let e = Exporter::start(&[&format!("--config.file={}", cfg.display())]);
+    let e = start_with(&cfg);
     let mut cri = Cri::new();
     let a = unique("web");
     let b = unique("db");
@@ -276,7 +325,7 @@ fn host_network_pod_keeps_host_series_but_owns_its_io_and_fd() {
         return;
     }
     let cfg = config("0s");
-    let e = Exporter::start(&[&format!("--config.file={}", cfg.display())]);
+    let e = start_with(&cfg);
     let mut cri = Cri::new();
     let name = unique("hostnet");
     let sid = cri.run(&name, "infra", true, Some("agent"));
@@ -331,7 +380,7 @@ fn podman_containers_and_pods_are_labelled() {
         return;
     }
     let cfg = config("0s");
-    let e = Exporter::start(&[&format!("--config.file={}", cfg.display())]);
+    let e = start_with(&cfg);
     let c = unique("nslc");
     let p = unique("nslp");
     let member = format!("{p}-app");
@@ -359,13 +408,7 @@ fn docker_containers_are_labelled() {
     if !privileged("docker_containers_are_labelled") {
         return;
     }
-    let up = Command::new("/usr/bin/docker")
-        .args(["-H", DOCKER_SOCK, "info"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !up {
+    if !docker_up() {
         skip(
             "docker_containers_are_labelled",
             &format!(
@@ -374,40 +417,11 @@ fn docker_containers_are_labelled() {
         );
         return;
     }
-    let docker = |args: &[&str]| {
-        let mut a = vec!["-H", DOCKER_SOCK];
-        a.extend_from_slice(args);
-        run("/usr/bin/docker", &a).trim().to_string()
-    };
-    /// Removes the container on drop.
-    struct Container(String);
-    impl Drop for Container {
-        fn drop(&mut self) {
-            let _ = Command::new("/usr/bin/docker")
-                .args(["-H", DOCKER_SOCK, "rm", "-f", &self.0])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
     let cfg = config("0s");
-    let e = Exporter::start(&[&format!("--config.file={}", cfg.display())]);
+    let e = start_with(&cfg);
     let name = unique("nsld");
-    let guard = Container(name.clone());
-    docker(&[
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--name",
-        &name,
-        "localhost/bb:docker",
-        "/pause",
-    ]);
-    let pid: i32 = docker(&["inspect", "-f", "{{.State.Pid}}", &name])
-        .parse()
-        .unwrap();
-    let ino = netns_of_pid(pid);
+    let guard = DockerContainer(name.clone());
+    let ino = netns_of_pid(docker_pause(&name, &[]));
     let s = e.scrape();
     assert_entity(
         &s,
@@ -454,7 +468,7 @@ fn churn_of_pods_and_containers() {
     let kns = format!("churn{}", std::process::id());
     let mut objs = PodmanObjects::default();
     let cfg = config("0s");
-    let e = Exporter::start(&[&format!("--config.file={}", cfg.display())]);
+    let e = start_with(&cfg);
     let mut cri = Cri::new();
     let t0 = Instant::now();
     let mut baseline = None;
@@ -560,7 +574,7 @@ metrics:
     - cluster=dev
 "#
     ));
-    let e = Exporter::start(&[&format!("--config.file={}", cfg.display())]);
+    let e = start_with(&cfg);
     let mut cri = Cri::new();
     let a = unique("lbla");
     let b = unique("lblb");
@@ -624,51 +638,13 @@ metrics:
     assert_eq!(hostfd.labels["app"], "", "{hostfd:?}");
 
     // A Docker container's own labels.
-    let docker_up = Command::new("/usr/bin/docker")
-        .args(["-H", DOCKER_SOCK, "info"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if docker_up {
-        struct Container(String);
-        impl Drop for Container {
-            fn drop(&mut self) {
-                let _ = Command::new("/usr/bin/docker")
-                    .args(["-H", DOCKER_SOCK, "rm", "-f", &self.0])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
-            }
-        }
+    if docker_up() {
         let name = unique("nsldl");
-        let _guard = Container(name.clone());
-        run(
-            "/usr/bin/docker",
-            &[
-                "-H",
-                DOCKER_SOCK,
-                "run",
-                "-d",
-                "--network",
-                "none",
-                "--label",
-                "app=dockerised",
-                "--label",
-                "app.kubernetes.io/part-of=tools",
-                "--name",
-                &name,
-                "localhost/bb:docker",
-                "/pause",
-            ],
+        let _guard = DockerContainer(name.clone());
+        let pid = docker_pause(
+            &name,
+            &["app=dockerised", "app.kubernetes.io/part-of=tools"],
         );
-        let pid: i32 = run(
-            "/usr/bin/docker",
-            &["-H", DOCKER_SOCK, "inspect", "-f", "{{.State.Pid}}", &name],
-        )
-        .trim()
-        .parse()
-        .unwrap();
         let s = e.scrape();
         assert_entity(
             &s,
@@ -729,7 +705,7 @@ event:
         evp.display(),
         loki.url()
     ));
-    let e = Exporter::start(&[&format!("--config.file={}", cfg.display())]);
+    let e = start_with(&cfg);
     wait_for("eBPF probe attached", Duration::from_secs(10), || {
         let s = e.scrape();
         (!s.find("netsleuth_bpf_map_full_total", &[]).is_empty()).then_some(())
@@ -738,13 +714,7 @@ event:
     let a = unique("lbev");
     let app = format!("shop-{a}");
     let sa = cri.run_labelled(&a, "team-e", false, &[&format!("app={app}"), "tier=front"]);
-    let pid: i32 = std::fs::read_to_string(format!(
-        "{CTD_STATE}/io.containerd.runtime.v2.task/k8s.io/{sa}/init.pid"
-    ))
-    .unwrap()
-    .trim()
-    .parse()
-    .unwrap();
+    let pid = sandbox_pid(&sa);
     let ia = netns_of_pid(pid);
     // The pod is attributed (its lo series has its names) before the event is induced.
     let s = e.scrape();
@@ -836,7 +806,7 @@ metrics:
   additionalLabels: ["app=${labels:app}", "team=${labels:team}"]
 "#,
     );
-    let e = Exporter::start(&[&format!("--config.file={}", cfg.display())]);
+    let e = start_with(&cfg);
     let c = unique("nslpl");
     let p = unique("nslpp");
     let member = format!("{p}-app");
@@ -884,10 +854,7 @@ metrics:
 
 /// The IPv4 address of `eth0` in the network namespace of pid `pid` (a CRI pod's, from CNI).
 fn pod_ip(pid: i32) -> String {
-    let path = format!("/proc/{pid}/ns/net");
-    std::thread::spawn(move || {
-        let fd = std::fs::File::open(&path).unwrap();
-        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    in_netns(format!("/proc/{pid}/ns/net"), || {
         let out = run("ip", &["-o", "-4", "addr", "show", "dev", "eth0"]);
         out.split_whitespace()
             .skip_while(|w| *w != "inet")
@@ -896,8 +863,6 @@ fn pod_ip(pid: i32) -> String {
             .unwrap_or_else(|| panic!("no IPv4 address on the pod's eth0: {out}"))
             .to_string()
     })
-    .join()
-    .unwrap()
 }
 
 fn sandbox_pid(id: &str) -> i32 {
@@ -934,7 +899,7 @@ event:
 "#,
         evp.display()
     ));
-    let e = Exporter::start(&[&format!("--config.file={}", cfg.display())]);
+    let e = start_with(&cfg);
     let mut cri = Cri::new();
     let (web, db, ns) = (unique("web"), unique("db"), unique("shop"));
     let id_web = cri.run(&web, &ns, false, None);
@@ -949,14 +914,9 @@ event:
             .then_some(())
     });
     let to: std::net::SocketAddr = format!("{ip_db}:9").parse().unwrap();
-    let path = format!("/proc/{pid_web}/ns/net");
-    let refused = std::thread::spawn(move || {
-        let fd = std::fs::File::open(&path).unwrap();
-        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    let refused = in_netns(format!("/proc/{pid_web}/ns/net"), move || {
         std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)).map(|_| ())
-    })
-    .join()
-    .unwrap();
+    });
     assert_eq!(
         refused.map_err(|e| e.kind()),
         Err(std::io::ErrorKind::ConnectionRefused)

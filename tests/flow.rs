@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{await_address, http_get, privileged, run, unique, wait_for, write_config};
+use common::{await_address, http_get, in_netns, privileged, run, unique, wait_for, write_config};
 use common::{Netns, Scrape, BIN};
 use netsleuth::bpf::prog;
 
@@ -148,16 +148,12 @@ impl NodeExporter {
     }
 
     fn scrape(&self) -> Scrape {
-        let (addr, node) = (self.addr.clone(), self.node.clone());
-        let body = std::thread::spawn(move || {
-            let fd = std::fs::File::open(format!("/run/netns/{node}")).unwrap();
-            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let addr = self.addr.clone();
+        let body = in_netns(format!("/run/netns/{}", self.node), move || {
             let (code, _, body) = http_get(&addr, "/metrics", &[]);
             assert_eq!(code, 200);
             body
-        })
-        .join()
-        .unwrap();
+        });
         Scrape::parse(&String::from_utf8(body).unwrap())
     }
 
@@ -208,6 +204,41 @@ fn tcp_bytes_match(got: (u64, u64), want: u64, segs: (u64, u64), what: &str) {
         );
         assert!(got.0 > want, "{what}: bytes {} with retransmissions", got.0);
     }
+}
+
+/// A TCP leg: a listener at `at` in the namespace at `to_ns`, a connection from the one at
+/// `from_ns` that writes `bytes` bytes of `fill` and closes; the server must read them all.
+fn tcp_leg(from_ns: String, to_ns: String, at: String, bytes: usize, fill: u8) {
+    let l = in_netns(to_ns, move || TcpListener::bind(at).unwrap());
+    let to = l.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match s.read(&mut buf).unwrap() {
+                0 => break,
+                n => got += n,
+            }
+        }
+        got
+    });
+    in_netns(from_ns, move || {
+        let mut s = TcpStream::connect(to).unwrap();
+        s.write_all(&vec![fill; bytes]).unwrap();
+    });
+    assert_eq!(server.join().unwrap(), bytes);
+}
+
+/// Waits until the sending namespace's segments stop moving (the closing handshake is over)
+/// and `counted()` (the flow probe's packets) equals them; returns [`tcp_segs`] then.
+fn tcp_settled(ns: &Netns, counted: impl Fn() -> u64) -> (u64, u64) {
+    wait_for("TCP close settled", Duration::from_secs(10), || {
+        let s1 = tcp_segs(ns).0;
+        std::thread::sleep(Duration::from_millis(300));
+        let (s2, r) = tcp_segs(ns);
+        (s1 == s2 && counted() == s2).then_some((s2, r))
+    })
 }
 
 const UDP_N: usize = 37;
@@ -325,28 +356,7 @@ fn udp_and_tcp(test: &str, v6: bool, ports: bool) {
     assert_eq!(any[0].labels.contains_key("local_port"), ports);
 
     // TCP: A sends TCP_BYTES to B, both close; A's namespace has no other TCP.
-    let l = b.ns.within({
-        let at = bind(&ip_b);
-        move || TcpListener::bind(at).unwrap()
-    });
-    let to = l.local_addr().unwrap();
-    let server = std::thread::spawn(move || {
-        let (mut c, _) = l.accept().unwrap();
-        let mut got = 0usize;
-        let mut buf = vec![0u8; 65536];
-        loop {
-            match c.read(&mut buf).unwrap() {
-                0 => break,
-                n => got += n,
-            }
-        }
-        got
-    });
-    a.ns.within(move || {
-        let mut c = TcpStream::connect(to).unwrap();
-        c.write_all(&vec![1u8; TCP_BYTES]).unwrap();
-    });
-    assert_eq!(server.join().unwrap(), TCP_BYTES);
+    tcp_leg(a.ns.path(), b.ns.path(), bind(&ip_b), TCP_BYTES, 1);
     let tcp_a = [
         ("netns", ino_a.as_str()),
         ("direction", "egress"),
@@ -360,13 +370,7 @@ fn udp_and_tcp(test: &str, v6: bool, ports: bool) {
         ("peer_address", ip_a.as_str()),
     ];
     // Settled: the closing handshake is over when A's segment count stops moving.
-    let segs = wait_for("TCP close settled", Duration::from_secs(10), || {
-        let s1 = tcp_segs(&a.ns).0;
-        std::thread::sleep(Duration::from_millis(300));
-        let (s2, r) = tcp_segs(&a.ns);
-        let counted = e.flow(&tcp_a).1;
-        (s1 == s2 && counted == s2).then_some((s2, r))
-    });
+    let segs = tcp_settled(&a.ns, || e.flow(&tcp_a).1);
     // Every segment carries the IP header and a 32-byte TCP header (timestamps); the SYN's is
     // 40 bytes (MSS, SACK-permitted, timestamps, window scale).
     let want = TCP_BYTES as u64 + segs.0 * (ip_hdr as u64 + 32) + 8;
@@ -837,17 +841,6 @@ fn flow_cls_bpf_fallback() {
     assert!(!tc_show(&node, "qdisc", &a.host_dev, None).contains("clsact"));
 }
 
-/// Runs `f` on a thread inside the network namespace at `path` (commands it spawns too).
-fn in_netns<T: Send + 'static>(path: String, f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(move || {
-        let fd = std::fs::File::open(&path).unwrap();
-        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        f()
-    })
-    .join()
-    .unwrap()
-}
-
 /// Two pod-like namespaces A and B and a real podman container C, all behind veths on the
 /// node's bridge: N UDP datagrams of a known size from A to B, then M TCP bytes from B to C.
 /// Exact packets and bytes for A egress / B ingress (peer: the other namespace, by name) and
@@ -941,28 +934,7 @@ fn flow_pods_and_a_podman_container() {
 
     // TCP B -> C: C's server listens in the container's own namespace.
     const M: usize = 1_234_567;
-    let l = in_netns(c_ns.clone(), {
-        let at = format!("{ip_c}:0");
-        move || TcpListener::bind(at).unwrap()
-    });
-    let to = l.local_addr().unwrap();
-    let server = std::thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
-        let mut got = 0usize;
-        let mut buf = vec![0u8; 65536];
-        loop {
-            match s.read(&mut buf).unwrap() {
-                0 => break,
-                n => got += n,
-            }
-        }
-        got
-    });
-    b.ns.within(move || {
-        let mut s = TcpStream::connect(to).unwrap();
-        s.write_all(&vec![9u8; M]).unwrap();
-    });
-    assert_eq!(server.join().unwrap(), M);
+    tcp_leg(b.ns.path(), c_ns.clone(), format!("{ip_c}:0"), M, 9);
     let b_eg = [
         ("netns", ino_b.as_str()),
         ("direction", "egress"),
@@ -983,12 +955,7 @@ fn flow_pods_and_a_podman_container() {
         ("peer_address", b.ip4.as_str()),
     ];
     // B's namespace has no other TCP: settled when its OutSegs stop moving and are counted.
-    let segs = wait_for("TCP close settled", Duration::from_secs(10), || {
-        let s1 = tcp_segs(&b.ns).0;
-        std::thread::sleep(Duration::from_millis(300));
-        let (s2, r) = tcp_segs(&b.ns);
-        (s1 == s2 && e.flow(&b_eg).1 == s2).then_some((s2, r))
-    });
+    let segs = tcp_settled(&b.ns, || e.flow(&b_eg).1);
     // IPv4 (20) + TCP with timestamps (32) per segment, the SYN's options 8 bytes more.
     let want = M as u64 + segs.0 * 52 + 8;
     tcp_bytes_match(e.flow(&b_eg), want, segs, "B egress TCP");

@@ -16,12 +16,11 @@
 //! task's `work` link points (`<root>/io.containerd.runtime.v2.task/<ns>/<id>`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::bbolt;
-use super::{annotations, read_pid, subdirs, FileCache, Record, RecordKind, Source};
+use super::{annotations, read_pid, subdirs, FileCache, LabelStore, Record, RecordKind, Source};
 
 const TASKS: &str = "io.containerd.runtime.v2.task";
 /// The metadata store, relative to containerd's root.
@@ -31,15 +30,7 @@ const SANDBOX_EXT: &[u8] = b"io.cri-containerd.sandbox.metadata";
 pub struct Containerd {
     roots: Vec<PathBuf>,
     /// Per metadata store: what was read from it, keyed by (namespace, id).
-    meta: Mutex<HashMap<PathBuf, MetaCache>>,
-}
-
-#[derive(Default)]
-struct MetaCache {
-    stamp: Option<(u64, u64, i64, i64)>,
-    labels: HashMap<(String, String), BTreeMap<String, String>>,
-    /// The last error logged (logged again only when it changes).
-    last_error: Option<String>,
+    meta: Mutex<HashMap<PathBuf, LabelStore<(String, String)>>>,
 }
 
 impl Containerd {
@@ -56,9 +47,6 @@ impl Containerd {
             return;
         };
         let db = root.join(META_DB);
-        let stamp = std::fs::metadata(&db)
-            .ok()
-            .map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
         let mut all = self.meta.lock().unwrap_or_else(|e| e.into_inner());
         let cache = all.entry(db.clone()).or_default();
         let wanted: Vec<(String, String, bool)> = recs
@@ -66,31 +54,19 @@ impl Containerd {
             .filter(|(_, r)| r.kind != RecordKind::PodContainer)
             .map(|(ns, r)| (ns.clone(), r.id.clone(), r.kind == RecordKind::PodSandbox))
             .collect();
-        let missing = wanted
+        let keys: Vec<(String, String)> = wanted
             .iter()
-            .any(|(ns, id, _)| !cache.labels.contains_key(&(ns.clone(), id.clone())));
-        if stamp.is_some() && (stamp != cache.stamp || missing) {
-            match read_labels(&db, &wanted) {
-                Ok(mut m) => {
-                    // Objects not in the store have no labels (and are not looked for again).
-                    for (ns, id, _) in &wanted {
-                        m.entry((ns.clone(), id.clone())).or_default();
-                    }
-                    cache.labels = m;
-                    cache.stamp = stamp;
-                    cache.last_error = None;
-                }
-                Err(e) => {
-                    let msg = format!("{}: {e}", db.display());
-                    if cache.last_error.as_ref() != Some(&msg) {
-                        log::warn!("containerd metadata store {msg}: pod labels not read");
-                        cache.last_error = Some(msg);
-                    }
-                }
-            }
-        }
+            .map(|(ns, id, _)| (ns.clone(), id.clone()))
+            .collect();
+        cache.refresh(
+            &db,
+            &keys,
+            "containerd metadata store",
+            "pod labels",
+            || read_labels(&db, &wanted),
+        );
         for (ns, r) in recs.iter_mut() {
-            if let Some(l) = cache.labels.get(&(ns.clone(), r.id.clone())) {
+            if let Some(l) = cache.get(&(ns.clone(), r.id.clone())) {
                 r.labels.clone_from(l);
             }
         }
@@ -244,16 +220,11 @@ pub fn parse_task_spec(data: &[u8], id: &str) -> Option<Record> {
         return None;
     }
     Some(Record {
-        runtime: "containerd",
-        id: id.to_string(),
-        kind,
         k8s_namespace,
         k8s_pod,
         name,
-        pid: None,
         sandbox_id,
-        podman_pod: None,
-        labels: Default::default(),
+        ..Record::new("containerd", id, kind)
     })
 }
 

@@ -54,6 +54,22 @@ pub struct Record {
 }
 
 impl Record {
+    /// A record of `runtime`'s object `id` with no names, pid, sandbox or labels yet.
+    pub fn new(runtime: &'static str, id: &str, kind: RecordKind) -> Record {
+        Record {
+            runtime,
+            id: id.to_string(),
+            kind,
+            k8s_namespace: String::new(),
+            k8s_pod: String::new(),
+            name: String::new(),
+            pid: None,
+            sandbox_id: None,
+            podman_pod: None,
+            labels: Default::default(),
+        }
+    }
+
     /// Which record names a namespace when several share it: the pod's sandbox first, then a
     /// pod's container, then a named container, then an id-only one (containerd without CRI).
     pub fn rank(&self) -> u8 {
@@ -236,6 +252,68 @@ pub(crate) fn string_map(v: Option<&serde_json::Value>) -> BTreeMap<String, Stri
         .unwrap_or_default()
 }
 
+/// Labels read from one runtime label store (a bbolt file), by object key: re-read only when
+/// the file changed (inode, size, mtime) or an object is new to it; a failed read is logged
+/// once until its message changes, and the labels read before are kept meanwhile.
+pub(crate) struct LabelStore<K> {
+    stamp: Option<(u64, u64, i64, i64)>,
+    labels: HashMap<K, BTreeMap<String, String>>,
+    last_error: Option<String>,
+}
+
+impl<K> Default for LabelStore<K> {
+    fn default() -> Self {
+        LabelStore {
+            stamp: None,
+            labels: HashMap::new(),
+            last_error: None,
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> LabelStore<K> {
+    /// Bring the labels of `wanted` up to date from `db` with `read`; objects the store does
+    /// not have get no labels (and are not looked for again). `what` names the store in the
+    /// log (`libpod database`), `lost` what is missing when it cannot be read.
+    pub(crate) fn refresh<E: std::fmt::Display>(
+        &mut self,
+        db: &Path,
+        wanted: &[K],
+        what: &str,
+        lost: &str,
+        read: impl FnOnce() -> Result<HashMap<K, BTreeMap<String, String>>, E>,
+    ) {
+        let stamp = std::fs::metadata(db)
+            .ok()
+            .map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
+        let missing = wanted.iter().any(|k| !self.labels.contains_key(k));
+        if stamp.is_none() || (stamp == self.stamp && !missing) {
+            return;
+        }
+        match read() {
+            Ok(mut m) => {
+                for k in wanted {
+                    m.entry(k.clone()).or_default();
+                }
+                self.labels = m;
+                self.stamp = stamp;
+                self.last_error = None;
+            }
+            Err(e) => {
+                let msg = format!("{}: {e}", db.display());
+                if self.last_error.as_ref() != Some(&msg) {
+                    log::warn!("{what} {msg}: {lost} not read");
+                    self.last_error = Some(msg);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, k: &K) -> Option<&BTreeMap<String, String>> {
+        self.labels.get(k)
+    }
+}
+
 /// Parsed state files, re-parsed only when the file changed (inode, size, mtime): a rescan
 /// of 500 pods reads their small pid files but not their 20 KiB OCI specs.
 #[derive(Default)]
@@ -362,16 +440,8 @@ mod tests {
     #[test]
     fn rank_prefers_sandbox() {
         let mut r = Record {
-            runtime: "containerd",
-            id: "a".into(),
-            kind: RecordKind::Container,
-            k8s_namespace: String::new(),
-            k8s_pod: String::new(),
             name: "a".into(),
-            pid: None,
-            sandbox_id: None,
-            podman_pod: None,
-            labels: Default::default(),
+            ..Record::new("containerd", "a", RecordKind::Container)
         };
         assert_eq!(r.rank(), 0);
         r.name = "web".into();

@@ -14,26 +14,19 @@
 //! object. A pod member (and the infra) gets its pod's labels, a plain container its own.
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::bbolt;
-use super::{annotations, read_bounded, read_pid, subdirs, FileCache, Record, RecordKind, Source};
+use super::{
+    annotations, read_bounded, read_pid, subdirs, FileCache, LabelStore, Record, RecordKind, Source,
+};
 
 pub struct Podman {
     /// (graph root, run root)
     roots: Vec<(PathBuf, PathBuf)>,
     /// Labels read from each libpod database, while it is unchanged.
-    labels: Mutex<HashMap<PathBuf, LabelCache>>,
-}
-
-#[derive(Default)]
-struct LabelCache {
-    stamp: Option<(u64, u64, i64, i64)>,
-    /// Container id or pod id → labels.
-    labels: HashMap<String, BTreeMap<String, String>>,
-    last_error: Option<String>,
+    labels: Mutex<HashMap<PathBuf, LabelStore<String>>>,
 }
 
 impl Podman {
@@ -47,9 +40,6 @@ impl Podman {
     /// Labels for `recs` from libpod's database `db`: a pod member's are its pod's, a plain
     /// container's its own. Read when the file changed or an object is new to us.
     fn add_labels(&self, db: &Path, recs: &mut [Record]) {
-        let stamp = std::fs::metadata(db)
-            .ok()
-            .map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
         let wanted: Vec<(String, bool)> = recs
             .iter()
             .map(|r| match &r.sandbox_id {
@@ -59,28 +49,12 @@ impl Podman {
             .collect();
         let mut all = self.labels.lock().unwrap_or_else(|e| e.into_inner());
         let cache = all.entry(db.to_path_buf()).or_default();
-        let missing = wanted.iter().any(|(id, _)| !cache.labels.contains_key(id));
-        if stamp.is_some() && (stamp != cache.stamp || missing) {
-            match read_labels(db, &wanted) {
-                Ok(mut m) => {
-                    for (id, _) in &wanted {
-                        m.entry(id.clone()).or_default();
-                    }
-                    cache.labels = m;
-                    cache.stamp = stamp;
-                    cache.last_error = None;
-                }
-                Err(e) => {
-                    let msg = format!("{}: {e}", db.display());
-                    if cache.last_error.as_ref() != Some(&msg) {
-                        log::warn!("libpod database {msg}: container labels not read");
-                        cache.last_error = Some(msg);
-                    }
-                }
-            }
-        }
+        let keys: Vec<String> = wanted.iter().map(|(id, _)| id.clone()).collect();
+        cache.refresh(db, &keys, "libpod database", "container labels", || {
+            read_labels(db, &wanted)
+        });
         for (r, (id, _)) in recs.iter_mut().zip(&wanted) {
-            if let Some(l) = cache.labels.get(id) {
+            if let Some(l) = cache.get(id) {
                 r.labels.clone_from(l);
             }
         }
@@ -173,17 +147,9 @@ fn spec_record(data: &[u8], id: &str) -> Option<Record> {
         return None;
     }
     Some(Record {
-        runtime: "podman",
-        id: id.to_string(),
-        kind: RecordKind::Container,
-        k8s_namespace: String::new(),
-        k8s_pod: String::new(),
-        name: String::new(),
-        pid: None,
         // The pod id, resolved to a name in `scan`.
         sandbox_id: pod,
-        podman_pod: None,
-        labels: Default::default(),
+        ..Record::new("podman", id, RecordKind::Container)
     })
 }
 

@@ -6,7 +6,7 @@
 //! `netsleuth_conntrack_entries`. Every other column is summed over CPUs as counter
 //! `netsleuth_conntrack_<column>_total`.
 
-use super::snmp::{metric_name, Entry, NameCache};
+use super::names::{metric_name, Entry, NameCache};
 use super::{
     parse_int, read_file, CollectError, Collector, FieldFilter, NetnsCtx, ProbeArgs, ProbeSpec,
 };
@@ -203,19 +203,18 @@ fn available() -> Result<(), String> {
 }
 
 pub fn specs() -> Vec<ProbeSpec> {
-    vec![ProbeSpec {
-        name: "conntrack",
-        description: "Connection tracking entries, limit and per-CPU statistics summed (/proc/net/stat/nf_conntrack, nf_conntrack_max); fields regex over column names plus entries_limit",
-        default_fields: Some(DEFAULT_FIELDS),
-        default_enabled: true,
+    vec![ProbeSpec::new(
+        "conntrack",
+        "Connection tracking entries, limit and per-CPU statistics summed (/proc/net/stat/nf_conntrack, nf_conntrack_max); fields regex over column names plus entries_limit",
+        Some(DEFAULT_FIELDS),
         build,
         available,
-    }]
+    )]
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::snmp::testutil::*;
+    use super::super::testutil::*;
     use super::*;
 
     #[test]

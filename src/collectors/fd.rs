@@ -26,6 +26,10 @@ impl Collector for FdProbe {
         "fd"
     }
 
+    fn per_process(&self) -> bool {
+        true
+    }
+
     fn collect(&self, ctx: &NetnsCtx, out: &mut dyn Sink) -> Result<(), CollectError> {
         let (mut fds, mut socks, mut ok) = (0u64, 0u64, 0usize);
         let mut denied = None;
@@ -94,19 +98,18 @@ fn available() -> Result<(), String> {
 }
 
 pub fn specs() -> Vec<ProbeSpec> {
-    vec![ProbeSpec {
-        name: "fd",
-        description: "Open file descriptors and sockets over the namespace's processes (/proc/<pid>/fd); fields: open_fds, open_sockets",
-        default_fields: Some(".*"),
-        default_enabled: true,
+    vec![ProbeSpec::new(
+        "fd",
+        "Open file descriptors and sockets over the namespace's processes (/proc/<pid>/fd); fields: open_fds, open_sockets",
+        Some(".*"),
         build,
         available,
-    }]
+    )]
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::snmp::testutil::*;
+    use super::super::testutil::*;
     use super::*;
 
     #[test]

@@ -60,6 +60,10 @@ impl Collector for IoProbe {
         "io"
     }
 
+    fn per_process(&self) -> bool {
+        true
+    }
+
     fn collect(&self, ctx: &NetnsCtx, out: &mut dyn Sink) -> Result<(), CollectError> {
         let mut sums = [0u64; 4];
         let (mut ok, mut denied) = (0usize, None);
@@ -122,19 +126,18 @@ fn available() -> Result<(), String> {
 }
 
 pub fn specs() -> Vec<ProbeSpec> {
-    vec![ProbeSpec {
-        name: "io",
-        description: "Storage I/O system calls and bytes summed over the namespace's processes (/proc/<pid>/io); fields: read_syscalls, write_syscalls, read_bytes, write_bytes",
-        default_fields: Some(".*"),
-        default_enabled: true,
+    vec![ProbeSpec::new(
+        "io",
+        "Storage I/O system calls and bytes summed over the namespace's processes (/proc/<pid>/io); fields: read_syscalls, write_syscalls, read_bytes, write_bytes",
+        Some(".*"),
         build,
         available,
-    }]
+    )]
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::snmp::testutil::*;
+    use super::super::testutil::*;
     use super::*;
 
     #[test]

@@ -19,15 +19,19 @@ pub mod conntrack;
 pub mod fd;
 pub mod io;
 pub mod ipvs;
+pub mod names;
 pub mod netdev;
 pub mod netlink;
 pub mod netstat;
+pub mod parse;
 pub mod qdisc;
 pub mod rdma;
 pub mod snmp;
 pub mod sock;
 pub mod softnet;
 pub mod tcpsummary;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 /// Where a collector's data lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,8 +135,8 @@ impl ParsedStats {
             .unwrap_or("")
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = snmp::Stat<'_>> {
-        self.items.iter().map(|&(g, f, value)| snmp::Stat {
+    pub fn iter(&self) -> impl Iterator<Item = parse::Stat<'_>> {
+        self.items.iter().map(|&(g, f, value)| parse::Stat {
             group: self.at(g),
             field: self.at(f),
             value,
@@ -141,7 +145,7 @@ impl ParsedStats {
 }
 
 /// A parser of a stats file.
-pub type StatsParser = for<'d> fn(&'d [u8]) -> Result<Vec<snmp::Stat<'d>>, String>;
+pub type StatsParser = for<'d> fn(&'d [u8]) -> Result<Vec<parse::Stat<'d>>, String>;
 
 impl<'a> NetnsCtx<'a> {
     pub fn new(
@@ -326,6 +330,11 @@ pub trait Collector: Send + Sync {
     /// True if the probe can only work from inside the namespace (netlink, sysctls): the engine
     /// then enters the namespace before calling it.
     fn needs_entered(&self) -> bool {
+        false
+    }
+    /// True if the probe's figures are sums over processes: the engine then also runs it for a
+    /// process group (processes of a namespace reported apart), and runs no other probe there.
+    fn per_process(&self) -> bool {
         false
     }
     /// Collect one namespace (or, for [`Scope::Node`], the node).
@@ -516,6 +525,34 @@ pub struct ProbeSpec {
     pub build: fn(&mut ProbeArgs) -> Result<Box<dyn Collector>, String>,
     /// Checks, on this host, whether the probe can run; `Err` says why not.
     pub available: fn() -> Result<(), String>,
+}
+
+impl ProbeSpec {
+    /// A probe in the default set, with its module's `build` and `available`.
+    pub fn new(
+        name: &'static str,
+        description: &'static str,
+        default_fields: Option<&'static str>,
+        build: fn(&mut ProbeArgs) -> Result<Box<dyn Collector>, String>,
+        available: fn() -> Result<(), String>,
+    ) -> ProbeSpec {
+        ProbeSpec {
+            name,
+            description,
+            default_fields,
+            default_enabled: true,
+            build,
+            available,
+        }
+    }
+
+    /// The same probe, left out of the default set (enabled only by configuration).
+    pub fn off_by_default(self) -> ProbeSpec {
+        ProbeSpec {
+            default_enabled: false,
+            ..self
+        }
+    }
 }
 
 /// Every metric probe this build knows, in display order.

@@ -23,8 +23,8 @@ use netlink_packet_core::{parse_string, NlasIterator};
 use netlink_packet_route::link::{LinkHeader, LinkMessage, LinkMessageBuffer};
 use netlink_packet_route::RouteNetlinkMessage;
 
+use super::names::{metric_name, Entry, NameCache};
 use super::netlink::{walk, DumpSocket, NlError};
-use super::snmp::{metric_name, Entry, NameCache};
 use super::{parse_int, CollectError, Collector, FieldFilter, NetnsCtx, ProbeArgs, ProbeSpec};
 use crate::model::{snake_case, MetricKind, Sink, Value};
 
@@ -400,19 +400,18 @@ fn available() -> Result<(), String> {
 }
 
 pub fn specs() -> Vec<ProbeSpec> {
-    vec![ProbeSpec {
-        name: "netdev",
-        description: "Per-device receive/transmit counters (/proc/net/dev); args fields, devices, devicesExclude",
-        default_fields: Some(DEFAULT_FIELDS),
-        default_enabled: true,
+    vec![ProbeSpec::new(
+        "netdev",
+        "Per-device receive/transmit counters (/proc/net/dev); args fields, devices, devicesExclude",
+        Some(DEFAULT_FIELDS),
         build,
         available,
-    }]
+    )]
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::snmp::testutil::*;
+    use super::super::testutil::*;
     use super::*;
 
     #[test]

@@ -279,18 +279,11 @@ impl DumpSocket {
         let mut buf = Vec::with_capacity(8192);
         loop {
             buf.clear();
-            match self.sock.recv(&mut buf, 0) {
-                Ok(_) => {}
-                Err(e) => match e.raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    Some(libc::EAGAIN) => return Err(NlError::Timeout),
-                    other => {
-                        return Err(NlError::Io {
-                            what: "recv",
-                            errno: other.unwrap_or(libc::EIO),
-                        })
-                    }
-                },
+            if let Err(e) = self.sock.recv(&mut buf, 0) {
+                match recv_failure(&e) {
+                    None => continue,
+                    Some(err) => return Err(err),
+                }
             }
             // `walk` turns a non-zero code into `Errno`; a zero-code NLMSG_ERROR is the ack.
             walk(&buf, Some(seq), &mut |_, _| Ok(()))?;
@@ -345,15 +338,9 @@ impl DumpSocket {
                 buf.reserve(RECV_BUF);
                 let n = match self.sock.recv(buf, libc::MSG_TRUNC) {
                     Ok(n) => n,
-                    Err(e) => match e.raw_os_error() {
-                        Some(libc::EINTR) => continue,
-                        Some(libc::EAGAIN) => return Err(NlError::Timeout),
-                        other => {
-                            return Err(NlError::Io {
-                                what: "recv",
-                                errno: other.unwrap_or(libc::EIO),
-                            })
-                        }
+                    Err(e) => match recv_failure(&e) {
+                        None => continue,
+                        Some(err) => return Err(err),
                     },
                 };
                 if n > buf.len() {
@@ -375,6 +362,19 @@ impl DumpSocket {
                 }
             }
         })
+    }
+}
+
+/// What a failed `recv` means: `None` to try again (interrupted), else the error; the socket's
+/// receive timeout (`EAGAIN`) is [`NlError::Timeout`].
+fn recv_failure(e: &std::io::Error) -> Option<NlError> {
+    match e.raw_os_error() {
+        Some(libc::EINTR) => None,
+        Some(libc::EAGAIN) => Some(NlError::Timeout),
+        other => Some(NlError::Io {
+            what: "recv",
+            errno: other.unwrap_or(libc::EIO),
+        }),
     }
 }
 

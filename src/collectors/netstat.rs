@@ -5,7 +5,9 @@
 //! same way (`netsleuth_mptcpext_<snake>_total`, every field by default), so every group the
 //! kernel prints in this file is exportable, as node_exporter's netstat collector allows.
 
-use super::snmp::{make_entry, parse_pairs, NameCache, Stat};
+use super::names::NameCache;
+use super::parse::{parse_pairs, Stat};
+use super::snmp::make_entry;
 use super::{CollectError, Collector, FieldFilter, NetnsCtx, ProbeArgs, ProbeSpec};
 use crate::model::{MetricKind, Sink};
 
@@ -108,15 +110,9 @@ pub fn specs() -> Vec<ProbeSpec> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::snmp::testutil::*;
+    use super::super::testutil::*;
     use super::*;
     use crate::model::Value;
-
-    fn get<'a>(s: &'a [Stat<'a>], g: &str, f: &str) -> Option<Value> {
-        s.iter()
-            .find(|x| x.group == g && x.field == f)
-            .map(|x| x.value)
-    }
 
     #[test]
     fn netstat_6_18_real() {

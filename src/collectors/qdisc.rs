@@ -399,15 +399,14 @@ fn available() -> Result<(), String> {
 }
 
 pub fn specs() -> Vec<ProbeSpec> {
-    vec![ProbeSpec {
-        name: "qdisc",
-        description: "Per-qdisc bytes, packets, drops, requeues, overlimits, queue length and \
-                      backlog (rtnetlink RTM_GETQDISC; every qdisc, root and children)",
-        default_fields: None,
-        default_enabled: true,
+    vec![ProbeSpec::new(
+        "qdisc",
+        "Per-qdisc bytes, packets, drops, requeues, overlimits, queue length and \
+         backlog (rtnetlink RTM_GETQDISC; every qdisc, root and children)",
+        None,
         build,
         available,
-    }]
+    )]
 }
 
 #[cfg(test)]
@@ -744,18 +743,9 @@ mod tests {
 
     #[test]
     fn refuses_to_run_outside_the_namespace() {
-        let pids = [];
-        let ctx = NetnsCtx::new(
-            1,
-            "/proc/self/net".into(),
-            std::path::Path::new("/proc"),
-            false,
-            &pids,
-        );
-        let mut fams = crate::model::Families::new();
         let c = build(&mut ProbeArgs::new("qdisc")).unwrap();
         assert_eq!(
-            c.collect(&ctx, &mut fams.sink("")).unwrap_err(),
+            super::super::testutil::collect_not_entered(c.as_ref()).unwrap_err(),
             CollectError::Failed("qdisc: rtnetlink requires entering the network namespace".into())
         );
     }

@@ -444,14 +444,13 @@ fn available() -> Result<(), String> {
 }
 
 pub fn specs() -> Vec<ProbeSpec> {
-    vec![ProbeSpec {
-        name: "rdma",
-        description: "RDMA devices, node level: every port and driver counter in /sys/class/infiniband and the resource counts from rdma netlink; arg netlink",
-        default_fields: None,
-        default_enabled: false,
+    vec![ProbeSpec::new(
+        "rdma",
+        "RDMA devices, node level: every port and driver counter in /sys/class/infiniband and the resource counts from rdma netlink; arg netlink",
+        None,
         build,
         available,
-    }]
+    ).off_by_default()]
 }
 
 #[cfg(test)]
@@ -645,7 +644,7 @@ mod tests {
         emit(&v, &[r], &mut f.sink(""));
         let mut text = String::new();
         f.render(&mut text);
-        crate::collectors::snmp::testutil::lint_rendering(&text);
+        crate::collectors::testutil::lint_rendering(&text);
         for want in [
             "netsleuth_rdma_port_stats_total{device=\"mlx5_0\",port=\"1\",counter=\"port_xmit_data\"} 4162942591",
             "netsleuth_rdma_port_hw_stats_total{device=\"mlx5_0\",port=\"1\",counter=\"out_of_buffer\"} 1377",

@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use super::snmp::{metric_name, Entry, NameCache};
+use super::names::{metric_name, Entry, NameCache};
 use super::{parse_int, CollectError, Collector, FieldFilter, NetnsCtx, ProbeArgs, ProbeSpec};
 use crate::model::{snake_case, MetricKind, Sink, Value};
 
@@ -187,19 +187,18 @@ fn available() -> Result<(), String> {
 }
 
 pub fn specs() -> Vec<ProbeSpec> {
-    vec![ProbeSpec {
-        name: "sock",
-        description: "Sockets in use and socket memory per protocol (/proc/net/sockstat, sockstat6); fields regex over PROTO_field, e.g. TCP_inuse",
-        default_fields: Some(".*"),
-        default_enabled: true,
+    vec![ProbeSpec::new(
+        "sock",
+        "Sockets in use and socket memory per protocol (/proc/net/sockstat, sockstat6); fields regex over PROTO_field, e.g. TCP_inuse",
+        Some(".*"),
         build,
         available,
-    }]
+    )]
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::snmp::testutil::*;
+    use super::super::testutil::*;
     use super::*;
 
     #[test]

@@ -192,19 +192,18 @@ fn available() -> Result<(), String> {
 }
 
 pub fn specs() -> Vec<ProbeSpec> {
-    vec![ProbeSpec {
-        name: "softnet",
-        description: "Per-CPU softirq packet processing, drops and squeezes (/proc/net/softnet_stat, node-wide); fields: processed, dropped, times_squeezed, cpu_collision, received_rps, flow_limit_count, backlog_len",
-        default_fields: Some(".*"),
-        default_enabled: true,
+    vec![ProbeSpec::new(
+        "softnet",
+        "Per-CPU softirq packet processing, drops and squeezes (/proc/net/softnet_stat, node-wide); fields: processed, dropped, times_squeezed, cpu_collision, received_rps, flow_limit_count, backlog_len",
+        Some(".*"),
         build,
         available,
-    }]
+    )]
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::snmp::testutil::*;
+    use super::super::testutil::*;
     use super::*;
 
     #[test]

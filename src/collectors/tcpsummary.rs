@@ -358,15 +358,14 @@ fn available() -> Result<(), String> {
 }
 
 pub fn specs() -> Vec<ProbeSpec> {
-    vec![ProbeSpec {
-        name: "tcpsummary",
-        description: "TCP sockets per state, receive/send queue sums and per-listener accept \
-                      queues (sock_diag netlink, IPv4 and IPv6)",
-        default_fields: None,
-        default_enabled: true,
+    vec![ProbeSpec::new(
+        "tcpsummary",
+        "TCP sockets per state, receive/send queue sums and per-listener accept \
+         queues (sock_diag netlink, IPv4 and IPv6)",
+        None,
         build,
         available,
-    }]
+    )]
 }
 
 #[cfg(test)]
@@ -574,18 +573,7 @@ mod tests {
 
     #[test]
     fn refuses_to_run_outside_the_namespace() {
-        let pids = [];
-        let ctx = NetnsCtx::new(
-            1,
-            "/proc/self/net".into(),
-            std::path::Path::new("/proc"),
-            false,
-            &pids,
-        );
-        let mut fams = crate::model::Families::new();
-        let e = TcpSummaryCollector
-            .collect(&ctx, &mut fams.sink(""))
-            .unwrap_err();
+        let e = super::super::testutil::collect_not_entered(&TcpSummaryCollector).unwrap_err();
         assert_eq!(
             e,
             CollectError::Failed(

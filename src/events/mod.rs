@@ -388,7 +388,7 @@ impl Pipeline {
     }
 }
 
-impl crate::engine::SelfMetrics for Pipeline {
+impl crate::selfmetrics::SelfMetrics for Pipeline {
     fn emit(&self, s: &mut dyn crate::model::Sink) {
         self.stats.emit(s);
         self.streams.emit(s);

@@ -648,7 +648,7 @@ pub fn lost_total() -> u64 {
 /// The probe's series, on the same families as the eBPF events'.
 struct Emitter;
 
-impl crate::engine::SelfMetrics for Emitter {
+impl crate::selfmetrics::SelfMetrics for Emitter {
     fn emit(&self, s: &mut dyn Sink) {
         if !STATS.started.load(Ordering::Relaxed) {
             return;

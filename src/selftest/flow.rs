@@ -153,32 +153,10 @@ fn compare(
     let (ia, ib) = (a.inode.to_string(), b.inode.to_string());
     let (pa, pb) = (pa.to_string(), pb.to_string());
     let (sa, sb) = (ADDR_A.to_string(), ADDR_B.to_string());
-    let a_egress = [
-        ("netns", ia.as_str()),
-        ("direction", "egress"),
-        ("protocol", "UDP"),
-        ("local_port", pa.as_str()),
-        ("peer_port", pb.as_str()),
-        ("peer_address", sb.as_str()),
-    ];
-    let b_ingress = [
-        ("netns", ib.as_str()),
-        ("direction", "ingress"),
-        ("protocol", "UDP"),
-        ("local_port", pb.as_str()),
-        ("peer_port", pa.as_str()),
-        ("peer_address", sa.as_str()),
-    ];
-    let a_ingress = [
-        ("netns", ia.as_str()),
-        ("direction", "ingress"),
-        ("protocol", "UDP"),
-    ];
-    let b_egress = [
-        ("netns", ib.as_str()),
-        ("direction", "egress"),
-        ("protocol", "UDP"),
-    ];
+    let a_egress = udp_labels(&ia, "egress", Some((&pa, &pb, &sb)));
+    let b_ingress = udp_labels(&ib, "ingress", Some((&pb, &pa, &sa)));
+    let a_ingress = udp_labels(&ia, "ingress", None);
+    let b_egress = udp_labels(&ib, "egress", None);
     let wants: [Want; 8] = [
         ("A egress packets", &a_egress, N),
         ("A egress bytes", &a_egress, N * WIRE),
@@ -218,6 +196,28 @@ fn compare(
             flows.join(" | ")
         ))
     }
+}
+
+/// The labels of one namespace's UDP flow series in `direction`; with `(local port, peer port,
+/// peer address)` for the series of the check's own datagrams.
+fn udp_labels<'a>(
+    netns: &'a str,
+    direction: &'a str,
+    ports: Option<(&'a str, &'a str, &'a str)>,
+) -> Vec<(&'a str, &'a str)> {
+    let mut l = vec![
+        ("netns", netns),
+        ("direction", direction),
+        ("protocol", "UDP"),
+    ];
+    if let Some((local, peer, peer_address)) = ports {
+        l.extend([
+            ("local_port", local),
+            ("peer_port", peer),
+            ("peer_address", peer_address),
+        ]);
+    }
+    l
 }
 
 /// What a check expects: a name, the labels of the samples summed, the exact sum.

@@ -535,6 +535,18 @@ pub struct Netns {
     pub name: String,
 }
 
+/// Runs `f` on a thread inside the network namespace at `path` (`/run/netns/<name>`,
+/// `/proc/<pid>/ns/net`; commands it spawns too).
+pub fn in_netns<T: Send + 'static>(path: String, f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
 impl Netns {
     pub fn new(prefix: &str) -> Netns {
         let name = unique(prefix);
@@ -564,21 +576,17 @@ impl Netns {
 
     pub fn inode(&self) -> u64 {
         use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(format!("/run/netns/{}", self.name))
-            .unwrap()
-            .ino()
+        std::fs::metadata(self.path()).unwrap().ino()
     }
 
     /// Run `f` on a fresh thread inside this namespace.
+    /// The namespace's bind mount.
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
     pub fn within<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let fd = std::fs::File::open(&path).unwrap();
-            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            f()
-        })
-        .join()
-        .unwrap()
+        in_netns(self.path(), f)
     }
 }
 

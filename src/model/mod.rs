@@ -8,7 +8,14 @@
 
 use rustc_hash::FxHashMap as HashMap;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
+
+mod names;
+mod page;
+
+pub use names::snake_case;
+use page::TEXT_POOL;
+pub use page::{Page, PageReader};
 
 /// Prometheus metric type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -288,222 +295,6 @@ impl Families {
     }
 }
 
-/// Text buffers of dropped pages, for the next scrape's namespaces: the buffers of a large
-/// node's page are megabytes that would otherwise go back to the system after each scrape and
-/// be page-faulted in again by the next one.
-static TEXT_POOL: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-/// Most buffers kept (a node's namespaces, with room to spare).
-const POOL_MAX_BUFFERS: usize = 8192;
-
-/// A family on a page: name, help, kind, and (part, run) of each stretch of its samples.
-type IndexEntry = (Box<str>, Box<str>, MetricKind, Vec<(u32, u32)>);
-
-/// Every family of one scrape, kept as the per-namespace pieces the workers produced, and
-/// rendered by streaming ([`PageReader`]) so the whole text page never exists in memory at once:
-/// with 500 namespaces the page is over 10 MB, the pieces are needed anyway, and gzip can
-/// compress while reading.
-#[derive(Debug, Default)]
-pub struct Page {
-    parts: Vec<Families>,
-    /// Families sorted by name: name, help, kind, and (part, run) of each piece.
-    index: Vec<IndexEntry>,
-}
-
-impl Page {
-    /// Build from per-namespace pieces, in the order their samples should appear.
-    pub fn new(mut parts: Vec<Families>) -> Page {
-        let descs: Vec<(Box<str>, Box<str>, MetricKind)> = registry()
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .descs
-            .clone();
-        let mut pieces: Vec<Vec<(u32, u32)>> = vec![Vec::new(); descs.len()];
-        for (pi, part) in parts.iter_mut().enumerate() {
-            // Stable: a family's runs keep their emission order.
-            part.runs.sort_by_key(|r| r.0);
-            part.runs.shrink_to_fit();
-            for (i, &(id, _, _)) in part.runs.iter().enumerate() {
-                if let Some(v) = pieces.get_mut(id as usize) {
-                    v.push((pi as u32, i as u32));
-                }
-            }
-        }
-        let mut index: Vec<IndexEntry> = descs
-            .into_iter()
-            .zip(pieces)
-            .filter(|(_, p)| !p.is_empty())
-            .map(|((n, h, k), p)| (n, h, k, p))
-            .collect();
-        index.sort_by(|a, b| a.0.cmp(&b.0));
-        Page { parts, index }
-    }
-
-    /// Hand the text buffers to the pool (called when the page is dropped). The pool never
-    /// holds much more than this page's text: when scrapes overlap, the older page's buffers
-    /// are freed rather than hoarded, and a buffer far larger than what it held (the host's,
-    /// say) is freed rather than handed to a small namespace.
-    fn recycle(&mut self) {
-        let used: usize = self.parts.iter().map(|p| p.text.len()).sum();
-        let limit = used + used / 4;
-        let mut pool = TEXT_POOL.lock().unwrap_or_else(|e| e.into_inner());
-        let mut held: usize = pool.iter().map(|t| t.capacity()).sum();
-        for p in &mut self.parts {
-            let mut t = std::mem::take(&mut p.text);
-            let cap = t.capacity();
-            if cap == 0 || cap > 2 * t.len() + 4096 {
-                continue;
-            }
-            if pool.len() >= POOL_MAX_BUFFERS || held + cap > limit {
-                break;
-            }
-            held += cap;
-            t.clear();
-            pool.push(t);
-        }
-    }
-
-    /// Names of the families on the page, sorted.
-    pub fn family_names(&self) -> impl Iterator<Item = &str> {
-        self.index.iter().map(|f| &*f.0)
-    }
-
-    /// The sample lines of the named families only (no `# HELP`/`# TYPE`), appended to `out`:
-    /// a cheap read of a few families of a large page (the status page's rates).
-    pub fn family_text(&self, names: &[&str], out: &mut String) {
-        for name in names {
-            let Ok(fam) = self.index.binary_search_by(|f| (*f.0).cmp(name)) else {
-                continue;
-            };
-            for piece in 0..self.index[fam].3.len() {
-                out.push_str(std::str::from_utf8(self.body(fam, piece)).unwrap_or_default());
-            }
-        }
-    }
-
-    /// Bytes of sample text held.
-    pub fn body_bytes(&self) -> usize {
-        self.parts.iter().map(|p| p.text.len()).sum()
-    }
-
-    /// Bytes the page renders to (what [`PageReader`] yields), so it can be sent with a
-    /// `Content-Length` rather than in chunks.
-    pub fn rendered_len(&self) -> usize {
-        let bodies: usize = self
-            .index
-            .iter()
-            .map(|f| {
-                f.3.iter()
-                    .map(|&(part, run)| {
-                        let (_, start, end) = self.parts[part as usize].runs[run as usize];
-                        end.saturating_sub(start) as usize
-                    })
-                    .sum::<usize>()
-            })
-            .sum();
-        let headers: usize = (0..self.index.len()).map(|f| self.header(f).len()).sum();
-        bodies + headers
-    }
-
-    fn header(&self, fam: usize) -> Vec<u8> {
-        let (name, help, kind, _) = &self.index[fam];
-        let mut h = String::with_capacity(name.len() * 2 + help.len() + 24);
-        h.push_str("# HELP ");
-        h.push_str(name);
-        h.push(' ');
-        escape_help(help, &mut h);
-        h.push_str("\n# TYPE ");
-        h.push_str(name);
-        h.push(' ');
-        h.push_str(kind.as_str());
-        h.push('\n');
-        h.into_bytes()
-    }
-
-    fn body(&self, fam: usize, piece: usize) -> &[u8] {
-        let (part, run) = self.index[fam].3[piece];
-        let p = &self.parts[part as usize];
-        let (_, start, end) = p.runs[run as usize];
-        p.text
-            .as_bytes()
-            .get(start as usize..end as usize)
-            .unwrap_or_default()
-    }
-
-    /// Render the whole page (tests and small pages).
-    pub fn render(self: &Arc<Self>, out: &mut String) {
-        let mut r = PageReader::new(self.clone());
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut r, &mut buf).expect("reading from memory");
-        out.push_str(&String::from_utf8_lossy(&buf));
-    }
-}
-
-impl Drop for Page {
-    fn drop(&mut self) {
-        self.recycle();
-    }
-}
-
-/// Streams a [`Page`] as text format 0.0.4.
-pub struct PageReader {
-    page: Arc<Page>,
-    fam: usize,
-    /// `None` while the family's header is being written, then the index of the piece.
-    piece: Option<usize>,
-    header: Vec<u8>,
-    off: usize,
-}
-
-impl PageReader {
-    pub fn new(page: Arc<Page>) -> PageReader {
-        let header = if page.index.is_empty() {
-            Vec::new()
-        } else {
-            page.header(0)
-        };
-        PageReader {
-            page,
-            fam: 0,
-            piece: None,
-            header,
-            off: 0,
-        }
-    }
-}
-
-impl std::io::Read for PageReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let mut written = 0;
-        // Fill as much of `buf` as there is: callers (gzip, the HTTP writer) read in chunks.
-        while written < buf.len() && self.fam < self.page.index.len() {
-            let src: &[u8] = match self.piece {
-                None => &self.header,
-                Some(p) => self.page.body(self.fam, p),
-            };
-            if self.off < src.len() {
-                let n = (buf.len() - written).min(src.len() - self.off);
-                buf[written..written + n].copy_from_slice(&src[self.off..self.off + n]);
-                self.off += n;
-                written += n;
-                continue;
-            }
-            self.off = 0;
-            let next = self.piece.map_or(0, |p| p + 1);
-            if next < self.page.index[self.fam].3.len() {
-                self.piece = Some(next);
-            } else {
-                self.fam += 1;
-                self.piece = None;
-                if self.fam < self.page.index.len() {
-                    self.header = self.page.header(self.fam);
-                }
-            }
-        }
-        Ok(written)
-    }
-}
-
 /// See [`Families::sink`].
 pub struct FamilySink<'a> {
     fams: &'a mut Families,
@@ -648,164 +439,28 @@ fn write_sample(
     b.push('\n');
 }
 
-/// Convert a kernel field name (`ActiveOpens`, `TCPSynRetrans`, `DelayedACKs`, `InCEPkts`,
-/// `Icmp6InMLDv2Reports`) to snake_case (`active_opens`, `tcp_syn_retrans`, `delayed_acks`,
-/// `in_ce_pkts`, `icmp6_in_mldv2_reports`).
-///
-/// Rules: a word starts at an upper-case letter that follows a lower-case letter or digit, and
-/// at the last capital of an acronym when a lower-case word of two or more letters follows it
-/// (`TCPSyn` → `tcp_syn`); a lone lower-case letter after an acronym is a suffix (`ACKs`,
-/// `MLDv2`). Existing underscores are kept; anything outside `[A-Za-z0-9_]` becomes `_`.
-pub fn snake_case(name: &str) -> String {
-    let chars: Vec<char> = name.chars().collect();
-    // Split points inside all-capital runs made only of known acronyms (`TCPOFO` → TCP|OFO).
-    let mut acronym_split = vec![false; chars.len() + 1];
-    let mut i = 0;
-    while i < chars.len() {
-        if !chars[i].is_ascii_uppercase() {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < chars.len() && chars[i].is_ascii_uppercase() {
-            i += 1;
-        }
-        // The run's last capital begins the next word when a lower-case word follows.
-        let lower_run = chars[i..]
-            .iter()
-            .take_while(|c| c.is_ascii_lowercase())
-            .count();
-        let end = if lower_run >= 2 { i - 1 } else { i };
-        if let Some(cuts) = segment_acronyms(&chars[start..end]) {
-            for c in cuts {
-                acronym_split[start + c] = true;
-            }
-        }
-    }
-    let mut out = String::with_capacity(name.len() + 8);
-    for (i, &c) in chars.iter().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            let prev = chars[i - 1];
-            let split = if prev.is_ascii_lowercase() || prev.is_ascii_digit() {
-                true
-            } else if prev.is_ascii_uppercase() {
-                // Acronym followed by a word: split before the word's capital when the word
-                // has at least two lower-case letters.
-                let lower_run = chars[i + 1..]
-                    .iter()
-                    .take_while(|c| c.is_ascii_lowercase())
-                    .count();
-                lower_run >= 2 || acronym_split[i]
-            } else {
-                false
-            };
-            if split && !out.ends_with('_') {
-                out.push('_');
-            }
-        }
-        if c.is_ascii_alphanumeric() {
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push('_');
-        }
-    }
-    out
-}
-
-/// Acronyms the kernel glues together in counter names (`TCPOFOQueue`, `TCPMTUPFail`).
-const ACRONYMS: &[&str] = &[
-    "TCP", "UDP", "IP", "ICMP", "OFO", "MTUP", "MTU", "PMTU", "DSACK", "SACK", "ACK", "HP", "AO",
-    "ECT", "CE", "ECN", "TW", "PAWS", "RTO", "SYN", "FIN", "RST", "TS", "MLD", "RPS", "GRO", "MD",
-    "MP", "LRO", "URG", "RCV", "SND", "TLP", "FRTO", "ABC", "RFC",
-];
-
-/// Cut positions (relative) if `run` is a concatenation of two or more known acronyms.
-fn segment_acronyms(run: &[char]) -> Option<Vec<usize>> {
-    if run.len() < 4 {
-        return None;
-    }
-    let mut cuts = Vec::new();
-    let mut pos = 0;
-    while pos < run.len() {
-        let best = ACRONYMS
-            .iter()
-            .filter(|a| {
-                a.len() <= run.len() - pos && a.chars().zip(&run[pos..]).all(|(x, y)| x == *y)
-            })
-            .map(|a| a.len())
-            .max()?;
-        pos += best;
-        if pos < run.len() {
-            cuts.push(pos);
-        }
-    }
-    if cuts.is_empty() {
-        None
-    } else {
-        Some(cuts)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn snake_case_kernel_names() {
-        let cases = [
-            ("ActiveOpens", "active_opens"),
-            ("TCPSynRetrans", "tcp_syn_retrans"),
-            ("DelayedACKs", "delayed_acks"),
-            ("InCEPkts", "in_ce_pkts"),
-            ("InMLDv2Reports", "in_mldv2_reports"),
-            ("RcvbufErrors", "rcvbuf_errors"),
-            ("TCPOFOQueue", "tcp_ofo_queue"),
-            ("PAWSEstab", "paws_estab"),
-            ("TW", "tw"),
-            ("TWRecycled", "tw_recycled"),
-            ("InECT1Pkts", "in_ect1_pkts"),
-            ("TCPMTUPFail", "tcp_mtup_fail"),
-            ("TCPHPAcks", "tcp_hp_acks"),
-            ("InType3", "in_type3"),
-            ("TCPDSACKOldSent", "tcp_dsack_old_sent"),
-            ("CurrEstab", "curr_estab"),
-            ("DefaultTTL", "default_ttl"),
-            ("TCPAOKeyNotFound", "tcp_ao_key_not_found"),
-            ("receive_bytes", "receive_bytes"),
-            ("TCPDeliveredCE", "tcp_delivered_ce"),
-            ("TCPACKSkippedSynRecv", "tcp_ack_skipped_syn_recv"),
-            ("TCPSACKReorder", "tcp_sack_reorder"),
-            ("IPReversePathFilter", "ip_reverse_path_filter"),
-        ];
-        for (k, want) in cases {
-            assert_eq!(snake_case(k), want, "{k}");
-        }
-    }
-
-    #[test]
     fn page_streams_like_merged_render() {
-        let mut a = Families::new();
-        let pa = render_labels(&[("netns", "1")]);
-        a.sink(&pa).emit(
-            "b_total",
-            "B.",
-            MetricKind::Counter,
-            &[("x", "1")],
-            Value::U64(1),
-        );
-        a.sink(&pa)
-            .emit("a", "A.", MetricKind::Gauge, &[], Value::U64(2));
-        let mut b = Families::new();
-        let pb = render_labels(&[("netns", "2")]);
-        b.sink(&pb).emit(
-            "b_total",
-            "B.",
-            MetricKind::Counter,
-            &[("x", "1")],
-            Value::U64(3),
-        );
-        b.sink(&pb)
-            .emit("a", "A.", MetricKind::Counter, &[], Value::U64(9)); // kind conflict: dropped
+        // One namespace's piece: `b_total` and `a` (of kind `a_kind`).
+        let piece = |netns: &str, b: u64, a_kind: MetricKind, a: u64| {
+            let mut f = Families::new();
+            let p = render_labels(&[("netns", netns)]);
+            f.sink(&p).emit(
+                "b_total",
+                "B.",
+                MetricKind::Counter,
+                &[("x", "1")],
+                Value::U64(b),
+            );
+            f.sink(&p).emit("a", "A.", a_kind, &[], Value::U64(a));
+            f
+        };
+        let a = piece("1", 1, MetricKind::Gauge, 2);
+        let b = piece("2", 3, MetricKind::Counter, 9); // kind conflict: dropped
         let page = std::sync::Arc::new(Page::new(vec![a, b]));
         let mut out = String::new();
         page.render(&mut out);
