@@ -554,21 +554,7 @@ impl Default for ConntrackEventsConfig {
 impl ConntrackEventsConfig {
     /// Consume `rateLimit`, `burst` (as the eBPF probes take them) and `rcvbuf`.
     pub fn take_args(&mut self, a: &mut ProbeArgs) -> Result<(), String> {
-        let count = |a: &mut ProbeArgs, key: &str| -> Result<Option<u64>, String> {
-            match a.take_scalar(key)? {
-                None => Ok(None),
-                Some(v) => v.trim().parse::<u64>().map(Some).map_err(|_| {
-                    format!("arg `{key}`: `{v}` is not a whole number of events (0 or more)")
-                }),
-            }
-        };
-        if let Some(r) = count(a, "rateLimit")? {
-            self.rate_limit = r;
-        }
-        if let Some(b) = count(a, "burst")? {
-            self.burst = b;
-        }
-        super::rate_limit_globals(self.rate_limit, self.burst)?;
+        super::config::take_rate_limit(a, &mut self.rate_limit, &mut self.burst)?;
         if let Some(s) = a.take_scalar("rcvbuf")? {
             let n =
                 crate::events::file::parse_size(&s).map_err(|e| format!("arg `rcvbuf`: {e}"))?;

@@ -48,8 +48,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Alternative, RunningProbe};
+use super::registry::{CollectCtx, EbpfProbe, Setup};
+use super::{Alternative, BpfProbeConfig, ProbeKind, RunningProbe};
 use crate::bpf::attach::{self, Link};
+use crate::bpf::target_btf::BtfSources;
 use crate::bpf::Loaded;
 use crate::collectors::netlink::DumpSocket;
 use crate::collectors::ProbeArgs;
@@ -867,6 +869,61 @@ pub fn collect(
         Value::U64(state.device_names().len() as u64),
     );
     Ok(())
+}
+
+/// The `flow` probe's descriptor.
+pub struct Probe;
+
+impl EbpfProbe for Probe {
+    fn kind(&self) -> ProbeKind {
+        ProbeKind::Flow
+    }
+    fn name(&self) -> &'static str {
+        "flow"
+    }
+    fn description(&self) -> &'static str {
+        "bytes and packets per pod, direction and remote side (tc programs on pod veths and uplinks: tcx links, else cls_bpf)"
+    }
+    fn plan(&self) -> &'static [&'static [Alternative]] {
+        PLAN
+    }
+    fn netns_maps(&self) -> &'static [&'static str] {
+        &["flows"]
+    }
+    fn learns_addresses(&self) -> bool {
+        true
+    }
+    fn take_args(&self, cfg: &mut BpfProbeConfig, a: &mut ProbeArgs) -> Result<(), String> {
+        cfg.flow.take(a)
+    }
+    fn setup(&self, cfg: &BpfProbeConfig, _btf: &BtfSources) -> Result<Setup, String> {
+        // No events, no rate limit: only its own globals.
+        let (globals, max_entries) = globals(&cfg.flow);
+        Ok(Setup {
+            globals,
+            own_globals_only: true,
+            max_entries,
+            ..Setup::default()
+        })
+    }
+    fn attach_per_device(
+        &self,
+        cfg: &BpfProbeConfig,
+        loaded: &Loaded,
+    ) -> Option<Result<(Alternative, Arc<State>), String>> {
+        Some((|| {
+            let method = choose_method(loaded, cfg.attach_methods.as_deref())?;
+            let alt = *PLAN[0]
+                .iter()
+                .find(|a| a.0 == method)
+                .ok_or_else(|| format!("no plan alternative {method}"))?;
+            Ok((alt, Arc::new(State::new(method))))
+        })())
+    }
+    fn collect(&self, p: &RunningProbe, cx: &mut CollectCtx<'_>) -> Result<(), String> {
+        let snap = cx.inventory.snapshot();
+        collect(p, cx.prefix, cx.out, &|a| snap.peer(a).cloned())
+    }
 }
 
 #[cfg(test)]

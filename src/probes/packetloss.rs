@@ -15,10 +15,14 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use super::{sum_u64_map, Alternative, BpfProbeConfig, DecodeCtx, RawEvent, RunningProbe};
+use super::registry::{CollectCtx, EbpfProbe, Setup};
+use super::{
+    sum_u64_map, Alternative, BpfProbeConfig, DecodeCtx, ProbeKind, RawEvent, RunningProbe,
+};
 use crate::bpf::btf::Kind;
 use crate::bpf::kallsyms::Kallsyms;
 use crate::bpf::target_btf::{self, BtfSources};
+use crate::collectors::ProbeArgs;
 use crate::events::{Event, EventEntity, FieldValue};
 use crate::model::{Families, MetricKind, Sink, Value};
 
@@ -26,15 +30,7 @@ pub const EVENT: &str = "PACKETLOSS";
 
 /// skb:kfree_skb; else the function it sits in: sk_skb_reason_drop (6.11+), kfree_skb_reason
 /// (5.17+), kfree_skb (no reasons: kprobe only, fentry cannot see the drop location).
-pub const PLAN: &[&[Alternative]] = &[&[
-    ("tp_btf", &["kfree_skb_btf"]),
-    ("raw_tp", &["kfree_skb_raw"]),
-    ("fentry", &["drop_sk_reason_fentry"]),
-    ("fentry", &["drop_reason_fentry"]),
-    ("kprobe", &["drop_sk_reason_kprobe"]),
-    ("kprobe", &["drop_reason_kprobe"]),
-    ("kprobe", &["drop_kprobe"]),
-]];
+pub const PLAN: &[&[Alternative]] = &[super::plan::skb_free_point!("kfree_skb", "drop", drops)];
 
 /// Reasons that are normal frees, excluded unless `excludeReasons` says otherwise:
 /// `NOT_SPECIFIED` is what plain `kfree_skb()` reports (neighbour queue purges, IPv6 MLD/ND
@@ -124,13 +120,13 @@ pub fn collect(
         }
     }
     let g = ks.lock().unwrap_or_else(|e| e.into_inner());
-    // struct drop_key { u32 netns; u32 reason; u64 location; u8 l4proto; u8 family; u8 pad[6] }
     let sums = sum_u64_map(&p.loaded, "drops", |k| {
-        let netns = u32::from_ne_bytes(k.get(0..4)?.try_into().ok()?);
-        let reason = u32::from_ne_bytes(k.get(4..8)?.try_into().ok()?);
-        let loc = u64::from_ne_bytes(k.get(8..16)?.try_into().ok()?);
-        let l4 = *k.get(16)?;
-        let fam = *k.get(17)?;
+        use super::layout::drop_key as f;
+        let netns = f::NETNS.u32(k)?;
+        let reason = f::REASON.u32(k)?;
+        let loc = f::LOCATION.u64(k)?;
+        let l4 = f::L4PROTO.u8(k)?;
+        let fam = f::FAMILY.u8(k)?;
         Some((
             u64::from(netns),
             reason_label(p, reason.into(), loc, g.as_ref()),
@@ -153,12 +149,63 @@ pub fn collect(
 pub fn decode(ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
     let mut ev = Event::new(EVENT, entity);
     r.tuple_fields(&mut ev);
-    let reason = reason_label(ctx.probe, r.reason.into(), r.location, ctx.kallsyms);
+    let d = r.drop();
+    let reason = reason_label(ctx.probe, d.reason.into(), d.location, ctx.kallsyms);
     ev.fields.push(("reason", FieldValue::Str(reason)));
     let loc = match ctx.kallsyms {
-        Some(k) => k.symbolize(r.location),
-        None => format!("{:#x}", r.location),
+        Some(k) => k.symbolize(d.location),
+        None => format!("{:#x}", d.location),
     };
     ev.fields.push(("location", FieldValue::Str(loc)));
     Some(ev)
+}
+
+/// The `packetloss` probe's descriptor.
+pub struct Probe;
+
+impl EbpfProbe for Probe {
+    fn kind(&self) -> ProbeKind {
+        ProbeKind::PacketLoss
+    }
+    fn name(&self) -> &'static str {
+        "packetloss"
+    }
+    fn description(&self) -> &'static str {
+        "dropped packets by kernel drop reason (skb:kfree_skb)"
+    }
+    fn plan(&self) -> &'static [&'static [Alternative]] {
+        PLAN
+    }
+    fn netns_maps(&self) -> &'static [&'static str] {
+        &["drops"]
+    }
+    fn event_types(&self) -> &'static [(u8, &'static str)] {
+        &[(0, EVENT)]
+    }
+    fn symbolizes(&self) -> bool {
+        true
+    }
+    fn take_args(&self, cfg: &mut BpfProbeConfig, a: &mut ProbeArgs) -> Result<(), String> {
+        if let Some(v) = a.take_str_list("excludeReasons")? {
+            cfg.exclude_reasons = v
+                .into_iter()
+                .map(|s| s.trim_start_matches("SKB_DROP_REASON_").to_string())
+                .collect();
+        }
+        Ok(())
+    }
+    fn setup(&self, cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<Setup, String> {
+        let (globals, names) = globals(cfg, btf)?;
+        Ok(Setup {
+            globals,
+            names,
+            ..Setup::default()
+        })
+    }
+    fn collect(&self, p: &RunningProbe, cx: &mut CollectCtx<'_>) -> Result<(), String> {
+        collect(p, cx.prefix, cx.out, cx.kallsyms)
+    }
+    fn decode(&self, cx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
+        decode(cx, r, entity)
+    }
 }

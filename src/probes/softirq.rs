@@ -12,7 +12,13 @@
 //! (default 100ms) with `latency` (seconds), `cpu` and `softirq`.
 #![forbid(unsafe_code)]
 
-use super::{Alternative, DecodeCtx, Log2Hist, RawEvent, RunningProbe};
+use super::registry::{CollectCtx, EbpfProbe, Setup};
+use super::{
+    Alternative, BpfProbeConfig, DecodeCtx, Log2Hist, ProbeKind, RawEvent, RunningProbe,
+    DEFAULT_THRESHOLD_NS,
+};
+use crate::bpf::target_btf::BtfSources;
+use crate::collectors::ProbeArgs;
 use crate::events::{Event, EventEntity, FieldValue};
 use crate::model::Families;
 
@@ -111,15 +117,61 @@ pub fn collect(p: &RunningProbe, out: &mut Families) -> Result<(), String> {
 pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
     let kind = if r.kind == 2 { EXEC } else { SCHED };
     let mut ev = Event::new(kind, entity);
-    ev.fields.push(super::netiftxlat::latency(r));
-    ev.fields
-        .push(("cpu", FieldValue::UInt(u64::from(r.reason >> 8))));
-    let vec = (r.reason & 0xff) as usize;
+    let s = r.softirq();
+    ev.fields.push(s.latency.field());
+    ev.fields.push(("cpu", FieldValue::UInt(u64::from(s.cpu))));
+    let vec = usize::from(s.vector);
     ev.fields.push((
         "softirq",
         FieldValue::Str(NAMES.get(vec).copied().unwrap_or("unknown").into()),
     ));
     Some(ev)
+}
+
+/// The `softirq` probe's descriptor.
+pub struct Probe;
+
+impl EbpfProbe for Probe {
+    fn kind(&self) -> ProbeKind {
+        ProbeKind::Softirq
+    }
+    fn name(&self) -> &'static str {
+        "softirq"
+    }
+    fn description(&self) -> &'static str {
+        "softirq scheduling delay and run time per CPU (irq:softirq_raise/entry/exit)"
+    }
+    fn plan(&self) -> &'static [&'static [Alternative]] {
+        PLAN
+    }
+    fn event_types(&self) -> &'static [(u8, &'static str)] {
+        &[(1, SCHED), (2, EXEC)]
+    }
+    fn default_threshold_ns(&self) -> Option<u64> {
+        Some(DEFAULT_THRESHOLD_NS)
+    }
+    fn take_args(&self, cfg: &mut BpfProbeConfig, a: &mut ProbeArgs) -> Result<(), String> {
+        if let Some(v) = a.take_str_list("softirq-types")? {
+            mask(&v)?;
+            cfg.softirq_types = v;
+        }
+        Ok(())
+    }
+    fn setup(&self, cfg: &BpfProbeConfig, _btf: &BtfSources) -> Result<Setup, String> {
+        Ok(Setup {
+            globals: vec![(
+                "types_mask".to_string(),
+                mask(&cfg.softirq_types)?.to_ne_bytes().to_vec(),
+            )],
+            ..Setup::default()
+        })
+    }
+    fn collect(&self, p: &RunningProbe, cx: &mut CollectCtx<'_>) -> Result<(), String> {
+        collect(p, cx.out)
+    }
+    fn decode(&self, cx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
+        decode(cx, r, entity)
+    }
 }
 
 #[cfg(test)]

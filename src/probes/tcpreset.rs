@@ -12,7 +12,8 @@
 //! `ACTIVE`, `RECEIVE` (bounded hash: 4096 (netns, type) keys).
 #![forbid(unsafe_code)]
 
-use super::{sum_u64_map, tcp_state, Alternative, DecodeCtx, RawEvent, RunningProbe};
+use super::registry::{CollectCtx, EbpfProbe};
+use super::{sum_u64_map, tcp_state, Alternative, DecodeCtx, ProbeKind, RawEvent, RunningProbe};
 use crate::events::{Event, EventEntity, FieldValue};
 use crate::model::{Families, MetricKind, Sink, Value};
 
@@ -77,8 +78,8 @@ pub fn collect(
     out: &mut Families,
 ) -> Result<(), String> {
     let sums = sum_u64_map(&p.loaded, "resets", |k| {
-        let netns = u32::from_ne_bytes(k.get(0..4)?.try_into().ok()?);
-        let t = u32::from_ne_bytes(k.get(4..8)?.try_into().ok()?);
+        use super::layout::rst_key as f;
+        let (netns, t) = (f::NETNS.u32(k)?, f::TYPE.u32(k)?);
         Some((u64::from(netns), type_of(t as u8)?.1))
     })?;
     for ((inode, t), n) in sums {
@@ -103,4 +104,34 @@ pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option
             .push(("state", FieldValue::Str(tcp_state(r.state).into())));
     }
     Some(ev)
+}
+
+/// The `tcpreset` probe's descriptor.
+pub struct Probe;
+
+impl EbpfProbe for Probe {
+    fn kind(&self) -> ProbeKind {
+        ProbeKind::TcpReset
+    }
+    fn name(&self) -> &'static str {
+        "tcpreset"
+    }
+    fn description(&self) -> &'static str {
+        "TCP resets sent and received, by type (tcp:tcp_send_reset, tcp:tcp_receive_reset)"
+    }
+    fn plan(&self) -> &'static [&'static [Alternative]] {
+        PLAN
+    }
+    fn netns_maps(&self) -> &'static [&'static str] {
+        &["resets"]
+    }
+    fn event_types(&self) -> &'static [(u8, &'static str)] {
+        &[(1, NOSOCK), (2, PROCESS), (3, ACTIVE), (4, RECEIVE)]
+    }
+    fn collect(&self, p: &RunningProbe, cx: &mut CollectCtx<'_>) -> Result<(), String> {
+        collect(p, cx.prefix, cx.out)
+    }
+    fn decode(&self, cx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
+        decode(cx, r, entity)
+    }
 }

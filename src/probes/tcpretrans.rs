@@ -6,7 +6,8 @@
 //! `TCPRETRANS` with tuple, `state`, `kind` (`data` or `synack`) and optional stack.
 #![forbid(unsafe_code)]
 
-use super::{sum_u64_map, tcp_state, Alternative, DecodeCtx, RawEvent, RunningProbe};
+use super::registry::{CollectCtx, EbpfProbe};
+use super::{sum_u64_map, tcp_state, Alternative, DecodeCtx, ProbeKind, RawEvent, RunningProbe};
 use crate::events::{Event, EventEntity, FieldValue};
 use crate::model::{Families, MetricKind, Sink, Value};
 
@@ -41,7 +42,7 @@ pub fn collect(
     out: &mut Families,
 ) -> Result<(), String> {
     let sums = sum_u64_map(&p.loaded, "retrans", |k| {
-        Some(u64::from(u32::from_ne_bytes(k.get(0..4)?.try_into().ok()?)))
+        Some(u64::from(super::layout::netns_key::NETNS.u32(k)?))
     })?;
     for (inode, n) in sums {
         let pre = prefix(inode);
@@ -66,4 +67,34 @@ pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option
         FieldValue::Str(if r.kind == 2 { "synack" } else { "data" }.into()),
     ));
     Some(ev)
+}
+
+/// The `tcpretrans` probe's descriptor.
+pub struct Probe;
+
+impl EbpfProbe for Probe {
+    fn kind(&self) -> ProbeKind {
+        ProbeKind::TcpRetrans
+    }
+    fn name(&self) -> &'static str {
+        "tcpretrans"
+    }
+    fn description(&self) -> &'static str {
+        "TCP retransmitted segments (tcp:tcp_retransmit_skb, tcp:tcp_retransmit_synack)"
+    }
+    fn plan(&self) -> &'static [&'static [Alternative]] {
+        PLAN
+    }
+    fn netns_maps(&self) -> &'static [&'static str] {
+        &["retrans"]
+    }
+    fn event_types(&self) -> &'static [(u8, &'static str)] {
+        &[(1, EVENT), (2, EVENT)]
+    }
+    fn collect(&self, p: &RunningProbe, cx: &mut CollectCtx<'_>) -> Result<(), String> {
+        collect(p, cx.prefix, cx.out)
+    }
+    fn decode(&self, cx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
+        decode(cx, r, entity)
+    }
 }

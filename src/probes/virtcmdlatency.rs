@@ -8,7 +8,10 @@
 //! `threshold` (default 100ms) with `latency`.
 #![forbid(unsafe_code)]
 
-use super::{Alternative, DecodeCtx, Log2Hist, RawEvent, RunningProbe};
+use super::registry::{CollectCtx, EbpfProbe};
+use super::{
+    Alternative, DecodeCtx, Log2Hist, ProbeKind, RawEvent, RunningProbe, DEFAULT_THRESHOLD_NS,
+};
 use crate::events::{Event, EventEntity};
 use crate::model::Families;
 
@@ -52,6 +55,36 @@ pub fn collect(p: &RunningProbe, out: &mut Families) -> Result<(), String> {
 
 pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
     let mut ev = Event::new(EVENT, entity);
-    ev.fields.push(super::netiftxlat::latency(r));
+    ev.fields.push(r.latency().field());
     Some(ev)
+}
+
+/// The `virtcmdlatency` probe's descriptor.
+pub struct Probe;
+
+impl EbpfProbe for Probe {
+    fn kind(&self) -> ProbeKind {
+        ProbeKind::VirtCmdLatency
+    }
+    fn name(&self) -> &'static str {
+        "virtcmdlatency"
+    }
+    fn description(&self) -> &'static str {
+        "virtio-net control command latency (virtnet_send_command; fentry/fexit or kprobes only)"
+    }
+    fn plan(&self) -> &'static [&'static [Alternative]] {
+        PLAN
+    }
+    fn event_types(&self) -> &'static [(u8, &'static str)] {
+        &[(1, EVENT)]
+    }
+    fn default_threshold_ns(&self) -> Option<u64> {
+        Some(DEFAULT_THRESHOLD_NS)
+    }
+    fn collect(&self, p: &RunningProbe, cx: &mut CollectCtx<'_>) -> Result<(), String> {
+        collect(p, cx.out)
+    }
+    fn decode(&self, cx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
+        decode(cx, r, entity)
+    }
 }
