@@ -38,6 +38,7 @@ pub fn sum_u64_map<K: Ord>(
 /// Slots of `struct hist` (`bpf-asm/include/latency.h`): slot i counts [2^i, 2^(i+1)) ns, the
 /// last one everything above.
 pub const HIST_SLOTS: usize = 36;
+const _: () = assert!(super::layout::hist::SLOTS.size == HIST_SLOTS * 8);
 /// The first slot given its own bucket: `le` = 2^10 ns (~1 µs); the slots below fold into it.
 const HIST_FIRST_BUCKET: usize = 9;
 
@@ -60,16 +61,13 @@ impl Default for Log2Hist {
 impl Log2Hist {
     /// Adds one CPU's `struct hist` (slots, then sum).
     pub fn add_raw(&mut self, b: &[u8]) {
-        let at = |i: usize| {
-            b.get(i * 8..i * 8 + 8)
-                .and_then(|x| x.try_into().ok())
-                .map(u64::from_ne_bytes)
-                .unwrap_or(0)
-        };
-        for (i, s) in self.slots.iter_mut().enumerate() {
-            *s = s.wrapping_add(at(i));
+        use super::layout::hist as f;
+        let end = b.len().min(f::SLOTS.offset + f::SLOTS.size);
+        let slots = b.get(f::SLOTS.offset..end).unwrap_or(&[]);
+        for (s, x) in self.slots.iter_mut().zip(slots.chunks_exact(8)) {
+            *s = s.wrapping_add(u64::from_ne_bytes(x.try_into().unwrap_or([0; 8])));
         }
-        self.sum_ns = self.sum_ns.wrapping_add(at(HIST_SLOTS));
+        self.sum_ns = self.sum_ns.wrapping_add(f::SUM_NS.u64(b).unwrap_or(0));
     }
 
     pub fn add(&mut self, o: &Log2Hist) {
