@@ -20,12 +20,9 @@
 
 use std::collections::BTreeMap;
 
-use super::registry::{CollectCtx, EbpfProbe, Setup};
-use super::{
-    read_hist_map, Alternative, BpfProbeConfig, DecodeCtx, ProbeKind, RawEvent, RunningProbe,
-};
+use super::registry::{EbpfProbe, Setup};
+use super::{read_hist_map, Alternative, DecodeCtx, ProbeKind, RawEvent, RunningProbe};
 use crate::bpf::btf::{Btf, Kind};
-use crate::bpf::target_btf::BtfSources;
 use crate::events::{Event, EventEntity, FieldValue};
 use crate::model::Families;
 
@@ -163,44 +160,26 @@ pub fn decode(ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<
 }
 
 /// The `biolatency` probe's descriptor.
-pub struct Probe;
-
-impl EbpfProbe for Probe {
-    fn kind(&self) -> ProbeKind {
-        ProbeKind::BioLatency
-    }
-    fn name(&self) -> &'static str {
-        "biolatency"
-    }
-    fn description(&self) -> &'static str {
-        "block I/O request latency per device and operation (block:block_rq_issue to block_rq_complete)"
-    }
-    fn plan(&self) -> &'static [&'static [Alternative]] {
-        PLAN
-    }
-    fn event_types(&self) -> &'static [(u8, &'static str)] {
-        &[(1, EVENT)]
-    }
-    fn default_threshold_ns(&self) -> Option<u64> {
-        Some(DEFAULT_THRESHOLD_NS)
-    }
-    fn setup(&self, _cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<Setup, String> {
-        // Operation names (REQ_OP_*) from the kernel's BTF, kept where packetloss keeps its
-        // reasons.
+pub static PROBE: EbpfProbe = EbpfProbe {
+    kind: ProbeKind::BioLatency,
+    name: "biolatency",
+    description: "block I/O request latency per device and operation (block:block_rq_issue to block_rq_complete)",
+    plan: PLAN,
+    event_types: &[(1, EVENT)],
+    default_threshold_ns: Some(DEFAULT_THRESHOLD_NS),
+    // Operation names (REQ_OP_*) from the kernel's BTF, kept where packetloss keeps its reasons.
+    setup: Some(|_, btf| {
         Ok(Setup {
             names: crate::bpf::target_btf::kernel_btf(btf)
                 .map(|k| op_names(&k))
                 .unwrap_or_default(),
             ..Setup::default()
         })
-    }
-    fn collect(&self, p: &RunningProbe, cx: &mut CollectCtx<'_>) -> Result<(), String> {
-        collect(p, cx.out)
-    }
-    fn decode(&self, cx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
-        decode(cx, r, entity)
-    }
-}
+    }),
+    collect: |p, cx| collect(p, cx.out),
+    decode: Some(decode),
+    ..EbpfProbe::DEFAULT
+};
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,6 @@
 //! eBPF probe configuration: [`BpfProbeConfig`] and the args every eBPF probe takes
 //! (`enableStack`, `rateLimit`, `burst`, `attachMethods`, `threshold` for latency probes); the
-//! probe-specific ones are taken by the probe's descriptor ([`EbpfProbe::take_args`]).
+//! probe-specific ones are taken by the probe's descriptor ([`EbpfProbe::take_args`](super::EbpfProbe::take_args)).
 #![forbid(unsafe_code)]
 
 use super::{flow, method_family, packetloss, softirq, ProbeKind, METHODS};

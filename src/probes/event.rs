@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::plan::RunningProbe;
 use crate::bpf::kallsyms::Kallsyms;
-use crate::events::{Event, FieldValue};
+use crate::events::{Event, EventEntity, FieldValue};
 
 /// The record every probe writes (`struct ns_event` in `bpf-asm/include/netprobes.h`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,6 +120,15 @@ impl RawEvent {
         ev.fields
             .push(("dport", FieldValue::UInt(self.dport.into())));
     }
+}
+
+/// The event of a two-stage latency probe: its type by `ns_event.type` (2: the second stage's),
+/// the packet's or socket's tuple, the latency.
+pub fn stage_latency_event(r: &RawEvent, entity: EventEntity, types: [&'static str; 2]) -> Event {
+    let mut ev = Event::new(types[usize::from(r.kind == 2)], entity);
+    r.tuple_fields(&mut ev);
+    ev.fields.push(r.latency().field());
+    ev
 }
 
 /// A latency in nanoseconds.

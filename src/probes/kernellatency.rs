@@ -22,7 +22,7 @@
 //! `KERNELLAT_FORWARD` at or above `threshold` (default 100ms) with `latency` and the tuple.
 #![forbid(unsafe_code)]
 
-use super::registry::{CollectCtx, EbpfProbe};
+use super::registry::EbpfProbe;
 use super::{
     Alternative, DecodeCtx, OptionalGroup, ProbeKind, RawEvent, RunningProbe, DEFAULT_THRESHOLD_NS,
 };
@@ -111,45 +111,20 @@ pub fn collect(
 }
 
 pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
-    let kind = if r.kind == 2 { FORWARD } else { RX };
-    let mut ev = Event::new(kind, entity);
-    r.tuple_fields(&mut ev);
-    ev.fields.push(r.latency().field());
-    Some(ev)
+    Some(super::event::stage_latency_event(r, entity, [RX, FORWARD]))
 }
 
 /// The `kernellatency` probe's descriptor.
-pub struct Probe;
-
-impl EbpfProbe for Probe {
-    fn kind(&self) -> ProbeKind {
-        ProbeKind::KernelLatency
-    }
-    fn name(&self) -> &'static str {
-        "kernellatency"
-    }
-    fn description(&self) -> &'static str {
-        "received packets' time in the stack: to a TCP socket (net:netif_receive_skb to tcp:tcp_probe) or forwarded (to net:net_dev_queue)"
-    }
-    fn plan(&self) -> &'static [&'static [Alternative]] {
-        PLAN
-    }
-    fn optional(&self) -> &'static [OptionalGroup] {
-        OPTIONAL
-    }
-    fn netns_maps(&self) -> &'static [&'static str] {
-        &["lat", "lat_tx"]
-    }
-    fn event_types(&self) -> &'static [(u8, &'static str)] {
-        &[(1, RX), (2, FORWARD)]
-    }
-    fn default_threshold_ns(&self) -> Option<u64> {
-        Some(DEFAULT_THRESHOLD_NS)
-    }
-    fn collect(&self, p: &RunningProbe, cx: &mut CollectCtx<'_>) -> Result<(), String> {
-        collect(p, cx.prefix, cx.out)
-    }
-    fn decode(&self, cx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
-        decode(cx, r, entity)
-    }
-}
+pub static PROBE: EbpfProbe = EbpfProbe {
+    kind: ProbeKind::KernelLatency,
+    name: "kernellatency",
+    description: "received packets' time in the stack: to a TCP socket (net:netif_receive_skb to tcp:tcp_probe) or forwarded (to net:net_dev_queue)",
+    plan: PLAN,
+    optional: OPTIONAL,
+    netns_maps: &["lat", "lat_tx"],
+    event_types: &[(1, RX), (2, FORWARD)],
+    default_threshold_ns: Some(DEFAULT_THRESHOLD_NS),
+    collect: |p, cx| collect(p, cx.prefix, cx.out),
+    decode: Some(decode),
+    ..EbpfProbe::DEFAULT
+};

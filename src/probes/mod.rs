@@ -85,7 +85,7 @@ impl ProbeKind {
     ];
 
     /// The probe's descriptor.
-    pub fn probe(self) -> &'static dyn EbpfProbe {
+    pub fn probe(self) -> &'static EbpfProbe {
         registry::REGISTRY[self as usize]
     }
 

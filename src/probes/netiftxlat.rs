@@ -20,7 +20,7 @@
 //! (qdisc stage) the packet's tuple.
 #![forbid(unsafe_code)]
 
-use super::registry::{CollectCtx, EbpfProbe};
+use super::registry::EbpfProbe;
 use super::{
     c_str, read_hist_map, Alternative, DecodeCtx, ProbeKind, RawEvent, RunningProbe,
     DEFAULT_THRESHOLD_NS,
@@ -86,45 +86,22 @@ pub fn collect(
 }
 
 pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
-    let kind = if r.kind == 2 { DEVICE } else { QDISC };
-    let mut ev = Event::new(kind, entity);
-    r.tuple_fields(&mut ev);
-    let tx = r.tx();
-    ev.fields.push(tx.latency.field());
+    let mut ev = super::event::stage_latency_event(r, entity, [QDISC, DEVICE]);
     ev.fields
-        .push(("ifindex", FieldValue::UInt(u64::from(tx.ifindex))));
+        .push(("ifindex", FieldValue::UInt(u64::from(r.tx().ifindex))));
     Some(ev)
 }
 
 /// The `netiftxlat` probe's descriptor.
-pub struct Probe;
-
-impl EbpfProbe for Probe {
-    fn kind(&self) -> ProbeKind {
-        ProbeKind::NetifTxLat
-    }
-    fn name(&self) -> &'static str {
-        "netiftxlat"
-    }
-    fn description(&self) -> &'static str {
-        "transmit latency in the qdisc and the driver (net:net_dev_queue/start_xmit/xmit)"
-    }
-    fn plan(&self) -> &'static [&'static [Alternative]] {
-        PLAN
-    }
-    fn netns_maps(&self) -> &'static [&'static str] {
-        &["lat"]
-    }
-    fn event_types(&self) -> &'static [(u8, &'static str)] {
-        &[(1, QDISC), (2, DEVICE)]
-    }
-    fn default_threshold_ns(&self) -> Option<u64> {
-        Some(DEFAULT_THRESHOLD_NS)
-    }
-    fn collect(&self, p: &RunningProbe, cx: &mut CollectCtx<'_>) -> Result<(), String> {
-        collect(p, cx.prefix, cx.out)
-    }
-    fn decode(&self, cx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
-        decode(cx, r, entity)
-    }
-}
+pub static PROBE: EbpfProbe = EbpfProbe {
+    kind: ProbeKind::NetifTxLat,
+    name: "netiftxlat",
+    description: "transmit latency in the qdisc and the driver (net:net_dev_queue/start_xmit/xmit)",
+    plan: PLAN,
+    netns_maps: &["lat"],
+    event_types: &[(1, QDISC), (2, DEVICE)],
+    default_threshold_ns: Some(DEFAULT_THRESHOLD_NS),
+    collect: |p, cx| collect(p, cx.prefix, cx.out),
+    decode: Some(decode),
+    ..EbpfProbe::DEFAULT
+};

@@ -15,14 +15,13 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use super::registry::{CollectCtx, EbpfProbe, Setup};
+use super::registry::{EbpfProbe, Setup};
 use super::{
     sum_u64_map, Alternative, BpfProbeConfig, DecodeCtx, ProbeKind, RawEvent, RunningProbe,
 };
 use crate::bpf::btf::Kind;
 use crate::bpf::kallsyms::Kallsyms;
 use crate::bpf::target_btf::{self, BtfSources};
-use crate::collectors::ProbeArgs;
 use crate::events::{Event, EventEntity, FieldValue};
 use crate::model::{Families, MetricKind, Sink, Value};
 
@@ -161,31 +160,15 @@ pub fn decode(ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<
 }
 
 /// The `packetloss` probe's descriptor.
-pub struct Probe;
-
-impl EbpfProbe for Probe {
-    fn kind(&self) -> ProbeKind {
-        ProbeKind::PacketLoss
-    }
-    fn name(&self) -> &'static str {
-        "packetloss"
-    }
-    fn description(&self) -> &'static str {
-        "dropped packets by kernel drop reason (skb:kfree_skb)"
-    }
-    fn plan(&self) -> &'static [&'static [Alternative]] {
-        PLAN
-    }
-    fn netns_maps(&self) -> &'static [&'static str] {
-        &["drops"]
-    }
-    fn event_types(&self) -> &'static [(u8, &'static str)] {
-        &[(0, EVENT)]
-    }
-    fn symbolizes(&self) -> bool {
-        true
-    }
-    fn take_args(&self, cfg: &mut BpfProbeConfig, a: &mut ProbeArgs) -> Result<(), String> {
+pub static PROBE: EbpfProbe = EbpfProbe {
+    kind: ProbeKind::PacketLoss,
+    name: "packetloss",
+    description: "dropped packets by kernel drop reason (skb:kfree_skb)",
+    plan: PLAN,
+    netns_maps: &["drops"],
+    event_types: &[(0, EVENT)],
+    symbolizes: true,
+    take_args: Some(|cfg, a| {
         if let Some(v) = a.take_str_list("excludeReasons")? {
             cfg.exclude_reasons = v
                 .into_iter()
@@ -193,19 +176,16 @@ impl EbpfProbe for Probe {
                 .collect();
         }
         Ok(())
-    }
-    fn setup(&self, cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<Setup, String> {
+    }),
+    setup: Some(|cfg, btf| {
         let (globals, names) = globals(cfg, btf)?;
         Ok(Setup {
             globals,
             names,
             ..Setup::default()
         })
-    }
-    fn collect(&self, p: &RunningProbe, cx: &mut CollectCtx<'_>) -> Result<(), String> {
-        collect(p, cx.prefix, cx.out, cx.kallsyms)
-    }
-    fn decode(&self, cx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
-        decode(cx, r, entity)
-    }
-}
+    }),
+    collect: |p, cx| collect(p, cx.prefix, cx.out, cx.kallsyms),
+    decode: Some(decode),
+    ..EbpfProbe::DEFAULT
+};

@@ -1,5 +1,5 @@
-//! The eBPF probe registry: one descriptor per probe ([`EbpfProbe`], implemented by a unit
-//! struct in the probe's module), listed in [`REGISTRY`] in [`ProbeKind`] order — as the procfs
+//! The eBPF probe registry: one descriptor per probe ([`EbpfProbe`], a `PROBE` static in the
+//! probe's module: data and function pointers), listed in [`REGISTRY`] in [`ProbeKind`] order — as the procfs
 //! collectors are listed in [`crate::collectors::registry`]. Everything that differs between
 //! probes (name, description, object, attach plan, maps, args, `.rodata`, metrics, event
 //! decoding, event types) is asked of the descriptor; the shared machinery ([`super::plan`],
@@ -48,80 +48,141 @@ pub struct CollectCtx<'a> {
     pub inventory: &'a Inventory,
 }
 
-/// One eBPF probe: everything the shared machinery needs to know of it.
-pub trait EbpfProbe: Sync {
-    fn kind(&self) -> ProbeKind;
+/// How a probe takes its own args (after the common ones).
+pub type TakeArgs = fn(&mut BpfProbeConfig, &mut ProbeArgs) -> Result<(), String>;
+/// How a probe computes its own `.rodata`, map sizes and BTF name table.
+pub type SetupFn = fn(&BpfProbeConfig, &BtfSources) -> Result<Setup, String>;
+/// How a probe attached per device (flow) attaches: the plan alternative chosen and its
+/// device state.
+pub type PerDevice =
+    fn(&BpfProbeConfig, &Loaded) -> Result<(Alternative, Arc<flow::State>), String>;
+/// How a probe reads its maps into families (once per scrape).
+pub type CollectFn = fn(&RunningProbe, &mut CollectCtx<'_>) -> Result<(), String>;
+/// How a probe decodes one record of its ring buffer.
+pub type DecodeFn = fn(&DecodeCtx<'_>, &RawEvent, EventEntity) -> Option<Event>;
+
+/// One eBPF probe: everything the shared machinery needs to know of it. Each probe module
+/// has one `pub static PROBE: EbpfProbe`, written with `..EbpfProbe::DEFAULT` for what it
+/// does not have.
+pub struct EbpfProbe {
+    pub kind: ProbeKind,
     /// The name in `metrics.probes`/`event.probes`, the metric names and `probe` labels.
-    fn name(&self) -> &'static str;
+    pub name: &'static str,
     /// One line for `netsleuth probes`.
-    fn description(&self) -> &'static str;
-    /// The embedded object's name (`bpf-asm/<object>.bpf.o`).
-    fn object(&self) -> &'static str {
-        self.name()
-    }
+    pub description: &'static str,
+    /// The embedded object's name (`bpf-asm/<object>.bpf.o`); `None`: the probe's name.
+    pub object: Option<&'static str>,
     /// For each attach point, the alternatives in order of preference.
-    fn plan(&self) -> &'static [&'static [Alternative]];
+    pub plan: &'static [&'static [Alternative]],
     /// Attach point groups used where they attach.
-    fn optional(&self) -> &'static [OptionalGroup] {
-        &[]
-    }
+    pub optional: &'static [OptionalGroup],
     /// The counting maps whose keys start with the namespace inode (u32): the reaper deletes
     /// dead namespaces' keys.
-    fn netns_maps(&self) -> &'static [&'static str] {
-        &[]
-    }
+    pub netns_maps: &'static [&'static str],
     /// Event type name per record subtype (`ns_event.type`).
-    fn event_types(&self) -> &'static [(u8, &'static str)] {
-        &[]
-    }
+    pub event_types: &'static [(u8, &'static str)],
     /// Latency probes (histograms, `threshold`): the default `threshold`.
-    fn default_threshold_ns(&self) -> Option<u64> {
-        None
-    }
+    pub default_threshold_ns: Option<u64>,
     /// Its series name peers on this node by address (the inventory learns addresses).
-    fn learns_addresses(&self) -> bool {
-        false
+    pub learns_addresses: bool,
+    /// The event reader symbolizes kernel addresses even without stacks (packetloss).
+    pub symbolizes: bool,
+    /// The probe's own args (its args schema beyond the common ones).
+    pub take_args: Option<TakeArgs>,
+    pub setup: Option<SetupFn>,
+    /// Attached per device by a thread of its own (flow) instead of through the plan.
+    pub attach_per_device: Option<PerDevice>,
+    pub collect: CollectFn,
+    pub decode: Option<DecodeFn>,
+}
+
+impl EbpfProbe {
+    /// What a probe without the feature has.
+    pub const DEFAULT: EbpfProbe = EbpfProbe {
+        kind: ProbeKind::PacketLoss,
+        name: "",
+        description: "",
+        object: None,
+        plan: &[],
+        optional: &[],
+        netns_maps: &[],
+        event_types: &[],
+        default_threshold_ns: None,
+        learns_addresses: false,
+        symbolizes: false,
+        take_args: None,
+        setup: None,
+        attach_per_device: None,
+        collect: |_, _| Ok(()),
+        decode: None,
+    };
+
+    pub fn kind(&self) -> ProbeKind {
+        self.kind
     }
-    /// The event reader symbolizes kernel addresses even without stacks (packetloss locations).
-    fn symbolizes(&self) -> bool {
-        false
+    pub fn name(&self) -> &'static str {
+        self.name
     }
-    /// Takes the probe's own args (after the common ones).
-    fn take_args(&self, _cfg: &mut BpfProbeConfig, _a: &mut ProbeArgs) -> Result<(), String> {
-        Ok(())
+    pub fn description(&self) -> &'static str {
+        self.description
     }
-    /// The probe's own `.rodata`, map sizes and BTF name table.
-    fn setup(&self, _cfg: &BpfProbeConfig, _btf: &BtfSources) -> Result<Setup, String> {
-        Ok(Setup::default())
+    pub fn object(&self) -> &'static str {
+        self.object.unwrap_or(self.name)
     }
-    /// Probes attached per device by a thread of their own (flow) instead of through the plan:
-    /// the plan alternative chosen and the device state. `None`: attach the plan.
+    pub fn plan(&self) -> &'static [&'static [Alternative]] {
+        self.plan
+    }
+    pub fn optional(&self) -> &'static [OptionalGroup] {
+        self.optional
+    }
+    pub fn netns_maps(&self) -> &'static [&'static str] {
+        self.netns_maps
+    }
+    pub fn event_types(&self) -> &'static [(u8, &'static str)] {
+        self.event_types
+    }
+    pub fn default_threshold_ns(&self) -> Option<u64> {
+        self.default_threshold_ns
+    }
+    pub fn learns_addresses(&self) -> bool {
+        self.learns_addresses
+    }
+    pub fn symbolizes(&self) -> bool {
+        self.symbolizes
+    }
+    pub fn take_args(&self, cfg: &mut BpfProbeConfig, a: &mut ProbeArgs) -> Result<(), String> {
+        self.take_args.map_or(Ok(()), |f| f(cfg, a))
+    }
+    pub fn setup(&self, cfg: &BpfProbeConfig, btf: &BtfSources) -> Result<Setup, String> {
+        self.setup
+            .map_or_else(|| Ok(Setup::default()), |f| f(cfg, btf))
+    }
     #[allow(clippy::type_complexity)]
-    fn attach_per_device(
+    pub fn attach_per_device(
         &self,
-        _cfg: &BpfProbeConfig,
-        _loaded: &Loaded,
+        cfg: &BpfProbeConfig,
+        loaded: &Loaded,
     ) -> Option<Result<(Alternative, Arc<flow::State>), String>> {
-        None
+        self.attach_per_device.map(|f| f(cfg, loaded))
     }
-    /// Reads the probe's maps into families (once per scrape).
-    fn collect(&self, p: &RunningProbe, cx: &mut CollectCtx<'_>) -> Result<(), String>;
-    /// Decodes one record of its ring buffer.
-    fn decode(&self, _cx: &DecodeCtx<'_>, _r: &RawEvent, _entity: EventEntity) -> Option<Event> {
-        None
+    pub fn collect(&self, p: &RunningProbe, cx: &mut CollectCtx<'_>) -> Result<(), String> {
+        (self.collect)(p, cx)
+    }
+    pub fn decode(&self, cx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
+        self.decode.and_then(|f| f(cx, r, entity))
     }
 }
 
 /// Every eBPF probe, in [`ProbeKind::ALL`] order (display order).
-pub static REGISTRY: [&dyn EbpfProbe; 10] = [
-    &packetloss::Probe,
-    &tcpreset::Probe,
-    &tcpretrans::Probe,
-    &netiftxlat::Probe,
-    &softirq::Probe,
-    &socketlatency::Probe,
-    &kernellatency::Probe,
-    &virtcmdlatency::Probe,
-    &biolatency::Probe,
-    &flow::Probe,
+pub static REGISTRY: [&EbpfProbe; 10] = [
+    &packetloss::PROBE,
+    &tcpreset::PROBE,
+    &tcpretrans::PROBE,
+    &netiftxlat::PROBE,
+    &softirq::PROBE,
+    &socketlatency::PROBE,
+    &kernellatency::PROBE,
+    &virtcmdlatency::PROBE,
+    &biolatency::PROBE,
+    &flow::PROBE,
 ];

@@ -21,7 +21,7 @@
 //! with `latency` (seconds) and the socket's tuple (local side first).
 #![forbid(unsafe_code)]
 
-use super::registry::{CollectCtx, EbpfProbe};
+use super::registry::EbpfProbe;
 use super::{Alternative, DecodeCtx, ProbeKind, RawEvent, RunningProbe, DEFAULT_THRESHOLD_NS};
 use crate::events::{Event, EventEntity};
 use crate::model::Families;
@@ -85,42 +85,23 @@ pub fn collect(
 }
 
 pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
-    let kind = if r.kind == 2 { SENDSLOW } else { READSLOW };
-    let mut ev = Event::new(kind, entity);
-    r.tuple_fields(&mut ev);
-    ev.fields.push(r.latency().field());
-    Some(ev)
+    Some(super::event::stage_latency_event(
+        r,
+        entity,
+        [READSLOW, SENDSLOW],
+    ))
 }
 
 /// The `socketlatency` probe's descriptor.
-pub struct Probe;
-
-impl EbpfProbe for Probe {
-    fn kind(&self) -> ProbeKind {
-        ProbeKind::SocketLatency
-    }
-    fn name(&self) -> &'static str {
-        "socketlatency"
-    }
-    fn description(&self) -> &'static str {
-        "socket read delay (sock:sk_data_ready to sock_recv_length) and TCP send delay (sock:sock_send_length to net:net_dev_start_xmit)"
-    }
-    fn plan(&self) -> &'static [&'static [Alternative]] {
-        PLAN
-    }
-    fn netns_maps(&self) -> &'static [&'static str] {
-        &["lat"]
-    }
-    fn event_types(&self) -> &'static [(u8, &'static str)] {
-        &[(1, READSLOW), (2, SENDSLOW)]
-    }
-    fn default_threshold_ns(&self) -> Option<u64> {
-        Some(DEFAULT_THRESHOLD_NS)
-    }
-    fn collect(&self, p: &RunningProbe, cx: &mut CollectCtx<'_>) -> Result<(), String> {
-        collect(p, cx.prefix, cx.out)
-    }
-    fn decode(&self, cx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
-        decode(cx, r, entity)
-    }
-}
+pub static PROBE: EbpfProbe = EbpfProbe {
+    kind: ProbeKind::SocketLatency,
+    name: "socketlatency",
+    description: "socket read delay (sock:sk_data_ready to sock_recv_length) and TCP send delay (sock:sock_send_length to net:net_dev_start_xmit)",
+    plan: PLAN,
+    netns_maps: &["lat"],
+    event_types: &[(1, READSLOW), (2, SENDSLOW)],
+    default_threshold_ns: Some(DEFAULT_THRESHOLD_NS),
+    collect: |p, cx| collect(p, cx.prefix, cx.out),
+    decode: Some(decode),
+    ..EbpfProbe::DEFAULT
+};

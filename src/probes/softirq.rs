@@ -12,13 +12,10 @@
 //! (default 100ms) with `latency` (seconds), `cpu` and `softirq`.
 #![forbid(unsafe_code)]
 
-use super::registry::{CollectCtx, EbpfProbe, Setup};
+use super::registry::{EbpfProbe, Setup};
 use super::{
-    Alternative, BpfProbeConfig, DecodeCtx, Log2Hist, ProbeKind, RawEvent, RunningProbe,
-    DEFAULT_THRESHOLD_NS,
+    Alternative, DecodeCtx, Log2Hist, ProbeKind, RawEvent, RunningProbe, DEFAULT_THRESHOLD_NS,
 };
-use crate::bpf::target_btf::BtfSources;
-use crate::collectors::ProbeArgs;
 use crate::events::{Event, EventEntity, FieldValue};
 use crate::model::Families;
 
@@ -129,50 +126,31 @@ pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option
 }
 
 /// The `softirq` probe's descriptor.
-pub struct Probe;
-
-impl EbpfProbe for Probe {
-    fn kind(&self) -> ProbeKind {
-        ProbeKind::Softirq
-    }
-    fn name(&self) -> &'static str {
-        "softirq"
-    }
-    fn description(&self) -> &'static str {
-        "softirq scheduling delay and run time per CPU (irq:softirq_raise/entry/exit)"
-    }
-    fn plan(&self) -> &'static [&'static [Alternative]] {
-        PLAN
-    }
-    fn event_types(&self) -> &'static [(u8, &'static str)] {
-        &[(1, SCHED), (2, EXEC)]
-    }
-    fn default_threshold_ns(&self) -> Option<u64> {
-        Some(DEFAULT_THRESHOLD_NS)
-    }
-    fn take_args(&self, cfg: &mut BpfProbeConfig, a: &mut ProbeArgs) -> Result<(), String> {
+pub static PROBE: EbpfProbe = EbpfProbe {
+    kind: ProbeKind::Softirq,
+    name: "softirq",
+    description: "softirq scheduling delay and run time per CPU (irq:softirq_raise/entry/exit)",
+    plan: PLAN,
+    event_types: &[(1, SCHED), (2, EXEC)],
+    default_threshold_ns: Some(DEFAULT_THRESHOLD_NS),
+    take_args: Some(|cfg, a| {
         if let Some(v) = a.take_str_list("softirq-types")? {
             mask(&v)?;
             cfg.softirq_types = v;
         }
         Ok(())
-    }
-    fn setup(&self, cfg: &BpfProbeConfig, _btf: &BtfSources) -> Result<Setup, String> {
+    }),
+    setup: Some(|cfg, _| {
+        let m = mask(&cfg.softirq_types)?;
         Ok(Setup {
-            globals: vec![(
-                "types_mask".to_string(),
-                mask(&cfg.softirq_types)?.to_ne_bytes().to_vec(),
-            )],
+            globals: vec![("types_mask".to_string(), m.to_ne_bytes().to_vec())],
             ..Setup::default()
         })
-    }
-    fn collect(&self, p: &RunningProbe, cx: &mut CollectCtx<'_>) -> Result<(), String> {
-        collect(p, cx.out)
-    }
-    fn decode(&self, cx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
-        decode(cx, r, entity)
-    }
-}
+    }),
+    collect: |p, cx| collect(p, cx.out),
+    decode: Some(decode),
+    ..EbpfProbe::DEFAULT
+};
 
 #[cfg(test)]
 mod tests {

@@ -12,7 +12,7 @@
 //! `ACTIVE`, `RECEIVE` (bounded hash: 4096 (netns, type) keys).
 #![forbid(unsafe_code)]
 
-use super::registry::{CollectCtx, EbpfProbe};
+use super::registry::EbpfProbe;
 use super::{sum_u64_map, tcp_state, Alternative, DecodeCtx, ProbeKind, RawEvent, RunningProbe};
 use crate::events::{Event, EventEntity, FieldValue};
 use crate::model::{Families, MetricKind, Sink, Value};
@@ -107,31 +107,15 @@ pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option
 }
 
 /// The `tcpreset` probe's descriptor.
-pub struct Probe;
-
-impl EbpfProbe for Probe {
-    fn kind(&self) -> ProbeKind {
-        ProbeKind::TcpReset
-    }
-    fn name(&self) -> &'static str {
-        "tcpreset"
-    }
-    fn description(&self) -> &'static str {
-        "TCP resets sent and received, by type (tcp:tcp_send_reset, tcp:tcp_receive_reset)"
-    }
-    fn plan(&self) -> &'static [&'static [Alternative]] {
-        PLAN
-    }
-    fn netns_maps(&self) -> &'static [&'static str] {
-        &["resets"]
-    }
-    fn event_types(&self) -> &'static [(u8, &'static str)] {
-        &[(1, NOSOCK), (2, PROCESS), (3, ACTIVE), (4, RECEIVE)]
-    }
-    fn collect(&self, p: &RunningProbe, cx: &mut CollectCtx<'_>) -> Result<(), String> {
-        collect(p, cx.prefix, cx.out)
-    }
-    fn decode(&self, cx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
-        decode(cx, r, entity)
-    }
-}
+pub static PROBE: EbpfProbe = EbpfProbe {
+    kind: ProbeKind::TcpReset,
+    name: "tcpreset",
+    description:
+        "TCP resets sent and received, by type (tcp:tcp_send_reset, tcp:tcp_receive_reset)",
+    plan: PLAN,
+    netns_maps: &["resets"],
+    event_types: &[(1, NOSOCK), (2, PROCESS), (3, ACTIVE), (4, RECEIVE)],
+    collect: |p, cx| collect(p, cx.prefix, cx.out),
+    decode: Some(decode),
+    ..EbpfProbe::DEFAULT
+};

@@ -6,7 +6,7 @@
 //! `TCPRETRANS` with tuple, `state`, `kind` (`data` or `synack`) and optional stack.
 #![forbid(unsafe_code)]
 
-use super::registry::{CollectCtx, EbpfProbe};
+use super::registry::EbpfProbe;
 use super::{sum_u64_map, tcp_state, Alternative, DecodeCtx, ProbeKind, RawEvent, RunningProbe};
 use crate::events::{Event, EventEntity, FieldValue};
 use crate::model::{Families, MetricKind, Sink, Value};
@@ -70,31 +70,14 @@ pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option
 }
 
 /// The `tcpretrans` probe's descriptor.
-pub struct Probe;
-
-impl EbpfProbe for Probe {
-    fn kind(&self) -> ProbeKind {
-        ProbeKind::TcpRetrans
-    }
-    fn name(&self) -> &'static str {
-        "tcpretrans"
-    }
-    fn description(&self) -> &'static str {
-        "TCP retransmitted segments (tcp:tcp_retransmit_skb, tcp:tcp_retransmit_synack)"
-    }
-    fn plan(&self) -> &'static [&'static [Alternative]] {
-        PLAN
-    }
-    fn netns_maps(&self) -> &'static [&'static str] {
-        &["retrans"]
-    }
-    fn event_types(&self) -> &'static [(u8, &'static str)] {
-        &[(1, EVENT), (2, EVENT)]
-    }
-    fn collect(&self, p: &RunningProbe, cx: &mut CollectCtx<'_>) -> Result<(), String> {
-        collect(p, cx.prefix, cx.out)
-    }
-    fn decode(&self, cx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
-        decode(cx, r, entity)
-    }
-}
+pub static PROBE: EbpfProbe = EbpfProbe {
+    kind: ProbeKind::TcpRetrans,
+    name: "tcpretrans",
+    description: "TCP retransmitted segments (tcp:tcp_retransmit_skb, tcp:tcp_retransmit_synack)",
+    plan: PLAN,
+    netns_maps: &["retrans"],
+    event_types: &[(1, EVENT), (2, EVENT)],
+    collect: |p, cx| collect(p, cx.prefix, cx.out),
+    decode: Some(decode),
+    ..EbpfProbe::DEFAULT
+};

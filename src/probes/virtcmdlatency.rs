@@ -8,7 +8,7 @@
 //! `threshold` (default 100ms) with `latency`.
 #![forbid(unsafe_code)]
 
-use super::registry::{CollectCtx, EbpfProbe};
+use super::registry::EbpfProbe;
 use super::{
     Alternative, DecodeCtx, Log2Hist, ProbeKind, RawEvent, RunningProbe, DEFAULT_THRESHOLD_NS,
 };
@@ -60,31 +60,15 @@ pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option
 }
 
 /// The `virtcmdlatency` probe's descriptor.
-pub struct Probe;
-
-impl EbpfProbe for Probe {
-    fn kind(&self) -> ProbeKind {
-        ProbeKind::VirtCmdLatency
-    }
-    fn name(&self) -> &'static str {
-        "virtcmdlatency"
-    }
-    fn description(&self) -> &'static str {
-        "virtio-net control command latency (virtnet_send_command; fentry/fexit or kprobes only)"
-    }
-    fn plan(&self) -> &'static [&'static [Alternative]] {
-        PLAN
-    }
-    fn event_types(&self) -> &'static [(u8, &'static str)] {
-        &[(1, EVENT)]
-    }
-    fn default_threshold_ns(&self) -> Option<u64> {
-        Some(DEFAULT_THRESHOLD_NS)
-    }
-    fn collect(&self, p: &RunningProbe, cx: &mut CollectCtx<'_>) -> Result<(), String> {
-        collect(p, cx.out)
-    }
-    fn decode(&self, cx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
-        decode(cx, r, entity)
-    }
-}
+pub static PROBE: EbpfProbe = EbpfProbe {
+    kind: ProbeKind::VirtCmdLatency,
+    name: "virtcmdlatency",
+    description:
+        "virtio-net control command latency (virtnet_send_command; fentry/fexit or kprobes only)",
+    plan: PLAN,
+    event_types: &[(1, EVENT)],
+    default_threshold_ns: Some(DEFAULT_THRESHOLD_NS),
+    collect: |p, cx| collect(p, cx.out),
+    decode: Some(decode),
+    ..EbpfProbe::DEFAULT
+};

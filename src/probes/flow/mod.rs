@@ -48,10 +48,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::registry::{CollectCtx, EbpfProbe, Setup};
-use super::{Alternative, BpfProbeConfig, ProbeKind, RunningProbe};
+use super::registry::{EbpfProbe, Setup};
+use super::{Alternative, ProbeKind, RunningProbe};
 use crate::bpf::attach::{self, Link};
-use crate::bpf::target_btf::BtfSources;
 use crate::bpf::Loaded;
 use crate::collectors::netlink::DumpSocket;
 use crate::collectors::ProbeArgs;
@@ -495,32 +494,16 @@ pub fn collect(
 }
 
 /// The `flow` probe's descriptor.
-pub struct Probe;
-
-impl EbpfProbe for Probe {
-    fn kind(&self) -> ProbeKind {
-        ProbeKind::Flow
-    }
-    fn name(&self) -> &'static str {
-        "flow"
-    }
-    fn description(&self) -> &'static str {
-        "bytes and packets per pod, direction and remote side (tc programs on pod veths and uplinks: tcx links, else cls_bpf)"
-    }
-    fn plan(&self) -> &'static [&'static [Alternative]] {
-        PLAN
-    }
-    fn netns_maps(&self) -> &'static [&'static str] {
-        &["flows"]
-    }
-    fn learns_addresses(&self) -> bool {
-        true
-    }
-    fn take_args(&self, cfg: &mut BpfProbeConfig, a: &mut ProbeArgs) -> Result<(), String> {
-        cfg.flow.take(a)
-    }
-    fn setup(&self, cfg: &BpfProbeConfig, _btf: &BtfSources) -> Result<Setup, String> {
-        // No events, no rate limit: only its own globals.
+pub static PROBE: EbpfProbe = EbpfProbe {
+    kind: ProbeKind::Flow,
+    name: "flow",
+    description: "bytes and packets per pod, direction and remote side (tc programs on pod veths and uplinks: tcx links, else cls_bpf)",
+    plan: PLAN,
+    netns_maps: &["flows"],
+    learns_addresses: true,
+    take_args: Some(|cfg, a| cfg.flow.take(a)),
+    // No events, no rate limit: only its own globals.
+    setup: Some(|cfg, _| {
         let (globals, max_entries) = globals(&cfg.flow);
         Ok(Setup {
             globals,
@@ -528,26 +511,21 @@ impl EbpfProbe for Probe {
             max_entries,
             ..Setup::default()
         })
-    }
-    fn attach_per_device(
-        &self,
-        cfg: &BpfProbeConfig,
-        loaded: &Loaded,
-    ) -> Option<Result<(Alternative, Arc<State>), String>> {
-        Some((|| {
-            let method = choose_method(loaded, cfg.attach_methods.as_deref())?;
-            let alt = *PLAN[0]
-                .iter()
-                .find(|a| a.0 == method)
-                .ok_or_else(|| format!("no plan alternative {method}"))?;
-            Ok((alt, Arc::new(State::new(method))))
-        })())
-    }
-    fn collect(&self, p: &RunningProbe, cx: &mut CollectCtx<'_>) -> Result<(), String> {
+    }),
+    attach_per_device: Some(|cfg, loaded| {
+        let method = choose_method(loaded, cfg.attach_methods.as_deref())?;
+        let alt = *PLAN[0]
+            .iter()
+            .find(|a| a.0 == method)
+            .ok_or_else(|| format!("no plan alternative {method}"))?;
+        Ok((alt, Arc::new(State::new(method))))
+    }),
+    collect: |p, cx| {
         let snap = cx.inventory.snapshot();
         collect(p, cx.prefix, cx.out, &|a| snap.peer(a).cloned())
-    }
-}
+    },
+    ..EbpfProbe::DEFAULT
+};
 
 #[cfg(test)]
 mod tests {
