@@ -306,7 +306,7 @@ fn print_probes(cfg: &Config) {
         let probe = c
             .cloned()
             .unwrap_or_else(|| crate::probes::BpfProbeConfig::new(kind));
-        let started = crate::probes::start_probe(&probe, &cfg.btf);
+        let started = crate::probes::start_probe(&probe, &cfg.btf).map_err(|e| e.to_string());
         if let Ok(p) = &started {
             p.detach();
         }
@@ -342,11 +342,12 @@ fn start_bpf(
     inventory: &Arc<Inventory>,
     pipeline: &Option<Arc<crate::events::Pipeline>>,
     previous: Option<Arc<crate::probes::ProbeSet>>,
+    probe_state: &Arc<crate::probes::ProbeState>,
 ) -> Option<Arc<crate::probes::ProbeSet>> {
-    crate::probes::set_program_stats(cfg.bpf_program_stats);
+    probe_state.set_program_stats(cfg.bpf_program_stats);
     if cfg.bpf_probes.is_empty() {
         engine.set_map_collectors(Vec::new());
-        crate::probes::release_run_stats();
+        probe_state.release_run_stats();
         return None;
     }
     let set = Arc::new(crate::probes::ProbeSet::restart(
@@ -355,6 +356,7 @@ fn start_bpf(
         &cfg.btf,
         inventory.clone(),
         pipeline.clone(),
+        probe_state.clone(),
     ));
     engine.set_map_collectors(vec![set.clone()]);
     // The previous set (dropped here, or after a scrape in flight) detaches only what the
@@ -441,9 +443,11 @@ fn serve(args: Args) -> i32 {
     if let Some(p) = &pipeline {
         engine.add_self_metrics(p.clone());
     }
-    let bpf_set = start_bpf(&bpf_cfg, &engine, &inventory, &pipeline, None);
+    // The probes' totals and run-time stats switch, kept across reloads.
+    let probe_state = Arc::new(crate::probes::ProbeState::default());
+    let bpf_set = start_bpf(&bpf_cfg, &engine, &inventory, &pipeline, None, &probe_state);
     status.set_bpf(bpf_set.clone());
-    crate::probes::conntrack_events::apply(ct_events.as_ref(), &inventory, &pipeline, &engine);
+    crate::probes::conntrack_events::apply(ct_events.as_ref(), &inventory, &pipeline, engine.as_ref());
     let mut limits = args.limits.clone();
     if let Some(n) = args.max_requests {
         limits.max_requests = n;
@@ -482,7 +486,15 @@ fn serve(args: Args) -> i32 {
     }
 
     crate::notify::notify_logged("READY=1");
-    let bpf_set = run_signals(&args, &engine, &inventory, &pipeline, &status, bpf_set);
+    let bpf_set = run_signals(
+        &args,
+        &engine,
+        &inventory,
+        &pipeline,
+        &status,
+        bpf_set,
+        &probe_state,
+    );
     let rc = bpf_set.0;
     crate::notify::notify_logged("STOPPING=1");
     // Detach the eBPF programs and flush the event sinks before exiting.
@@ -522,6 +534,7 @@ fn run_signals(
     pipeline: &Option<Arc<crate::events::Pipeline>>,
     status: &crate::status::StatusBoard,
     mut bpf_set: Option<Arc<crate::probes::ProbeSet>>,
+    probe_state: &Arc<crate::probes::ProbeState>,
 ) -> (i32, Option<Arc<crate::probes::ProbeSet>>) {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     use std::sync::atomic::Ordering;
@@ -558,13 +571,20 @@ fn run_signals(
                         active.maps = vec![s.clone()];
                     }
                     engine.set_probes(active);
-                    bpf_set = start_bpf(&bpf_cfg, engine, inventory, pipeline, bpf_set.take());
+                    bpf_set = start_bpf(
+                        &bpf_cfg,
+                        engine,
+                        inventory,
+                        pipeline,
+                        bpf_set.take(),
+                        probe_state,
+                    );
                     status.set_bpf(bpf_set.clone());
                     crate::probes::conntrack_events::apply(
                         ct_events.as_ref(),
                         inventory,
                         pipeline,
-                        engine,
+                        engine.as_ref(),
                     );
                     engine.stats.last_reload_ok.store(1, Ordering::Relaxed);
                     log::info!("configuration reloaded; probes: {}", names.join(", "));

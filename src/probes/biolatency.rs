@@ -20,7 +20,8 @@
 
 use std::collections::BTreeMap;
 
-use super::{read_hist_map, Alternative, DecodeCtx, RawEvent, RunningProbe};
+use super::registry::{EbpfProbe, Setup};
+use super::{read_hist_map, Alternative, DecodeCtx, ProbeKind, RawEvent, RunningProbe};
 use crate::bpf::btf::{Btf, Kind};
 use crate::events::{Event, EventEntity, FieldValue};
 use crate::model::Families;
@@ -120,9 +121,8 @@ pub fn device_name(dev: u32) -> String {
 
 pub fn collect(p: &RunningProbe, out: &mut Families) -> Result<(), String> {
     let hists = read_hist_map(&p.loaded, "lat", |k| {
-        let dev = u32::from_ne_bytes(k.get(0..4)?.try_into().ok()?);
-        let op = u32::from_ne_bytes(k.get(4..8)?.try_into().ok()?);
-        Some((dev, op))
+        use super::layout::bio_key as f;
+        Some((f::DEV.u32(k)?, f::OP.u32(k)?))
     })?;
     let mut s = out.sink("");
     let mut names: BTreeMap<u32, String> = BTreeMap::new();
@@ -141,25 +141,45 @@ pub fn collect(p: &RunningProbe, out: &mut Families) -> Result<(), String> {
 
 pub fn decode(ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
     let mut ev = Event::new(EVENT, entity);
-    let (ma, mi) = split_dev(r.reason);
-    let u32_at = |o: usize| u32::from_ne_bytes(r.daddr[o..o + 4].try_into().unwrap_or([0; 4]));
+    let b = r.bio();
+    let (ma, mi) = split_dev(b.dev);
     ev.fields
-        .push(("device", FieldValue::Str(device_name(r.reason))));
+        .push(("device", FieldValue::Str(device_name(b.dev))));
     ev.fields
         .push(("dev", FieldValue::Str(format!("{ma}:{mi}"))));
     ev.fields.push((
         "operation",
-        FieldValue::Str(op_name(ctx.probe, u32::from(r.l4proto))),
+        FieldValue::Str(op_name(ctx.probe, u32::from(b.op))),
     ));
     ev.fields
-        .push(("bytes", FieldValue::UInt(u64::from(u32_at(4)))));
-    ev.fields.push(super::netiftxlat::latency(r));
-    ev.fields
-        .push(("pid", FieldValue::UInt(u64::from(u32_at(0)))));
-    ev.fields
-        .push(("comm", FieldValue::Str(super::c_str(&r.saddr))));
+        .push(("bytes", FieldValue::UInt(u64::from(b.bytes))));
+    ev.fields.push(b.latency.field());
+    ev.fields.push(("pid", FieldValue::UInt(u64::from(b.pid))));
+    ev.fields.push(("comm", FieldValue::Str(b.comm)));
     Some(ev)
 }
+
+/// The `biolatency` probe's descriptor.
+pub static PROBE: EbpfProbe = EbpfProbe {
+    kind: ProbeKind::BioLatency,
+    name: "biolatency",
+    description: "block I/O request latency per device and operation (block:block_rq_issue to block_rq_complete)",
+    plan: PLAN,
+    event_types: &[(1, EVENT)],
+    default_threshold_ns: Some(DEFAULT_THRESHOLD_NS),
+    // Operation names (REQ_OP_*) from the kernel's BTF, kept where packetloss keeps its reasons.
+    setup: Some(|_, btf| {
+        Ok(Setup {
+            names: crate::bpf::target_btf::kernel_btf(btf)
+                .map(|k| op_names(&k))
+                .unwrap_or_default(),
+            ..Setup::default()
+        })
+    }),
+    collect: |p, cx| collect(p, cx.out),
+    decode: Some(decode),
+    ..EbpfProbe::DEFAULT
+};
 
 #[cfg(test)]
 mod tests {

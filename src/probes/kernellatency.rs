@@ -22,7 +22,10 @@
 //! `KERNELLAT_FORWARD` at or above `threshold` (default 100ms) with `latency` and the tuple.
 #![forbid(unsafe_code)]
 
-use super::{Alternative, DecodeCtx, OptionalGroup, RawEvent, RunningProbe};
+use super::registry::EbpfProbe;
+use super::{
+    Alternative, DecodeCtx, OptionalGroup, ProbeKind, RawEvent, RunningProbe, DEFAULT_THRESHOLD_NS,
+};
 use crate::events::{Event, EventEntity};
 use crate::model::Families;
 
@@ -57,16 +60,7 @@ pub const PLAN: &[&[Alternative]] = &[
         ("fentry", &["consume_fentry"]),
         ("kprobe", &["consume_kprobe"]),
     ],
-    &[
-        ("tp_btf", &["kfree_btf"]),
-        ("raw_tp", &["kfree_raw"]),
-        ("fentry", &["kfree_sk_reason_fentry"]),
-        ("fentry", &["kfree_reason_fentry"]),
-        ("fentry", &["kfree_fentry"]),
-        ("kprobe", &["kfree_sk_reason_kprobe"]),
-        ("kprobe", &["kfree_reason_kprobe"]),
-        ("kprobe", &["kfree_kprobe"]),
-    ],
+    super::plan::skb_free_point!("kfree"),
 ];
 
 /// The optional tx side: ip_queue_xmit + inet6_csk_xmit (fentry, else kprobe) to net:net_dev_queue
@@ -103,7 +97,7 @@ pub fn collect(
     )?;
     // The optional tx side (its map stays empty where it is not attached).
     let tx = super::read_hist_map(&p.loaded, "lat_tx", |k| {
-        Some(u64::from(u32::from_ne_bytes(k.get(0..4)?.try_into().ok()?)))
+        Some(u64::from(super::layout::netns_key::NETNS.u32(k)?))
     })?;
     for (inode, h) in tx {
         out.sink(&prefix(inode)).emit_histogram(
@@ -117,9 +111,20 @@ pub fn collect(
 }
 
 pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
-    let kind = if r.kind == 2 { FORWARD } else { RX };
-    let mut ev = Event::new(kind, entity);
-    r.tuple_fields(&mut ev);
-    ev.fields.push(super::netiftxlat::latency(r));
-    Some(ev)
+    Some(super::event::stage_latency_event(r, entity, [RX, FORWARD]))
 }
+
+/// The `kernellatency` probe's descriptor.
+pub static PROBE: EbpfProbe = EbpfProbe {
+    kind: ProbeKind::KernelLatency,
+    name: "kernellatency",
+    description: "received packets' time in the stack: to a TCP socket (net:netif_receive_skb to tcp:tcp_probe) or forwarded (to net:net_dev_queue)",
+    plan: PLAN,
+    optional: OPTIONAL,
+    netns_maps: &["lat", "lat_tx"],
+    event_types: &[(1, RX), (2, FORWARD)],
+    default_threshold_ns: Some(DEFAULT_THRESHOLD_NS),
+    collect: |p, cx| collect(p, cx.prefix, cx.out),
+    decode: Some(decode),
+    ..EbpfProbe::DEFAULT
+};

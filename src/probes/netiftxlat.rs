@@ -20,7 +20,11 @@
 //! (qdisc stage) the packet's tuple.
 #![forbid(unsafe_code)]
 
-use super::{c_str, read_hist_map, Alternative, DecodeCtx, RawEvent, RunningProbe};
+use super::registry::EbpfProbe;
+use super::{
+    c_str, read_hist_map, Alternative, DecodeCtx, ProbeKind, RawEvent, RunningProbe,
+    DEFAULT_THRESHOLD_NS,
+};
 use crate::events::{Event, EventEntity, FieldValue};
 use crate::model::Families;
 
@@ -49,16 +53,7 @@ pub const PLAN: &[&[Alternative]] = &[
         ("fexit", &["xmit_fexit"]),
         ("kprobe", &["xmit_kprobe", "xmit_kretprobe"]),
     ],
-    &[
-        ("tp_btf", &["drop_btf"]),
-        ("raw_tp", &["drop_raw"]),
-        ("fentry", &["drop_sk_reason_fentry"]),
-        ("fentry", &["drop_reason_fentry"]),
-        ("fentry", &["drop_fentry"]),
-        ("kprobe", &["drop_sk_reason_kprobe"]),
-        ("kprobe", &["drop_reason_kprobe"]),
-        ("kprobe", &["drop_kprobe"]),
-    ],
+    super::plan::skb_free_point!("drop"),
 ];
 
 pub fn collect(
@@ -66,11 +61,10 @@ pub fn collect(
     prefix: &mut dyn FnMut(u64) -> String,
     out: &mut Families,
 ) -> Result<(), String> {
-    // struct lat_key { u32 netns; u32 stage; char dev[16]; }
     let hists = read_hist_map(&p.loaded, "lat", |k| {
-        let netns = u32::from_ne_bytes(k.get(0..4)?.try_into().ok()?);
-        let stage = u32::from_ne_bytes(k.get(4..8)?.try_into().ok()?);
-        Some((u64::from(netns), stage, c_str(k.get(8..24)?)))
+        use super::layout::txlat_key as f;
+        let (netns, stage) = (f::NETNS.u32(k)?, f::STAGE.u32(k)?);
+        Some((u64::from(netns), stage, c_str(f::DEV.bytes(k)?)))
     })?;
     for ((inode, stage, dev), h) in hists {
         let pre = prefix(inode);
@@ -91,17 +85,23 @@ pub fn collect(
     Ok(())
 }
 
-/// The latency field of a latency event (ns in `location`), in seconds.
-pub fn latency(r: &RawEvent) -> (&'static str, FieldValue) {
-    ("latency", FieldValue::Seconds(r.location as f64 / 1e9))
-}
-
 pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
-    let kind = if r.kind == 2 { DEVICE } else { QDISC };
-    let mut ev = Event::new(kind, entity);
-    r.tuple_fields(&mut ev);
-    ev.fields.push(latency(r));
+    let mut ev = super::event::stage_latency_event(r, entity, [QDISC, DEVICE]);
     ev.fields
-        .push(("ifindex", FieldValue::UInt(u64::from(r.reason))));
+        .push(("ifindex", FieldValue::UInt(u64::from(r.tx().ifindex))));
     Some(ev)
 }
+
+/// The `netiftxlat` probe's descriptor.
+pub static PROBE: EbpfProbe = EbpfProbe {
+    kind: ProbeKind::NetifTxLat,
+    name: "netiftxlat",
+    description: "transmit latency in the qdisc and the driver (net:net_dev_queue/start_xmit/xmit)",
+    plan: PLAN,
+    netns_maps: &["lat"],
+    event_types: &[(1, QDISC), (2, DEVICE)],
+    default_threshold_ns: Some(DEFAULT_THRESHOLD_NS),
+    collect: |p, cx| collect(p, cx.prefix, cx.out),
+    decode: Some(decode),
+    ..EbpfProbe::DEFAULT
+};

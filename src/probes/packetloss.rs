@@ -15,7 +15,10 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use super::{sum_u64_map, Alternative, BpfProbeConfig, DecodeCtx, RawEvent, RunningProbe};
+use super::registry::{EbpfProbe, Setup};
+use super::{
+    sum_u64_map, Alternative, BpfProbeConfig, DecodeCtx, ProbeKind, RawEvent, RunningProbe,
+};
 use crate::bpf::btf::Kind;
 use crate::bpf::kallsyms::Kallsyms;
 use crate::bpf::target_btf::{self, BtfSources};
@@ -26,15 +29,7 @@ pub const EVENT: &str = "PACKETLOSS";
 
 /// skb:kfree_skb; else the function it sits in: sk_skb_reason_drop (6.11+), kfree_skb_reason
 /// (5.17+), kfree_skb (no reasons: kprobe only, fentry cannot see the drop location).
-pub const PLAN: &[&[Alternative]] = &[&[
-    ("tp_btf", &["kfree_skb_btf"]),
-    ("raw_tp", &["kfree_skb_raw"]),
-    ("fentry", &["drop_sk_reason_fentry"]),
-    ("fentry", &["drop_reason_fentry"]),
-    ("kprobe", &["drop_sk_reason_kprobe"]),
-    ("kprobe", &["drop_reason_kprobe"]),
-    ("kprobe", &["drop_kprobe"]),
-]];
+pub const PLAN: &[&[Alternative]] = &[super::plan::skb_free_point!("kfree_skb", "drop", drops)];
 
 /// Reasons that are normal frees, excluded unless `excludeReasons` says otherwise:
 /// `NOT_SPECIFIED` is what plain `kfree_skb()` reports (neighbour queue purges, IPv6 MLD/ND
@@ -124,13 +119,13 @@ pub fn collect(
         }
     }
     let g = ks.lock().unwrap_or_else(|e| e.into_inner());
-    // struct drop_key { u32 netns; u32 reason; u64 location; u8 l4proto; u8 family; u8 pad[6] }
     let sums = sum_u64_map(&p.loaded, "drops", |k| {
-        let netns = u32::from_ne_bytes(k.get(0..4)?.try_into().ok()?);
-        let reason = u32::from_ne_bytes(k.get(4..8)?.try_into().ok()?);
-        let loc = u64::from_ne_bytes(k.get(8..16)?.try_into().ok()?);
-        let l4 = *k.get(16)?;
-        let fam = *k.get(17)?;
+        use super::layout::drop_key as f;
+        let netns = f::NETNS.u32(k)?;
+        let reason = f::REASON.u32(k)?;
+        let loc = f::LOCATION.u64(k)?;
+        let l4 = f::L4PROTO.u8(k)?;
+        let fam = f::FAMILY.u8(k)?;
         Some((
             u64::from(netns),
             reason_label(p, reason.into(), loc, g.as_ref()),
@@ -153,12 +148,44 @@ pub fn collect(
 pub fn decode(ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
     let mut ev = Event::new(EVENT, entity);
     r.tuple_fields(&mut ev);
-    let reason = reason_label(ctx.probe, r.reason.into(), r.location, ctx.kallsyms);
+    let d = r.drop();
+    let reason = reason_label(ctx.probe, d.reason.into(), d.location, ctx.kallsyms);
     ev.fields.push(("reason", FieldValue::Str(reason)));
     let loc = match ctx.kallsyms {
-        Some(k) => k.symbolize(r.location),
-        None => format!("{:#x}", r.location),
+        Some(k) => k.symbolize(d.location),
+        None => format!("{:#x}", d.location),
     };
     ev.fields.push(("location", FieldValue::Str(loc)));
     Some(ev)
 }
+
+/// The `packetloss` probe's descriptor.
+pub static PROBE: EbpfProbe = EbpfProbe {
+    kind: ProbeKind::PacketLoss,
+    name: "packetloss",
+    description: "dropped packets by kernel drop reason (skb:kfree_skb)",
+    plan: PLAN,
+    netns_maps: &["drops"],
+    event_types: &[(0, EVENT)],
+    symbolizes: true,
+    take_args: Some(|cfg, a| {
+        if let Some(v) = a.take_str_list("excludeReasons")? {
+            cfg.exclude_reasons = v
+                .into_iter()
+                .map(|s| s.trim_start_matches("SKB_DROP_REASON_").to_string())
+                .collect();
+        }
+        Ok(())
+    }),
+    setup: Some(|cfg, btf| {
+        let (globals, names) = globals(cfg, btf)?;
+        Ok(Setup {
+            globals,
+            names,
+            ..Setup::default()
+        })
+    }),
+    collect: |p, cx| collect(p, cx.prefix, cx.out, cx.kallsyms),
+    decode: Some(decode),
+    ..EbpfProbe::DEFAULT
+};

@@ -21,7 +21,8 @@
 //! with `latency` (seconds) and the socket's tuple (local side first).
 #![forbid(unsafe_code)]
 
-use super::{Alternative, DecodeCtx, RawEvent, RunningProbe};
+use super::registry::EbpfProbe;
+use super::{Alternative, DecodeCtx, ProbeKind, RawEvent, RunningProbe, DEFAULT_THRESHOLD_NS};
 use crate::events::{Event, EventEntity};
 use crate::model::Families;
 
@@ -84,9 +85,23 @@ pub fn collect(
 }
 
 pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
-    let kind = if r.kind == 2 { SENDSLOW } else { READSLOW };
-    let mut ev = Event::new(kind, entity);
-    r.tuple_fields(&mut ev);
-    ev.fields.push(super::netiftxlat::latency(r));
-    Some(ev)
+    Some(super::event::stage_latency_event(
+        r,
+        entity,
+        [READSLOW, SENDSLOW],
+    ))
 }
+
+/// The `socketlatency` probe's descriptor.
+pub static PROBE: EbpfProbe = EbpfProbe {
+    kind: ProbeKind::SocketLatency,
+    name: "socketlatency",
+    description: "socket read delay (sock:sk_data_ready to sock_recv_length) and TCP send delay (sock:sock_send_length to net:net_dev_start_xmit)",
+    plan: PLAN,
+    netns_maps: &["lat"],
+    event_types: &[(1, READSLOW), (2, SENDSLOW)],
+    default_threshold_ns: Some(DEFAULT_THRESHOLD_NS),
+    collect: |p, cx| collect(p, cx.prefix, cx.out),
+    decode: Some(decode),
+    ..EbpfProbe::DEFAULT
+};

@@ -12,7 +12,10 @@
 //! (default 100ms) with `latency` (seconds), `cpu` and `softirq`.
 #![forbid(unsafe_code)]
 
-use super::{Alternative, DecodeCtx, Log2Hist, RawEvent, RunningProbe};
+use super::registry::{EbpfProbe, Setup};
+use super::{
+    Alternative, DecodeCtx, Log2Hist, ProbeKind, RawEvent, RunningProbe, DEFAULT_THRESHOLD_NS,
+};
 use crate::events::{Event, EventEntity, FieldValue};
 use crate::model::Families;
 
@@ -111,16 +114,43 @@ pub fn collect(p: &RunningProbe, out: &mut Families) -> Result<(), String> {
 pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
     let kind = if r.kind == 2 { EXEC } else { SCHED };
     let mut ev = Event::new(kind, entity);
-    ev.fields.push(super::netiftxlat::latency(r));
-    ev.fields
-        .push(("cpu", FieldValue::UInt(u64::from(r.reason >> 8))));
-    let vec = (r.reason & 0xff) as usize;
+    let s = r.softirq();
+    ev.fields.push(s.latency.field());
+    ev.fields.push(("cpu", FieldValue::UInt(u64::from(s.cpu))));
+    let vec = usize::from(s.vector);
     ev.fields.push((
         "softirq",
         FieldValue::Str(NAMES.get(vec).copied().unwrap_or("unknown").into()),
     ));
     Some(ev)
 }
+
+/// The `softirq` probe's descriptor.
+pub static PROBE: EbpfProbe = EbpfProbe {
+    kind: ProbeKind::Softirq,
+    name: "softirq",
+    description: "softirq scheduling delay and run time per CPU (irq:softirq_raise/entry/exit)",
+    plan: PLAN,
+    event_types: &[(1, SCHED), (2, EXEC)],
+    default_threshold_ns: Some(DEFAULT_THRESHOLD_NS),
+    take_args: Some(|cfg, a| {
+        if let Some(v) = a.take_str_list("softirq-types")? {
+            mask(&v)?;
+            cfg.softirq_types = v;
+        }
+        Ok(())
+    }),
+    setup: Some(|cfg, _| {
+        let m = mask(&cfg.softirq_types)?;
+        Ok(Setup {
+            globals: vec![("types_mask".to_string(), m.to_ne_bytes().to_vec())],
+            ..Setup::default()
+        })
+    }),
+    collect: |p, cx| collect(p, cx.out),
+    decode: Some(decode),
+    ..EbpfProbe::DEFAULT
+};
 
 #[cfg(test)]
 mod tests {

@@ -12,7 +12,8 @@
 //! `ACTIVE`, `RECEIVE` (bounded hash: 4096 (netns, type) keys).
 #![forbid(unsafe_code)]
 
-use super::{sum_u64_map, tcp_state, Alternative, DecodeCtx, RawEvent, RunningProbe};
+use super::registry::EbpfProbe;
+use super::{sum_u64_map, tcp_state, Alternative, DecodeCtx, ProbeKind, RawEvent, RunningProbe};
 use crate::events::{Event, EventEntity, FieldValue};
 use crate::model::{Families, MetricKind, Sink, Value};
 
@@ -77,8 +78,8 @@ pub fn collect(
     out: &mut Families,
 ) -> Result<(), String> {
     let sums = sum_u64_map(&p.loaded, "resets", |k| {
-        let netns = u32::from_ne_bytes(k.get(0..4)?.try_into().ok()?);
-        let t = u32::from_ne_bytes(k.get(4..8)?.try_into().ok()?);
+        use super::layout::rst_key as f;
+        let (netns, t) = (f::NETNS.u32(k)?, f::TYPE.u32(k)?);
         Some((u64::from(netns), type_of(t as u8)?.1))
     })?;
     for ((inode, t), n) in sums {
@@ -104,3 +105,17 @@ pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option
     }
     Some(ev)
 }
+
+/// The `tcpreset` probe's descriptor.
+pub static PROBE: EbpfProbe = EbpfProbe {
+    kind: ProbeKind::TcpReset,
+    name: "tcpreset",
+    description:
+        "TCP resets sent and received, by type (tcp:tcp_send_reset, tcp:tcp_receive_reset)",
+    plan: PLAN,
+    netns_maps: &["resets"],
+    event_types: &[(1, NOSOCK), (2, PROCESS), (3, ACTIVE), (4, RECEIVE)],
+    collect: |p, cx| collect(p, cx.prefix, cx.out),
+    decode: Some(decode),
+    ..EbpfProbe::DEFAULT
+};

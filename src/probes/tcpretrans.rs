@@ -6,7 +6,8 @@
 //! `TCPRETRANS` with tuple, `state`, `kind` (`data` or `synack`) and optional stack.
 #![forbid(unsafe_code)]
 
-use super::{sum_u64_map, tcp_state, Alternative, DecodeCtx, RawEvent, RunningProbe};
+use super::registry::EbpfProbe;
+use super::{sum_u64_map, tcp_state, Alternative, DecodeCtx, ProbeKind, RawEvent, RunningProbe};
 use crate::events::{Event, EventEntity, FieldValue};
 use crate::model::{Families, MetricKind, Sink, Value};
 
@@ -41,7 +42,7 @@ pub fn collect(
     out: &mut Families,
 ) -> Result<(), String> {
     let sums = sum_u64_map(&p.loaded, "retrans", |k| {
-        Some(u64::from(u32::from_ne_bytes(k.get(0..4)?.try_into().ok()?)))
+        Some(u64::from(super::layout::netns_key::NETNS.u32(k)?))
     })?;
     for (inode, n) in sums {
         let pre = prefix(inode);
@@ -67,3 +68,16 @@ pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option
     ));
     Some(ev)
 }
+
+/// The `tcpretrans` probe's descriptor.
+pub static PROBE: EbpfProbe = EbpfProbe {
+    kind: ProbeKind::TcpRetrans,
+    name: "tcpretrans",
+    description: "TCP retransmitted segments (tcp:tcp_retransmit_skb, tcp:tcp_retransmit_synack)",
+    plan: PLAN,
+    netns_maps: &["retrans"],
+    event_types: &[(1, EVENT), (2, EVENT)],
+    collect: |p, cx| collect(p, cx.prefix, cx.out),
+    decode: Some(decode),
+    ..EbpfProbe::DEFAULT
+};

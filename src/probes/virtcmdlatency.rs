@@ -8,7 +8,10 @@
 //! `threshold` (default 100ms) with `latency`.
 #![forbid(unsafe_code)]
 
-use super::{Alternative, DecodeCtx, Log2Hist, RawEvent, RunningProbe};
+use super::registry::EbpfProbe;
+use super::{
+    Alternative, DecodeCtx, Log2Hist, ProbeKind, RawEvent, RunningProbe, DEFAULT_THRESHOLD_NS,
+};
 use crate::events::{Event, EventEntity};
 use crate::model::Families;
 
@@ -52,6 +55,20 @@ pub fn collect(p: &RunningProbe, out: &mut Families) -> Result<(), String> {
 
 pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
     let mut ev = Event::new(EVENT, entity);
-    ev.fields.push(super::netiftxlat::latency(r));
+    ev.fields.push(r.latency().field());
     Some(ev)
 }
+
+/// The `virtcmdlatency` probe's descriptor.
+pub static PROBE: EbpfProbe = EbpfProbe {
+    kind: ProbeKind::VirtCmdLatency,
+    name: "virtcmdlatency",
+    description:
+        "virtio-net control command latency (virtnet_send_command; fentry/fexit or kprobes only)",
+    plan: PLAN,
+    event_types: &[(1, EVENT)],
+    default_threshold_ns: Some(DEFAULT_THRESHOLD_NS),
+    collect: |p, cx| collect(p, cx.out),
+    decode: Some(decode),
+    ..EbpfProbe::DEFAULT
+};

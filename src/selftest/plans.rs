@@ -210,7 +210,7 @@ fn plan_check(kind: ProbeKind, methods: Option<&str>, offers: &Offers) -> Check 
             Check::new(&name, Status::Pass, &how, detail)
         }
         Err(e) => {
-            let (status, detail) = not_attached(kind, kind.plan(), methods, &e, offers);
+            let (status, detail) = not_attached(kind, kind.plan(), methods, &e.to_string(), offers);
             Check::new(&name, status, "", detail)
         }
     }
@@ -263,7 +263,7 @@ fn count_check(
     let p = match probes::start_probe(&cfg, &BtfSources::default()) {
         Ok(p) => p,
         Err(e) => {
-            let (status, detail) = not_attached(kind, kind.plan(), methods, &e, offers);
+            let (status, detail) = not_attached(kind, kind.plan(), methods, &e.to_string(), offers);
             return Check::new(&name, status, "", detail);
         }
     };

@@ -1,0 +1,383 @@
+//! flow's devices: which of the node's devices it attaches to, the `flow-devices` thread that
+//! follows them (rtnetlink), attaching and detaching per device, and the kernel device maps.
+#![forbid(unsafe_code)]
+
+use super::*;
+
+/// A device we attached to.
+struct Attached {
+    name: String,
+    info: DevInfo,
+    /// tcx: the links (closing them detaches); tc: our filters (deleted on drop).
+    _links: DeviceLinks,
+}
+
+/// One device's programs: dropping it detaches them. A tc attachment deletes its filters by
+/// ifindex through rtnetlink in the dropping thread's namespace: drop it in the namespace it was
+/// made in.
+pub enum DeviceLinks {
+    Tcx(#[allow(dead_code)] Vec<Link>),
+    Tc(#[allow(dead_code)] crate::tc::Attachment),
+}
+
+/// `struct dev_info` of `flow.bpf.c`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DevInfo {
+    pub netns: u32,
+    pub flags: u32,
+}
+
+impl DevInfo {
+    fn bytes(&self) -> [u8; 8] {
+        use crate::probes::layout::dev_info as f;
+        let mut b = [0u8; f::LAYOUT.size];
+        b[f::NETNS.offset..][..f::NETNS.size].copy_from_slice(&self.netns.to_ne_bytes());
+        b[f::FLAGS.offset..][..f::FLAGS.size].copy_from_slice(&self.flags.to_ne_bytes());
+        b
+    }
+}
+
+/// Devices with an ifindex below this are in the kernel array `devices_direct` (its lookup is
+/// inlined: cheaper per packet), the others in the hash `devices` (`bpf-asm/flow.bpf.c`).
+const DEV_DIRECT: u32 = 4096;
+
+/// Sets device `ifindex`'s entry in whichever kernel map holds it.
+fn dev_put(l: &Loaded, ifindex: u32, info: DevInfo) -> Result<(), String> {
+    let name = if ifindex < DEV_DIRECT {
+        "devices_direct"
+    } else {
+        "devices"
+    };
+    l.map(name)
+        .and_then(|m| m.update(&ifindex.to_ne_bytes(), &info.bytes(), 0))
+        .map_err(|e| format!("{name}[{ifindex}]: {e}"))
+}
+
+/// Removes device `ifindex`'s entry (in the array: netns 0, "not attached").
+fn dev_del(l: &Loaded, ifindex: u32) {
+    if ifindex < DEV_DIRECT {
+        let _ = dev_put(l, ifindex, DevInfo { netns: 0, flags: 0 });
+    } else if let Ok(m) = l.map("devices") {
+        let _ = m.delete(&ifindex.to_ne_bytes());
+    }
+}
+
+/// The flow probe's run-time state (inside its [`RunningProbe`]).
+pub struct State {
+    /// `tcx` or `tc`.
+    pub method: &'static str,
+    devices: Mutex<BTreeMap<u32, Attached>>,
+    /// Series admitted under `maxSeries`, and those summed into the overflow series.
+    pub(super) admission: Mutex<Admission>,
+}
+
+#[derive(Default)]
+pub(super) struct Admission {
+    pub(super) admitted: HashSet<SeriesKey>,
+    /// The series the last scrape summed into the overflow series, with their (bytes,
+    /// packets) then.
+    pub(super) overflowed: HashMap<SeriesKey, (u64, u64)>,
+    /// (bytes, packets) of series that left the overflow series (admitted later, or gone):
+    /// kept in it, so that it never goes down.
+    pub(super) retired: (u64, u64),
+    /// `netsleuth_flow_series_overflowed_total`.
+    pub(super) overflowed_total: u64,
+}
+
+impl State {
+    pub fn new(method: &'static str) -> State {
+        State {
+            method,
+            devices: Mutex::new(BTreeMap::new()),
+            admission: Mutex::new(Admission::default()),
+        }
+    }
+
+    /// Detach from every device.
+    pub fn detach(&self, loaded: &Loaded) {
+        let mut d = self.devices.lock().unwrap_or_else(|e| e.into_inner());
+        for ifindex in d.keys() {
+            dev_del(loaded, *ifindex);
+        }
+        d.clear();
+    }
+
+    /// The attached devices' names (sorted by ifindex).
+    pub fn device_names(&self) -> Vec<String> {
+        let d = self.devices.lock().unwrap_or_else(|e| e.into_inner());
+        d.values().map(|a| a.name.clone()).collect()
+    }
+}
+
+/// The attach method this kernel and `attachMethods` allow: `tcx` where the kernel has tcx
+/// links; `Err` says why neither works.
+pub fn choose_method(loaded: &Loaded, only: Option<&[String]>) -> Result<&'static str, String> {
+    let allowed = |m: &str| only.is_none_or(|o| o.iter().any(|x| x == m));
+    let prog = loaded
+        .program("flow_ingress")
+        .map_err(|e| format!("program flow_ingress: {e}"))?;
+    let mut why = Vec::new();
+    if allowed("tcx") {
+        if attach::tcx_available(prog) {
+            return Ok("tcx");
+        }
+        why.push("tcx: the kernel has no tcx links (6.6+)".to_string());
+    }
+    if allowed("tc") {
+        // cls_bpf filters on clsact through rtnetlink: every kernel we run on has them.
+        return Ok("tc");
+    }
+    if why.is_empty() {
+        why.push("attachMethods excludes every method of this attach point (tcx, tc)".into());
+    }
+    Err(why.join("; "))
+}
+
+/// A link as the device choice sees it.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub link: rtnl::Link,
+    /// The namespace inode of the veth peer (from `IFLA_LINK_NETNSID`), if resolved.
+    pub peer_inode: Option<u64>,
+}
+
+/// The devices to attach and their local entity: `interfaceName` if set, else every veth
+/// whose peer is in another namespace plus the default-route devices; never `lo`.
+pub fn choose_devices(
+    args: &FlowArgs,
+    links: &[Candidate],
+    default_devs: &[u32],
+    host_inode: u64,
+) -> BTreeMap<u32, (String, DevInfo)> {
+    let mut out = BTreeMap::new();
+    for c in links {
+        let l = &c.link;
+        if l.name == "lo" {
+            continue;
+        }
+        let pod_side = l.kind == "veth" && l.link_netnsid.is_some();
+        let wanted = match args.interface_matches(&l.name) {
+            Some(m) => m,
+            None => pod_side || default_devs.contains(&l.index),
+        };
+        if !wanted {
+            continue;
+        }
+        let info = if pod_side {
+            match c.peer_inode {
+                Some(ino) => DevInfo {
+                    netns: ino as u32,
+                    flags: DEV_FLIP,
+                },
+                // The peer's namespace is not known yet: retried at the next sync.
+                None => continue,
+            }
+        } else {
+            DevInfo {
+                netns: host_inode as u32,
+                flags: 0,
+            }
+        };
+        out.insert(l.index, (l.name.clone(), info));
+    }
+    out
+}
+
+/// How long the device thread waits for notifications before it re-reads the links anyway.
+const RESYNC: Duration = Duration::from_secs(5);
+
+/// The `flow-devices` thread: attaches the chosen devices and follows link notifications until
+/// `stop`.
+pub fn device_loop(p: Arc<RunningProbe>, inv: Arc<Inventory>, stop: Arc<AtomicBool>) {
+    let Some(state) = p.flow.clone() else { return };
+    let mut mon = match rtnl::Monitor::open(rtnl::GROUPS_LINK_ROUTE, Duration::from_millis(200)) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            log::warn!(
+                "flow: no rtnetlink link notifications ({e}); re-reading links every second"
+            );
+            None
+        }
+    };
+    let mut nsids: HashMap<i32, u64> = HashMap::new();
+    let mut last_refresh: Option<Instant> = None;
+    let mut next_sync = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if Instant::now() >= next_sync {
+            let retry = match sync(&p, &state, &inv, &mut nsids, &mut last_refresh) {
+                Ok(r) => r,
+                Err(e) => {
+                    log::warn!("flow: reading the node's devices failed: {e}");
+                    true
+                }
+            };
+            next_sync = Instant::now()
+                + if retry {
+                    Duration::from_millis(250)
+                } else {
+                    RESYNC
+                };
+        }
+        match mon.as_mut() {
+            Some(m) => match m.wait() {
+                // Let a burst of notifications (a pod's veth pair) settle, then re-read once.
+                Ok(true) => next_sync = next_sync.min(Instant::now() + Duration::from_millis(20)),
+                Ok(false) => {}
+                Err(e) => {
+                    log::warn!("flow: link notifications: {e}; re-reading links every second");
+                    mon = None;
+                }
+            },
+            None => {
+                std::thread::sleep(Duration::from_millis(200));
+                next_sync = next_sync.min(Instant::now() + Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Namespace id (ours) → inode for every namespace of the inventory.
+fn map_nsids(sock: &mut DumpSocket, inv: &Inventory) -> HashMap<i32, u64> {
+    let snap = inv.snapshot();
+    let own = crate::sys::thread_netns().map(|(_, ino)| ino).ok();
+    let mut out = HashMap::new();
+    for e in &snap.entities {
+        if e.group || Some(e.inode) == own {
+            continue;
+        }
+        let Some(fd) = crate::inventory::open_entity_netns(e, inv.proc_root()) else {
+            continue;
+        };
+        if let Ok(Some(id)) = rtnl::nsid_of(sock, &fd) {
+            out.insert(id, e.inode);
+        }
+    }
+    out
+}
+
+/// Re-reads links and default routes and (de)attaches. `Ok(true)`: a pod device's namespace
+/// could not be resolved yet; try again soon.
+fn sync(
+    p: &RunningProbe,
+    state: &State,
+    inv: &Inventory,
+    nsids: &mut HashMap<i32, u64>,
+    last_refresh: &mut Option<Instant>,
+) -> Result<bool, String> {
+    let mut sock =
+        DumpSocket::open(netlink_sys::protocols::NETLINK_ROUTE).map_err(|e| e.to_string())?;
+    let links = rtnl::dump_links(&mut sock).map_err(|e| format!("RTM_GETLINK: {e}"))?;
+    let defaults =
+        rtnl::default_route_devices(&mut sock).map_err(|e| format!("RTM_GETROUTE: {e}"))?;
+    let unknown = |nsids: &HashMap<i32, u64>| {
+        links
+            .iter()
+            .filter_map(|l| l.link_netnsid)
+            .any(|id| !nsids.contains_key(&id))
+    };
+    if unknown(nsids) {
+        *nsids = map_nsids(&mut sock, inv);
+        // A namespace the inventory has not seen yet (a pod that just started): rescan, at
+        // most once a second.
+        if unknown(nsids) && last_refresh.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            inv.refresh();
+            *last_refresh = Some(Instant::now());
+            *nsids = map_nsids(&mut sock, inv);
+        }
+    }
+    let candidates: Vec<Candidate> = links
+        .into_iter()
+        .map(|l| Candidate {
+            peer_inode: l.link_netnsid.and_then(|id| nsids.get(&id).copied()),
+            link: l,
+        })
+        .collect();
+    // Uplinks belong to the namespace the exporter runs in (the node's, normally the host's).
+    let host = crate::sys::thread_netns()
+        .map(|(_, ino)| ino)
+        .unwrap_or_else(|_| inv.snapshot().host_inode);
+    let unresolved = candidates.iter().any(|c| {
+        c.link.kind == "veth"
+            && c.link.link_netnsid.is_some()
+            && c.peer_inode.is_none()
+            && p.cfg.flow.interface_matches(&c.link.name) != Some(false)
+    });
+    let want = choose_devices(&p.cfg.flow, &candidates, &defaults, host);
+    let mut d = state.devices.lock().unwrap_or_else(|e| e.into_inner());
+    // Gone, renamed or no longer chosen: forget (closing the links detaches).
+    let stale: Vec<u32> = d
+        .iter()
+        .filter(|(i, a)| want.get(i).is_none_or(|(n, _)| *n != a.name))
+        .map(|(i, _)| *i)
+        .collect();
+    for i in stale {
+        if let Some(a) = d.remove(&i) {
+            log::info!("flow: device {} (ifindex {i}) forgotten", a.name);
+        }
+        dev_del(&p.loaded, i);
+    }
+    for (ifindex, (name, info)) in want {
+        if let Some(a) = d.get_mut(&ifindex) {
+            if a.info != info {
+                dev_put(&p.loaded, ifindex, info)?;
+                a.info = info;
+            }
+            continue;
+        }
+        // The entry first: a packet of an attached device without one is not counted.
+        if let Err(e) = dev_put(&p.loaded, ifindex, info) {
+            log::warn!("flow: device {name}: devices map: {e}");
+            continue;
+        }
+        match attach_device(p, state.method, ifindex) {
+            Ok(links) => {
+                log::info!(
+                    "flow: attached to {name} (ifindex {ifindex}, netns {}) via {}",
+                    info.netns,
+                    state.method
+                );
+                d.insert(
+                    ifindex,
+                    Attached {
+                        name,
+                        info,
+                        _links: links,
+                    },
+                );
+            }
+            Err(e) => {
+                dev_del(&p.loaded, ifindex);
+                log::warn!("flow: cannot attach to {name} (ifindex {ifindex}): {e}");
+            }
+        }
+    }
+    Ok(unresolved)
+}
+
+/// Sets the local entity of device `ifindex` in the kernel maps (before attaching:
+/// packets of a device without an entry are not counted).
+pub fn set_device(p: &RunningProbe, ifindex: u32, info: DevInfo) -> Result<(), String> {
+    dev_put(&p.loaded, ifindex, info)
+}
+
+/// Attaches both programs to device `ifindex` of the calling thread's namespace with `method`
+/// (`tcx` or `tc`).
+pub fn attach_device(p: &RunningProbe, method: &str, ifindex: u32) -> Result<DeviceLinks, String> {
+    let prog = |name: &str| p.loaded.program(name).map_err(|e| e.to_string());
+    let (ing, eg) = (prog("flow_ingress")?, prog("flow_egress")?);
+    match method {
+        "tcx" => {
+            let mut links = Vec::new();
+            for (pr, egress) in [(ing, false), (eg, true)] {
+                links.push(attach::attach_tcx(pr, ifindex, egress).map_err(|e| e.to_string())?);
+            }
+            Ok(DeviceLinks::Tcx(links))
+        }
+        "tc" => {
+            use std::os::fd::{AsFd, AsRawFd};
+            let fd = |pr: &crate::bpf::prog::Program| pr.as_fd().as_raw_fd() as u32;
+            crate::tc::attach(ifindex, fd(ing), fd(eg)).map(DeviceLinks::Tc)
+        }
+        m => Err(format!("attach method {m} not available")),
+    }
+}

@@ -1,0 +1,386 @@
+//! The kernel↔user record layouts: every struct of the BPF objects that Rust reads or writes
+//! (the `ns_event` record, map keys and values), one [`Layout`] each, with the offset and size
+//! of every field a decoder uses. The decoders read through these [`Field`]s only, and the unit
+//! test below checks every one against the BTF of the embedded objects that define the struct,
+//! so a C change that moves a field fails `cargo test --lib` instead of decoding garbage.
+#![forbid(unsafe_code)]
+
+/// One field of a kernel struct: its C member name, byte offset and size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Field {
+    pub name: &'static str,
+    pub offset: usize,
+    pub size: usize,
+}
+
+const fn f(name: &'static str, offset: usize, size: usize) -> Field {
+    Field { name, offset, size }
+}
+
+impl Field {
+    /// The field's bytes, `None` when `b` is too short.
+    pub fn bytes(self, b: &[u8]) -> Option<&[u8]> {
+        b.get(self.offset..self.offset + self.size)
+    }
+
+    /// `N` bytes at the field's offset (the field, or its first element).
+    fn array<const N: usize>(self, b: &[u8]) -> Option<[u8; N]> {
+        b.get(self.offset..self.offset + N)?.try_into().ok()
+    }
+
+    pub fn u64(self, b: &[u8]) -> Option<u64> {
+        self.array(b).map(u64::from_ne_bytes)
+    }
+
+    pub fn u32(self, b: &[u8]) -> Option<u32> {
+        self.array(b).map(u32::from_ne_bytes)
+    }
+
+    pub fn u16(self, b: &[u8]) -> Option<u16> {
+        self.array(b).map(u16::from_ne_bytes)
+    }
+
+    pub fn u8(self, b: &[u8]) -> Option<u8> {
+        b.get(self.offset).copied()
+    }
+
+    /// A native-endian u32 at `at` bytes into the field (an array field's element).
+    pub fn u32_at(self, b: &[u8], at: usize) -> Option<u32> {
+        let o = self.offset + at;
+        (at + 4 <= self.size)
+            .then(|| b.get(o..o + 4)?.try_into().ok().map(u32::from_ne_bytes))
+            .flatten()
+    }
+}
+
+/// A struct as the Rust side reads it: its C name, the objects whose BTF defines it, its size
+/// and the fields Rust uses.
+#[derive(Debug)]
+pub struct Layout {
+    pub name: &'static str,
+    pub objects: &'static [&'static str],
+    pub size: usize,
+    pub fields: &'static [Field],
+}
+
+/// `struct ns_event` (`bpf-asm/include/netprobes.h`): the ring buffer record of every probe.
+pub mod ns_event {
+    use super::{f, Field, Layout};
+    pub const TS: Field = f("ts", 0, 8);
+    /// packetloss: the freeing call site; latency probes: the latency in ns.
+    pub const LOCATION: Field = f("location", 8, 8);
+    pub const NETNS: Field = f("netns", 16, 4);
+    /// packetloss: the drop reason; netiftxlat: the ifindex; softirq: `cpu << 8 | vector`;
+    /// biolatency: the dev_t.
+    pub const REASON: Field = f("reason", 20, 4);
+    pub const STACK_ID: Field = f("stack_id", 24, 4);
+    pub const FAMILY: Field = f("family", 28, 2);
+    /// biolatency: the operation.
+    pub const L4PROTO: Field = f("l4proto", 30, 1);
+    pub const TYPE: Field = f("type", 31, 1);
+    pub const STATE: Field = f("state", 32, 1);
+    pub const SPORT: Field = f("sport", 34, 2);
+    pub const DPORT: Field = f("dport", 36, 2);
+    /// biolatency: the issuing task's comm.
+    pub const SADDR: Field = f("saddr", 40, 16);
+    /// biolatency: the issuing task's pid (bytes 0..4) and the request's bytes (4..8).
+    pub const DADDR: Field = f("daddr", 56, 16);
+    pub const LAYOUT: Layout = Layout {
+        name: "ns_event",
+        objects: &[
+            "packetloss",
+            "tcpreset",
+            "tcpretrans",
+            "netiftxlat",
+            "softirq",
+            "socketlatency",
+            "kernellatency",
+            "virtcmdlatency",
+            "biolatency",
+        ],
+        size: 72,
+        fields: &[
+            TS, LOCATION, NETNS, REASON, STACK_ID, FAMILY, L4PROTO, TYPE, STATE, SPORT, DPORT,
+            SADDR, DADDR,
+        ],
+    };
+}
+
+/// A bare `__u32` netns key (tcpretrans's `retrans`, kernellatency's `lat_tx`): BTF has no
+/// struct to check it against, only its size (the maps' key size, checked at load).
+pub mod netns_key {
+    use super::{f, Field};
+    pub const NETNS: Field = f("netns", 0, 4);
+}
+
+/// `struct drop_key` (packetloss's `drops`).
+pub mod drop_key {
+    use super::{f, Field, Layout};
+    pub const NETNS: Field = f("netns", 0, 4);
+    pub const REASON: Field = f("reason", 4, 4);
+    pub const LOCATION: Field = f("location", 8, 8);
+    pub const L4PROTO: Field = f("l4proto", 16, 1);
+    pub const FAMILY: Field = f("family", 17, 1);
+    pub const LAYOUT: Layout = Layout {
+        name: "drop_key",
+        objects: &["packetloss"],
+        size: 24,
+        fields: &[NETNS, REASON, LOCATION, L4PROTO, FAMILY],
+    };
+}
+
+/// `struct rst_key` (tcpreset's `resets`).
+pub mod rst_key {
+    use super::{f, Field, Layout};
+    pub const NETNS: Field = f("netns", 0, 4);
+    pub const TYPE: Field = f("type", 4, 4);
+    pub const LAYOUT: Layout = Layout {
+        name: "rst_key",
+        objects: &["tcpreset"],
+        size: 8,
+        fields: &[NETNS, TYPE],
+    };
+}
+
+/// `struct lat_key` of the per-stage latency probes (socketlatency, kernellatency).
+pub mod stage_key {
+    use super::{f, Field, Layout};
+    pub const NETNS: Field = f("netns", 0, 4);
+    pub const STAGE: Field = f("stage", 4, 4);
+    pub const LAYOUT: Layout = Layout {
+        name: "lat_key",
+        objects: &["socketlatency", "kernellatency"],
+        size: 8,
+        fields: &[NETNS, STAGE],
+    };
+}
+
+/// `struct lat_key` of netiftxlat (per device).
+pub mod txlat_key {
+    use super::{f, Field, Layout};
+    pub const NETNS: Field = f("netns", 0, 4);
+    pub const STAGE: Field = f("stage", 4, 4);
+    pub const DEV: Field = f("dev", 8, 16);
+    pub const LAYOUT: Layout = Layout {
+        name: "lat_key",
+        objects: &["netiftxlat"],
+        size: 24,
+        fields: &[NETNS, STAGE, DEV],
+    };
+}
+
+/// `struct lat_key` of biolatency (per device and operation).
+pub mod bio_key {
+    use super::{f, Field, Layout};
+    pub const DEV: Field = f("dev", 0, 4);
+    pub const OP: Field = f("op", 4, 4);
+    pub const LAYOUT: Layout = Layout {
+        name: "lat_key",
+        objects: &["biolatency"],
+        size: 8,
+        fields: &[DEV, OP],
+    };
+}
+
+/// `struct hist` (`bpf-asm/include/latency.h`): the latency maps' value.
+pub mod hist {
+    use super::{f, Field, Layout};
+    /// `HIST_SLOTS` u64 slots.
+    pub const SLOTS: Field = f("slots", 0, 36 * 8);
+    pub const SUM_NS: Field = f("sum_ns", 36 * 8, 8);
+    pub const LAYOUT: Layout = Layout {
+        name: "hist",
+        objects: &[
+            "netiftxlat",
+            "softirq",
+            "socketlatency",
+            "kernellatency",
+            "virtcmdlatency",
+            "biolatency",
+        ],
+        size: 37 * 8,
+        fields: &[SLOTS, SUM_NS],
+    };
+}
+
+/// `struct flow_key` (flow's `flows`).
+pub mod flow_key {
+    use super::{f, Field, Layout};
+    pub const NETNS: Field = f("netns", 0, 4);
+    pub const DIR: Field = f("dir", 4, 1);
+    pub const FAMILY: Field = f("family", 5, 1);
+    pub const PROTO: Field = f("proto", 6, 1);
+    pub const LPORT: Field = f("lport", 8, 2);
+    pub const RPORT: Field = f("rport", 10, 2);
+    pub const RADDR: Field = f("raddr", 12, 16);
+    pub const LAYOUT: Layout = Layout {
+        name: "flow_key",
+        objects: &["flow"],
+        size: 28,
+        fields: &[NETNS, DIR, FAMILY, PROTO, LPORT, RPORT, RADDR],
+    };
+}
+
+/// `struct flow_val` (flow's `flows`).
+pub mod flow_val {
+    use super::{f, Field, Layout};
+    pub const BYTES: Field = f("bytes", 0, 8);
+    pub const PACKETS: Field = f("packets", 8, 8);
+    pub const LAYOUT: Layout = Layout {
+        name: "flow_val",
+        objects: &["flow"],
+        size: 16,
+        fields: &[BYTES, PACKETS],
+    };
+}
+
+/// `struct dev_info` (flow's `devices`, `devices_direct`): written by Rust.
+pub mod dev_info {
+    use super::{f, Field, Layout};
+    pub const NETNS: Field = f("netns", 0, 4);
+    pub const FLAGS: Field = f("flags", 4, 4);
+    pub const LAYOUT: Layout = Layout {
+        name: "dev_info",
+        objects: &["flow"],
+        size: 8,
+        fields: &[NETNS, FLAGS],
+    };
+}
+
+/// Every layout the Rust side relies on.
+pub const ALL: &[&Layout] = &[
+    &ns_event::LAYOUT,
+    &drop_key::LAYOUT,
+    &rst_key::LAYOUT,
+    &stage_key::LAYOUT,
+    &txlat_key::LAYOUT,
+    &bio_key::LAYOUT,
+    &hist::LAYOUT,
+    &flow_key::LAYOUT,
+    &flow_val::LAYOUT,
+    &dev_info::LAYOUT,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bpf::btf::{Btf, Kind};
+
+    fn object_btf(name: &str) -> Btf {
+        let obj =
+            crate::bpf::embedded::object(name).unwrap_or_else(|| panic!("{name}: not embedded"));
+        crate::bpf::object::Object::parse(obj)
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .btf
+            .unwrap_or_else(|| panic!("{name}: no .BTF"))
+    }
+
+    /// (offset, size) of every member of `struct <name>` as declared in a C header of
+    /// fixed-width integer members and arrays of them (natural alignment, as clang lays them
+    /// out for BPF): for records no object's BTF carries (`ns_event` is only written through
+    /// inlined helpers, so clang emits no BTF for it).
+    fn header_layout(header: &str, name: &str) -> (usize, Vec<(String, usize, usize)>) {
+        let start = header
+            .find(&format!("struct {name} {{"))
+            .unwrap_or_else(|| panic!("no struct {name} in the header"));
+        let body = &header[start..];
+        let body = &body[body.find('{').unwrap() + 1..body.find("};").unwrap()];
+        let (mut off, mut align_max, mut out) = (0usize, 1usize, Vec::new());
+        for line in body.lines() {
+            let decl = line.split("/*").next().unwrap().trim();
+            let Some(decl) = decl.strip_suffix(';') else {
+                continue;
+            };
+            let (ty, member) = decl.split_once(char::is_whitespace).unwrap();
+            let elem = match ty {
+                "__u64" | "__s64" => 8,
+                "__u32" | "__s32" => 4,
+                "__u16" | "__s16" => 2,
+                "__u8" | "__s8" | "char" => 1,
+                t => panic!("struct {name}: member type {t} not handled"),
+            };
+            let (mname, n) = match member.trim().split_once('[') {
+                Some((m, rest)) => (m, rest.trim_end_matches(']').parse::<usize>().unwrap()),
+                None => (member.trim(), 1),
+            };
+            off = off.div_ceil(elem) * elem;
+            out.push((mname.to_string(), off, elem * n));
+            off += elem * n;
+            align_max = align_max.max(elem);
+        }
+        (off.div_ceil(align_max) * align_max, out)
+    }
+
+    fn check(l: &Layout, obj: &str, size: usize, member: &dyn Fn(&str) -> Option<(usize, usize)>) {
+        assert_eq!(size, l.size, "{obj}: sizeof(struct {})", l.name);
+        for fl in l.fields {
+            let (off, sz) = member(fl.name)
+                .unwrap_or_else(|| panic!("{obj}: struct {} has no {}", l.name, fl.name));
+            assert_eq!(
+                off, fl.offset,
+                "{obj}: offsetof(struct {}, {})",
+                l.name, fl.name
+            );
+            assert_eq!(sz, fl.size, "{obj}: sizeof(struct {}.{})", l.name, fl.name);
+        }
+    }
+
+    /// Every offset and size a decoder uses equals the struct's in the object's own BTF (for
+    /// `ns_event`, which no object's BTF carries, in its declaration in `netprobes.h`).
+    #[test]
+    fn layouts_match_the_objects_btf() {
+        let mut from_btf = 0;
+        for l in ALL {
+            for obj in l.objects {
+                let btf = object_btf(obj);
+                let Some(id) = btf.find_by_name_kind(l.name, Kind::Struct) else {
+                    assert_eq!(l.name, "ns_event", "{obj}: no struct {} in its BTF", l.name);
+                    continue;
+                };
+                from_btf += 1;
+                let size = btf.resolve_size(id).unwrap() as usize;
+                check(l, obj, size, &|name| {
+                    let (m, bit_off) = btf.find_member(id, name).unwrap()?;
+                    assert_eq!(m.bitfield_size, 0, "{obj}: {}.{name}", l.name);
+                    assert_eq!(bit_off % 8, 0, "{obj}: {}.{name}", l.name);
+                    Some((
+                        bit_off as usize / 8,
+                        btf.resolve_size(m.ty).unwrap() as usize,
+                    ))
+                });
+            }
+        }
+        assert!(from_btf >= ALL.len() - 1, "{from_btf} structs found in BTF");
+        let header = include_str!("../../bpf-asm/include/netprobes.h");
+        let (size, members) = header_layout(header, "ns_event");
+        check(&ns_event::LAYOUT, "netprobes.h", size, &|name| {
+            members
+                .iter()
+                .find(|(m, _, _)| m == name)
+                .map(|(_, o, s)| (*o, *s))
+        });
+    }
+
+    #[test]
+    fn the_header_layout_reader_matches_btf() {
+        // drop_key is in both: the header reader agrees with clang on it.
+        let src = include_str!("../../bpf-asm/packetloss.bpf.c");
+        let (size, members) = header_layout(src, "drop_key");
+        check(&drop_key::LAYOUT, "packetloss.bpf.c", size, &|name| {
+            members
+                .iter()
+                .find(|(m, _, _)| m == name)
+                .map(|(_, o, s)| (*o, *s))
+        });
+    }
+
+    #[test]
+    fn fields_read_native_endian_and_refuse_short_input() {
+        let mut b = [0u8; 72];
+        b[20..24].copy_from_slice(&0x0304_0102u32.to_ne_bytes());
+        assert_eq!(ns_event::REASON.u32(&b), Some(0x0304_0102));
+        assert_eq!(ns_event::DADDR.u32_at(&b, 12), Some(0));
+        assert_eq!(ns_event::DADDR.u32_at(&b, 13), None);
+        assert_eq!(ns_event::DADDR.u64(&b[..60]), None);
+    }
+}
