@@ -447,7 +447,12 @@ fn serve(args: Args) -> i32 {
     let probe_state = Arc::new(crate::probes::ProbeState::default());
     let bpf_set = start_bpf(&bpf_cfg, &engine, &inventory, &pipeline, None, &probe_state);
     status.set_bpf(bpf_set.clone());
-    crate::probes::conntrack_events::apply(ct_events.as_ref(), &inventory, &pipeline, engine.as_ref());
+    crate::probes::conntrack_events::apply(
+        ct_events.as_ref(),
+        &inventory,
+        &pipeline,
+        engine.as_ref(),
+    );
     let mut limits = args.limits.clone();
     if let Some(n) = args.max_requests {
         limits.max_requests = n;
