@@ -139,20 +139,9 @@ pub const DEFAULT_THRESHOLD_NS: u64 = 100_000_000;
 
 /// `100ms`, `1.5s`, `250us`, `800ns`, `2m` → nanoseconds.
 pub fn parse_duration_ns(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mul = match unit.trim() {
-        "ns" => 1.0,
-        "us" | "µs" => 1e3,
-        "ms" => 1e6,
-        "s" => 1e9,
-        "m" => 60e9,
-        _ => return None,
-    };
-    let v = n * mul;
-    (0.0..1.8e19).contains(&v).then_some(v as u64)
+    crate::units::parse_duration(s, &crate::units::FRACTIONAL)
+        .ok()
+        .map(|d| d.as_nanos() as u64)
 }
 
 /// `rateLimit` and `burst` (a whole number of events each), checked together: the eBPF
