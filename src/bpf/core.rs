@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use super::btf::{essential_name, Btf, Kind, Type, INT_SIGNED};
+use super::btf::{essential_name, Btf, Type, INT_SIGNED};
 use super::btf_ext::{BtfExt, CoreRelo};
 use super::insn::{class, Insn, SRC_K};
 use super::object::Object;
@@ -973,14 +973,10 @@ pub fn relos_for_section<'a>(ext: &'a BtfExt, btf: &Btf, section: &str) -> &'a [
     BtfExt::for_section(&ext.core_relos, btf, section)
 }
 
-#[allow(dead_code)]
-fn _kind_is_used(k: Kind) -> Kind {
-    k
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bpf::btf::Kind;
     use crate::bpf::object::Object;
 
     const CORE_A: &[u8] = include_bytes!("../../tests/fixtures/bpf/core_a.bpf.o");
