@@ -619,7 +619,7 @@ mod tests {
     #[test]
     fn prog_info_layout_matches_running_kernel_btf() {
         use super::super::btf::{Btf, Kind};
-        let Some(raw) = super::super::btf::vmlinux_for_test("prog_info_layout") else {
+        let Some(raw) = crate::bpf::target_btf::vmlinux_for_test("prog_info_layout") else {
             return;
         };
         let btf = Btf::parse(&raw).expect("parse vmlinux BTF");

@@ -1181,25 +1181,6 @@ fn parse_type(r: &Reader<'_>, pos: usize) -> Result<(Type, usize)> {
     Ok((t, 12))
 }
 
-/// The running kernel's BTF for the unit tests that compare with it, or `None` with the reason
-/// printed (`SKIP <test>: ...`) where it is unreadable; under NETSLEUTH_REQUIRE_PRIVILEGED=1 (the
-/// suite's strict mode, as in `tests/common::skip`) a missing kernel BTF fails the test instead.
-#[cfg(test)]
-pub(crate) fn vmlinux_for_test(test: &str) -> Option<Vec<u8>> {
-    let path = "/sys/kernel/btf/vmlinux";
-    match std::fs::read(path) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            let why = format!("cannot read {path}: {e}");
-            if std::env::var("NETSLEUTH_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-                panic!("{test}: cannot skip under NETSLEUTH_REQUIRE_PRIVILEGED=1: {why}");
-            }
-            eprintln!("SKIP {test}: {why}");
-            None
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1501,7 +1482,7 @@ mod tests {
 
     #[test]
     fn kernel_vmlinux_btf() {
-        let Some(data) = vmlinux_for_test("kernel_vmlinux_btf") else {
+        let Some(data) = crate::bpf::target_btf::vmlinux_for_test("kernel_vmlinux_btf") else {
             return;
         };
         let start = std::time::Instant::now();

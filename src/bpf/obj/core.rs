@@ -979,8 +979,8 @@ mod tests {
     use crate::bpf::btf::Kind;
     use crate::bpf::object::Object;
 
-    const CORE_A: &[u8] = include_bytes!("../../tests/fixtures/bpf/core_a.bpf.o");
-    const CORE_B: &[u8] = include_bytes!("../../tests/fixtures/bpf/core_b.bpf.o");
+    const CORE_A: &[u8] = include_bytes!("../../../tests/fixtures/bpf/core_a.bpf.o");
+    const CORE_B: &[u8] = include_bytes!("../../../tests/fixtures/bpf/core_b.bpf.o");
 
     fn outcomes() -> (Object, Object, Vec<CoreOutcome>) {
         let mut a = Object::parse(CORE_A).unwrap();
@@ -1156,7 +1156,8 @@ mod tests {
 
     #[test]
     fn selftest_against_vmlinux() {
-        let Some(data) = crate::bpf::btf::vmlinux_for_test("selftest_against_vmlinux") else {
+        let Some(data) = crate::bpf::target_btf::vmlinux_for_test("selftest_against_vmlinux")
+        else {
             return;
         };
         let vmlinux = Btf::parse(&data).unwrap();
