@@ -253,7 +253,10 @@ pub fn attach_btf(prog: &Program) -> KResult<Link> {
                 prog.name()
             );
         }
-        Err(e) if e.raw_os_error() == Some(524) || e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+        Err(e)
+            if e.raw_os_error() == Some(abi::ENOTSUPP)
+                || e.raw_os_error() == Some(libc::EOPNOTSUPP) =>
+        {
             return Err(KError::unsupported(
                 format!("attach {}", prog.name()),
                 format!("{e}: no BPF trampoline support"),

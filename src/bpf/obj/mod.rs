@@ -6,7 +6,7 @@
 //! slices, so all of it is unit-tested without root and fuzzed. `unsafe` is
 //! forbidden, and `no_syscalls_in_the_pure_layer` (below) fails when a file of
 //! this folder imports `libc`, `nix`, `std::fs`, `std::os` or the kernel layer.
-//! Kernel ABI numbers come from [`crate::bpf::abi`].
+//! Kernel ABI numbers are in [`uapi`], which the kernel layer shares.
 #![forbid(unsafe_code)]
 
 pub mod btf;
@@ -15,6 +15,7 @@ pub mod core;
 pub mod insn;
 pub mod object;
 pub mod reloc;
+pub mod uapi;
 
 use std::fmt;
 

@@ -28,8 +28,7 @@ const R_BPF_64_32: u32 = 10;
 /// Largest total of global-data sections we accept (the kernel caps array values far lower).
 const MAX_DATA_SECTION: u64 = 64 << 20;
 
-/// `BPF_MAP_TYPE_ARRAY`, used for global data.
-pub const MAP_TYPE_ARRAY: u32 = 2;
+use super::uapi::MAP_ARRAY;
 /// `BPF_F_RDONLY_PROG`: `.rodata` maps are read-only to programs.
 pub const F_RDONLY_PROG: u32 = 1 << 7;
 /// `BPF_F_MMAPABLE`.
@@ -141,15 +140,16 @@ impl ProgramKind {
 
     /// `enum bpf_prog_type` value, `None` for unknown sections.
     pub fn prog_type(&self) -> Option<u32> {
+        use super::uapi::*;
         Some(match self {
-            ProgramKind::Kprobe { .. } | ProgramKind::Kretprobe { .. } => 2,
-            ProgramKind::Tracepoint { .. } => 5,
-            ProgramKind::PerfEvent => 7,
-            ProgramKind::SchedCls => 3,
-            ProgramKind::RawTracepoint { .. } => 17,
-            ProgramKind::RawTracepointWritable { .. } => 24,
+            ProgramKind::Kprobe { .. } | ProgramKind::Kretprobe { .. } => PROG_TYPE_KPROBE,
+            ProgramKind::Tracepoint { .. } => PROG_TYPE_TRACEPOINT,
+            ProgramKind::PerfEvent => PROG_TYPE_PERF_EVENT,
+            ProgramKind::SchedCls => PROG_TYPE_SCHED_CLS,
+            ProgramKind::RawTracepoint { .. } => PROG_TYPE_RAW_TRACEPOINT,
+            ProgramKind::RawTracepointWritable { .. } => PROG_TYPE_RAW_TRACEPOINT_WRITABLE,
             ProgramKind::TpBtf { .. } | ProgramKind::Fentry { .. } | ProgramKind::Fexit { .. } => {
-                26
+                PROG_TYPE_TRACING
             }
             ProgramKind::Unknown(_) => return None,
         })
@@ -157,10 +157,11 @@ impl ProgramKind {
 
     /// `enum bpf_attach_type` passed as `expected_attach_type` at load.
     pub fn expected_attach_type(&self) -> u32 {
+        use super::uapi::*;
         match self {
-            ProgramKind::TpBtf { .. } => 23,
-            ProgramKind::Fentry { .. } => 24,
-            ProgramKind::Fexit { .. } => 25,
+            ProgramKind::TpBtf { .. } => ATTACH_TRACE_RAW_TP,
+            ProgramKind::Fentry { .. } => ATTACH_TRACE_FENTRY,
+            ProgramKind::Fexit { .. } => ATTACH_TRACE_FEXIT,
             _ => 0,
         }
     }
@@ -559,7 +560,7 @@ impl Object {
             obj.maps.push(MapDef {
                 name,
                 origin,
-                map_type: MAP_TYPE_ARRAY,
+                map_type: MAP_ARRAY, // global data
                 key_size: 4,
                 value_size: data.len() as u32,
                 max_entries: 1,
