@@ -622,6 +622,28 @@ impl Btf {
         self.types.len() as u32 - 1
     }
 
+    /// Appends a global variable `var` of type `ty` (`size` bytes, global
+    /// linkage) at offset 0 of a new data section `section`; returns the
+    /// section's id.
+    pub fn add_global(&mut self, var: &str, section: &str, ty: u32, size: u32) -> u32 {
+        let name_off = self.add_string(var);
+        let var = self.add_type(Type::Var {
+            name_off,
+            ty,
+            linkage: 1,
+        });
+        let name_off = self.add_string(section);
+        self.add_type(Type::Datasec {
+            name_off,
+            size,
+            vars: vec![VarSecinfo {
+                ty: var,
+                offset: 0,
+                size,
+            }],
+        })
+    }
+
     fn name_bytes(&self, off: u32) -> &[u8] {
         let rest = self.strings.get(off as usize..).unwrap_or(&[]);
         let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
@@ -1287,22 +1309,7 @@ mod tests {
             proto,
             linkage: 1,
         });
-        let var_n = b.add_string("g");
-        let var = b.add_type(Type::Var {
-            name_off: var_n,
-            ty: v,
-            linkage: 1,
-        });
-        let ds_n = b.add_string(".data");
-        b.add_type(Type::Datasec {
-            name_off: ds_n,
-            size: 8,
-            vars: vec![VarSecinfo {
-                ty: var,
-                offset: 0,
-                size: 8,
-            }],
-        });
+        b.add_global("g", ".data", v, 8);
         let fl_n = b.add_string("double");
         b.add_type(Type::Float {
             name_off: fl_n,
