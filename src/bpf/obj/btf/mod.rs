@@ -5,7 +5,7 @@
 //! untrusted: every offset, count and type id is checked, and no allocation is
 //! sized from a count that the input has not already proven it holds.
 //!
-//! [`types`]: the type model; [`wire`]: the binary format (one type's parse and
+//! `types`: the type model; `wire`: the binary format (one type's parse and
 //! encoding); here: the blob (header, validation, strings, lookups).
 #![forbid(unsafe_code)]
 

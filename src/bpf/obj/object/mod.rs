@@ -6,8 +6,8 @@
 //! offsets from BTF, and the relocations of every code section, already
 //! resolved to maps and functions.
 //!
-//! [`section`]: what a section name says (program type, attach point);
-//! [`btf_maps`]: BTF-defined maps and global data's BTF; here: the ELF walk.
+//! `section`: what a section name says (program type, attach point);
+//! `btf_maps`: BTF-defined maps and global data's BTF; here: the ELF walk.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
