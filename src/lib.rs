@@ -1,11 +1,28 @@
 //! netsleuth: per-network-namespace network observability exporter.
 //!
-//! Layout: `inventory` finds every network namespace; `collectors` hold one module per metric
-//! probe (pure parser + small reader); `engine` runs them in parallel and renders the page;
-//! `http` serves it; `config` and `cli` are thin. `bpf` is our own BPF loader (pure layer:
-//! ELF, BTF, CO-RE, linking).
+//! Layout:
+//! - Namespaces and who they belong to: [`inventory`] finds every network namespace,
+//!   [`attribution`] maps it to its pod or container from the runtimes' state.
+//! - Metrics: [`collectors`] hold one module per procfs/netlink probe (pure parser + small
+//!   reader, over [`rtnl`] and [`tc`] where netlink is needed); [`engine`] runs them per
+//!   namespace in parallel into the [`model`] and renders the page; [`catalog`] names the
+//!   fixed families, [`selfmetrics`] the exporter's own.
+//! - eBPF: [`bpf`] is our own BPF loader (a pure layer: ELF, BTF, CO-RE, linking; and a
+//!   kernel layer: maps, load, attach, ring and perf buffers); [`probes`] are the eBPF probes
+//!   built on it (object, attach plan, map reader, event decoder); [`events`] carries their
+//!   events to the sinks.
+//! - Serving: [`server`] (HTTP/1.1) and [`http`] (the endpoints), [`web_config`] (TLS and
+//!   auth), [`status`] and [`statuspage`] (what runs), [`notify`] (`sd_notify`).
+//! - Front ends: [`cli`] and [`config`] (thin), [`top`] (the inspector), [`selftest`].
+//! - System: [`sys`] (the namespace machinery's syscalls), [`caps`] (what this process may do).
+//!
+//! `unsafe` is denied crate-wide; only the syscall, mmap and ABI modules ([`sys`], and inside
+//! [`bpf`] its `sys`, `abi`, `ringbuf` and `perfbuf`) allow it, each block with a `SAFETY`
+//! comment.
+#![deny(unsafe_code)]
 
 pub mod attribution;
+#[allow(unsafe_code)]
 pub mod bpf;
 pub mod caps;
 pub mod catalog;
@@ -25,6 +42,7 @@ pub mod selftest;
 pub mod server;
 pub mod status;
 pub mod statuspage;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod tc;
 pub mod top;

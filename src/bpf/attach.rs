@@ -66,6 +66,16 @@ pub struct Link {
 }
 
 impl Link {
+    /// A link that is one BPF fd (a BPF link or a raw tracepoint fd).
+    fn bpf_fd(method: Method, fd: OwnedFd) -> Link {
+        Link {
+            method,
+            link: Some(fd),
+            perf: None,
+            kprobe_event: None,
+        }
+    }
+
     /// How it was attached.
     pub fn method(&self) -> Method {
         self.method
@@ -214,12 +224,7 @@ pub fn attach_raw_tracepoint(prog: &Program, name: &str) -> KResult<Link> {
         ..Default::default()
     };
     match sys::bpf_fd(abi::BPF_RAW_TRACEPOINT_OPEN, &mut a) {
-        Ok(fd) => Ok(Link {
-            method: Method::RawTracepointOpen,
-            link: Some(fd),
-            perf: None,
-            kprobe_event: None,
-        }),
+        Ok(fd) => Ok(Link::bpf_fd(Method::RawTracepointOpen, fd)),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(KError::NotFound {
             what: "raw tracepoint",
             name: name.into(),
@@ -239,21 +244,17 @@ pub fn attach_btf(prog: &Program) -> KResult<Link> {
         ..Default::default()
     };
     match sys::bpf_fd(abi::BPF_LINK_CREATE, &mut a) {
-        Ok(fd) => {
-            return Ok(Link {
-                method: Method::BtfLink,
-                link: Some(fd),
-                perf: None,
-                kprobe_event: None,
-            })
-        }
+        Ok(fd) => return Ok(Link::bpf_fd(Method::BtfLink, fd)),
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
             log::debug!(
                 "BPF_LINK_CREATE for {} refused ({e}); raw tracepoint open",
                 prog.name()
             );
         }
-        Err(e) if e.raw_os_error() == Some(524) || e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+        Err(e)
+            if e.raw_os_error() == Some(abi::ENOTSUPP)
+                || e.raw_os_error() == Some(libc::EOPNOTSUPP) =>
+        {
             return Err(KError::unsupported(
                 format!("attach {}", prog.name()),
                 format!("{e}: no BPF trampoline support"),
@@ -277,12 +278,7 @@ pub fn attach_btf(prog: &Program) -> KResult<Link> {
             e,
         )
     })?;
-    Ok(Link {
-        method: Method::RawTracepointOpen,
-        link: Some(fd),
-        perf: None,
-        kprobe_event: None,
-    })
+    Ok(Link::bpf_fd(Method::RawTracepointOpen, fd))
 }
 
 /// Attaches a `tc`/`tcx` classifier to device `ifindex` (of the caller's network namespace)
@@ -301,12 +297,7 @@ pub fn attach_tcx(prog: &Program, ifindex: u32, egress: bool) -> KResult<Link> {
         ..Default::default()
     };
     match sys::bpf_fd(abi::BPF_LINK_CREATE, &mut a) {
-        Ok(fd) => Ok(Link {
-            method: Method::Tcx,
-            link: Some(fd),
-            perf: None,
-            kprobe_event: None,
-        }),
+        Ok(fd) => Ok(Link::bpf_fd(Method::Tcx, fd)),
         Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Err(KError::NotFound {
             what: "network device",
             name: format!("ifindex {ifindex}"),

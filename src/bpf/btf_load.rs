@@ -9,7 +9,7 @@ use std::os::fd::OwnedFd;
 use std::sync::OnceLock;
 
 use super::abi::{self, BtfLoadAttr, ProgLoadAttr};
-use super::btf::{Btf, Member, Param, Type, VarSecinfo};
+use super::btf::{Btf, Member, Param, Type};
 use super::error::{KError, KResult};
 use super::insn::Insn;
 use super::sys;
@@ -106,22 +106,7 @@ fn probe_all() -> Features {
         btf_func: with(&func(0)),
         btf_global_func: with(&func(1)),
         btf_datasec: with(&|b, i| {
-            let n = b.add_string("x");
-            let v = b.add_type(Type::Var {
-                name_off: n,
-                ty: i,
-                linkage: 1,
-            });
-            let s = b.add_string(".data");
-            b.add_type(Type::Datasec {
-                name_off: s,
-                size: 4,
-                vars: vec![VarSecinfo {
-                    ty: v,
-                    offset: 0,
-                    size: 4,
-                }],
-            });
+            b.add_global("x", ".data", i, 4);
         }),
         btf_float: with(&|b, _| {
             let n = b.add_string("float");
@@ -379,22 +364,7 @@ mod tests {
             proto: p,
             linkage: 1,
         });
-        let v = b.add_string("x");
-        let var = b.add_type(Type::Var {
-            name_off: v,
-            ty: i,
-            linkage: 1,
-        });
-        let s = b.add_string(".rodata");
-        b.add_type(Type::Datasec {
-            name_off: s,
-            size: 4,
-            vars: vec![VarSecinfo {
-                ty: var,
-                offset: 0,
-                size: 4,
-            }],
-        });
+        b.add_global("x", ".rodata", i, 4);
         let fl = b.add_string("double");
         b.add_type(Type::Float {
             name_off: fl,

@@ -339,7 +339,10 @@ impl Map {
                 Err(e)
                     if matches!(
                         e.errno(),
-                        Some(libc::EINVAL) | Some(libc::ENOTSUP) | Some(524) | Some(libc::ENOSPC)
+                        Some(libc::EINVAL)
+                            | Some(libc::ENOTSUP)
+                            | Some(super::abi::ENOTSUPP)
+                            | Some(libc::ENOSPC)
                     ) =>
                 {
                     if e.errno() != Some(libc::ENOSPC) {

@@ -3,7 +3,7 @@
 //! mmap'd ring, stored in the map at the CPU's index. Records that wrap
 //! around the ring end are copied into a scratch buffer; `PERF_RECORD_LOST`
 //! counts are summed into [`PerfBuf::lost`].
-#![forbid(unsafe_code)]
+// `unsafe` only to read published records out of the mapping ([`Mmap::bytes`]).
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{fence, Ordering};
@@ -135,21 +135,28 @@ impl PerfBuf {
         while tail < head {
             let off = (tail % size) as usize;
             // Records are 8-byte aligned and sized, so the header never wraps.
-            let h = r.mmap.bytes(r.data_off + off, 8);
+            // SAFETY (this and the reads below): `tail < head`, head
+            // acquire-loaded above, so the kernel published these bytes; it
+            // reuses them only after the tail store at the end of the loop
+            // body, when `h` and `rec` are gone.
+            let h = unsafe { r.mmap.bytes(r.data_off + off, 8) };
             let ty = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]);
             let len = u16::from_ne_bytes([h[6], h[7]]) as usize;
             if len < 8 {
                 break; // corrupt; stop rather than spin
             }
             let rec: &[u8] = if off + len <= r.data_size {
-                r.mmap.bytes(r.data_off + off, len)
+                // SAFETY: see above.
+                unsafe { r.mmap.bytes(r.data_off + off, len) }
             } else {
                 let first = r.data_size - off;
                 self.scratch.clear();
+                // SAFETY: see above.
                 self.scratch
-                    .extend_from_slice(r.mmap.bytes(r.data_off + off, first));
+                    .extend_from_slice(unsafe { r.mmap.bytes(r.data_off + off, first) });
+                // SAFETY: see above.
                 self.scratch
-                    .extend_from_slice(r.mmap.bytes(r.data_off, len - first));
+                    .extend_from_slice(unsafe { r.mmap.bytes(r.data_off, len - first) });
                 &self.scratch
             };
             match ty {

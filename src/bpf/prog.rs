@@ -232,7 +232,7 @@ pub fn load(p: &LinkedProgram, ctx: &LoadCtx<'_>) -> KResult<Program> {
     if errno == libc::EPERM || errno == libc::EACCES && log.is_empty() {
         return Err(KError::permission(format!("load program {}", p.name), &err));
     }
-    if errno == libc::ENOTSUP || errno == 524 {
+    if errno == libc::ENOTSUP || errno == abi::ENOTSUPP {
         return Err(KError::unsupported(
             format!("{} program {}", p.section_name, p.name),
             format!("{err}: {}", log.lines().last().unwrap_or("")),

@@ -7,7 +7,7 @@
 //! release stores), skip records with the BUSY bit (not committed yet), drop
 //! DISCARDed ones, release-store the consumer position after each record and
 //! fence before looking at the producer position again.
-#![forbid(unsafe_code)]
+// `unsafe` only to read published records out of the mapping ([`Mmap::bytes`]).
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{fence, Ordering};
@@ -97,9 +97,15 @@ impl RingBuf {
                 }
                 let len = hdr & !(RINGBUF_BUSY_BIT | RINGBUF_DISCARD_BIT);
                 if hdr & RINGBUF_DISCARD_BIT == 0 {
-                    f(self
-                        .producer
-                        .bytes(off + RINGBUF_HDR_SZ as usize, len as usize));
+                    // SAFETY: the record was published (header acquire-loaded
+                    // above without the busy bit) and is released only by the
+                    // consumer-position store below, after `f` returned and
+                    // the slice is gone.
+                    let rec = unsafe {
+                        self.producer
+                            .bytes(off + RINGBUF_HDR_SZ as usize, len as usize)
+                    };
+                    f(rec);
                     n += 1;
                 }
                 cons += u64::from((len + RINGBUF_HDR_SZ + 7) & !7);

@@ -272,7 +272,7 @@ impl Mmap {
     /// The 8-byte word at `off` as an atomic (positions shared with the kernel).
     pub fn atomic_u64(&self, off: usize) -> &AtomicU64 {
         assert!(
-            off % 8 == 0 && off + 8 <= self.len,
+            off % 8 == 0 && off <= self.len && self.len - off >= 8,
             "atomic_u64 out of range"
         );
         // SAFETY: in bounds and 8-aligned (mappings are page-aligned); the
@@ -284,7 +284,7 @@ impl Mmap {
     /// The 4-byte word at `off` as an atomic (ring buffer record headers).
     pub fn atomic_u32(&self, off: usize) -> &AtomicU32 {
         assert!(
-            off % 4 == 0 && off + 4 <= self.len,
+            off % 4 == 0 && off <= self.len && self.len - off >= 4,
             "atomic_u32 out of range"
         );
         // SAFETY: in bounds and 4-aligned; the kernel publishes record headers
@@ -292,10 +292,16 @@ impl Mmap {
         unsafe { &*(self.ptr.add(off) as *const AtomicU32) }
     }
 
-    /// `len` bytes at `off`. The ring protocols guarantee the kernel does not
-    /// write a range between publishing it (head/header acquire-loaded by the
-    /// caller) and our release of it (tail/consumer position store).
-    pub fn bytes(&self, off: usize, len: usize) -> &[u8] {
+    /// `len` bytes at `off` (panics when the range is outside the mapping).
+    ///
+    /// # Safety
+    ///
+    /// The kernel must not write `off..off + len` while the returned slice
+    /// lives. The ring protocols guarantee that for a range between its
+    /// publication (head/header acquire-loaded by the caller) and our release
+    /// of it (tail/consumer position store): the caller must have done the
+    /// former and must not do the latter before dropping the slice.
+    pub unsafe fn bytes(&self, off: usize, len: usize) -> &[u8] {
         assert!(
             off <= self.len && len <= self.len - off,
             "mmap range out of bounds"
@@ -408,6 +414,8 @@ pub fn set_memlock_limit(soft: u64, hard: u64) -> io::Result<()> {
 mod tests {
     use super::super::abi::{MapElemAttr, BPF_MAP_LOOKUP_ELEM};
     use super::*;
+    use std::os::fd::AsFd;
+    use std::sync::atomic::Ordering;
 
     #[test]
     fn override_sees_exact_attr_bytes() {
@@ -426,5 +434,44 @@ mod tests {
         };
         assert_eq!(bpf(BPF_MAP_LOOKUP_ELEM, &mut a).unwrap(), 0);
         reset_syscall();
+    }
+
+    /// The bounds checks of the safe accessors returning references into a
+    /// mapping computed `off + 8 <= len`, which wraps for `off` near
+    /// `usize::MAX` in release builds and let the check pass: a reference far
+    /// outside the mapping. They must panic with their own message instead.
+    #[test]
+    fn regression_mmap_bounds_overflow() {
+        let zero = std::fs::File::open("/dev/zero").unwrap();
+        let m = Mmap::map(zero.as_fd(), 4096, false, 0).unwrap();
+        let msg = |r: std::thread::Result<()>| -> String {
+            let e = r.expect_err("out-of-range access must panic");
+            e.downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| e.downcast_ref::<String>().cloned())
+                .unwrap_or_default()
+        };
+        let m = std::panic::AssertUnwindSafe(&m);
+        for off in [usize::MAX - 7, usize::MAX - 3, 4096, 4092 + 8] {
+            let r = std::panic::catch_unwind(|| {
+                m.atomic_u64(off & !7);
+            });
+            assert_eq!(msg(r), "atomic_u64 out of range", "off {off}");
+            let r = std::panic::catch_unwind(|| {
+                m.atomic_u32(off & !3);
+            });
+            assert_eq!(msg(r), "atomic_u32 out of range", "off {off}");
+            let r = std::panic::catch_unwind(|| {
+                // SAFETY: read-only /dev/zero mapping nobody writes; the
+                // call must panic before forming a slice anyway.
+                let _ = unsafe { m.bytes(off, 8) };
+            });
+            assert_eq!(msg(r), "mmap range out of bounds", "off {off}");
+        }
+        // In range still works.
+        assert_eq!(m.atomic_u64(4088).load(Ordering::Relaxed), 0);
+        assert_eq!(m.atomic_u32(4092).load(Ordering::Relaxed), 0);
+        // SAFETY: as above.
+        assert_eq!(unsafe { m.bytes(4088, 8) }, &[0u8; 8]);
     }
 }

@@ -109,6 +109,25 @@ pub fn kernel_btf(src: &BtfSources) -> KResult<Arc<Btf>> {
     Ok(b)
 }
 
+/// The running kernel's BTF for the unit tests that compare with it, or `None` with the reason
+/// printed (`SKIP <test>: ...`) where it is unreadable; under NETSLEUTH_REQUIRE_PRIVILEGED=1 (the
+/// suite's strict mode, as in `tests/common::skip`) a missing kernel BTF fails the test instead.
+#[cfg(test)]
+pub(crate) fn vmlinux_for_test(test: &str) -> Option<Vec<u8>> {
+    let path = "/sys/kernel/btf/vmlinux";
+    match std::fs::read(path) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            let why = format!("cannot read {path}: {e}");
+            if std::env::var("NETSLEUTH_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+                panic!("{test}: cannot skip under NETSLEUTH_REQUIRE_PRIVILEGED=1: {why}");
+            }
+            eprintln!("SKIP {test}: {why}");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,9 @@
 //! data (`.rodata*`, `.data*`, `.bss*`) as array maps with per-variable
 //! offsets from BTF, and the relocations of every code section, already
 //! resolved to maps and functions.
+//!
+//! `section`: what a section name says (program type, attach point);
+//! `btf_maps`: BTF-defined maps and global data's BTF; here: the ELF walk.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -19,6 +22,12 @@ use super::btf_ext::BtfExt;
 use super::insn::{self, Insn};
 use super::{Error, Result};
 
+mod btf_maps;
+mod section;
+
+use btf_maps::{datasec_vars, fixup_datasecs, parse_btf_maps};
+pub use section::ProgramKind;
+
 /// `SHF_EXECINSTR`.
 const SHF_EXECINSTR: u64 = 0x4;
 /// `R_BPF_64_64`: `ld_imm64` of a map or global data.
@@ -28,154 +37,11 @@ const R_BPF_64_32: u32 = 10;
 /// Largest total of global-data sections we accept (the kernel caps array values far lower).
 const MAX_DATA_SECTION: u64 = 64 << 20;
 
-/// `BPF_MAP_TYPE_ARRAY`, used for global data.
-pub const MAP_TYPE_ARRAY: u32 = 2;
+use super::uapi::MAP_ARRAY;
 /// `BPF_F_RDONLY_PROG`: `.rodata` maps are read-only to programs.
 pub const F_RDONLY_PROG: u32 = 1 << 7;
 /// `BPF_F_MMAPABLE`.
 pub const F_MMAPABLE: u32 = 1 << 10;
-
-/// What a program section name (`SEC("...")`) says about type and attach point.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ProgramKind {
-    /// `tracepoint/<category>/<name>` or `tp/<category>/<name>`.
-    Tracepoint {
-        /// Tracepoint category (e.g. `tcp`).
-        category: String,
-        /// Tracepoint name (e.g. `tcp_send_reset`).
-        name: String,
-    },
-    /// `raw_tp/<name>` or `raw_tracepoint/<name>`.
-    RawTracepoint {
-        /// Tracepoint name.
-        name: String,
-    },
-    /// `raw_tp.w/<name>`.
-    RawTracepointWritable {
-        /// Tracepoint name.
-        name: String,
-    },
-    /// `tp_btf/<name>`: needs `attach_btf_id` of `btf_trace_<name>`.
-    TpBtf {
-        /// Tracepoint name.
-        name: String,
-    },
-    /// `fentry/<func>`.
-    Fentry {
-        /// Kernel function.
-        func: String,
-    },
-    /// `fexit/<func>`.
-    Fexit {
-        /// Kernel function.
-        func: String,
-    },
-    /// `kprobe/<func>[+off]`.
-    Kprobe {
-        /// Kernel function.
-        func: String,
-        /// Offset into it.
-        offset: u64,
-    },
-    /// `kretprobe/<func>`.
-    Kretprobe {
-        /// Kernel function.
-        func: String,
-    },
-    /// `perf_event`.
-    PerfEvent,
-    /// `tc`, `classifier`, `tcx/ingress`, `tcx/egress`: a traffic-control classifier
-    /// (`BPF_PROG_TYPE_SCHED_CLS`), attached per device as a tcx link or a cls_bpf filter.
-    SchedCls,
-    /// Anything else; the kernel layer refuses to load it.
-    Unknown(String),
-}
-
-impl ProgramKind {
-    /// Parses a section name following libbpf's `section_defs` for the kinds we use.
-    pub fn from_section(sec: &str) -> ProgramKind {
-        let (prefix, rest) = sec.split_once('/').unwrap_or((sec, ""));
-        let s = |x: &str| x.to_string();
-        match prefix {
-            "tracepoint" | "tp" => match rest.split_once('/') {
-                Some((c, n)) if !c.is_empty() && !n.is_empty() => ProgramKind::Tracepoint {
-                    category: s(c),
-                    name: s(n),
-                },
-                _ => ProgramKind::Unknown(s(sec)),
-            },
-            "raw_tp" | "raw_tracepoint" if !rest.is_empty() => {
-                ProgramKind::RawTracepoint { name: s(rest) }
-            }
-            "raw_tp.w" | "raw_tracepoint.w" if !rest.is_empty() => {
-                ProgramKind::RawTracepointWritable { name: s(rest) }
-            }
-            "tp_btf" if !rest.is_empty() => ProgramKind::TpBtf { name: s(rest) },
-            "fentry" if !rest.is_empty() => ProgramKind::Fentry { func: s(rest) },
-            "fexit" if !rest.is_empty() => ProgramKind::Fexit { func: s(rest) },
-            "kprobe" if !rest.is_empty() => {
-                let (func, offset) = match rest.split_once('+') {
-                    Some((f, o)) => {
-                        let o = o
-                            .strip_prefix("0x")
-                            .map_or_else(|| o.parse().ok(), |h| u64::from_str_radix(h, 16).ok());
-                        match o {
-                            Some(o) => (f, o),
-                            None => return ProgramKind::Unknown(s(sec)),
-                        }
-                    }
-                    None => (rest, 0),
-                };
-                ProgramKind::Kprobe {
-                    func: s(func),
-                    offset,
-                }
-            }
-            "kretprobe" if !rest.is_empty() => ProgramKind::Kretprobe { func: s(rest) },
-            "perf_event" if rest.is_empty() => ProgramKind::PerfEvent,
-            "tc" | "classifier" if rest.is_empty() => ProgramKind::SchedCls,
-            "tcx" if rest == "ingress" || rest == "egress" => ProgramKind::SchedCls,
-            _ => ProgramKind::Unknown(s(sec)),
-        }
-    }
-
-    /// `enum bpf_prog_type` value, `None` for unknown sections.
-    pub fn prog_type(&self) -> Option<u32> {
-        Some(match self {
-            ProgramKind::Kprobe { .. } | ProgramKind::Kretprobe { .. } => 2,
-            ProgramKind::Tracepoint { .. } => 5,
-            ProgramKind::PerfEvent => 7,
-            ProgramKind::SchedCls => 3,
-            ProgramKind::RawTracepoint { .. } => 17,
-            ProgramKind::RawTracepointWritable { .. } => 24,
-            ProgramKind::TpBtf { .. } | ProgramKind::Fentry { .. } | ProgramKind::Fexit { .. } => {
-                26
-            }
-            ProgramKind::Unknown(_) => return None,
-        })
-    }
-
-    /// `enum bpf_attach_type` passed as `expected_attach_type` at load.
-    pub fn expected_attach_type(&self) -> u32 {
-        match self {
-            ProgramKind::TpBtf { .. } => 23,
-            ProgramKind::Fentry { .. } => 24,
-            ProgramKind::Fexit { .. } => 25,
-            _ => 0,
-        }
-    }
-
-    /// For BTF-attached kinds: the kernel BTF name and kind to put in `attach_btf_id`.
-    pub fn attach_btf_target(&self) -> Option<(String, Kind)> {
-        match self {
-            ProgramKind::TpBtf { name } => Some((format!("btf_trace_{name}"), Kind::Typedef)),
-            ProgramKind::Fentry { func } | ProgramKind::Fexit { func } => {
-                Some((func.clone(), Kind::Func))
-            }
-            _ => None,
-        }
-    }
-}
 
 /// A function symbol inside a code section.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -559,7 +425,7 @@ impl Object {
             obj.maps.push(MapDef {
                 name,
                 origin,
-                map_type: MAP_TYPE_ARRAY,
+                map_type: MAP_ARRAY, // global data
                 key_size: 4,
                 value_size: data.len() as u32,
                 max_entries: 1,
@@ -784,186 +650,6 @@ fn check_target(obj: &Object, section: usize, target: i64) -> std::result::Resul
                 target, cs.name
             )
         })
-}
-
-fn datasec_vars(btf: &Btf, section: &str) -> Result<Vec<GlobalVar>> {
-    let Some(id) = btf.find_by_name_kind(section, Kind::Datasec) else {
-        return Ok(Vec::new());
-    };
-    let Type::Datasec { vars, .. } = btf.type_by_id(id)? else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    for v in vars {
-        if let Type::Var { name_off, ty, .. } = btf.type_by_id(v.ty)? {
-            out.push(GlobalVar {
-                name: btf.name(*name_off)?.to_string(),
-                offset: v.offset,
-                size: v.size,
-                type_id: *ty,
-            });
-        }
-    }
-    out.sort_by_key(|v| v.offset);
-    Ok(out)
-}
-
-fn fixup_datasecs(
-    btf: &mut Btf,
-    sections: &BTreeMap<String, (usize, u64)>,
-    syms: &[Option<Sym>],
-) -> Result<()> {
-    for id in 1..btf.len() {
-        let Type::Datasec { name_off, vars, .. } = btf.type_by_id(id)? else {
-            continue;
-        };
-        let name = btf.name(*name_off)?.to_string();
-        let Some(&(sec_idx, sec_size)) = sections.get(&name) else {
-            continue;
-        };
-        let mut fixed = Vec::with_capacity(vars.len());
-        for v in vars.clone() {
-            let mut v = v;
-            if let Type::Var { name_off, ty, .. } = btf.type_by_id(v.ty)? {
-                let vname = btf.name(*name_off)?;
-                if let Some(s) = syms
-                    .iter()
-                    .flatten()
-                    .find(|s| s.section == Some(sec_idx) && !s.is_section && s.name == vname)
-                {
-                    v.offset = u32::try_from(s.value)
-                        .map_err(|_| Error::malformed("ELF", "symbol offset"))?;
-                }
-                let size = btf.resolve_size(*ty)?;
-                v.size = size as u32;
-            }
-            if u64::from(v.offset) + u64::from(v.size) > sec_size {
-                return Err(Error::malformed(
-                    "BTF DATASEC",
-                    format!(
-                        "variable in {name} at {}+{} past the section end",
-                        v.offset, v.size
-                    ),
-                ));
-            }
-            fixed.push(v);
-        }
-        fixed.sort_by_key(|v| v.offset);
-        if let Type::Datasec { size, vars, .. } = btf.type_mut(id)? {
-            *size = u32::try_from(sec_size).map_err(|_| Error::malformed("ELF", "section size"))?;
-            *vars = fixed;
-        }
-    }
-    Ok(())
-}
-
-fn parse_btf_maps(btf: &Btf, maps_sec: usize, syms: &[Option<Sym>]) -> Result<Vec<MapDef>> {
-    let id = btf
-        .find_by_name_kind(".maps", Kind::Datasec)
-        .ok_or_else(|| Error::malformed("BTF", "no DATASEC .maps"))?;
-    let Type::Datasec { vars, .. } = btf.type_by_id(id)? else {
-        unreachable!("looked up by kind");
-    };
-    let mut maps = Vec::new();
-    for v in vars {
-        let Type::Var { name_off, ty, .. } = btf.type_by_id(v.ty)? else {
-            return Err(Error::malformed("BTF .maps", "DATASEC entry is not a VAR"));
-        };
-        let name = btf.name(*name_off)?.to_string();
-        let (_, def) = btf.skip_mods_and_typedefs(*ty)?;
-        let Type::Struct { members, .. } = def else {
-            return Err(Error::malformed(
-                "BTF .maps",
-                format!("map {name} is not a struct"),
-            ));
-        };
-        let sym = syms
-            .iter()
-            .flatten()
-            .find(|s| s.section == Some(maps_sec) && s.name == name)
-            .ok_or_else(|| Error::malformed("ELF", format!("no symbol for map {name}")))?;
-        let mut m = MapDef {
-            name: name.clone(),
-            origin: MapOrigin::BtfDefined,
-            map_type: 0,
-            key_size: 0,
-            value_size: 0,
-            max_entries: 0,
-            map_flags: 0,
-            numa_node: 0,
-            pinning: 0,
-            map_extra: 0,
-            key_type_id: 0,
-            value_type_id: 0,
-            data: Vec::new(),
-            vars: Vec::new(),
-            elf_section: maps_sec,
-            sym_offset: sym.value,
-        };
-        for mem in members {
-            let field = btf.name(mem.name_off)?;
-            let bad = |why: &str| {
-                Error::malformed("BTF .maps", format!("map {name} field {field}: {why}"))
-            };
-            let (_, pt) = btf.skip_mods_and_typedefs(mem.ty)?;
-            let Type::Ptr { ty: pointee } = pt else {
-                return Err(bad("not a pointer (use __uint/__type)"));
-            };
-            let int_val = || -> Result<u32> {
-                match btf.type_by_id(*pointee)? {
-                    Type::Array { nelems, .. } => Ok(*nelems),
-                    _ => Err(bad("not an array pointer (use __uint)")),
-                }
-            };
-            let type_size = || -> Result<u32> {
-                u32::try_from(btf.resolve_size(*pointee)?).map_err(|_| bad("size too large"))
-            };
-            match field {
-                "type" => m.map_type = int_val()?,
-                "max_entries" => m.max_entries = int_val()?,
-                "map_flags" => m.map_flags = int_val()?,
-                "numa_node" => m.numa_node = int_val()?,
-                "pinning" => m.pinning = int_val()?,
-                "map_extra" => m.map_extra = u64::from(int_val()?),
-                "key_size" => set_size(&mut m.key_size, int_val()?).map_err(|e| bad(&e))?,
-                "value_size" => set_size(&mut m.value_size, int_val()?).map_err(|e| bad(&e))?,
-                "key" => {
-                    set_size(&mut m.key_size, type_size()?).map_err(|e| bad(&e))?;
-                    m.key_type_id = *pointee;
-                }
-                "value" => {
-                    set_size(&mut m.value_size, type_size()?).map_err(|e| bad(&e))?;
-                    m.value_type_id = *pointee;
-                }
-                "values" => {
-                    return Err(Error::Unsupported(format!(
-                        "map {name}: initial 'values' (map-in-map)"
-                    )))
-                }
-                other => {
-                    return Err(Error::Unsupported(format!(
-                        "map {name}: unknown attribute {other}"
-                    )))
-                }
-            }
-        }
-        if m.map_type == 0 {
-            return Err(Error::malformed(
-                "BTF .maps",
-                format!("map {name} has no type"),
-            ));
-        }
-        maps.push(m);
-    }
-    Ok(maps)
-}
-
-fn set_size(slot: &mut u32, v: u32) -> std::result::Result<(), String> {
-    if *slot != 0 && *slot != v {
-        return Err(format!("conflicting sizes {} and {v}", *slot));
-    }
-    *slot = v;
-    Ok(())
 }
 
 /// Reads target BTF from raw BTF bytes (`/sys/kernel/btf/vmlinux`, a `.btf`
