@@ -138,25 +138,56 @@ static __always_inline __u16 swap16(__u16 v)
 static __always_inline int add(struct flow_key *key, __u64 bytes, __u64 packets)
 {
 	struct flow_val *v = bpf_map_lookup_elem(&flows, key);
-	if (v) {
-		__sync_fetch_and_add(&v->bytes, bytes);
-		__sync_fetch_and_add(&v->packets, packets);
-		return TC_NEXT;
+	if (!v) {
+		struct flow_val init = {.bytes = bytes, .packets = packets};
+		if (bpf_map_update_elem(&flows, key, &init, BPF_NOEXIST) == 0)
+			return TC_NEXT;
+		v = bpf_map_lookup_elem(&flows, key); /* another CPU created it */
+		if (!v) {
+			__u32 zero = 0;
+			__u64 *full = bpf_map_lookup_elem(&counts_full, &zero);
+			if (full)
+				*full += 1;
+			return TC_NEXT;
+		}
 	}
-	struct flow_val init = {.bytes = bytes, .packets = packets};
-	if (bpf_map_update_elem(&flows, key, &init, BPF_NOEXIST) == 0)
-		return TC_NEXT;
-	v = bpf_map_lookup_elem(&flows, key); /* another CPU created it */
-	if (v) {
-		__sync_fetch_and_add(&v->bytes, bytes);
-		__sync_fetch_and_add(&v->packets, packets);
-		return TC_NEXT;
-	}
-	__u32 zero = 0;
-	__u64 *full = bpf_map_lookup_elem(&counts_full, &zero);
-	if (full)
-		*full += 1;
+	__sync_fetch_and_add(&v->bytes, bytes);
+	__sync_fetch_and_add(&v->packets, packets);
 	return TC_NEXT;
+}
+
+/* The key's local and remote ports from a segment's source and destination ports. */
+static __always_inline void set_ports(struct flow_key *key, __u8 dir, __u16 sport, __u16 dport)
+{
+	key->lport = dir == DIR_EGRESS ? sport : dport;
+	key->rport = dir == DIR_EGRESS ? dport : sport;
+}
+
+/*
+ * Count the skb under `key`: its bytes from the network header on (`l3off`) and, for a GSO
+ * skb, every segment, each but the first carrying its own `hdrs` bytes of IP and transport
+ * headers once cut.
+ */
+static __always_inline int add_skb(struct flow_key *key, struct __sk_buff *skb, __u32 l3off, __u32 hdrs)
+{
+	__u32 len = skb->len;
+	__u64 bytes = len > l3off ? len - l3off : 0, packets = 1;
+	__u32 segs = skb->gso_segs;
+	if (segs > 1) {
+		packets = segs;
+		bytes += (__u64)(segs - 1) * hdrs;
+	}
+	return add(key, bytes, packets);
+}
+
+/* In place: the ports (when counted) and the transport header's length of a first segment. */
+static __always_inline __u32 l4_in_place(struct flow_key *key, __u8 dir, const __u8 *l4h, __u8 l4)
+{
+	if (with_ports)
+		set_ports(key, dir, swap16(*(__u16 *)l4h), swap16(*(__u16 *)(l4h + 2)));
+	if (l4 == 6)
+		return (l4h[12] >> 4) * 4;
+	return l4 != 132 ? 8 : 0;
 }
 
 static __always_inline int count(struct __sk_buff *skb, __u8 tc_dir)
@@ -180,7 +211,6 @@ static __always_inline int count(struct __sk_buff *skb, __u8 tc_dir)
 		dir ^= 1;
 	key.netns = dev->netns;
 	key.dir = dir;
-	__u64 bytes, packets = 1;
 
 	/* Fast path: untagged IPv4 without options, read in place (no helper calls). */
 	void *data = (void *)(long)skb->data;
@@ -193,25 +223,9 @@ static __always_inline int count(struct __sk_buff *skb, __u8 tc_dir)
 		__builtin_memcpy(key.raddr, dir == DIR_EGRESS ? h + 30 : h + 26, 4);
 		__u32 l4hdr = 0;
 		int first = ((h[20] & 0x1f) | h[21]) == 0;
-		if (first && (l4 == 6 || l4 == 17 || l4 == 132 || l4 == 136)) {
-			if (with_ports) {
-				__u16 sport = swap16(*(__u16 *)(h + 34)), dport = swap16(*(__u16 *)(h + 36));
-				key.lport = dir == DIR_EGRESS ? sport : dport;
-				key.rport = dir == DIR_EGRESS ? dport : sport;
-			}
-			if (l4 == 6)
-				l4hdr = (h[46] >> 4) * 4;
-			else if (l4 != 132)
-				l4hdr = 8;
-		}
-		__u32 len = skb->len;
-		bytes = len > 14 ? len - 14 : 0;
-		__u32 segs = skb->gso_segs;
-		if (segs > 1) {
-			packets = segs;
-			bytes += (__u64)(segs - 1) * (20 + l4hdr);
-		}
-		return add(&key, bytes, packets);
+		if (first && (l4 == 6 || l4 == 17 || l4 == 132 || l4 == 136))
+			l4hdr = l4_in_place(&key, dir, h + 34, l4);
+		return add_skb(&key, skb, 14, 20 + l4hdr);
 	}
 	/* Untagged IPv6 without extension headers, in place. */
 	if (data + 14 + 40 + 20 <= data_end && *(__u16 *)(h + 12) == swap16(0x86DD)) {
@@ -221,25 +235,9 @@ static __always_inline int count(struct __sk_buff *skb, __u8 tc_dir)
 			key.proto = l4;
 			__builtin_memcpy(key.raddr, dir == DIR_EGRESS ? h + 38 : h + 22, 16);
 			__u32 l4hdr = 0;
-			if (l4 != 58) {
-				if (with_ports) {
-					__u16 sport = swap16(*(__u16 *)(h + 54)), dport = swap16(*(__u16 *)(h + 56));
-					key.lport = dir == DIR_EGRESS ? sport : dport;
-					key.rport = dir == DIR_EGRESS ? dport : sport;
-				}
-				if (l4 == 6)
-					l4hdr = (h[66] >> 4) * 4;
-				else if (l4 != 132)
-					l4hdr = 8;
-			}
-			__u32 len = skb->len;
-			bytes = len > 14 ? len - 14 : 0;
-			__u32 segs = skb->gso_segs;
-			if (segs > 1) {
-				packets = segs;
-				bytes += (__u64)(segs - 1) * (40 + l4hdr);
-			}
-			return add(&key, bytes, packets);
+			if (l4 != 58)
+				l4hdr = l4_in_place(&key, dir, h + 54, l4);
+			return add_skb(&key, skb, 14, 40 + l4hdr);
 		}
 	}
 
@@ -318,16 +316,8 @@ static __always_inline int count(struct __sk_buff *skb, __u8 tc_dir)
 	__u32 l4hdr = 0;
 	if (ports && (l4proto == 6 || l4proto == 17 || l4proto == 132 || l4proto == 136)) {
 		__u16 p[2];
-		if (bpf_skb_load_bytes(skb, l4off, p, 4) == 0 && with_ports) {
-			__u16 sport = swap16(p[0]), dport = swap16(p[1]);
-			if (dir == DIR_EGRESS) {
-				key.lport = sport;
-				key.rport = dport;
-			} else {
-				key.lport = dport;
-				key.rport = sport;
-			}
-		}
+		if (bpf_skb_load_bytes(skb, l4off, p, 4) == 0 && with_ports)
+			set_ports(&key, dir, swap16(p[0]), swap16(p[1]));
 		if (l4proto == 6) {
 			__u8 doff;
 			if (bpf_skb_load_bytes(skb, l4off + 12, &doff, 1) == 0)
@@ -337,16 +327,8 @@ static __always_inline int count(struct __sk_buff *skb, __u8 tc_dir)
 		}
 	}
 
-	__u32 len = skb->len;
-	bytes = len > l3off ? len - l3off : 0;
-	__u32 segs = skb->gso_segs;
-	if (segs > 1) {
-		/* every segment but the first carries its own IP and transport headers */
-		packets = segs;
-		bytes += (__u64)(segs - 1) * ((l4off - l3off) + l4hdr);
-	}
-
-	return add(&key, bytes, packets);
+	/* every segment but the first carries its own IP and transport headers */
+	return add_skb(&key, skb, l3off, (l4off - l3off) + l4hdr);
 }
 
 SEC("tc")

@@ -25,6 +25,7 @@
  */
 #include "latency.h"
 #include "fallback.h"
+#include "skbfree.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -152,15 +153,11 @@ int queue_btf(__u64 *ctx) { return finish(ctx, (struct sk_buff___p *)ctx[0], 1);
 SEC("raw_tp/net_dev_queue")
 int queue_raw(__u64 *ctx) { return finish(ctx, (struct sk_buff___p *)ctx[0], 1); }
 
-/* consume_skb(struct sk_buff *skb, void *location); kfree_skb(skb, location, reason, ...) */
+/* consume_skb(struct sk_buff *skb, void *location) */
 SEC("tp_btf/consume_skb")
 int consume_btf(__u64 *ctx) { return on_free((struct sk_buff___p *)ctx[0]); }
 SEC("raw_tp/consume_skb")
 int consume_raw(__u64 *ctx) { return on_free((struct sk_buff___p *)ctx[0]); }
-SEC("tp_btf/kfree_skb")
-int kfree_btf(__u64 *ctx) { return on_free((struct sk_buff___p *)ctx[0]); }
-SEC("raw_tp/kfree_skb")
-int kfree_raw(__u64 *ctx) { return on_free((struct sk_buff___p *)ctx[0]); }
 
 /*
  * Fallbacks (no usable tracepoint): the functions the tracepoints sit in, at their entry.
@@ -197,18 +194,9 @@ int consume_fentry(__u64 *ctx) { return on_free((struct sk_buff___p *)ctx[0]); }
 SEC("kprobe/consume_skb")
 int consume_kprobe(void *ctx) { return on_free((struct sk_buff___p *)KARG0(ctx)); }
 
-SEC("fentry/sk_skb_reason_drop")
-int kfree_sk_reason_fentry(__u64 *ctx) { return on_free((struct sk_buff___p *)ctx[1]); }
-SEC("fentry/kfree_skb_reason")
-int kfree_reason_fentry(__u64 *ctx) { return on_free((struct sk_buff___p *)ctx[0]); }
-SEC("fentry/kfree_skb")
-int kfree_fentry(__u64 *ctx) { return on_free((struct sk_buff___p *)ctx[0]); }
-SEC("kprobe/sk_skb_reason_drop")
-int kfree_sk_reason_kprobe(void *ctx) { return on_free((struct sk_buff___p *)KARG1(ctx)); }
-SEC("kprobe/kfree_skb_reason")
-int kfree_reason_kprobe(void *ctx) { return on_free((struct sk_buff___p *)KARG0(ctx)); }
-SEC("kprobe/kfree_skb")
-int kfree_kprobe(void *ctx) { return on_free((struct sk_buff___p *)KARG0(ctx)); }
+/* kfree_skb(skb, location, reason, ...) and the drop functions it sits in: the eight
+ * programs of include/skbfree.h */
+SKB_FREE_PROGRAMS(kfree, on_free)
 
 /*
  * tx (optional, where fentry or kprobes work): time a TCP segment spends in the stack from the

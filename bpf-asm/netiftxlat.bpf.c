@@ -26,6 +26,7 @@
 #include "latency.h"
 #define FALLBACK_KPROBE_STASH
 #include "fallback.h"
+#include "skbfree.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -315,12 +316,6 @@ static __always_inline int on_drop(struct sk_buff___p *skb)
 	return 0;
 }
 
-/* kfree_skb(struct sk_buff *skb, void *location, enum skb_drop_reason reason, ...) */
-SEC("tp_btf/kfree_skb")
-int drop_btf(__u64 *ctx) { return on_drop((struct sk_buff___p *)ctx[0]); }
-SEC("raw_tp/kfree_skb")
-int drop_raw(__u64 *ctx) { return on_drop((struct sk_buff___p *)ctx[0]); }
-
 /*
  * Fallbacks (no usable tracepoint): the functions the tracepoints sit in.
  *   net_dev_queue:      __dev_queue_xmit(struct sk_buff *skb, struct net_device *sb_dev), entry
@@ -358,15 +353,6 @@ int xmit_kretprobe(void *ctx)
 	return on_xmit(ctx, (struct sk_buff___p *)a.a0, (struct net_device___lat *)a.a1);
 }
 
-SEC("fentry/sk_skb_reason_drop")
-int drop_sk_reason_fentry(__u64 *ctx) { return on_drop((struct sk_buff___p *)ctx[1]); }
-SEC("fentry/kfree_skb_reason")
-int drop_reason_fentry(__u64 *ctx) { return on_drop((struct sk_buff___p *)ctx[0]); }
-SEC("fentry/kfree_skb")
-int drop_fentry(__u64 *ctx) { return on_drop((struct sk_buff___p *)ctx[0]); }
-SEC("kprobe/sk_skb_reason_drop")
-int drop_sk_reason_kprobe(void *ctx) { return on_drop((struct sk_buff___p *)KARG1(ctx)); }
-SEC("kprobe/kfree_skb_reason")
-int drop_reason_kprobe(void *ctx) { return on_drop((struct sk_buff___p *)KARG0(ctx)); }
-SEC("kprobe/kfree_skb")
-int drop_kprobe(void *ctx) { return on_drop((struct sk_buff___p *)KARG0(ctx)); }
+/* kfree_skb(struct sk_buff *skb, void *location, enum skb_drop_reason reason, ...) and the
+ * drop functions it sits in: the eight programs of include/skbfree.h */
+SKB_FREE_PROGRAMS(drop, on_drop)
