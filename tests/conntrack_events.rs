@@ -236,8 +236,12 @@ struct ConntrackE {
 
 impl ConntrackE {
     /// `what`: `[]` for conntrack events, `["expect"]` for expectations. Returns once its
-    /// socket is subscribed to some group.
-    fn start(ns: &Netns, what: &[&str], exporter: i32) -> ConntrackE {
+    /// own socket (found through its fds: `ip netns exec` execs it in place) is subscribed to
+    /// some group. Any subscribed socket that is not the exporter's would do only if the
+    /// exporter never opened one after a snapshot of its fds: a listener it reopened passed
+    /// for conntrack's, the traffic ran before conntrack subscribed, and its capture was
+    /// empty.
+    fn start(ns: &Netns, what: &[&str]) -> ConntrackE {
         let out = std::env::temp_dir().join(unique("ctE"));
         let f = std::fs::File::create(&out).unwrap();
         let mut args = vec!["netns", "exec", &ns.name, "conntrack", "-E"];
@@ -248,11 +252,12 @@ impl ConntrackE {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let ours = socket_inodes(exporter);
+        let pid = child.id() as i32;
         wait_for("conntrack -E subscribed", Duration::from_secs(10), || {
+            let theirs = socket_inodes(pid);
             netfilter_sockets(ns)
                 .iter()
-                .any(|s| s.groups != "00000000" && !ours.contains(&s.inode))
+                .any(|s| s.groups != "00000000" && theirs.contains(&s.inode))
                 .then_some(())
         });
         ConntrackE { child, out }
@@ -345,7 +350,7 @@ fn nat_flows(test: &str, v6: bool) {
     let t = Nat::new(v6);
     let (exp, events) = start_exporter("conntrack");
     let l = wait_listener(&t.r, exp.pid());
-    let ce = ConntrackE::start(&t.r, &[], exp.pid());
+    let ce = ConntrackE::start(&t.r, &[]);
     let r_ino = t.r.inode();
 
     // N TCP connections, one after the other.
@@ -592,7 +597,7 @@ fn ftp_expectation_new_and_destroy() {
     }
     let (exp, events) = start_exporter("conntrack");
     wait_listener(&t.r, exp.pid());
-    let ce = ConntrackE::start(&t.r, &["expect"], exp.pid());
+    let ce = ConntrackE::start(&t.r, &["expect"]);
     let r_ino = t.r.inode();
     let s_ip = t.s_ip;
     let (tx, rx) = std::sync::mpsc::channel();
