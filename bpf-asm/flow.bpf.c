@@ -22,7 +22,13 @@
  * Bytes are IP bytes as they travel on the wire: an aggregated (GSO) packet counts its
  * segments as packets and each segment's IP and transport headers in bytes.
  *
- * The map `flows` is a bounded hash; an update that finds it full is counted in `counts_full`.
+ * The map `flows` is a bounded per-CPU hash; an update that finds it full is counted in
+ * `counts_full`. Per CPU, so a packet costs plain adds instead of two locked atomic adds on a
+ * line other CPUs write too: in `cargo bench --bench throughput` (flow alone, 9 rounds,
+ * 64-byte UDP) that took flow from 93.9 % to 96.1 % of the no-probe rate (floor 98.1 %).
+ * Not preallocated: an entry costs 16 bytes per possible CPU only while the flow exists (a
+ * preallocated map would hold mapEntries x CPUs x 16 bytes from the start). User space sums
+ * the CPUs' values.
  */
 #include "netsleuth.h"
 
@@ -117,7 +123,8 @@ struct {
 } devices SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 16384);
 	__type(key, struct flow_key);
 	__type(value, struct flow_val);
@@ -151,8 +158,9 @@ static __always_inline int add(struct flow_key *key, __u64 bytes, __u64 packets)
 			return TC_NEXT;
 		}
 	}
-	__sync_fetch_and_add(&v->bytes, bytes);
-	__sync_fetch_and_add(&v->packets, packets);
+	/* this CPU's value: tc programs do not migrate while they run */
+	v->bytes += bytes;
+	v->packets += packets;
 	return TC_NEXT;
 }
 

@@ -249,6 +249,16 @@ impl Map {
         Ok(Some(self.split_percpu(&v)))
     }
 
+    /// Bytes between two CPUs' values in a per-CPU buffer (`round_up(value_size, 8)`); the
+    /// whole value for other maps.
+    pub fn cpu_stride(&self) -> usize {
+        if is_per_cpu(self.map_type) {
+            (self.value_size as usize).div_ceil(8) * 8
+        } else {
+            self.value_size as usize
+        }
+    }
+
     /// Splits a per-CPU value buffer into per-CPU values.
     pub fn split_percpu(&self, v: &[u8]) -> Vec<Vec<u8>> {
         let stride = (self.value_size as usize).div_ceil(8) * 8;

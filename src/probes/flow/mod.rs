@@ -29,7 +29,9 @@
 //! /`peerPrefixV6` (48) network (`203.0.113.0/24`), or `other` when that prefix is 0.
 //!
 //! **Bounds.** The kernel map `flows` holds `mapEntries` (16384) keys; an update that finds it
-//! full is counted in `netsleuth_bpf_map_full_total{probe="flow"}`. `maxSeries` (10000) caps
+//! full is counted in `netsleuth_bpf_map_full_total{probe="flow"}`. It is a per-CPU hash,
+//! allocated as flows appear (16 bytes per possible CPU per key; no locked adds per packet), and
+//! a scrape sums the CPUs' values. `maxSeries` (10000) caps
 //! the flow series per scrape: series are admitted first come, first served and stay admitted
 //! while their kernel keys exist (so their counters never jump); the others are summed into one
 //! series per family with `peer_address="overflow"` and no entity labels; what leaves it (a
@@ -378,14 +380,18 @@ pub fn collect(
     let mut memo: HashMap<IpAddr, Option<Arc<Entity>>> = HashMap::new();
     let peer = |a: IpAddr| memo.entry(a).or_insert_with(|| peer(a)).clone();
     let peer = std::cell::RefCell::new(peer);
+    let stride = m.cpu_stride();
     for (k, v) in m.entries().map_err(|e| format!("read map flows: {e}"))? {
         let Some(k) = parse_key(&k) else { continue };
         use super::layout::flow_val as f;
         let e = series
             .entry(series_of(args, &k, &|a| (peer.borrow_mut())(a)))
             .or_default();
-        e.0 = e.0.wrapping_add(f::BYTES.u64(&v).unwrap_or(0));
-        e.1 = e.1.wrapping_add(f::PACKETS.u64(&v).unwrap_or(0));
+        // `flows` is per CPU: one value per possible CPU, summed.
+        for v in v.chunks(stride.max(1)) {
+            e.0 = e.0.wrapping_add(f::BYTES.u64(v).unwrap_or(0));
+            e.1 = e.1.wrapping_add(f::PACKETS.u64(v).unwrap_or(0));
+        }
     }
     // maxSeries: admitted first come, first served; kept while they exist.
     let mut adm = state.admission.lock().unwrap_or_else(|e| e.into_inner());
