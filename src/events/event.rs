@@ -143,43 +143,50 @@ impl Event {
     /// [`Event::to_json`] written straight into `out` (same data; keys in the event's order,
     /// time first; no intermediate `Value`: the file sink's hot path).
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        let ns = self.unix_nanos();
-        let st = |out: &mut Vec<u8>, v: &str| {
-            let _ = serde_json::to_writer(&mut *out, v);
-        };
-        let _ = write!(out, "{{\"time\":\"{ns}\",\"type\":");
-        st(out, &self.kind);
-        let _ = write!(out, ",\"netns\":{},\"kind\":", self.entity.netns);
-        st(out, &self.entity.kind);
+        let mut num = itoa::Buffer::new();
+        out.extend_from_slice(b"{\"time\":\"");
+        out.extend_from_slice(num.format(self.unix_nanos()).as_bytes());
+        out.extend_from_slice(b"\",\"type\":");
+        json_str(out, &self.kind);
+        out.extend_from_slice(b",\"netns\":");
+        out.extend_from_slice(num.format(self.entity.netns).as_bytes());
+        out.extend_from_slice(b",\"kind\":");
+        json_str(out, &self.entity.kind);
         out.extend_from_slice(b",\"k8s_namespace\":");
-        st(out, &self.entity.k8s_namespace);
+        json_str(out, &self.entity.k8s_namespace);
         out.extend_from_slice(b",\"k8s_pod\":");
-        st(out, &self.entity.k8s_pod);
+        json_str(out, &self.entity.k8s_pod);
         out.extend_from_slice(b",\"name\":");
-        st(out, &self.entity.name);
+        json_str(out, &self.entity.name);
         out.extend_from_slice(b",\"labels\":{");
         for (i, (k, v)) in self.entity.labels.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            st(out, k);
+            json_str(out, k);
             out.push(b':');
-            st(out, v);
+            json_str(out, v);
         }
         out.extend_from_slice(b"},\"fields\":{");
         for (i, (k, v)) in self.fields.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            st(out, k);
+            json_str(out, k);
             out.push(b':');
             match v {
-                FieldValue::Str(s) => st(out, s),
-                FieldValue::Int(i) => {
-                    let _ = write!(out, "{i}");
-                }
-                FieldValue::UInt(u) => {
-                    let _ = write!(out, "{u}");
+                FieldValue::Str(s) => json_str(out, s),
+                FieldValue::Int(i) => out.extend_from_slice(num.format(*i).as_bytes()),
+                FieldValue::UInt(u) => out.extend_from_slice(num.format(*u).as_bytes()),
+                FieldValue::Addr(IpAddr::V4(a)) => {
+                    out.push(b'"');
+                    for (i, o) in a.octets().iter().enumerate() {
+                        if i > 0 {
+                            out.push(b'.');
+                        }
+                        out.extend_from_slice(num.format(*o).as_bytes());
+                    }
+                    out.push(b'"');
                 }
                 FieldValue::Addr(a) => {
                     let _ = write!(out, "\"{a}\"");
@@ -194,7 +201,7 @@ impl Event {
             if i > 0 {
                 out.push(b',');
             }
-            st(out, f);
+            json_str(out, f);
         }
         out.extend_from_slice(b"]}");
     }
@@ -235,6 +242,19 @@ impl Event {
 }
 
 /// Values with spaces or quotes are quoted (logfmt style); empty values stay empty.
+/// `v` as a JSON string, byte for byte what serde_json writes: strings with nothing to escape
+/// (the usual names, types and frames) are copied in one go; the rest go through serde_json.
+fn json_str(out: &mut Vec<u8>, v: &str) {
+    if v.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(v.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(v.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(&mut *out, v);
+    }
+}
+
 fn quote(v: &str) -> String {
     if v.chars().any(|c| c.is_whitespace() || c == '"' || c == '=') {
         format!("{v:?}")
@@ -296,6 +316,67 @@ pub(crate) mod tests {
         assert_eq!(v, e.to_json());
         // Keys in the event's own order (time first, fields as the probe gave them).
         assert!(out.starts_with(b"{\"time\":\"1700000000123456789\",\"type\":"));
+    }
+
+    /// The fast path writes what serde_json writes, byte for byte, escapes or not; IPv4 and
+    /// IPv6 addresses, negative integers and the time as serde_json formats them.
+    #[test]
+    fn write_json_bytes_equal_serde_json() {
+        let mut e = sample()
+            .with("saddr", FieldValue::Addr("198.18.0.255".parse().unwrap()))
+            .with("daddr", FieldValue::Addr("2001:2::1".parse().unwrap()))
+            .with("delta", FieldValue::Int(-42))
+            .with(
+                "note",
+                FieldValue::Str("tab\there \\ \"q\" \u{7f} \u{e9}".into()),
+            );
+        e.stack = vec!["kfree_skb_reason+0x1f".into(), "a\u{1}b".into()];
+        let mut fast = Vec::new();
+        e.write_json(&mut fast);
+        let mut slow = Vec::new();
+        let st = |out: &mut Vec<u8>, v: &str| serde_json::to_writer(&mut *out, v).unwrap();
+        write!(slow, "{{\"time\":\"{}\",\"type\":", e.unix_nanos()).unwrap();
+        st(&mut slow, &e.kind);
+        write!(slow, ",\"netns\":{},\"kind\":", e.entity.netns).unwrap();
+        st(&mut slow, &e.entity.kind);
+        for (k, v) in [
+            ("k8s_namespace", &e.entity.k8s_namespace),
+            ("k8s_pod", &e.entity.k8s_pod),
+            ("name", &e.entity.name),
+        ] {
+            write!(slow, ",\"{k}\":").unwrap();
+            st(&mut slow, v);
+        }
+        slow.extend_from_slice(b",\"labels\":");
+        let labels: serde_json::Map<String, serde_json::Value> = e
+            .entity
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().into()))
+            .collect();
+        serde_json::to_writer(&mut slow, &labels).unwrap();
+        slow.extend_from_slice(b",\"fields\":{");
+        for (i, (k, v)) in e.fields.iter().enumerate() {
+            if i > 0 {
+                slow.push(b',');
+            }
+            st(&mut slow, k);
+            slow.push(b':');
+            match v {
+                FieldValue::Str(s) => st(&mut slow, s),
+                FieldValue::Int(i) => write!(slow, "{i}").unwrap(),
+                FieldValue::UInt(u) => write!(slow, "{u}").unwrap(),
+                FieldValue::Addr(a) => st(&mut slow, &a.to_string()),
+                FieldValue::Seconds(f) => serde_json::to_writer(&mut slow, f).unwrap(),
+            }
+        }
+        slow.extend_from_slice(b"},\"stack\":");
+        serde_json::to_writer(&mut slow, &e.stack).unwrap();
+        slow.push(b'}');
+        assert_eq!(
+            String::from_utf8(fast).unwrap(),
+            String::from_utf8(slow).unwrap()
+        );
     }
 
     #[test]

@@ -12,7 +12,8 @@ use super::{DropReason, Event, EventSink, SinkCounters};
 pub const DEFAULT_MAX_SIZE: u64 = 100 * 1024 * 1024;
 pub const DEFAULT_MAX_BACKUPS: u32 = 5;
 /// Lines are gathered into writes of about this size.
-const WRITE_BUF: usize = 64 * 1024;
+/// The sink writes when its buffer holds this much (one `write()` per 64 KiB of lines).
+pub const WRITE_BUF: usize = 64 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileConfig {
