@@ -1,4 +1,5 @@
-//! The HTTP endpoints: `/metrics` (text format 0.0.4, gzip when asked), `/events`, `/status`
+//! The HTTP endpoints: `/metrics` (text format 0.0.4, or the delimited protobuf exposition
+//! with native histograms when the scraper prefers it; gzip when asked), `/events`, `/status`
 //! (what runs, [`crate::status`]), `/` (the status page, [`crate::statuspage`]) and `/-/healthy`. The connections, TLS, auth and limits are [`crate::server`]'s.
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -139,14 +140,23 @@ fn handle(req: &Request, engine: &Engine, history: &crate::statuspage::History) 
         "/metrics" => {
             let budget = scrape_budget(req.header("X-Prometheus-Scrape-Timeout-Seconds"));
             let gzip = req.header("Accept-Encoding").is_some_and(accepts_gzip);
+            let protobuf = req
+                .header("Accept")
+                .is_some_and(crate::model::protobuf::accept_prefers_protobuf);
             let page = engine.scrape(budget);
             history.observe_scrape(&page);
+            if protobuf {
+                return protobuf_response(page, gzip);
+            }
             // Stream the page: the text of a large node never sits in memory whole, and gzip
             // compresses as it reads. Uncompressed, its length is known and goes in
             // Content-Length.
             let length = (!gzip).then(|| page.rendered_len());
             let reader = PageReader::new(page);
-            let mut headers = vec![("Content-Type".to_string(), CONTENT_TYPE.to_string())];
+            let mut headers = vec![
+                ("Content-Type".to_string(), CONTENT_TYPE.to_string()),
+                ("Vary".to_string(), "Accept, Accept-Encoding".to_string()),
+            ];
             let body: Box<dyn std::io::Read + Send> = if gzip {
                 headers.push(("Content-Encoding".into(), "gzip".into()));
                 Box::new(Released(flate2::read::GzEncoder::new(
@@ -164,6 +174,37 @@ fn handle(req: &Request, engine: &Engine, history: &crate::statuspage::History) 
         }
         "/-/healthy" => Response::text(200, "OK\n"),
         _ => Response::text(404, "not found\n"),
+    }
+}
+
+/// `/metrics` in the delimited protobuf exposition, native histograms included
+/// ([`crate::model::protobuf`]). The message is built whole (its length prefixes need each
+/// family's size), then the page's text is dropped before sending.
+fn protobuf_response(page: std::sync::Arc<crate::model::Page>, gzip: bool) -> Response {
+    let bytes = crate::model::protobuf::encode_page(&page);
+    drop(page);
+    let mut headers = vec![
+        (
+            "Content-Type".to_string(),
+            crate::model::protobuf::CONTENT_TYPE.to_string(),
+        ),
+        ("Vary".to_string(), "Accept, Accept-Encoding".to_string()),
+    ];
+    let len = bytes.len();
+    let reader = Released(std::io::Cursor::new(bytes));
+    let body: Box<dyn std::io::Read + Send> = if gzip {
+        headers.push(("Content-Encoding".into(), "gzip".into()));
+        Box::new(flate2::read::GzEncoder::new(
+            reader,
+            flate2::Compression::fast(),
+        ))
+    } else {
+        Box::new(reader)
+    };
+    Response {
+        status: 200,
+        headers,
+        body: Body::Reader(body, (!gzip).then_some(len)),
     }
 }
 

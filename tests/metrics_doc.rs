@@ -345,7 +345,9 @@ fn generate() -> String {
          `container`, `named`, `host`, `process`), `k8s_namespace`, `k8s_pod` and `name`, \
          then `k8s_node` (with `inventory.addNodeLabel`) and the `metrics.additionalLabels`. \
          Histograms are `_bucket{le}`, `_sum` and `_count`, in seconds, with log2 buckets \
-         from about 1 µs to 34 s. Counters end in `_total`.\n\n\
+         from about 1 µs to 34 s; a scraper that asks for the protobuf exposition also gets \
+         each as a schema-0 native histogram (docs/operations.md, \"Native histograms\"). \
+         Counters end in `_total`.\n\n\
          Probes that read kernel fields export those their `fields` regex selects (over \
          `Group_Field`, e.g. `TcpExt_ListenDrops`); the first table of such a probe is its \
          default, the second what `fields: '.*'` adds on a 6.18 kernel (other kernels print \

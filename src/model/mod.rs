@@ -12,6 +12,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 mod names;
 mod page;
+pub mod protobuf;
 
 pub use names::snake_case;
 use page::TEXT_POOL;

@@ -84,6 +84,11 @@ impl Page {
         self.index.iter().map(|f| &*f.0)
     }
 
+    /// Name, help and kind of each family on the page, sorted by name.
+    pub fn families(&self) -> impl Iterator<Item = (&str, &str, MetricKind)> {
+        self.index.iter().map(|f| (&*f.0, &*f.1, f.2))
+    }
+
     /// The sample lines of the named families only (no `# HELP`/`# TYPE`), appended to `out`:
     /// a cheap read of a few families of a large page (the status page's rates).
     pub fn family_text(&self, names: &[&str], out: &mut String) {
