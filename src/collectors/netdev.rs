@@ -32,7 +32,8 @@ use crate::model::{snake_case, MetricKind, Sink, Value};
 /// column.
 #[derive(Debug, Default, PartialEq)]
 pub struct NetDev<'a> {
-    pub columns: Vec<String>,
+    /// Shared between parses of the same header (every namespace prints the same one).
+    pub columns: std::sync::Arc<[String]>,
     pub devices: Vec<&'a str>,
     /// `devices.len() * columns.len()` values, device-major.
     pub values: Vec<u64>,
@@ -61,6 +62,35 @@ pub fn parse_netdev(data: &[u8]) -> Result<NetDev<'_>, String> {
     let (Some(h1), Some(h2)) = (lines.next(), lines.next()) else {
         return Err("missing the two header lines".to_string());
     };
+    let columns = header_columns(h1, h2)?;
+    let nd = NetDev {
+        columns,
+        ..NetDev::default()
+    };
+    parse_rows(lines, nd)
+}
+
+thread_local! {
+    /// The last header parsed on this thread and its column names: the names are built
+    /// (`snake_case`, one string each) once, not once per namespace per scrape.
+    static HEADER: std::cell::RefCell<(String, std::sync::Arc<[String]>)> =
+        std::cell::RefCell::new((String::new(), std::sync::Arc::from(Vec::new())));
+}
+
+/// Column names from the two header lines (cached per thread by their text).
+fn header_columns(h1: &str, h2: &str) -> Result<std::sync::Arc<[String]>, String> {
+    let hit = HEADER.with(|c| {
+        let c = c.borrow();
+        let key = &c.0;
+        (key.len() == h1.len() + 1 + h2.len()
+            && key.starts_with(h1)
+            && key.ends_with(h2)
+            && key.as_bytes()[h1.len()] == b'\n')
+            .then(|| c.1.clone())
+    });
+    if let Some(cols) = hit {
+        return Ok(cols);
+    }
     let sections: Vec<String> = h1
         .split('|')
         .skip(1)
@@ -86,12 +116,20 @@ pub fn parse_netdev(data: &[u8]) -> Result<NetDev<'_>, String> {
     if columns.is_empty() {
         return Err("no columns in header".to_string());
     }
-    let mut nd = NetDev {
-        columns,
-        ..NetDev::default()
-    };
+    let columns: std::sync::Arc<[String]> = columns.into();
+    HEADER.with(|c| *c.borrow_mut() = (format!("{h1}\n{h2}"), columns.clone()));
+    Ok(columns)
+}
+
+/// The device lines under the header.
+fn parse_rows<'a>(
+    lines: impl Iterator<Item = &'a str>,
+    mut nd: NetDev<'a>,
+) -> Result<NetDev<'a>, String> {
     let n = nd.columns.len();
-    let mut seen = HashSet::default();
+    // Duplicate devices are skipped: a linear scan while there are few (most namespaces have
+    // two or three), a set once there are many (the host of a node with hundreds of veths).
+    let mut seen: HashSet<&str> = HashSet::default();
     let mut first_err = None;
     for line in lines {
         if line.trim().is_empty() {
@@ -124,7 +162,15 @@ pub fn parse_netdev(data: &[u8]) -> Result<NetDev<'_>, String> {
             });
             continue;
         }
-        if dev.is_empty() || !seen.insert(dev) {
+        let dup = if nd.devices.len() < 32 {
+            nd.devices.contains(&dev)
+        } else {
+            if seen.is_empty() {
+                seen.extend(nd.devices.iter().copied());
+            }
+            !seen.insert(dev)
+        };
+        if dev.is_empty() || dup {
             nd.values.truncate(start);
             continue;
         }
@@ -413,6 +459,34 @@ pub fn specs() -> Vec<ProbeSpec> {
 mod tests {
     use super::super::testutil::*;
     use super::*;
+
+    #[test]
+    fn duplicate_devices_skipped_with_few_and_with_many() {
+        for n in [3usize, 40, 300] {
+            let mut d = String::from("Inter-| Receive | Transmit\n face |bytes|bytes\n");
+            for i in 0..n {
+                d.push_str(&format!("v{i}: {i} 1\n"));
+            }
+            // Again, with other values: the first line of a device wins.
+            d.push_str("v0: 99 99\n");
+            d.push_str(&format!("v{}: 99 99\n", n - 1));
+            let nd = parse_netdev(d.as_bytes()).unwrap();
+            assert_eq!(nd.devices.len(), n, "{n}");
+            assert_eq!(nd.get("v0", "receive_bytes"), Some(0));
+            assert_eq!(
+                nd.get(&format!("v{}", n - 1), "receive_bytes"),
+                Some(n as u64 - 1)
+            );
+        }
+        // Another header after a cached one: its own columns.
+        let nd =
+            parse_netdev(b"Inter-| Receive | Transmit\n face |bytes packets|bytes\n e: 1 2 3\n")
+                .unwrap();
+        assert_eq!(
+            &nd.columns[..],
+            ["receive_bytes", "receive_packets", "transmit_bytes"]
+        );
+    }
 
     #[test]
     fn netdev_6_18_real() {
