@@ -4,8 +4,8 @@
 //!   exposition so every sample comes back typed) replicated for N namespaces (default 500;
 //!   each copy gets its own `netns` and `name`), rendered to text 0.0.4 by our model (sinks,
 //!   page, streamed reader) and by the `prometheus` crate (the `MetricFamily` list an exporter's
-//!   `Collector::collect` returns, then `TextEncoder`). Time per page (median) and peak heap
-//!   (a counting allocator).
+//!   `Collector::collect` returns, then `TextEncoder`). Time per page (median) and the peak
+//!   RSS rendering added, each renderer in a process of its own (this bench re-executed).
 //! - **Parsing**: the host's `/proc/net/dev`, `/proc/net/snmp` and `/proc/net/snmp6`, read once,
 //!   parsed N times by our parsers and by `procfs-core` (`FromBufRead`, what `procfs` uses for
 //!   the same files). Time per namespace (median of rounds).
@@ -13,46 +13,15 @@
 //! Run: `cargo bench --bench crates` (`NETSLEUTH_BENCH_NETNS=500`, `NETSLEUTH_BENCH_ROUNDS=7`).
 //! No root needed (as root the host page has more collectors).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netsleuth::model::protobuf::{decode_families, MetricFamily, TYPE_COUNTER, TYPE_GAUGE};
 use netsleuth::model::{render_labels, Families, HistogramValue, MetricKind, Page, PageReader};
 use netsleuth::model::{Sink, Value};
-
-/// Heap bytes in use and their peak since the last reset.
-struct Counting;
-static IN_USE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let n = IN_USE.fetch_add(l.size(), Ordering::Relaxed) + l.size();
-        PEAK.fetch_max(n, Ordering::Relaxed);
-        // SAFETY: the caller's layout, passed on.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        IN_USE.fetch_sub(l.size(), Ordering::Relaxed);
-        // SAFETY: `p` came from `alloc` with this layout.
-        unsafe { System.dealloc(p, l) }
-    }
-}
-
-#[global_allocator]
-static A: Counting = Counting;
-
-fn reset_peak() -> usize {
-    let now = IN_USE.load(Ordering::Relaxed);
-    PEAK.store(now, Ordering::Relaxed);
-    now
-}
 
 const ENTITY: [&str; 6] = [
     "netns",
@@ -94,8 +63,8 @@ fn scrape_protobuf(addr: &str) -> Vec<u8> {
     b[split + 4..].to_vec()
 }
 
-/// The host page, as families and per-namespace series (node-level series kept once).
-fn sample_page() -> (Vec<MetricFamily>, Vec<Series>) {
+/// The host page in the protobuf exposition, from the release binary.
+fn scrape_host_page() -> Vec<u8> {
     let bin = env!("CARGO_BIN_EXE_netsleuth");
     let mut child = Command::new(bin)
         .args(["--web.listen-address=127.0.0.1:19207", "--log.level=error"])
@@ -116,7 +85,12 @@ fn sample_page() -> (Vec<MetricFamily>, Vec<Series>) {
     };
     let _ = child.kill();
     let _ = child.wait();
-    let fams = decode_families(&body).expect("protobuf page");
+    body
+}
+
+/// The page as families and per-namespace series (node-level series kept once).
+fn sample_page(body: &[u8]) -> (Vec<MetricFamily>, Vec<Series>) {
+    let fams = decode_families(body).expect("protobuf page");
     let mut series = Vec::new();
     for (fi, f) in fams.iter().enumerate() {
         for m in &f.metric {
@@ -309,6 +283,41 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+fn status_kib(field: &str) -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .trim()
+                .strip_suffix(" kB")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// In a child: render `rounds` times with one renderer, print `ms peak_kib bytes`.
+fn child(which: &str, page: &str, n: usize, rounds: usize) {
+    let body = std::fs::read(page).unwrap();
+    let (fams, series) = sample_page(&body);
+    let pages = replicate(&series, n);
+    let before = status_kib("VmRSS:");
+    let mut times = Vec::new();
+    let mut len = 0;
+    for _ in 0..rounds {
+        let t = Instant::now();
+        len = if which == "ours" {
+            render_ours(&fams, &pages)
+        } else {
+            render_crate(&fams, &pages)
+        };
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let peak = status_kib("VmHWM:").saturating_sub(before);
+    println!("{:.3} {peak} {len}", median(&mut times));
+}
+
 fn main() {
     let n: usize = std::env::var("NETSLEUTH_BENCH_NETNS")
         .ok()
@@ -318,8 +327,18 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(7);
+    if let (Ok(which), Ok(page)) = (
+        std::env::var("NETSLEUTH_BENCH_CRATES_CHILD"),
+        std::env::var("NETSLEUTH_BENCH_CRATES_PAGE"),
+    ) {
+        return child(&which, &page, n, rounds);
+    }
 
-    let (fams, series) = sample_page();
+    let body = scrape_host_page();
+    let page_file =
+        std::env::temp_dir().join(format!("netsleuth-crates-{}.pb", std::process::id()));
+    std::fs::write(&page_file, &body).unwrap();
+    let (fams, series) = sample_page(&body);
     let pages = replicate(&series, n);
     let total: usize = pages.iter().map(|p| p.len()).sum();
     let hist_series: usize = pages
@@ -332,33 +351,40 @@ fn main() {
         fams.len(),
         series.len()
     );
-    let (mut t_ours, mut t_crate) = (Vec::new(), Vec::new());
-    let (mut peak_ours, mut peak_crate, mut len_ours, mut len_crate) = (0, 0, 0, 0);
-    for _ in 0..rounds {
-        let base = reset_peak();
-        let t = Instant::now();
-        len_ours = render_ours(&fams, &pages);
-        t_ours.push(t.elapsed().as_secs_f64() * 1e3);
-        peak_ours = PEAK.load(Ordering::Relaxed) - base;
-        let base = reset_peak();
-        let t = Instant::now();
-        len_crate = render_crate(&fams, &pages);
-        t_crate.push(t.elapsed().as_secs_f64() * 1e3);
-        peak_crate = PEAK.load(Ordering::Relaxed) - base;
-    }
-    let (mo, mc) = (median(&mut t_ours), median(&mut t_crate));
+    let run = |which: &str| -> (f64, usize, usize) {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .env("NETSLEUTH_BENCH_CRATES_CHILD", which)
+            .env("NETSLEUTH_BENCH_CRATES_PAGE", &page_file)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let v: Vec<&str> = text.split_whitespace().collect();
+        assert!(
+            v.len() == 3,
+            "child {which}: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            v[0].parse().unwrap(),
+            v[1].parse().unwrap(),
+            v[2].parse().unwrap(),
+        )
+    };
+    let (mo, peak_ours, len_ours) = run("ours");
+    let (mc, peak_crate, len_crate) = run("crate");
+    let _ = std::fs::remove_file(&page_file);
     println!(
-        "  netsleuth model:  {mo:8.1} ms/page  peak heap {:7.1} MiB  {:6} KiB text",
-        peak_ours as f64 / 1048576.0,
+        "  netsleuth model:  {mo:8.1} ms/page  peak RSS added {:7.1} MiB  {:6} KiB text",
+        peak_ours as f64 / 1024.0,
         len_ours / 1024
     );
     println!(
-        "  prometheus crate: {mc:8.1} ms/page  peak heap {:7.1} MiB  {:6} KiB text",
-        peak_crate as f64 / 1048576.0,
+        "  prometheus crate: {mc:8.1} ms/page  peak RSS added {:7.1} MiB  {:6} KiB text",
+        peak_crate as f64 / 1024.0,
         len_crate / 1024
     );
     println!(
-        "  ratio crate/ours: time {:.2}x, peak heap {:.2}x",
+        "  ratio crate/ours: time {:.2}x, peak RSS added {:.2}x",
         mc / mo,
         peak_crate as f64 / peak_ours.max(1) as f64
     );
