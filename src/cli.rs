@@ -21,8 +21,11 @@ Usage:
   netsleuth [serve] [flags]   run the exporter (default)
   netsleuth probes [flags]    list every probe, whether it can run here, and why not
                               (also `netsleuth list probe`, KubeSkoop's spelling)
-  netsleuth selftest [--json] create test namespaces, induce known conditions, and check that
-                              every probe sees exactly them (root; exit 0 only if all behave)
+  netsleuth selftest [--json] [--btf-path=FILE]
+                              create test namespaces, induce known conditions, and check that
+                              every probe sees exactly them (root; exit 0 only if all behave);
+                              --btf-path: kernel BTF where /sys/kernel/btf/vmlinux is absent,
+                              as bpf.btfPath
   netsleuth top [flags]       a live view of the node's network by pod, from a running
                               exporter or (--local, root) from the collectors in-process
   netsleuth events [flags]    follow a running exporter's event stream
@@ -73,6 +76,8 @@ pub struct Args {
     pub log_level: log::LevelFilter,
     /// `selftest --json`.
     pub json: bool,
+    /// `selftest --btf-path`: kernel BTF file, as `bpf.btfPath`.
+    pub btf_path: Option<PathBuf>,
 }
 
 /// Parse the command line (without the program name).
@@ -88,6 +93,7 @@ pub fn parse_args(argv: impl IntoIterator<Item = OsString>) -> Result<Args, Stri
         limits: crate::server::Limits::default(),
         log_level: log::LevelFilter::Info,
         json: false,
+        btf_path: None,
     };
     let mut saw_command = false;
     let mut list_target = false;
@@ -175,6 +181,16 @@ pub fn parse_args(argv: impl IntoIterator<Item = OsString>) -> Result<Args, Stri
                 };
             }
             Long("json") => args.json = true,
+            Long("btf-path") => {
+                let v: PathBuf = p.value().map_err(|e| e.to_string())?.into();
+                if std::fs::File::open(&v).is_err() {
+                    return Err(format!(
+                        "--btf-path: `{}` is not a readable file",
+                        v.display()
+                    ));
+                }
+                args.btf_path = Some(v);
+            }
             Long("version") => args.command = Command::Version,
             Long("help") | Short('h') => args.command = Command::Help,
             // KubeSkoop's `inspector list probe`.
@@ -275,6 +291,8 @@ pub fn main() -> i32 {
             }
         },
         Command::Selftest => {
+            // The self-test's probes load with the default sources: the file joins them.
+            crate::bpf::target_btf::set_process_path(args.btf_path.clone());
             let report = crate::selftest::run();
             if args.json {
                 print!("{}", report.render_json());
@@ -293,6 +311,12 @@ pub fn main() -> i32 {
 
 fn print_probes(cfg: &Config) {
     use crate::status;
+    // Where the probes' kernel BTF comes from, or the no-BTF message (stderr: the table on
+    // stdout stays machine-readable).
+    match crate::probes::kernel_btf_summary(&cfg.btf, &crate::probes::ProbeKind::ALL) {
+        Ok(line) => eprintln!("netsleuth: {line}"),
+        Err(m) => eprintln!("netsleuth: {m}"),
+    }
     println!(
         "{:<14} {:<8} {:<10} DETAILS",
         "PROBE", "ENABLED", "AVAILABLE"
@@ -406,6 +430,13 @@ fn serve(args: Args) -> i32 {
         log::warn!("probe {d} is configured but not implemented in this build; ignored");
     }
     crate::caps::warn_missing(!cfg.bpf_probes.is_empty());
+    if !cfg.bpf_probes.is_empty() {
+        let kinds: Vec<_> = cfg.bpf_probes.iter().map(|p| p.kind).collect();
+        match crate::probes::kernel_btf_summary(&cfg.btf, &kinds) {
+            Ok(line) => log::info!("{line}"),
+            Err(m) => log::error!("{m}"),
+        }
+    }
     let listeners = match crate::server::bind(&addr_lists) {
         Ok(l) => l,
         Err(e) => {
@@ -615,6 +646,17 @@ mod tests {
 
     fn p(v: &[&str]) -> Result<Args, String> {
         parse_args(v.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn selftest_btf_path() {
+        let f = std::env::temp_dir().join(format!("ns-cli-btf-{}", std::process::id()));
+        std::fs::write(&f, b"x").unwrap();
+        let a = p(&["selftest", "--json", &format!("--btf-path={}", f.display())]).unwrap();
+        assert_eq!(a.btf_path.as_deref(), Some(f.as_path()));
+        std::fs::remove_file(&f).unwrap();
+        let e = p(&["selftest", "--btf-path", "/nonexistent/vmlinux"]).unwrap_err();
+        assert!(e.contains("--btf-path: `/nonexistent/vmlinux`"), "{e}");
     }
 
     #[test]

@@ -37,7 +37,8 @@ struct RawConfig {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawBpf {
     /// Kernel BTF to use where `/sys/kernel/btf/vmlinux` is absent (raw BTF or an ELF with
-    /// `.BTF`); `vendor-btf/` files embedded by kernel release come after it.
+    /// `.BTF`): the running kernel's own, its type ids attach tp_btf/fentry programs; the
+    /// minimal `vendor-btf/` blobs embedded by kernel release come after it (CO-RE only).
     btf_path: Option<String>,
     /// Switch the kernel's per-program run-time stats on (BPF_ENABLE_STATS) for
     /// `netsleuth_bpf_program_run_seconds_total`; node-wide, so off by default.

@@ -174,6 +174,7 @@ pub fn run() -> Report {
         ));
         return report;
     }
+    report.checks.push(btf_source());
     metric_checks(&mut report.checks);
     ipvs::checks(&mut report.checks);
     rdma::checks(&mut report.checks);
@@ -181,6 +182,31 @@ pub fn run() -> Report {
     plans::checks(&mut report.checks);
     flow::checks(&mut report.checks);
     report
+}
+
+/// `btf.source`: where the eBPF checks' kernel BTF comes from (`pass:sysfs`, `pass:path` for
+/// `--btf-path`, `pass:vendor` for the embedded table), or, `unsupported`, the no-BTF message.
+fn btf_source() -> Check {
+    use crate::bpf::target_btf::{self, BtfSources};
+    match target_btf::target(&BtfSources::default()) {
+        Ok(t) => {
+            let mut detail = format!("{} types from {}", t.btf.len() - 1, t.from);
+            if let Some(why) = t.foreign_ids() {
+                let _ = write!(detail, "; {why}");
+            }
+            Check::new("btf.source", Status::Pass, t.origin.as_str(), detail)
+        }
+        Err(crate::bpf::KError::MissingBtf { tried }) => Check::new(
+            "btf.source",
+            Status::Unsupported,
+            "",
+            target_btf::missing_btf_help(
+                &tried,
+                &crate::probes::probes_needing_btf(&crate::probes::ProbeKind::ALL),
+            ),
+        ),
+        Err(e) => Check::new("btf.source", Status::Fail, "", e.to_string()),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -410,6 +410,7 @@ fn verifier_rejection_returns_the_log() {
     let ctx = prog::LoadCtx {
         btf_fd: None,
         target: &empty,
+        foreign_ids: None,
         obj: &obj,
         core: &[],
     };

@@ -111,10 +111,17 @@ pub fn raise_memlock() -> KResult<bool> {
     })
 }
 
-fn needs_kernel_btf(obj: &Object) -> bool {
+/// The object has CO-RE relocations: it cannot load at all without kernel BTF.
+pub fn has_core_relos(obj: &Object) -> bool {
     obj.btf_ext
         .as_ref()
         .is_some_and(|e| !e.core_relos.is_empty())
+}
+
+/// The object needs kernel BTF: CO-RE relocations, or programs attached by BTF id
+/// (`tp_btf`, `fentry`/`fexit`), which alone fail without it while the others load.
+pub fn needs_kernel_btf(obj: &Object) -> bool {
+    has_core_relos(obj)
         || obj
             .programs
             .iter()
@@ -124,16 +131,38 @@ fn needs_kernel_btf(obj: &Object) -> bool {
 /// Loads an object: maps created, programs loaded (each program's result kept).
 pub fn load(bytes: &[u8], opts: &LoadOptions) -> KResult<Loaded> {
     let mut obj = Object::parse(bytes)?;
-    let target: Arc<Btf> = if needs_kernel_btf(&obj) {
-        target_btf::kernel_btf(&opts.btf)?
+    let (target, foreign): (Arc<Btf>, Option<String>) = if needs_kernel_btf(&obj) {
+        match target_btf::target(&opts.btf) {
+            Ok(t) => {
+                let f = t.foreign_ids();
+                (t.btf, f)
+            }
+            // No CO-RE: only the BTF-id programs need the kernel's BTF; the others load.
+            Err(e @ KError::MissingBtf { .. }) if !has_core_relos(&obj) => {
+                (Arc::new(Btf::new()), Some(e.to_string()))
+            }
+            Err(e) => return Err(e),
+        }
     } else {
-        Arc::new(Btf::new())
+        (Arc::new(Btf::new()), None)
     };
-    load_object(&mut obj, &target, opts)
+    load_object_with(&mut obj, &target, foreign.as_deref(), opts)
 }
 
-/// [`load`] for an already parsed object and a given target BTF.
+/// [`load`] for an already parsed object and a given target BTF (the running kernel's: its
+/// type ids are used for `attach_btf_id`).
 pub fn load_object(obj: &mut Object, target: &Btf, opts: &LoadOptions) -> KResult<Loaded> {
+    load_object_with(obj, target, None, opts)
+}
+
+/// [`load_object`]; with `foreign_ids` (why) the target's type ids are not the running
+/// kernel's, and programs attached by BTF id are refused (`Unsupported`) instead of loaded.
+pub fn load_object_with(
+    obj: &mut Object,
+    target: &Btf,
+    foreign_ids: Option<&str>,
+    opts: &LoadOptions,
+) -> KResult<Loaded> {
     if let Err(e) = raise_memlock() {
         log::warn!("{e}");
     }
@@ -188,6 +217,7 @@ pub fn load_object(obj: &mut Object, target: &Btf, opts: &LoadOptions) -> KResul
                     &LoadCtx {
                         btf_fd: btf_fd.as_ref().map(|f| f.as_fd()),
                         target,
+                        foreign_ids,
                         obj,
                         core: &core,
                     },

@@ -30,6 +30,9 @@ pub struct LoadCtx<'a> {
     pub btf_fd: Option<BorrowedFd<'a>>,
     /// Kernel BTF (for `attach_btf_id`).
     pub target: &'a Btf,
+    /// Why `target`'s type ids are not the running kernel's (an embedded minimal BTF), if so:
+    /// programs attached by BTF id are then refused with this reason.
+    pub foreign_ids: Option<&'a str>,
     /// The object (to map instructions back to sections in error messages).
     pub obj: &'a Object,
     /// CO-RE outcomes (to name a poisoned relocation).
@@ -117,6 +120,9 @@ pub fn load(p: &LinkedProgram, ctx: &LoadCtx<'_>) -> KResult<Program> {
     })?;
     let mut attach_btf_id = 0;
     if let Some((target, kind)) = p.kind.attach_btf_target() {
+        if let Some(why) = ctx.foreign_ids {
+            return Err(KError::unsupported(format!("program {}", p.name), why));
+        }
         attach_btf_id =
             ctx.target
                 .find_by_name_kind(&target, kind)

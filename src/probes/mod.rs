@@ -47,8 +47,8 @@ pub use hist::{
     c_str, collect_stage_histograms, per_cpu_sum, read_hist_map, sum_u64_map, Log2Hist, HIST_SLOTS,
 };
 pub use plan::{
-    attach_point, check, method_family, start_probe, Alternative, OptionalGroup, RunningProbe,
-    StartError, METHODS, RL_TYPES,
+    attach_point, check, kernel_btf_summary, method_family, probes_needing_btf, start_probe,
+    Alternative, OptionalGroup, RunningProbe, StartError, METHODS, RL_TYPES,
 };
 pub use reader::{add_peer_fields, drain_event_stacks};
 pub use registry::{CollectCtx, EbpfProbe, Setup};

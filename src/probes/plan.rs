@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use super::hist::per_cpu_sum;
 use super::totals::ProbeState;
-use super::{flow, rate_limit_globals, BpfProbeConfig};
+use super::{flow, rate_limit_globals, BpfProbeConfig, ProbeKind};
 use crate::bpf::attach::Link;
 use crate::bpf::target_btf::BtfSources;
 use crate::bpf::{self, LoadOptions, Loaded};
@@ -285,6 +285,40 @@ fn common_globals(cfg: &BpfProbeConfig) -> Result<Vec<(String, Vec<u8>)>, String
         ));
     }
     Ok(globals)
+}
+
+/// The probes of `kinds` that cannot run at all without kernel BTF (their objects have CO-RE
+/// relocations), in order; the others can still attach through methods that need no BTF.
+pub fn probes_needing_btf(kinds: &[ProbeKind]) -> Vec<&'static str> {
+    kinds
+        .iter()
+        .filter(|k| {
+            bpf::embedded::object(k.probe().object())
+                .and_then(|o| bpf::object::Object::parse(o).ok())
+                .is_some_and(|o| bpf::loader::has_core_relos(&o))
+        })
+        .map(|k| k.name())
+        .collect()
+}
+
+/// Where the eBPF probes' kernel BTF comes from (`kernel BTF: sysfs (/sys/kernel/btf/vmlinux)`),
+/// or the one start-up message of a kernel without BTF anywhere naming the probes of `kinds`
+/// that cannot run, the sources tried and the fixes ([`bpf::target_btf::missing_btf_help`]).
+pub fn kernel_btf_summary(btf: &BtfSources, kinds: &[ProbeKind]) -> Result<String, String> {
+    match bpf::target_btf::target(btf) {
+        Ok(t) => Ok(match t.foreign_ids() {
+            None => format!("kernel BTF: {}", t.describe()),
+            Some(_) => format!(
+                "kernel BTF: {} (CO-RE only: tp_btf/fentry need the kernel's own BTF, the probes use raw tracepoints and kprobes)",
+                t.describe()
+            ),
+        }),
+        Err(bpf::KError::MissingBtf { tried }) => Err(bpf::target_btf::missing_btf_help(
+            &tried,
+            &probes_needing_btf(kinds),
+        )),
+        Err(e) => Err(format!("kernel BTF: {e}")),
+    }
 }
 
 /// Loads and attaches one probe. `Err` says why it cannot run here.

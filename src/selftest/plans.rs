@@ -31,7 +31,7 @@ use super::netns::{self, TestNs};
 use super::{Check, Status, A_ADDR, CLOSED_PORT, N, PAYLOAD};
 use crate::bpf::kallsyms::Kallsyms;
 use crate::bpf::target_btf::BtfSources;
-use crate::bpf::{self, LoadOptions};
+use crate::bpf::{self, KError, LoadOptions};
 use crate::model::Families;
 use crate::probes::{self, Alternative, BpfProbeConfig, ProbeKind, RunningProbe};
 
@@ -63,7 +63,9 @@ impl Offers {
                             Err(e) if e.is_unsupported() => Err(e.to_string()),
                             _ => Ok(()),
                         },
-                        Err(e) if e.is_unsupported() => Err(e.to_string()),
+                        Err(e) if e.is_unsupported() || matches!(e, KError::MissingBtf { .. }) => {
+                            Err(e.to_string())
+                        }
                         Err(_) => Ok(()),
                     }
                 }
@@ -164,6 +166,14 @@ fn not_attached(
     error: &str,
     offers: &Offers,
 ) -> (Status, String) {
+    // No kernel BTF anywhere (KError::MissingBtf, reported once by btf.source): the kernel
+    // cannot run the probe, it is not the loader failing.
+    if error.contains("no kernel BTF found") {
+        return (
+            Status::Unsupported,
+            format!("{error} (no kernel BTF here: see btf.source)"),
+        );
+    }
     match kernel_lacks(kind, points, methods, offers) {
         Some(why) => (
             Status::Unsupported,
