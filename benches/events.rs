@@ -8,11 +8,12 @@
 //!
 //! Run: `cargo bench --bench events` (event count via NETSLEUTH_BENCH_EVENTS=1000000).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::io::Write;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+
+mod common;
+use common::loki_server;
 
 use netsleuth::events::file::FileConfig;
 use netsleuth::events::loki::{LokiConfig, LokiFormat};
@@ -125,59 +126,6 @@ fn raw_write_rate(dir: &std::path::Path, n: u64) -> f64 {
     let rate = n as f64 / t.elapsed().as_secs_f64();
     let _ = std::fs::remove_file(&path);
     rate
-}
-
-/// A Loki push endpoint that reads each request whole and answers 204 on a kept-alive
-/// connection (a thread per connection), optionally after a delay (a slow Loki). Counts
-/// requests and connections.
-fn loki_server(delay: Duration) -> (String, Arc<AtomicU64>, Arc<AtomicU64>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let reqs = Arc::new(AtomicU64::new(0));
-    let conns = Arc::new(AtomicU64::new(0));
-    let (r, n) = (reqs.clone(), conns.clone());
-    std::thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(mut c) = c else { continue };
-            n.fetch_add(1, Ordering::Relaxed);
-            let r = r.clone();
-            std::thread::spawn(move || {
-                let mut rd = BufReader::new(c.try_clone().unwrap());
-                'conn: loop {
-                    let mut len = 0usize;
-                    let mut first = true;
-                    loop {
-                        let mut line = String::new();
-                        if rd.read_line(&mut line).unwrap_or(0) == 0 {
-                            break 'conn;
-                        }
-                        let t = line.trim_end();
-                        if t.is_empty() && !first {
-                            break;
-                        }
-                        first = false;
-                        if let Some(v) = t
-                            .to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().to_string())
-                        {
-                            len = v.parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    if rd.read_exact(&mut body).is_err() {
-                        break;
-                    }
-                    std::thread::sleep(delay);
-                    r.fetch_add(1, Ordering::Relaxed);
-                    if c.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    (addr, reqs, conns)
 }
 
 fn main() {
