@@ -178,11 +178,9 @@ fn handle(req: &Request, engine: &Engine, history: &crate::statuspage::History) 
 }
 
 /// `/metrics` in the delimited protobuf exposition, native histograms included
-/// ([`crate::model::protobuf`]). The message is built whole (its length prefixes need each
-/// family's size), then the page's text is dropped before sending.
+/// ([`crate::model::protobuf`]), streamed a family at a time like the text page (so sent
+/// chunked: the length is known only at the end).
 fn protobuf_response(page: std::sync::Arc<crate::model::Page>, gzip: bool) -> Response {
-    let bytes = crate::model::protobuf::encode_page(&page);
-    drop(page);
     let mut headers = vec![
         (
             "Content-Type".to_string(),
@@ -190,8 +188,7 @@ fn protobuf_response(page: std::sync::Arc<crate::model::Page>, gzip: bool) -> Re
         ),
         ("Vary".to_string(), "Accept, Accept-Encoding".to_string()),
     ];
-    let len = bytes.len();
-    let reader = Released(std::io::Cursor::new(bytes));
+    let reader = Released(crate::model::protobuf::ProtobufReader::new(page));
     let body: Box<dyn std::io::Read + Send> = if gzip {
         headers.push(("Content-Encoding".into(), "gzip".into()));
         Box::new(flate2::read::GzEncoder::new(
@@ -204,7 +201,7 @@ fn protobuf_response(page: std::sync::Arc<crate::model::Page>, gzip: bool) -> Re
     Response {
         status: 200,
         headers,
-        body: Body::Reader(body, (!gzip).then_some(len)),
+        body: Body::Reader(body, None),
     }
 }
 

@@ -18,6 +18,10 @@
 //! 2^10 ns) goes to k = -20 and the overflow slot (above 2^35 ns, only in `+Inf`) to k = 6.
 //! A histogram whose bounds are not of the 2^j ns form is sent classic only.
 
+use std::borrow::Cow;
+use std::io::Read;
+use std::sync::Arc;
+
 use prost::Message;
 
 use super::{MetricKind, Page};
@@ -154,92 +158,170 @@ pub fn accept_prefers_protobuf(accept: &str) -> bool {
     proto_q > 0.0 && proto_q >= text_q
 }
 
-/// The page as delimited `MetricFamily` messages.
-pub fn encode_page(page: &Page) -> Vec<u8> {
-    let mut out = Vec::with_capacity(page.body_bytes() / 2);
-    let mut text = String::new();
-    for (name, help, kind) in page.families() {
-        text.clear();
-        page.family_text(&[name], &mut text);
-        let fam = family(name, help, kind, &text);
-        if fam.metric.is_empty() {
-            continue;
-        }
-        // Writing into a Vec cannot fail.
-        let _ = fam.encode_length_delimited(&mut out);
-    }
+/// The page as delimited `MetricFamily` messages, whole (tests, benches).
+pub fn encode_page(page: &Arc<Page>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(page.body_bytes() * 3 / 4);
+    // Reading from memory cannot fail.
+    let _ = ProtobufReader::new(page.clone()).read_to_end(&mut out);
     out
 }
 
-/// One family from its sample lines.
-fn family(name: &str, help: &str, kind: MetricKind, text: &str) -> MetricFamily {
+/// Streams a [`Page`] as delimited `MetricFamily` messages, one family encoded at a time:
+/// the protobuf page never exists whole, as the text page never does.
+pub struct ProtobufReader {
+    page: Arc<Page>,
+    /// The next family to encode.
+    next: usize,
+    text: String,
+    buf: Vec<u8>,
+    off: usize,
+}
+
+impl ProtobufReader {
+    pub fn new(page: Arc<Page>) -> ProtobufReader {
+        ProtobufReader {
+            page,
+            next: 0,
+            text: String::new(),
+            buf: Vec::new(),
+            off: 0,
+        }
+    }
+
+    /// Encode the next family with samples into `buf`; false at the end of the page.
+    fn fill(&mut self) -> bool {
+        let page = self.page.clone();
+        while let Some((name, help, kind)) = page.families().nth(self.next) {
+            self.next += 1;
+            self.text.clear();
+            page.family_text(&[name], &mut self.text);
+            let mut fam = Vec::with_capacity(self.text.len() / 2 + 64);
+            if encode_family(name, help, kind, &self.text, &mut fam) == 0 {
+                continue;
+            }
+            self.buf.clear();
+            self.off = 0;
+            prost::encoding::encode_varint(fam.len() as u64, &mut self.buf);
+            self.buf.extend_from_slice(&fam);
+            return true;
+        }
+        false
+    }
+}
+
+impl Read for ProtobufReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let mut written = 0;
+        while written < out.len() {
+            if self.off == self.buf.len() && !self.fill() {
+                break;
+            }
+            let n = (out.len() - written).min(self.buf.len() - self.off);
+            out[written..written + n].copy_from_slice(&self.buf[self.off..self.off + n]);
+            self.off += n;
+            written += n;
+        }
+        Ok(written)
+    }
+}
+
+// Protobuf wire encoding of the few shapes written here (prost's varint helper underneath):
+// field keys, length-delimited fields, doubles.
+fn put_key(out: &mut Vec<u8>, tag: u32, wire: u32) {
+    prost::encoding::encode_varint(u64::from(tag << 3 | wire), out);
+}
+
+fn put_bytes(out: &mut Vec<u8>, tag: u32, b: &[u8]) {
+    put_key(out, tag, 2);
+    prost::encoding::encode_varint(b.len() as u64, out);
+    out.extend_from_slice(b);
+}
+
+fn put_f64(out: &mut Vec<u8>, tag: u32, v: f64) {
+    put_key(out, tag, 1);
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+/// `LabelPair`s (Metric field 1).
+fn put_labels(out: &mut Vec<u8>, labels: &[(&str, Cow<'_, str>)]) {
+    let mut pair = Vec::with_capacity(64);
+    for (k, v) in labels {
+        pair.clear();
+        put_bytes(&mut pair, 1, k.as_bytes());
+        put_bytes(&mut pair, 2, v.as_bytes());
+        put_bytes(out, 1, &pair);
+    }
+}
+
+/// One family's `MetricFamily` message from its sample lines, appended to `out`; returns the
+/// number of metrics written (0: nothing to send).
+fn encode_family(name: &str, help: &str, kind: MetricKind, text: &str, out: &mut Vec<u8>) -> usize {
+    put_bytes(out, 1, name.as_bytes());
+    put_bytes(out, 2, help.as_bytes());
     let r#type = match kind {
         MetricKind::Counter => TYPE_COUNTER,
         MetricKind::Gauge => TYPE_GAUGE,
         MetricKind::Histogram => TYPE_HISTOGRAM,
     };
-    let mut fam = MetricFamily {
-        name: name.to_string(),
-        help: help.to_string(),
-        r#type,
-        metric: Vec::new(),
-    };
+    if r#type != 0 {
+        put_key(out, 3, 0);
+        prost::encoding::encode_varint(r#type as u64, out);
+    }
+    let mut metrics = 0;
+    let mut m = Vec::with_capacity(256);
+    let mut value = Vec::with_capacity(16);
     let mut hist = Histogram::default();
-    let mut inf_count: Option<u64> = None;
     for line in text.lines() {
-        let Some((sample, mut labels, value)) = parse_line(line) else {
+        let mut labels = Vec::with_capacity(8);
+        let Some((sample, v)) = parse_line(line, &mut labels) else {
             log::warn!("protobuf exposition: unparseable line of {name} skipped: {line:?}");
             continue;
         };
-        let suffix = sample.strip_prefix(name).unwrap_or("");
+        m.clear();
         match kind {
             MetricKind::Counter | MetricKind::Gauge => {
-                let v = parse_value(value);
-                let mut m = Metric {
-                    label: labels,
-                    ..Default::default()
-                };
-                if kind == MetricKind::Counter {
-                    m.counter = Some(Counter { value: v });
-                } else {
-                    m.gauge = Some(Gauge { value: v });
-                }
-                fam.metric.push(m);
+                put_labels(&mut m, &labels);
+                value.clear();
+                put_f64(&mut value, 1, parse_value(v));
+                put_bytes(
+                    &mut m,
+                    if kind == MetricKind::Counter { 3 } else { 2 },
+                    &value,
+                );
             }
             // A series is written whole, in order: buckets, `+Inf`, `_sum`, `_count`.
-            MetricKind::Histogram => match suffix {
+            MetricKind::Histogram => match sample.strip_prefix(name).unwrap_or("") {
                 "_bucket" => {
-                    let Some(i) = labels.iter().position(|l| l.name == "le") else {
+                    let Some(i) = labels.iter().position(|l| l.0 == "le") else {
                         continue;
                     };
-                    let le = labels.remove(i).value;
-                    let n = value.parse::<u64>().unwrap_or(0);
-                    if le == "+Inf" {
-                        inf_count = Some(n);
-                    } else {
+                    let le = labels.remove(i).1;
+                    if le != "+Inf" {
                         hist.bucket.push(Bucket {
-                            cumulative_count: n,
+                            cumulative_count: v.parse::<u64>().unwrap_or(0),
                             upper_bound: parse_value(&le),
                         });
                     }
+                    continue;
                 }
-                "_sum" => hist.sample_sum = parse_value(value),
+                "_sum" => {
+                    hist.sample_sum = parse_value(v);
+                    continue;
+                }
                 "_count" => {
-                    hist.sample_count = value.parse::<u64>().unwrap_or(0);
-                    let _ = inf_count.take();
+                    hist.sample_count = v.parse::<u64>().unwrap_or(0);
                     let mut h = std::mem::take(&mut hist);
                     add_native(&mut h);
-                    fam.metric.push(Metric {
-                        label: labels,
-                        histogram: Some(h),
-                        ..Default::default()
-                    });
+                    put_labels(&mut m, &labels);
+                    put_bytes(&mut m, 7, &h.encode_to_vec());
                 }
-                _ => {}
+                _ => continue,
             },
         }
+        put_bytes(out, 4, &m);
+        metrics += 1;
     }
-    fam
+    metrics
 }
 
 /// The native-histogram index of a classic upper bound of the form 2^j ns: 2^(i+1) ns, the
@@ -309,11 +391,14 @@ fn parse_value(v: &str) -> f64 {
     }
 }
 
-/// `name{k="v",...} value` as the renderer writes it (label values escaped `\\`, `\"`, `\n`).
-fn parse_line(line: &str) -> Option<(&str, Vec<LabelPair>, &str)> {
+/// `name{k="v",...} value` as the renderer writes it (label values escaped `\\`, `\"`, `\n`;
+/// borrowed unless escaped): the sample name and value, the labels into `labels`.
+fn parse_line<'a>(
+    line: &'a str,
+    labels: &mut Vec<(&'a str, Cow<'a, str>)>,
+) -> Option<(&'a str, &'a str)> {
     let name_end = line.find(['{', ' '])?;
     let name = &line[..name_end];
-    let mut labels = Vec::new();
     let mut rest = &line[name_end..];
     if let Some(r) = rest.strip_prefix('{') {
         rest = r;
@@ -323,29 +408,31 @@ fn parse_line(line: &str) -> Option<(&str, Vec<LabelPair>, &str)> {
                 break;
             }
             let (key, r) = rest.split_once("=\"")?;
-            let mut value = String::new();
-            let mut chars = r.char_indices();
-            let close = loop {
-                let (i, c) = chars.next()?;
-                match c {
-                    '"' => break i,
-                    '\\' => match chars.next()?.1 {
-                        'n' => value.push('\n'),
-                        c => value.push(c),
-                    },
-                    c => value.push(c),
-                }
+            let close = r.find(['"', '\\'])?;
+            let (value, after) = if r.as_bytes()[close] == b'"' {
+                (Cow::Borrowed(&r[..close]), &r[close + 1..])
+            } else {
+                let mut v = String::from(&r[..close]);
+                let mut chars = r[close..].char_indices();
+                let end = loop {
+                    let (i, c) = chars.next()?;
+                    match c {
+                        '"' => break close + i,
+                        '\\' => match chars.next()?.1 {
+                            'n' => v.push('\n'),
+                            c => v.push(c),
+                        },
+                        c => v.push(c),
+                    }
+                };
+                (Cow::Owned(v), &r[end + 1..])
             };
-            labels.push(LabelPair {
-                name: key.to_string(),
-                value,
-            });
-            rest = &r[close + 1..];
-            rest = rest.strip_prefix(',').unwrap_or(rest);
+            labels.push((key, value));
+            rest = after.strip_prefix(',').unwrap_or(after);
         }
     }
     let value = rest.strip_prefix(' ')?;
-    Some((name, labels, value))
+    Some((name, value))
 }
 
 /// Decode a delimited stream (tests and the inspector).
@@ -362,7 +449,6 @@ mod tests {
     use super::*;
     use crate::model::{render_labels, Families, HistogramValue, Sink, Value};
     use crate::probes::hist::Log2Hist;
-    use std::sync::Arc;
 
     fn page_of(f: impl FnOnce(&mut Families)) -> Arc<Page> {
         let mut fams = Families::new();
@@ -551,13 +637,18 @@ mod tests {
 
     #[test]
     fn parse_line_reads_what_write_sample_writes() {
-        let (n, l, v) = parse_line(r#"a_b{x="1",y="q\"\\\n,}"} 3.5"#).unwrap();
+        let mut l = Vec::new();
+        let (n, v) = parse_line(r#"a_b{x="1",y="q\"\\\n,}"} 3.5"#, &mut l).unwrap();
         assert_eq!(n, "a_b");
         assert_eq!(v, "3.5");
-        assert_eq!(l[1].value, "q\"\\\n,}");
-        let (n, l, v) = parse_line("plain 7").unwrap();
+        assert_eq!(l[0].1, "1");
+        assert!(matches!(l[0].1, Cow::Borrowed(_)));
+        assert_eq!(l[1].1, "q\"\\\n,}");
+        let mut l = Vec::new();
+        let (n, v) = parse_line("plain 7", &mut l).unwrap();
         assert_eq!((n, l.len(), v), ("plain", 0, "7"));
-        assert!(parse_line("garbage").is_none());
-        assert!(parse_line(r#"x{a="unterminated} 1"#).is_none());
+        assert!(parse_line("garbage", &mut Vec::new()).is_none());
+        assert!(parse_line(r#"x{a="unterminated} 1"#, &mut Vec::new()).is_none());
+        assert!(parse_line(r#"x{a="esc\"unterminated} 1"#, &mut Vec::new()).is_none());
     }
 }
