@@ -1,5 +1,8 @@
 //! Embeds the committed BPF objects (`bpf-asm/*.bpf.o`) so that building
 //! netsleuth never needs clang; `make -C bpf-asm verify` keeps them honest.
+//! Objects whose kprobe programs read `struct pt_regs` (or that name
+//! per-architecture kernel symbols) also exist as `bpf-asm/arm64/*.bpf.o`:
+//! an aarch64 build embeds those instead (bpf-asm/Makefile).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -7,6 +10,13 @@ use std::path::Path;
 fn main() {
     let dir = Path::new("bpf-asm");
     println!("cargo:rerun-if-changed=bpf-asm");
+    println!("cargo:rerun-if-changed=bpf-asm/arm64");
+    // The per-architecture folder of the target, if it has one (x86_64 is bpf-asm/ itself).
+    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    let arch_dir = match arch.as_str() {
+        "aarch64" => Some(dir.join("arm64")),
+        _ => None,
+    };
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
@@ -20,7 +30,9 @@ fn main() {
         "/// Embedded BPF objects: (name without `.bpf.o`, bytes).\npub static OBJECTS: &[(&str, &[u8])] = &[\n",
     );
     for n in &names {
-        let path = std::fs::canonicalize(dir.join(n)).expect("canonical path of a BPF object");
+        let own = arch_dir.as_ref().map(|d| d.join(n)).filter(|p| p.is_file());
+        let path = std::fs::canonicalize(own.unwrap_or_else(|| dir.join(n)))
+            .expect("canonical path of a BPF object");
         println!("cargo:rerun-if-changed={}", path.display());
         writeln!(
             out,

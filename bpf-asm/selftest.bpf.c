@@ -131,30 +131,41 @@ int net_dev_queue_b(void *ctx)
 /*
  * Function probes on getppid(2), which the self-test calls N times: kprobes
  * attach by kallsyms name (the syscall wrapper), fentry/fexit by BTF FUNC
- * name, and __x64_sys_getppid is only an alias in kallsyms, not in BTF.
+ * name. x86-64: __x64_sys_getppid is only an alias in kallsyms, not in BTF,
+ * so fentry takes __do_sys_getppid. arm64: a syscall without arguments is
+ * __arm64_sys_getppid itself (its SYSCALL_DEFINE0 makes no __do_sys_), in
+ * kallsyms and BTF alike. Built per architecture (bpf-asm/arm64/).
  */
-SEC("kprobe/__x64_sys_getppid")
+#if defined(__TARGET_ARCH_arm64)
+#define GETPPID_KSYM "__arm64_sys_getppid"
+#define GETPPID_BTF "__arm64_sys_getppid"
+#else
+#define GETPPID_KSYM "__x64_sys_getppid"
+#define GETPPID_BTF "__do_sys_getppid"
+#endif
+
+SEC("kprobe/" GETPPID_KSYM)
 int kprobe_getppid(void *ctx)
 {
 	count(4);
 	return 0;
 }
 
-SEC("kretprobe/__x64_sys_getppid")
+SEC("kretprobe/" GETPPID_KSYM)
 int kretprobe_getppid(void *ctx)
 {
 	count(5);
 	return 0;
 }
 
-SEC("fentry/__do_sys_getppid")
+SEC("fentry/" GETPPID_BTF)
 int fentry_getppid(__u64 *ctx)
 {
 	count(6);
 	return 0;
 }
 
-SEC("fexit/__do_sys_getppid")
+SEC("fexit/" GETPPID_BTF)
 int fexit_getppid(__u64 *ctx)
 {
 	count(7);

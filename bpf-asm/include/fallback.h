@@ -6,9 +6,15 @@
  * the tracepoint sits in, sharing the tracepoint programs' handlers.
  *
  * fentry/fexit: `ctx` is the function's arguments as __u64 (fexit: then the
- * return value), like tp_btf. kprobe: `ctx` is the x86-64 `struct pt_regs`
- * (System V argument registers, read through CO-RE: the kernel's own
- * layout); these objects are built for x86-64 only.
+ * return value), like tp_btf: architecture-neutral. kprobe: `ctx` is the
+ * kernel's `struct pt_regs`, whose layout is per architecture, read through
+ * CO-RE (the kernel's own offsets). Every object including this header is
+ * built once per target architecture (the Makefile defines __TARGET_ARCH_x86
+ * for bpf-asm/NAME.bpf.o, __TARGET_ARCH_arm64 for bpf-asm/arm64/NAME.bpf.o):
+ *   x86-64: arguments in di, si, dx, cx (System V), the return value in ax,
+ *           the return address at the stack pointer on entry;
+ *   arm64:  arguments in x0-x3, the return value in x0, the return address
+ *           in the link register x30 on entry (AAPCS64).
  */
 #ifndef NETSLEUTH_FALLBACK_H
 #define NETSLEUTH_FALLBACK_H
@@ -18,6 +24,7 @@
 static __u64 (*bpf_get_current_pid_tgid)(void) = (void *)14;
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
+#if defined(__TARGET_ARCH_x86)
 struct pt_regs___p {
 	unsigned long di;
 	unsigned long si;
@@ -27,12 +34,24 @@ struct pt_regs___p {
 	unsigned long ax;
 	unsigned long sp;
 };
+#elif defined(__TARGET_ARCH_arm64)
+/* The kernel's regs[31] sits in an anonymous struct in an anonymous union:
+ * CO-RE finds it by name through both. */
+struct pt_regs___p {
+	unsigned long regs[31];
+	unsigned long sp;
+	unsigned long pc;
+};
+#else
+#error "fallback.h: define __TARGET_ARCH_x86 or __TARGET_ARCH_arm64 (bpf-asm/Makefile does)"
+#endif
 
 struct socket___p {
 	struct sock___p *sk;
 };
 #pragma clang attribute pop
 
+#if defined(__TARGET_ARCH_x86)
 #define KARG0(ctx) (((struct pt_regs___p *)(ctx))->di)
 #define KARG1(ctx) (((struct pt_regs___p *)(ctx))->si)
 #define KARG2(ctx) (((struct pt_regs___p *)(ctx))->dx)
@@ -47,6 +66,19 @@ static __always_inline __u64 kprobe_caller(void *ctx)
 	bpf_probe_read_kernel(&ret, sizeof(ret), (void *)((struct pt_regs___p *)ctx)->sp);
 	return ret;
 }
+#else /* __TARGET_ARCH_arm64 */
+#define KARG0(ctx) (((struct pt_regs___p *)(ctx))->regs[0])
+#define KARG1(ctx) (((struct pt_regs___p *)(ctx))->regs[1])
+#define KARG2(ctx) (((struct pt_regs___p *)(ctx))->regs[2])
+#define KARG3(ctx) (((struct pt_regs___p *)(ctx))->regs[3])
+#define KRET(ctx) (((struct pt_regs___p *)(ctx))->regs[0])
+
+/* A kprobe at a function's entry: the return address (the caller) is in the link register. */
+static __always_inline __u64 kprobe_caller(void *ctx)
+{
+	return ((struct pt_regs___p *)ctx)->regs[30];
+}
+#endif
 
 #ifdef FALLBACK_KPROBE_STASH
 static long (*fallback_map_delete)(void *map, const void *key) = (void *)3;
