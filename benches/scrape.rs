@@ -13,23 +13,11 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 fn sh(cmd: &str) {
     let st = Command::new("sh").arg("-c").arg(cmd).status().unwrap();
     assert!(st.success(), "{cmd}");
-}
-
-fn batch(lines: &[String]) {
-    let mut c = Command::new("ip")
-        .args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin
-        .take()
-        .unwrap()
-        .write_all(lines.join("\n").as_bytes())
-        .unwrap();
-    assert!(c.wait().unwrap().success());
 }
 
 /// GET over HTTP/1.1 as Prometheus does (so a streamed page arrives chunked); returns the body
@@ -271,7 +259,7 @@ fn main() {
             addrs.push(format!("netns exec {name} ip link set lo up"));
             made.push(name);
         }
-        batch(&lines);
+        assert!(common::ip_batch(&lines));
         for a in &addrs {
             sh(&format!("ip {a}"));
         }

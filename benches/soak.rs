@@ -42,23 +42,6 @@ fn sh(cmd: &str, args: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// `ip -batch` of the lines (one process for a whole batch of namespaces).
-fn ip_batch(lines: &[String]) {
-    let mut c = Command::new("ip")
-        .args(["-force", "-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    c.stdin
-        .take()
-        .unwrap()
-        .write_all(lines.join("\n").as_bytes())
-        .unwrap();
-    let _ = c.wait();
-}
-
 /// One scrape; its body.
 fn scrape(addr: &str) -> Option<String> {
     let mut s = TcpStream::connect(addr).ok()?;
@@ -264,7 +247,7 @@ fn main() {
         let now = Instant::now();
         if now >= next_churn {
             let del: Vec<String> = batch.iter().map(|n| format!("netns del {n}")).collect();
-            ip_batch(&del);
+            common::ip_batch(&del);
             batch.clear();
             gen += 1;
             let mut add = Vec::new();
@@ -278,7 +261,7 @@ fn main() {
                 add.push(format!("link set nsk{tag}g{}v{i} up", gen % 2));
                 batch.push(name);
             }
-            ip_batch(&add);
+            common::ip_batch(&add);
             for n in &batch {
                 make_events(n);
             }
@@ -318,7 +301,7 @@ fn main() {
     let _ = child.kill();
     let _ = child.wait();
     let del: Vec<String> = batch.iter().map(|n| format!("netns del {n}")).collect();
-    ip_batch(&del);
+    common::ip_batch(&del);
     let _ = std::fs::remove_dir_all(&dir);
     samples.push(last);
 
