@@ -44,6 +44,8 @@ struct Offers {
     functions: HashSet<String>,
     /// The tracefs events folder, when there is one.
     events: Option<std::path::PathBuf>,
+    /// No source gives kernel BTF (`KError::MissingBtf`, reported once by `btf.source`).
+    no_btf: bool,
 }
 
 impl Offers {
@@ -85,10 +87,15 @@ impl Offers {
             .ok()
             .map(|t| t.join("events"))
             .filter(|e| e.is_dir());
+        let no_btf = matches!(
+            bpf::target_btf::target(&BtfSources::default()),
+            Err(KError::MissingBtf { .. })
+        );
         Offers {
             families,
             functions,
             events,
+            no_btf,
         }
     }
 
@@ -166,9 +173,9 @@ fn not_attached(
     error: &str,
     offers: &Offers,
 ) -> (Status, String) {
-    // No kernel BTF anywhere (KError::MissingBtf, reported once by btf.source): the kernel
-    // cannot run the probe, it is not the loader failing.
-    if error.contains("no kernel BTF found") {
+    // No kernel BTF anywhere and the probe's object has CO-RE relocations: the kernel cannot
+    // run it, it is not the loader failing.
+    if offers.no_btf && !probes::probes_needing_btf(&[kind]).is_empty() {
         return (
             Status::Unsupported,
             format!("{error} (no kernel BTF here: see btf.source)"),
@@ -636,6 +643,7 @@ mod tests {
             families: vec![("fentry", f(fentry)), ("kprobe", f(kprobe))],
             functions: functions.iter().map(|s| s.to_string()).collect(),
             events: None,
+            no_btf: false,
         }
     }
 
