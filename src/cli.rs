@@ -448,6 +448,11 @@ fn serve(args: Args) -> i32 {
         Some(r) => netsleuth_attributor(r),
         None => crate::attribution::Attributor::none(),
     };
+    // Netlink sockets are kept per namespace (2 fds each): a shell's soft limit of 1024
+    // would cap that near 250 namespaces.
+    if let Err(e) = crate::sys::raise_nofile_limit() {
+        log::warn!("cannot raise RLIMIT_NOFILE to its hard limit: {e}");
+    }
     let inventory = Arc::new(Inventory::with_options(
         "/proc",
         crate::inventory::Options {

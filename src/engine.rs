@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use crate::collectors::{CollectError, Collector, MapCollector, NetnsCtx, Scope};
+use crate::collectors::{CollectError, Collector, MapCollector, NetnsCtx, NetnsHandles, Scope};
 use crate::config::Config;
 use crate::inventory::{self, Entity, EntityKind, Inventory, Snapshot};
 use crate::model::{Families, MetricKind, Page, Sink, Value};
@@ -25,6 +25,9 @@ pub struct ActiveProbes {
     pub node: Vec<Arc<dyn Collector>>,
     /// Kernel-map probes (eBPF): collected once per scrape, series keyed by netns inode.
     pub maps: Vec<Arc<dyn MapCollector>>,
+    /// The netlink protocols the namespace probes dump (their union): a socket of each is
+    /// kept open per namespace.
+    protocols: Vec<isize>,
 }
 
 impl ActiveProbes {
@@ -38,10 +41,17 @@ impl ActiveProbes {
                 Scope::Node => node.push(c),
             }
         }
+        let mut protocols: Vec<isize> = netns
+            .iter()
+            .flat_map(|c| c.netlink_protocols().iter().copied())
+            .collect();
+        protocols.sort_unstable();
+        protocols.dedup();
         ActiveProbes {
             netns,
             node,
             maps: Vec::new(),
+            protocols,
         }
     }
 
@@ -117,6 +127,8 @@ pub struct Stats {
     pub reloads_failed: AtomicU64,
     pub last_reload_ok: AtomicU64,
     pub identity_changes: AtomicU64,
+    /// Times a collection worker entered a namespace (`setns`).
+    pub enters: AtomicU64,
 }
 
 struct Pending {
@@ -150,12 +162,16 @@ impl Engine {
         let (tx, rx) = bounded::<Job>(8192);
         let proc_root: PathBuf = inventory.proc_root().to_path_buf();
         let can_enter = inventory.can_enter();
-        for i in 0..workers {
-            let rx = rx.clone();
-            let proc_root = proc_root.clone();
-            spawn_worker(i, rx, proc_root, can_enter);
-        }
         let stats = Arc::new(Stats::default());
+        for i in 0..workers {
+            let w = Worker {
+                proc_root: proc_root.clone(),
+                can_enter,
+                inventory: inventory.clone(),
+                stats: stats.clone(),
+            };
+            spawn_worker(i, rx.clone(), w);
+        }
         stats.last_reload_ok.store(1, Ordering::Relaxed);
         Arc::new(Engine {
             probes: RwLock::new(Arc::new(ActiveProbes::from_config(cfg))),
@@ -182,6 +198,8 @@ impl Engine {
     /// Replace the probes (config reload). A scrape in flight finishes with the old set.
     pub fn set_probes(&self, p: ActiveProbes) {
         *self.probes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
+        // The new probes may read other files or dump over other protocols.
+        self.inventory.forget_all_handles();
     }
 
     /// Replace only the kernel-map probes (the eBPF probe set), keeping the others.
@@ -461,6 +479,23 @@ impl Engine {
                 Value::U64(self.stats.identity_changes.load(Ordering::Relaxed)),
             );
             s.emit(
+                "netsleuth_netns_enters_total",
+                "Times collection entered a network namespace (setns): once per namespace to open its netlink sockets (and, without a process in it, its files), then only for the ipvs probe or past the kept-fd budget.",
+                MetricKind::Counter,
+                &[],
+                Value::U64(self.stats.enters.load(Ordering::Relaxed)),
+            );
+            let (kept_sockets, kept_files) = self.inventory.kept_counts();
+            for (kind, n) in [("netlink", kept_sockets), ("procfs", kept_files)] {
+                s.emit(
+                    "netsleuth_netns_kept_fds",
+                    "File descriptors kept open for collection, bound to their namespaces: netlink sockets (one per protocol) and procfs files.",
+                    MetricKind::Gauge,
+                    &[("kind", kind)],
+                    Value::U64(n as u64),
+                );
+            }
+            s.emit(
                 "netsleuth_scrape_timeouts_total",
                 "Namespaces left uncollected because a scrape's deadline passed.",
                 MetricKind::Counter,
@@ -534,7 +569,16 @@ impl Tally {
     }
 }
 
-fn spawn_worker(i: usize, rx: Receiver<Job>, proc_root: PathBuf, can_enter: bool) {
+/// What a collection worker needs besides its jobs.
+struct Worker {
+    proc_root: PathBuf,
+    can_enter: bool,
+    /// Where the namespaces' kept netlink sockets are.
+    inventory: Arc<Inventory>,
+    stats: Arc<Stats>,
+}
+
+fn spawn_worker(i: usize, rx: Receiver<Job>, w: Worker) {
     let r = std::thread::Builder::new()
         .name(format!("collect-{i}"))
         .spawn(move || {
@@ -549,7 +593,7 @@ fn spawn_worker(i: usize, rx: Receiver<Job>, proc_root: PathBuf, can_enter: bool
                 if Instant::now() >= job.deadline {
                     continue;
                 }
-                let r = collect_entity(&job.entity, &job.probes, &proc_root, can_enter, &home);
+                let r = collect_entity(&job.entity, &job.probes, &w, &home);
                 job.batch.put(job.index, r);
             }
         });
@@ -565,17 +609,44 @@ static PIECE_HINT: AtomicUsize = AtomicUsize::new(0);
 fn collect_entity(
     e: &Entity,
     probes: &ActiveProbes,
-    proc_root: &Path,
-    can_enter: bool,
+    w: &Worker,
     home: &(std::os::fd::OwnedFd, u64),
 ) -> JobResult {
+    let r = collect_entity_in(e, probes, w, home);
+    if !matches!(r, JobResult::Collected { .. }) {
+        // Gone or replaced: what is kept open would only hold a dead namespace alive.
+        w.inventory.forget_handles(e.inode);
+    }
+    r
+}
+
+fn collect_entity_in(
+    e: &Entity,
+    probes: &ActiveProbes,
+    w: &Worker,
+    home: &(std::os::fd::OwnedFd, u64),
+) -> JobResult {
+    let proc_root = w.proc_root.as_path();
     // Sized like the last namespace's text (they are alike): no growing through a dozen
     // reallocations per namespace.
     let mut fams = Families::with_capacity(PIECE_HINT.load(Ordering::Relaxed));
     let mut runs = Vec::with_capacity(probes.netns.len());
     let (home_fd, home_ino) = home;
     let at_home = e.inode == *home_ino;
-    let want_enter = !at_home && can_enter && (probes.needs_entered() || e.pids.is_empty());
+    let protocols = probes.protocols.as_slice();
+    // What is kept open for this namespace: sockets and files bound to it, so that neither
+    // entering nor opening is needed.
+    let kept = w.inventory.kept_handles(e);
+    let sockets_kept = kept.as_ref().is_some_and(|k| k.sockets.has_all(protocols));
+    let files_kept = kept.as_ref().is_some_and(|k| k.is_complete());
+    // Enter only for what cannot be reached from outside: a probe that must run inside
+    // (ipvs), netlink sockets not kept yet (to open them, once), or files not kept yet in a
+    // named namespace without a process (procfs shows a namespace only through a process in
+    // it, or through files opened inside it).
+    let want_enter = !at_home
+        && w.can_enter
+        && (probes.needs_entered() || !sockets_kept || (e.pids.is_empty() && !files_kept));
+    let mut kept_only = false;
 
     // Where to read the namespace's files, and whether we are inside it.
     let (net_dir, entered) = if at_home {
@@ -589,6 +660,7 @@ fn collect_entity(
                 return JobResult::Vanished;
             }
         }
+        w.stats.enters.fetch_add(1, Ordering::Relaxed);
         // The inode matched; the cookie proves it is the namespace we labelled, not a new
         // one that got a recycled inode.
         if let (Some(want), Some(got)) = (e.cookie, sys::current_netns_cookie()) {
@@ -598,6 +670,17 @@ fn collect_entity(
             }
         }
         (PathBuf::from("/proc/thread-self/net"), true)
+    } else if e.pids.is_empty() && files_kept && sockets_kept {
+        // A named namespace without a process, everything kept: read it from here. It is
+        // gone once its mount is (the kept files alone hold it alive).
+        if !still_exists(e, proc_root) {
+            return JobResult::Vanished;
+        }
+        kept_only = true;
+        (
+            e.mount.clone().unwrap_or_else(|| PathBuf::from(&e.name)),
+            false,
+        )
     } else {
         match e.pids.iter().find(|p| {
             std::fs::read_link(proc_root.join(p.to_string()).join("ns/net"))
@@ -629,17 +712,50 @@ fn collect_entity(
         }
     };
 
+    // Keep what this collection opens, for the next ones. Sockets only from inside (or at
+    // home); files wherever they are opened (through a process's `net` directory too).
+    let kept = match kept {
+        Some(k) => Some(k),
+        None if entered || !e.pids.is_empty() => {
+            let cookie = if entered {
+                sys::current_netns_cookie()
+            } else {
+                e.cookie
+            };
+            let k = Arc::new(NetnsHandles::new(cookie));
+            // Past the fd budget they serve this collection only.
+            w.inventory.keep_handles(e.inode, k.clone());
+            Some(k)
+        }
+        None => None,
+    };
+    if let Some(k) = &kept {
+        if entered {
+            // From inside, every file asked for is opened and kept.
+            k.take_complete();
+            if !protocols.is_empty() {
+                if let Err(err) = k.sockets.open_missing(protocols) {
+                    log::debug!("netns {}: cannot open netlink sockets: {err}", e.inode);
+                }
+            }
+        }
+    }
+
     {
         // Per-process probes sum over `proc_pids` (the host's leave out host-network pods,
         // which are reported as their own groups).
-        let ctx = NetnsCtx::new(e.inode, net_dir, proc_root, entered, &e.proc_pids)
-            .with_host(e.kind == EntityKind::Host);
+        let mut ctx = NetnsCtx::new(e.inode, net_dir, proc_root, entered, &e.proc_pids)
+            .with_host(e.kind == EntityKind::Host)
+            .with_handles(kept);
+        if kept_only {
+            ctx = ctx.kept_only();
+        }
         let mut sink = fams.sink(&e.labels);
         for c in &probes.netns {
             let t = Instant::now();
             let result = if e.group && !c.per_process() {
                 Ok(())
-            } else if c.needs_entered() && !entered {
+            } else if (c.needs_entered() && !entered) || !ctx.reaches(c.netlink_protocols()) {
                 Err(CollectError::Failed(format!(
                     "{} needs to enter netns {} and cannot (setns needs CAP_SYS_ADMIN)",
                     c.name(),

@@ -26,6 +26,26 @@ pub fn open_netns(path: &Path) -> io::Result<(OwnedFd, u64)> {
     Ok((OwnedFd::from(f), ino))
 }
 
+/// The soft `RLIMIT_NOFILE`: how many file descriptors this process may hold.
+pub fn nofile_limit() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024)
+}
+
+/// Raise the soft `RLIMIT_NOFILE` to the hard limit (a shell's 1024 next to a hard limit of
+/// 512k is common): the exporter keeps netlink sockets per namespace. Returns the new soft
+/// limit.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+        return Ok(hard);
+    }
+    Ok(soft)
+}
+
 /// The calling thread's own network namespace, to return to after [`enter_netns`].
 pub fn thread_netns() -> io::Result<(OwnedFd, u64)> {
     open_netns(Path::new("/proc/thread-self/ns/net"))

@@ -87,6 +87,11 @@ pub struct NetnsCtx<'a> {
     pub pids: &'a [i32],
     /// True for the host (initial) namespace: node-global figures are exported only there.
     pub host: bool,
+    /// Sockets and files kept open for this namespace (see [`NetnsHandles`]).
+    handles: Option<std::sync::Arc<NetnsHandles>>,
+    /// Files can only come from `handles` (a namespace without a process, not entered):
+    /// `net_dir` names the namespace for messages but is not read.
+    kept_only: bool,
     cache: RefCell<HashMap<&'static str, FileResult>>,
     /// `net_dir` opened once, so each file is one `openat` away: walking
     /// `/proc/thread-self/net/<file>` from the root for every file was a tenth of a scrape.
@@ -162,6 +167,8 @@ impl<'a> NetnsCtx<'a> {
             entered,
             pids,
             host: false,
+            handles: None,
+            kept_only: false,
             cache: RefCell::new(HashMap::default()),
             dir: RefCell::new(None),
             parsed: RefCell::new(HashMap::default()),
@@ -172,6 +179,47 @@ impl<'a> NetnsCtx<'a> {
     pub fn with_host(mut self, host: bool) -> Self {
         self.host = host;
         self
+    }
+
+    /// Give the collectors the sockets and files kept open for this namespace.
+    pub fn with_handles(mut self, handles: Option<std::sync::Arc<NetnsHandles>>) -> Self {
+        self.handles = handles;
+        self
+    }
+
+    /// Read files only from the kept handles (see [`NetnsCtx::kept_only`]).
+    pub fn kept_only(mut self) -> Self {
+        self.kept_only = true;
+        self
+    }
+
+    /// Run `f` with a netlink socket of `protocol` in this namespace: the one kept for it, or,
+    /// when the calling thread is inside the namespace and none is kept, a new one (closed
+    /// afterwards). Neither: [`netlink::NlError::NoSocket`].
+    pub fn netlink<T>(
+        &self,
+        protocol: isize,
+        f: impl FnOnce(&mut netlink::DumpSocket) -> Result<T, netlink::NlError>,
+    ) -> Result<T, netlink::NlError> {
+        if let Some(h) = &self.handles {
+            if h.sockets.has_all(&[protocol]) {
+                return h.sockets.with(protocol, f);
+            }
+        }
+        if self.entered {
+            return f(&mut netlink::DumpSocket::open(protocol)?);
+        }
+        Err(netlink::NlError::NoSocket)
+    }
+
+    /// Whether [`NetnsCtx::netlink`] can reach this namespace with each of `protocols`.
+    pub fn reaches(&self, protocols: &[isize]) -> bool {
+        protocols.is_empty()
+            || self.entered
+            || self
+                .handles
+                .as_ref()
+                .is_some_and(|h| h.sockets.has_all(protocols))
     }
 
     /// Read `<net_dir>/<rel>` (e.g. `snmp`, `stat/nf_conntrack`), cached per namespace. A
@@ -207,6 +255,27 @@ impl<'a> NetnsCtx<'a> {
 
     fn read_net_uncached(&self, rel: &'static str) -> Result<Vec<u8>, CollectError> {
         let path = || self.net_dir.join(rel);
+        if let Some(h) = &self.handles {
+            if let Some(r) = h.read_kept(rel, expected_size(rel)) {
+                let data = r.map_err(|e| io_error(&path(), e))?;
+                SIZES.with(|s| s.borrow_mut().insert(rel, data.len()));
+                return Ok(data);
+            }
+            if self.kept_only {
+                if h.is_missing(rel) {
+                    return Err(io_error(
+                        &path(),
+                        std::io::Error::from(std::io::ErrorKind::NotFound),
+                    ));
+                }
+                // Only a thread inside can open it: the next collection enters.
+                h.mark_incomplete();
+                return Err(CollectError::Failed(format!(
+                    "{}: not open yet in this namespace without a process; read from inside it at the next scrape",
+                    path().display()
+                )));
+            }
+        }
         let opened = if self.entered && self.net_dir == Path::new(THREAD_NET) {
             SELF_NET.with(|d| match d {
                 Ok(d) => Some(open_in(d, rel)),
@@ -232,13 +301,138 @@ impl<'a> NetnsCtx<'a> {
         };
         match opened {
             Ok(f) => {
-                let data = read_sized(f, &path(), expected_size(rel))?;
+                let data = read_sized(&f, &path(), expected_size(rel))?;
                 SIZES.with(|s| s.borrow_mut().insert(rel, data.len()));
+                if let Some(h) = &self.handles {
+                    h.keep_file(rel, f);
+                }
                 Ok(data)
             }
-            Err(e) => Err(io_error(&path(), e)),
+            Err(e) => {
+                if let Some(h) = &self.handles {
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        h.note_missing(rel);
+                    }
+                }
+                Err(io_error(&path(), e))
+            }
         }
     }
+}
+
+/// What collection keeps open for one network namespace, so that a scrape neither enters it
+/// nor opens anything in it: its netlink sockets, and the procfs `net` files it read. Both
+/// stay bound to the namespace they were opened in, wherever the thread using them is (a
+/// procfs net file is tied to its namespace at open; reading it again from offset 0
+/// regenerates it), so a namespace without any process is read without `setns` too.
+///
+/// Each one holds a reference on the namespace, so the namespace (and its inode number)
+/// lives on while they are open: the inventory closes them at the scan that no longer finds
+/// the namespace, and collection the moment it finds the namespace gone.
+pub struct NetnsHandles {
+    /// The namespace's cookie when they were opened (`None` without `SO_NETNS_COOKIE`).
+    pub cookie: Option<u64>,
+    pub sockets: netlink::KeptSockets,
+    files: std::sync::Mutex<KeptFiles>,
+    /// A file was asked for that is not kept, in a namespace only a thread inside can open
+    /// files in: the next collection enters it.
+    incomplete: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Default)]
+struct KeptFiles {
+    open: Vec<(&'static str, std::fs::File)>,
+    /// Files that did not exist in the namespace when asked for.
+    missing: Vec<&'static str>,
+}
+
+impl NetnsHandles {
+    pub fn new(cookie: Option<u64>) -> Self {
+        NetnsHandles {
+            cookie,
+            sockets: netlink::KeptSockets::default(),
+            files: std::sync::Mutex::new(KeptFiles::default()),
+            incomplete: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn files(&self) -> std::sync::MutexGuard<'_, KeptFiles> {
+        self.files.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `rel` read again from its start, if it is kept. A read that fails closes it.
+    fn read_kept(&self, rel: &str, expect: usize) -> Option<std::io::Result<Vec<u8>>> {
+        let mut files = self.files();
+        let i = files.open.iter().position(|(r, _)| *r == rel)?;
+        let r = pread_all(&files.open[i].1, expect);
+        if r.is_err() {
+            files.open.swap_remove(i);
+        }
+        Some(r)
+    }
+
+    fn keep_file(&self, rel: &'static str, f: std::fs::File) {
+        let mut files = self.files();
+        files.missing.retain(|m| *m != rel);
+        if !files.open.iter().any(|(r, _)| *r == rel) {
+            files.open.push((rel, f));
+        }
+    }
+
+    fn note_missing(&self, rel: &'static str) {
+        let mut files = self.files();
+        if !files.missing.contains(&rel) {
+            files.missing.push(rel);
+        }
+    }
+
+    fn is_missing(&self, rel: &str) -> bool {
+        self.files().missing.contains(&rel)
+    }
+
+    fn mark_incomplete(&self) {
+        self.incomplete
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether every file asked for so far is kept (or known missing). Cleared by the caller
+    /// before a collection from inside the namespace, which opens what is not kept.
+    pub fn take_complete(&self) -> bool {
+        !self
+            .incomplete
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether a collection from outside can read everything asked for so far.
+    pub fn is_complete(&self) -> bool {
+        !self.incomplete.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Kept netlink sockets and kept files.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.sockets.len(), self.files().open.len())
+    }
+}
+
+/// Read a whole procfs file from offset 0 (`pread`, so a kept file needs no seek): at offset
+/// 0 a seq_file starts over, showing the kernel's figures now.
+fn pread_all(f: &std::fs::File, expect: usize) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut out = vec![0u8; expect.max(1024)];
+    let mut n = 0;
+    loop {
+        if n == out.len() {
+            out.resize(out.len() * 2, 0);
+        }
+        match f.read_at(&mut out[n..], n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    out.truncate(n);
+    Ok(out)
 }
 
 /// The `net` directory of the calling thread's network namespace.
@@ -279,14 +473,14 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>, CollectError> {
 }
 
 fn read_all(f: std::fs::File, path: &Path) -> Result<Vec<u8>, CollectError> {
-    read_sized(f, path, 4096)
+    read_sized(&f, path, 4096)
 }
 
 /// Read a whole file into a buffer of `expect` bytes (grown if the file is larger). procfs
 /// reports size 0, so `fs::read` would probe with 32-byte reads and grow from there (ten
 /// syscalls for snmp6), and `File::read_to_end` would stat and seek first: reading through
 /// `take` into a buffer already big enough is one read() for the data and one for the end.
-fn read_sized(f: std::fs::File, path: &Path, expect: usize) -> Result<Vec<u8>, CollectError> {
+fn read_sized(f: &std::fs::File, path: &Path, expect: usize) -> Result<Vec<u8>, CollectError> {
     use std::io::Read;
     let mut out = Vec::with_capacity(expect);
     match f.take(u64::MAX).read_to_end(&mut out) {
@@ -327,8 +521,14 @@ pub trait Collector: Send + Sync {
     fn scope(&self) -> Scope {
         Scope::Netns
     }
-    /// True if the probe can only work from inside the namespace (netlink, sysctls): the engine
-    /// then enters the namespace before calling it.
+    /// The netlink protocols (`netlink_sys::protocols::NETLINK_ROUTE`...) the probe dumps
+    /// through [`NetnsCtx::netlink`]. The engine keeps a socket of each open per namespace,
+    /// entering a namespace once to open them, and not at all after that.
+    fn netlink_protocols(&self) -> &'static [isize] {
+        &[]
+    }
+    /// True if the probe must run inside the namespace (ipvs's generic netlink, whose socket
+    /// is not kept): the engine then enters the namespace before calling it, every scrape.
     fn needs_entered(&self) -> bool {
         false
     }

@@ -297,9 +297,8 @@ fn add_link_stats(ty: u16, payload: &[u8], out: &mut Vec<LinkStats>) -> Result<(
     Ok(())
 }
 
-/// Dump every link of the calling thread's namespace with its statistics.
-pub fn dump_link_stats() -> Result<Vec<LinkStats>, NlError> {
-    let mut sock = DumpSocket::open(netlink_sys::protocols::NETLINK_ROUTE)?;
+/// Dump every link of the socket's namespace with its statistics.
+pub fn dump_link_stats(sock: &mut DumpSocket) -> Result<Vec<LinkStats>, NlError> {
     let mut out = Vec::new();
     sock.dump(
         RouteNetlinkMessage::GetLink(LinkMessage::default()),
@@ -358,16 +357,21 @@ impl Collector for NetdevProbe {
         "netdev"
     }
 
-    fn needs_entered(&self) -> bool {
-        self.netlink
+    fn netlink_protocols(&self) -> &'static [isize] {
+        if self.netlink {
+            &[netlink_sys::protocols::NETLINK_ROUTE]
+        } else {
+            &[]
+        }
     }
 
     fn collect(&self, ctx: &NetnsCtx, out: &mut dyn Sink) -> Result<(), CollectError> {
         self.collect_procfs(ctx, out)?;
-        // The engine enters the namespace for a probe that `needs_entered`; only a caller
-        // that reads a directory of files (the fixtures) gets here without.
-        if self.netlink && ctx.entered {
-            let links = dump_link_stats()
+        // The engine gives a probe with netlink protocols a way into the namespace; only a
+        // caller that reads a directory of files (the fixtures) gets here without.
+        if self.netlink && ctx.reaches(self.netlink_protocols()) {
+            let links = ctx
+                .netlink(netlink_sys::protocols::NETLINK_ROUTE, dump_link_stats)
                 .map_err(|e| CollectError::Failed(format!("rtnetlink RTM_GETLINK dump: {e}")))?;
             self.emit_netlink(&links, out);
         }
@@ -548,10 +552,11 @@ face |bytes packets errs drop fifo frame compressed multicast nohandler|bytes pa
             8,
             "default: bytes, packets, errs, drop each way"
         );
-        // `.*` selects the netlink columns too: the probe then needs the namespace entered
-        // (a directory of fixture files has only the procfs columns).
+        // `.*` selects the netlink columns too: the probe then needs an rtnetlink socket in the
+        // namespace (kept, or opened inside it; a directory of fixture files has only the
+        // procfs columns).
         let c = build_probe(specs(), "netdev", "{fields: '.*'}");
-        assert!(c.needs_entered());
+        assert!(!c.netlink_protocols().is_empty());
         let (text, r) = run(c.as_ref(), "6.18", &[]);
         r.unwrap();
         lint_rendering(&text);
@@ -686,7 +691,9 @@ face |bytes packets errs drop fifo frame compressed multicast nohandler|bytes pa
         );
         assert!(text.contains("# HELP netsleuth_netdev_receive_otherhost_dropped_total Received packets dropped because they were addressed to another host's MAC (rx_otherhost_dropped), by the network device (rtnetlink IFLA_STATS64).\n"));
         // The default fields need no netlink and no entering.
-        assert!(!build_probe(specs(), "netdev", "").needs_entered());
+        assert!(build_probe(specs(), "netdev", "")
+            .netlink_protocols()
+            .is_empty());
     }
 
     #[test]

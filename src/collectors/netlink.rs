@@ -52,6 +52,9 @@ pub enum NlError {
     Io { what: &'static str, errno: i32 },
     /// No complete reply within [`DUMP_TIMEOUT`].
     Timeout,
+    /// No socket of this protocol is kept for the namespace and the collecting thread is not
+    /// inside it, so none can be opened there.
+    NoSocket,
 }
 
 /// `ENOENT`, `EINVAL`... for an errno number, or the number.
@@ -81,6 +84,10 @@ impl fmt::Display for NlError {
                 std::io::Error::from_raw_os_error(*errno)
             ),
             NlError::Timeout => write!(f, "no reply within {}s", DUMP_TIMEOUT.as_secs()),
+            NlError::NoSocket => write!(
+                f,
+                "no netlink socket kept for this namespace and the thread is not inside it"
+            ),
         }
     }
 }
@@ -365,6 +372,72 @@ impl DumpSocket {
     }
 }
 
+/// Netlink sockets kept open for one network namespace (see
+/// [`super::NetnsHandles`]): a netlink socket stays bound to the namespace it was created in,
+/// wherever the thread that uses it is. They are opened once, by a thread inside the
+/// namespace.
+#[derive(Default)]
+pub struct KeptSockets {
+    socks: std::sync::Mutex<Vec<(isize, DumpSocket)>>,
+}
+
+impl KeptSockets {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(isize, DumpSocket)>> {
+        self.socks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Open a socket for each of `protocols` not kept yet. The calling thread must be inside
+    /// the namespace these sockets are kept for.
+    pub fn open_missing(&self, protocols: &[isize]) -> Result<(), NlError> {
+        let mut socks = self.lock();
+        for &p in protocols {
+            if !socks.iter().any(|(q, _)| *q == p) {
+                socks.push((p, DumpSocket::open(p)?));
+            }
+        }
+        Ok(())
+    }
+
+    /// True if a socket of every one of `protocols` is kept.
+    pub fn has_all(&self, protocols: &[isize]) -> bool {
+        let socks = self.lock();
+        protocols.iter().all(|p| socks.iter().any(|(q, _)| q == p))
+    }
+
+    /// How many sockets are kept.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Run `f` with the kept socket of `protocol` ([`NlError::NoSocket`] if there is none).
+    /// A socket whose exchange failed other than by the kernel's answer (a timeout, a
+    /// malformed or truncated reply, a failed call) is closed, not kept: it may still hold
+    /// the rest of a reply. The next collection enters the namespace once to open another.
+    pub fn with<T>(
+        &self,
+        protocol: isize,
+        f: impl FnOnce(&mut DumpSocket) -> Result<T, NlError>,
+    ) -> Result<T, NlError> {
+        let mut socks = self.lock();
+        let i = socks
+            .iter()
+            .position(|(q, _)| *q == protocol)
+            .ok_or(NlError::NoSocket)?;
+        let r = f(&mut socks[i].1);
+        if matches!(
+            r,
+            Err(NlError::Timeout | NlError::Malformed(_) | NlError::Io { .. })
+        ) {
+            socks.swap_remove(i);
+        }
+        r
+    }
+}
+
 /// What a failed `recv` means: `None` to try again (interrupted), else the error; the socket's
 /// receive timeout (`EAGAIN`) is [`NlError::Timeout`].
 fn recv_failure(e: &std::io::Error) -> Option<NlError> {
@@ -633,7 +706,7 @@ mod privileged {
             for spec in tcpsummary::specs().into_iter().chain(qdisc::specs()) {
                 (spec.available)().unwrap_or_else(|e| panic!("{}: {e}", spec.name));
                 let c = (spec.build)(&mut ProbeArgs::new(spec.name)).unwrap();
-                assert!(c.needs_entered());
+                assert!(!c.netlink_protocols().is_empty());
                 c.collect(&ctx, &mut fams.sink("")).unwrap();
             }
             let ss = run(&["ss", "-Htan"]);

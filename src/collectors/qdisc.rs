@@ -333,43 +333,42 @@ impl Collector for QdiscCollector {
         "qdisc"
     }
 
-    fn needs_entered(&self) -> bool {
-        true
+    fn netlink_protocols(&self) -> &'static [isize] {
+        &[netlink_sys::protocols::NETLINK_ROUTE]
     }
 
     fn collect(&self, ctx: &NetnsCtx, out: &mut dyn Sink) -> Result<(), CollectError> {
-        if !ctx.entered {
-            return Err(CollectError::Failed(
-                "qdisc: rtnetlink requires entering the network namespace".into(),
-            ));
-        }
-        let mut sock = open().map_err(|e| CollectError::Failed(format!("rtnetlink: {e}")))?;
         let mut qdiscs = Vec::new();
-        dump_qdiscs(&mut sock, &mut qdiscs)
-            .map_err(|e| CollectError::Failed(format!("rtnetlink RTM_GETQDISC dump: {e}")))?;
-        qdiscs.retain(|q| {
-            self.kinds.is_match(&q.kind)
-                && !self
-                    .kinds_exclude
-                    .as_ref()
-                    .is_some_and(|x| x.is_match(&q.kind))
-        });
-        if qdiscs.is_empty() {
-            return Ok(());
-        }
-        // Links after qdiscs: a link added in between is simply known; one deleted in between
-        // drops its qdiscs rather than mislabelling them.
         let mut links = Vec::new();
-        let mut wanted: Vec<u32> = qdiscs.iter().map(|q| q.ifindex as u32).collect();
-        wanted.sort_unstable();
-        wanted.dedup();
-        if wanted.len() <= GET_LINKS_MAX {
-            get_links(&mut sock, &wanted, &mut links)
-        } else {
-            dump_links(&mut sock, &mut links)
+        let mut step = "RTM_GETQDISC dump";
+        ctx.netlink(netlink_sys::protocols::NETLINK_ROUTE, |sock| {
+            dump_qdiscs(sock, &mut qdiscs)?;
+            qdiscs.retain(|q| {
+                self.kinds.is_match(&q.kind)
+                    && !self
+                        .kinds_exclude
+                        .as_ref()
+                        .is_some_and(|x| x.is_match(&q.kind))
+            });
+            if qdiscs.is_empty() {
+                return Ok(());
+            }
+            // Links after qdiscs: a link added in between is simply known; one deleted in
+            // between drops its qdiscs rather than mislabelling them.
+            step = "RTM_GETLINK";
+            let mut wanted: Vec<u32> = qdiscs.iter().map(|q| q.ifindex as u32).collect();
+            wanted.sort_unstable();
+            wanted.dedup();
+            if wanted.len() <= GET_LINKS_MAX {
+                get_links(sock, &wanted, &mut links)
+            } else {
+                dump_links(sock, &mut links)
+            }
+        })
+        .map_err(|e| CollectError::Failed(format!("rtnetlink {step}: {e}")))?;
+        if !qdiscs.is_empty() {
+            emit(&mut qdiscs, &mut links, out);
         }
-        .map_err(|e| CollectError::Failed(format!("rtnetlink RTM_GETLINK: {e}")))?;
-        emit(&mut qdiscs, &mut links, out);
         Ok(())
     }
 }

@@ -249,57 +249,61 @@ fn dump_into(sock: &mut DumpSocket, family: u8, sum: &mut TcpSummary) -> Result<
     })
 }
 
-/// Dump both families in the calling thread's namespace.
-pub fn read_summary(v4: bool, v6: bool) -> Result<TcpSummary, CollectError> {
-    let mut sum = TcpSummary::default();
+/// Dump the families asked for through the namespace's sock_diag socket.
+pub fn read_summary(ctx: &NetnsCtx, v4: bool, v6: bool) -> Result<TcpSummary, CollectError> {
     if !v4 && !v6 {
-        return Ok(sum);
+        return Ok(TcpSummary::default());
     }
-    let mut sock = DumpSocket::open(netlink_sys::protocols::NETLINK_SOCK_DIAG)
-        .map_err(|e| CollectError::Failed(format!("sock_diag: {e}")))?;
-    if v4 {
-        dump_into(&mut sock, AF_INET, &mut sum).map_err(|e| match e {
-            NlError::Errno(errno) if errno == libc::ENOENT || errno == libc::EINVAL => {
-                CollectError::NotAvailable(format!(
-                    "sock_diag: inet_diag module not available ({})",
+    // Which dump failed, for the error.
+    let mut dump = "";
+    ctx.netlink(netlink_sys::protocols::NETLINK_SOCK_DIAG, |sock| {
+        let mut sum = TcpSummary::default();
+        if v4 {
+            dump = "AF_INET";
+            dump_into(sock, AF_INET, &mut sum)?;
+        }
+        if !v6 {
+            sum.finish();
+            return Ok(sum);
+        }
+        // A namespace without IPv6 still reports IPv4: if the AF_INET6 dump is refused, keep
+        // what IPv4 gave (undoing any part of an IPv6 dump that failed midway).
+        let before = (
+            sum.sockets,
+            sum.unknown_state,
+            sum.rx_queue,
+            sum.tx_queue,
+            sum.listeners.len(),
+        );
+        dump = "AF_INET6";
+        match dump_into(sock, AF_INET6, &mut sum) {
+            Ok(()) => {}
+            Err(NlError::Errno(errno)) => {
+                log::debug!(
+                    "tcpsummary: AF_INET6 dump refused ({}), IPv4 only",
                     errno_name(errno)
-                ))
+                );
+                (sum.sockets, sum.unknown_state, sum.rx_queue, sum.tx_queue) =
+                    (before.0, before.1, before.2, before.3);
+                sum.listeners.truncate(before.4);
             }
-            e => CollectError::Failed(format!("sock_diag AF_INET TCP dump: {e}")),
-        })?;
-    }
-    if !v6 {
+            Err(e) => return Err(e),
+        }
         sum.finish();
-        return Ok(sum);
-    }
-    // A namespace without IPv6 still reports IPv4: if the AF_INET6 dump is refused, keep what
-    // IPv4 gave (undoing any part of an IPv6 dump that failed midway).
-    let before = (
-        sum.sockets,
-        sum.unknown_state,
-        sum.rx_queue,
-        sum.tx_queue,
-        sum.listeners.len(),
-    );
-    match dump_into(&mut sock, AF_INET6, &mut sum) {
-        Ok(()) => {}
-        Err(NlError::Errno(errno)) => {
-            log::debug!(
-                "tcpsummary: AF_INET6 dump refused ({}), IPv4 only",
+        Ok(sum)
+    })
+    .map_err(|e| match e {
+        NlError::Errno(errno)
+            if dump == "AF_INET" && (errno == libc::ENOENT || errno == libc::EINVAL) =>
+        {
+            CollectError::NotAvailable(format!(
+                "sock_diag: inet_diag module not available ({})",
                 errno_name(errno)
-            );
-            (sum.sockets, sum.unknown_state, sum.rx_queue, sum.tx_queue) =
-                (before.0, before.1, before.2, before.3);
-            sum.listeners.truncate(before.4);
+            ))
         }
-        Err(e) => {
-            return Err(CollectError::Failed(format!(
-                "sock_diag AF_INET6 TCP dump: {e}"
-            )))
-        }
-    }
-    sum.finish();
-    Ok(sum)
+        e if dump.is_empty() => CollectError::Failed(format!("sock_diag: {e}")),
+        e => CollectError::Failed(format!("sock_diag {dump} TCP dump: {e}")),
+    })
 }
 
 struct TcpSummaryCollector;
@@ -309,16 +313,11 @@ impl Collector for TcpSummaryCollector {
         "tcpsummary"
     }
 
-    fn needs_entered(&self) -> bool {
-        true
+    fn netlink_protocols(&self) -> &'static [isize] {
+        &[netlink_sys::protocols::NETLINK_SOCK_DIAG]
     }
 
     fn collect(&self, ctx: &NetnsCtx, out: &mut dyn Sink) -> Result<(), CollectError> {
-        if !ctx.entered {
-            return Err(CollectError::Failed(
-                "tcpsummary: sock_diag requires entering the network namespace".into(),
-            ));
-        }
         let file = |name: &'static str| match ctx.read_net(name) {
             Ok(b) => Ok(Some(b)),
             Err(CollectError::NotAvailable(_)) => Ok(None),
@@ -332,7 +331,7 @@ impl Collector for TcpSummaryCollector {
             ),
             Err(_) => (true, true),
         };
-        read_summary(v4, v6)?.emit(out);
+        read_summary(ctx, v4, v6)?.emit(out);
         Ok(())
     }
 }

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::attribution::Attributor;
+use crate::collectors::NetnsHandles;
 use crate::sys;
 
 mod entity;
@@ -59,7 +60,22 @@ pub struct Inventory {
     dead: Mutex<VecDeque<(Arc<Entity>, Instant)>>,
     /// Whether scans read every namespace's addresses (for peer names of flows and events).
     learn_addresses: std::sync::atomic::AtomicBool,
+    /// What collection keeps open per namespace inode (netlink sockets, procfs files), so
+    /// that scrapes need not enter namespaces or open files; closed by the scan that no
+    /// longer finds the namespace.
+    handles: Mutex<HashMap<u64, Arc<NetnsHandles>>>,
+    /// At most this many namespaces keep handles: a budget of file descriptors under
+    /// `RLIMIT_NOFILE`, so kept handles never starve the endpoint or the probes of fds.
+    max_kept: usize,
 }
+
+/// File descriptors left for everything but kept handles (listeners, connections, BPF maps
+/// and links, sinks, reads in flight).
+const FDS_RESERVED: u64 = 512;
+/// Kept handles per namespace at most: rtnetlink and sock_diag, and the procfs files the
+/// probes read (dev, snmp, snmp6, netstat, sockstat, sockstat6, stat/nf_conntrack,
+/// softnet_stat, ip_vs, ip_vs_stats).
+const FDS_PER_NETNS: u64 = 12;
 
 /// How the inventory attributes namespaces.
 pub struct Options {
@@ -109,6 +125,8 @@ impl Inventory {
             extra_labels: opts.extra_labels,
             dead: Mutex::new(VecDeque::new()),
             learn_addresses: std::sync::atomic::AtomicBool::new(false),
+            handles: Mutex::new(HashMap::new()),
+            max_kept: (sys::nofile_limit().saturating_sub(FDS_RESERVED) / FDS_PER_NETNS) as usize,
         };
         inv.attributor.log_presence();
         inv.refresh();
@@ -289,8 +307,72 @@ impl Inventory {
             scan_duration: taken.elapsed(),
             addresses,
         });
+        // Close what is kept for namespaces that are gone: a kept handle holds its namespace
+        // alive.
+        {
+            let live: HashSet<u64> = snap.entities.iter().map(|e| e.inode).collect();
+            self.handles
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|ino, _| live.contains(ino));
+        }
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = snap.clone();
         snap
+    }
+
+    /// What is kept open for `e`'s namespace: only what was opened in the namespace `e` is
+    /// (same inode and, where the kernel has cookies, same cookie).
+    pub fn kept_handles(&self, e: &Entity) -> Option<Arc<NetnsHandles>> {
+        let kept = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        let h = kept.get(&e.inode)?;
+        match (h.cookie, e.cookie) {
+            (Some(a), Some(b)) if a != b => None,
+            _ => Some(h.clone()),
+        }
+    }
+
+    /// Keep `handles` for namespace `inode` (replacing what was kept for it). `false` when
+    /// the file-descriptor budget is spent: the caller uses them for one collection only.
+    pub fn keep_handles(&self, inode: u64, handles: Arc<NetnsHandles>) -> bool {
+        let mut kept = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() >= self.max_kept && !kept.contains_key(&inode) {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                log::warn!(
+                    "sockets and files are kept open for at most {} namespaces (RLIMIT_NOFILE {}): \
+                     scrapes open them anew, entering namespaces, beyond that; raise LimitNOFILE to avoid it",
+                    self.max_kept,
+                    sys::nofile_limit()
+                )
+            });
+            return false;
+        }
+        kept.insert(inode, handles);
+        true
+    }
+
+    /// Close what is kept for namespace `inode` (collection found it gone or replaced).
+    pub fn forget_handles(&self, inode: u64) {
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&inode);
+    }
+
+    /// Close everything kept (a configuration reload: the probes may read other files).
+    pub fn forget_all_handles(&self) {
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// Netlink sockets and procfs files kept open, over all namespaces.
+    pub fn kept_counts(&self) -> (usize, usize) {
+        let kept = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        kept.values()
+            .map(|h| h.counts())
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
     }
 
     /// Remember entities that are gone from this scan (or were replaced by another identity)
