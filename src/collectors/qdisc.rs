@@ -745,7 +745,10 @@ mod tests {
         let c = build(&mut ProbeArgs::new("qdisc")).unwrap();
         assert_eq!(
             super::super::testutil::collect_not_entered(c.as_ref()).unwrap_err(),
-            CollectError::Failed("qdisc: rtnetlink requires entering the network namespace".into())
+            CollectError::Failed(format!(
+                "rtnetlink RTM_GETQDISC dump: {}",
+                crate::collectors::netlink::NlError::NoSocket
+            ))
         );
     }
 }

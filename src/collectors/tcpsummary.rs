@@ -575,9 +575,7 @@ mod tests {
         let e = super::super::testutil::collect_not_entered(&TcpSummaryCollector).unwrap_err();
         assert_eq!(
             e,
-            CollectError::Failed(
-                "tcpsummary: sock_diag requires entering the network namespace".into()
-            )
+            CollectError::Failed(format!("sock_diag: {}", NlError::NoSocket))
         );
     }
 }
