@@ -98,6 +98,19 @@ struct flow_key {
 	__u8 raddr[16]; /* remote address; IPv4 in the first 4 bytes */
 };
 
+/* An IPv4 key (map `flows4`): the first 16 bytes of a `struct flow_key` whose family is
+ * AF_INET, so the program fills one `struct flow_key` and hands the IPv4 map a pointer to it. */
+struct flow_key4 {
+	__u32 netns;
+	__u8 dir;
+	__u8 family; /* AF_INET */
+	__u8 proto;
+	__u8 _pad;
+	__u16 lport;
+	__u16 rport;
+	__u8 raddr[4];
+};
+
 struct flow_val {
 	__u64 bytes;
 	__u64 packets;
@@ -122,6 +135,16 @@ struct {
 	__type(value, struct dev_info);
 } devices SEC(".maps");
 
+/* IPv4 flows: a 16-byte key (jhash2 over 4 words, a 16-byte compare). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 16384);
+	__type(key, struct flow_key4);
+	__type(value, struct flow_val);
+} flows4 SEC(".maps");
+
+/* IPv6 flows: the whole 28-byte key. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -142,14 +165,15 @@ static __always_inline __u16 swap16(__u16 v)
 	return (__u16)((v >> 8) | (v << 8));
 }
 
-static __always_inline int add(struct flow_key *key, __u64 bytes, __u64 packets)
+/* `map` is `flows4` (the key's first 16 bytes) for IPv4, `flows` for IPv6. */
+static __always_inline int add_to(void *map, struct flow_key *key, __u64 bytes, __u64 packets)
 {
-	struct flow_val *v = bpf_map_lookup_elem(&flows, key);
+	struct flow_val *v = bpf_map_lookup_elem(map, key);
 	if (!v) {
 		struct flow_val init = {.bytes = bytes, .packets = packets};
-		if (bpf_map_update_elem(&flows, key, &init, BPF_NOEXIST) == 0)
+		if (bpf_map_update_elem(map, key, &init, BPF_NOEXIST) == 0)
 			return TC_NEXT;
-		v = bpf_map_lookup_elem(&flows, key); /* another CPU created it */
+		v = bpf_map_lookup_elem(map, key); /* another CPU created it */
 		if (!v) {
 			__u32 zero = 0;
 			__u64 *full = bpf_map_lookup_elem(&counts_full, &zero);
@@ -162,6 +186,13 @@ static __always_inline int add(struct flow_key *key, __u64 bytes, __u64 packets)
 	v->bytes += bytes;
 	v->packets += packets;
 	return TC_NEXT;
+}
+
+static __always_inline int add(struct flow_key *key, __u64 bytes, __u64 packets)
+{
+	if (key->family == AF_INET)
+		return add_to(&flows4, key, bytes, packets);
+	return add_to(&flows, key, bytes, packets);
 }
 
 /* The key's local and remote ports from a segment's source and destination ports. */
