@@ -203,7 +203,7 @@ pub mod hist {
     };
 }
 
-/// `struct flow_key` (flow's `flows`).
+/// `struct flow_key` (flow's `flows`, IPv6; IPv4 keys are `flow_key4`).
 pub mod flow_key {
     use super::{f, Field, Layout};
     pub const NETNS: Field = f("netns", 0, 4);
@@ -221,7 +221,20 @@ pub mod flow_key {
     };
 }
 
-/// `struct flow_val` (flow's `flows`).
+/// `struct flow_key4` (flow's `flows4`, IPv4): `flow_key`'s first 16 bytes, a 4-byte address.
+pub mod flow_key4 {
+    use super::flow_key::{DIR, FAMILY, LPORT, NETNS, PROTO, RPORT};
+    use super::{f, Field, Layout};
+    pub const RADDR: Field = f("raddr", 12, 4);
+    pub const LAYOUT: Layout = Layout {
+        name: "flow_key4",
+        objects: &["flow"],
+        size: 16,
+        fields: &[NETNS, DIR, FAMILY, PROTO, LPORT, RPORT, RADDR],
+    };
+}
+
+/// `struct flow_val` (flow's `flows4` and `flows`).
 pub mod flow_val {
     use super::{f, Field, Layout};
     pub const BYTES: Field = f("bytes", 0, 8);
@@ -257,6 +270,7 @@ pub const ALL: &[&Layout] = &[
     &bio_key::LAYOUT,
     &hist::LAYOUT,
     &flow_key::LAYOUT,
+    &flow_key4::LAYOUT,
     &flow_val::LAYOUT,
     &dev_info::LAYOUT,
 ];

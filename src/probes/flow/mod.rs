@@ -28,10 +28,11 @@
 //! 100.64/10, fc00::/7) the exact address; outside, the enclosing /`peerPrefixV4` (24) or
 //! /`peerPrefixV6` (48) network (`203.0.113.0/24`), or `other` when that prefix is 0.
 //!
-//! **Bounds.** The kernel map `flows` holds `mapEntries` (16384) keys; an update that finds it
-//! full is counted in `netsleuth_bpf_map_full_total{probe="flow"}`. It is a per-CPU hash,
-//! allocated as flows appear (16 bytes per possible CPU per key; no locked adds per packet), and
-//! a scrape sums the CPUs' values. `maxSeries` (10000) caps
+//! **Bounds.** The kernel maps `flows4` (IPv4, a 16-byte key) and `flows` (IPv6, 28 bytes) hold
+//! `mapEntries` (16384) keys each; an update that finds its map full is counted in
+//! `netsleuth_bpf_map_full_total{probe="flow"}`. They are per-CPU hashes, allocated as flows
+//! appear (16 bytes per possible CPU per key; no locked adds per packet), and a scrape sums the
+//! CPUs' values. `maxSeries` (10000) caps
 //! the flow series per scrape: series are admitted first come, first served and stay admitted
 //! while their kernel keys exist (so their counters never jump); the others are summed into one
 //! series per family with `peer_address="overflow"` and no entity labels; what leaves it (a
@@ -156,7 +157,7 @@ pub struct FlowArgs {
     /// `peerPrefixV4` / `peerPrefixV6`: aggregation outside `clusterCIDRs` (0: `other`).
     pub peer_prefix_v4: u8,
     pub peer_prefix_v6: u8,
-    /// `mapEntries`: size of the kernel map `flows`.
+    /// `mapEntries`: size of each of the kernel maps `flows4` (IPv4) and `flows` (IPv6).
     pub map_entries: u32,
 }
 
@@ -270,14 +271,21 @@ pub type Globals = Vec<(String, Vec<u8>)>;
 pub fn globals(args: &FlowArgs) -> (Globals, Vec<(String, u32)>) {
     (
         vec![("with_ports".into(), vec![u8::from(args.enable_ports)])],
-        vec![("flows".into(), args.map_entries)],
+        FLOW_MAPS
+            .iter()
+            .map(|m| (m.to_string(), args.map_entries))
+            .collect(),
     )
 }
 mod devices;
 
 pub use devices::*;
 
-/// A key of the kernel map `flows`.
+/// The kernel maps of flows: IPv4 keys (`struct flow_key4`, 16 bytes) and IPv6 keys
+/// (`struct flow_key`, 28 bytes).
+const FLOW_MAPS: &[&str] = &["flows4", "flows"];
+
+/// A key of the kernel maps `flows4` and `flows`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FlowKey {
     pub netns: u32,
@@ -289,19 +297,21 @@ pub struct FlowKey {
     pub raddr: IpAddr,
 }
 
-/// `struct flow_key` (28 bytes) → [`FlowKey`].
+/// `struct flow_key4` (16 bytes, IPv4) or `struct flow_key` (28 bytes, IPv6) → [`FlowKey`]. The
+/// IPv4 key is the IPv6 key's first 16 bytes with a 4-byte address.
 pub fn parse_key(k: &[u8]) -> Option<FlowKey> {
-    use super::layout::flow_key as f;
-    if k.len() < f::LAYOUT.size {
-        return None;
-    }
-    let family = f::FAMILY.u8(k)?;
-    let a = f::RADDR.bytes(k)?;
-    let raddr = match family {
-        2 => IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3])),
-        10 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(a).ok()?)),
+    use super::layout::{flow_key as f, flow_key4 as f4};
+    let raddr = match f::FAMILY.u8(k)? {
+        2 if k.len() == f4::LAYOUT.size => {
+            let a = f4::RADDR.bytes(k)?;
+            IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+        }
+        10 if k.len() == f::LAYOUT.size => IpAddr::V6(Ipv6Addr::from(
+            <[u8; 16]>::try_from(f::RADDR.bytes(k)?).ok()?,
+        )),
         _ => return None,
     };
+    let family = f::FAMILY.u8(k)?;
     Some(FlowKey {
         netns: f::NETNS.u32(k)?,
         egress: f::DIR.u8(k)? == 1,
@@ -374,23 +384,25 @@ pub fn collect(
         return Ok(());
     };
     let args = &p.cfg.flow;
-    let m = p.loaded.map("flows").map_err(|e| e.to_string())?;
     let mut series: BTreeMap<SeriesKey, (u64, u64)> = BTreeMap::new();
     // One peer lookup per remote address.
     let mut memo: HashMap<IpAddr, Option<Arc<Entity>>> = HashMap::new();
     let peer = |a: IpAddr| memo.entry(a).or_insert_with(|| peer(a)).clone();
     let peer = std::cell::RefCell::new(peer);
-    let stride = m.cpu_stride();
-    for (k, v) in m.entries().map_err(|e| format!("read map flows: {e}"))? {
-        let Some(k) = parse_key(&k) else { continue };
-        use super::layout::flow_val as f;
-        let e = series
-            .entry(series_of(args, &k, &|a| (peer.borrow_mut())(a)))
-            .or_default();
-        // `flows` is per CPU: one value per possible CPU, summed.
-        for v in v.chunks(stride.max(1)) {
-            e.0 = e.0.wrapping_add(f::BYTES.u64(v).unwrap_or(0));
-            e.1 = e.1.wrapping_add(f::PACKETS.u64(v).unwrap_or(0));
+    for name in FLOW_MAPS {
+        let m = p.loaded.map(name).map_err(|e| e.to_string())?;
+        let stride = m.cpu_stride();
+        for (k, v) in m.entries().map_err(|e| format!("read map {name}: {e}"))? {
+            let Some(k) = parse_key(&k) else { continue };
+            use super::layout::flow_val as f;
+            let e = series
+                .entry(series_of(args, &k, &|a| (peer.borrow_mut())(a)))
+                .or_default();
+            // Per CPU: one value per possible CPU, summed.
+            for v in v.chunks(stride.max(1)) {
+                e.0 = e.0.wrapping_add(f::BYTES.u64(v).unwrap_or(0));
+                e.1 = e.1.wrapping_add(f::PACKETS.u64(v).unwrap_or(0));
+            }
         }
     }
     // maxSeries: admitted first come, first served; kept while they exist.
@@ -505,7 +517,7 @@ pub static PROBE: EbpfProbe = EbpfProbe {
     name: "flow",
     description: "bytes and packets per pod, direction and remote side (tc programs on pod veths and uplinks: tcx links, else cls_bpf)",
     plan: PLAN,
-    netns_maps: &["flows"],
+    netns_maps: FLOW_MAPS,
     learns_addresses: true,
     take_args: Some(|cfg, a| cfg.flow.take(a)),
     // No events, no rate limit: only its own globals.
@@ -627,13 +639,25 @@ mod tests {
         k[8..10].copy_from_slice(&5353u16.to_ne_bytes());
         k[10..12].copy_from_slice(&53u16.to_ne_bytes());
         k[12..16].copy_from_slice(&[198, 18, 0, 1]);
-        let f = parse_key(&k).unwrap();
+        // IPv4 keys are 16 bytes (`flows4`), IPv6 keys 28 (`flows`).
+        let f = parse_key(&k[..16]).unwrap();
         assert_eq!(
-            (f.netns, f.egress, f.proto, f.lport, f.rport),
-            (7, true, 17, 5353, 53)
+            (f.netns, f.egress, f.family, f.proto, f.lport, f.rport),
+            (7, true, 2, 17, 5353, 53)
         );
         assert_eq!(f.raddr, "198.18.0.1".parse::<IpAddr>().unwrap());
+        assert!(parse_key(&k[..15]).is_none());
+        assert!(parse_key(&k).is_none());
+        k[5] = 10;
+        k[12..28].copy_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
+        let f = parse_key(&k).unwrap();
+        assert_eq!(
+            (f.netns, f.egress, f.family, f.proto, f.lport, f.rport),
+            (7, true, 10, 17, 5353, 53)
+        );
+        assert_eq!(f.raddr, "2001:db8::1".parse::<IpAddr>().unwrap());
         assert!(parse_key(&k[..27]).is_none());
+        assert!(parse_key(&k[..16]).is_none());
         k[5] = 99;
         assert!(parse_key(&k).is_none());
     }
