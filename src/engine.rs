@@ -732,7 +732,7 @@ fn collect_entity_in(
     if let Some(k) = &kept {
         if entered {
             // From inside, every file asked for is opened and kept.
-            k.take_complete();
+            k.reset_incomplete();
             if !protocols.is_empty() {
                 if let Err(err) = k.sockets.open_missing(protocols) {
                     log::debug!("netns {}: cannot open netlink sockets: {err}", e.inode);

@@ -395,12 +395,11 @@ impl NetnsHandles {
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Whether every file asked for so far is kept (or known missing). Cleared by the caller
-    /// before a collection from inside the namespace, which opens what is not kept.
-    pub fn take_complete(&self) -> bool {
-        !self
-            .incomplete
-            .swap(false, std::sync::atomic::Ordering::Relaxed)
+    /// Forget a file found not kept: called before a collection from inside the namespace,
+    /// which opens and keeps whatever is asked for.
+    pub fn reset_incomplete(&self) {
+        self.incomplete
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether a collection from outside can read everything asked for so far.
