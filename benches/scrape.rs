@@ -6,7 +6,8 @@
 //!
 //! Run: `cargo bench --bench scrape` (sizes and scrape count via NETSLEUTH_BENCH_SIZES=10,100,500
 //! and NETSLEUTH_BENCH_SCRAPES=30; NETSLEUTH_BENCH_CONFIG=path runs a config file instead of the
-//! default probe set).
+//! default probe set; NETSLEUTH_BENCH_PROCESSES=1 puts a sleeping process in every namespace, as a
+//! pod has, instead of leaving them named namespaces with no process).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -127,6 +128,15 @@ fn thread_cpu() -> Duration {
         .unwrap_or_default()
 }
 
+/// A `/proc/meminfo` figure in KiB.
+fn meminfo_kib(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// CPU time to open and read() the procfs files the default probes read, in every namespace,
 /// from a thread inside each (what the exporter must at least spend); and, separately, the CPU
 /// time of the one netlink dump the default probes make in such a namespace (the qdisc dump;
@@ -241,6 +251,8 @@ fn main() {
         "rss_MiB"
     );
     let mut made: Vec<String> = Vec::new();
+    let with_processes = std::env::var("NETSLEUTH_BENCH_PROCESSES").is_ok_and(|v| v == "1");
+    let mut sleepers: Vec<std::process::Child> = Vec::new();
     for &n in &sizes {
         let mut lines = Vec::new();
         let mut addrs = Vec::new();
@@ -263,7 +275,19 @@ fn main() {
         for a in &addrs {
             sh(&format!("ip {a}"));
         }
+        if with_processes {
+            for name in &made[sleepers.len()..] {
+                sleepers.push(
+                    Command::new("ip")
+                        .args(["netns", "exec", name, "sleep", "3600"])
+                        .spawn()
+                        .unwrap(),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
 
+        let slab0 = meminfo_kib("Slab:");
         let mut cmd = Command::new(&bin);
         cmd.args(["--web.listen-address=127.0.0.1:19199", "--log.level=warn"]);
         if let Ok(cfg) = std::env::var("NETSLEUTH_BENCH_CONFIG") {
@@ -317,6 +341,10 @@ fn main() {
             .collect();
         let series = page.lines().filter(|l| !l.starts_with('#')).count();
         let rss = status_kib(child.id(), "VmHWM:") as f64 / 1024.0;
+        // Kernel memory the exporter holds (its kept sockets and files: seq_file buffers,
+        // struct file, dentries), charged to its memory cgroup; the machine's other activity
+        // moves this figure too.
+        let slab = meminfo_kib("Slab:").saturating_sub(slab0) as f64 / 1024.0;
         let _ = child.kill();
         let _ = child.wait();
         let total_ns = made.len() + 1; // + host
@@ -324,7 +352,7 @@ fn main() {
         let raw_nl = raw_nl / scrapes as f64 / made.len() as f64;
         let cost = cpu / total_ns as f64;
         println!(
-            "{:>6} {:>10.1} {:>10.1} {:>12.1} {:>14.1} {:>14.1} {:>8.2} {:>9.1}   (with the raw qdisc netlink dump, {:.1} us/netns: ratio {:.2}; {} KiB/page, {} series, gzip p50 {:.1} ms, protobuf p50 {:.1} ms {} KiB; ms per collector over all netns: {})",
+            "{:>6} {:>10.1} {:>10.1} {:>12.1} {:>14.1} {:>14.1} {:>8.2} {:>9.1}   (with the raw qdisc netlink dump, {:.1} us/netns: ratio {:.2}; kernel slab +{:.1} MiB; {} KiB/page, {} series, gzip p50 {:.1} ms, protobuf p50 {:.1} ms {} KiB; ms per collector over all netns: {})",
             n,
             pct(&mut times.clone(), 0.5),
             pct(&mut times, 0.99),
@@ -335,6 +363,7 @@ fn main() {
             rss,
             (raw + raw_nl) * 1e6,
             cost / (raw + raw_nl),
+            slab,
             size / 1024,
             series,
             pct(&mut gz_times, 0.5),
@@ -342,6 +371,10 @@ fn main() {
             pb_bytes / 1024,
             per_collector.join(" ")
         );
+    }
+    for mut p in sleepers {
+        let _ = p.kill();
+        let _ = p.wait();
     }
     for name in &made {
         let _ = Command::new("ip").args(["netns", "del", name]).status();
