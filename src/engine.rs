@@ -811,8 +811,8 @@ fn still_exists(e: &Entity, proc_root: &Path) -> bool {
     inventory::open_entity_netns(e, proc_root).is_some()
 }
 
-/// Labels of a namespace the inventory does not know: its inode, `kind="unknown"`, empty
-/// names, then the static extra labels (the same label names as every entity).
+/// Labels of a namespace the inventory does not know: its inode, `kind="unknown"`, then the
+/// static extra labels that are not empty (the names are empty, so not written).
 pub fn unknown_labels(inode: u64, extra: &[(String, String)]) -> String {
     let inode_s = inode.to_string();
     let mut l: Vec<(&str, &str)> = vec![
@@ -834,6 +834,8 @@ pub fn unknown_labels(inode: u64, extra: &[(String, String)]) -> String {
             .zip(&values)
             .map(|((k, _), v)| (k.as_str(), v.as_ref())),
     );
+    // As for known entities: an empty label is not written (Prometheus reads it as absent).
+    l.retain(|(_, v)| !v.is_empty());
     crate::model::render_labels(&l)
 }
 

@@ -667,7 +667,7 @@ mod tests {
     /// device carry HTML, 25 drops of one reason and 3 of another in 2 s.
     #[test]
     fn renders_entities_rates_and_hostile_names_as_text() {
-        let k = "netns=\"4026532000\",kind=\"named\",k8s_namespace=\"\",k8s_pod=\"\",name=\"x<script>alert(1)</script>&\\\"'\"";
+        let k = "netns=\"4026532000\",kind=\"named\",name=\"x<script>alert(1)</script>&\\\"'\"";
         let page = |rx: u64, nf: u64, ns: u64| {
             format!(
                 "netsleuth_probe_up{{probe=\"packetloss\"}} 1\n\

@@ -1092,7 +1092,14 @@ fn entity(s: &Scrape, netns: u64) -> Option<BTreeMap<String, String>> {
         &[("netns", &netns.to_string()), ("device", "lo")],
     )
     .first()
-    .map(|x| x.labels.clone())
+    .map(|x| {
+        let mut l = x.labels.clone();
+        // An empty label is not written; read as Prometheus does, absent is empty.
+        for k in ["k8s_namespace", "k8s_pod", "name"] {
+            l.entry(k.to_string()).or_default();
+        }
+        l
+    })
 }
 
 fn assert_entity(s: &Scrape, netns: u64, want: &[(&str, &str)], what: &str) {

@@ -344,6 +344,11 @@ fn generate() -> String {
          *entity*: the series carries the namespace's labels `netns` (inode), `kind` (`pod`, \
          `container`, `named`, `host`, `process`), `k8s_namespace`, `k8s_pod` and `name`, \
          then `k8s_node` (with `inventory.addNodeLabel`) and the `metrics.additionalLabels`. \
+         A label whose value is empty (`k8s_namespace` and `k8s_pod` outside pods, `name` of \
+         the host, an additional label the namespace has no value for) is not written: \
+         Prometheus does not tell an empty label from an absent one, so `k8s_pod=\"\"` still \
+         selects those series, and at 500 named namespaces leaving them out made the page \
+         24 % smaller. \
          Histograms are `_bucket{le}`, `_sum` and `_count`, in seconds, with log2 buckets \
          from about 1 µs to 34 s; a scraper that asks for the protobuf exposition also gets \
          each as a schema-0 native histogram (docs/operations.md, \"Native histograms\"). \

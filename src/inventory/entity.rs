@@ -144,6 +144,10 @@ impl Entity {
                 .zip(&values)
                 .map(|((k, _), v)| (k.as_str(), v.as_ref())),
         );
+        // Empty values are left out: Prometheus does not tell an empty label from an absent
+        // one (`k8s_pod=""` matches both), and on a node of named namespaces the empty
+        // `k8s_namespace=""` and `k8s_pod=""` were a quarter of the page.
+        l.retain(|(_, v)| !v.is_empty());
         self.labels = render_labels(&l);
         self.extra_labels = extra
             .iter()

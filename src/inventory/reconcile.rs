@@ -346,8 +346,8 @@ mod tests {
         assert_eq!(e.cookie, Some(1));
         assert_eq!(by_inode(&r, HOST).kind, EntityKind::Host);
         assert_eq!(
-            e.labels,
-            "netns=\"7\",kind=\"process\",k8s_namespace=\"\",k8s_pod=\"\",name=\"sleep\""
+            e.labels, "netns=\"7\",kind=\"process\",name=\"sleep\"",
+            "empty labels are not written"
         );
     }
 

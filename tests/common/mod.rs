@@ -465,7 +465,8 @@ impl Scrape {
                 s.name == name
                     && want
                         .iter()
-                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+                        // As Prometheus matches: an absent label is an empty one.
+                        .all(|(k, v)| s.labels.get(*k).map_or("", String::as_str) == *v)
             })
             .collect()
     }
