@@ -106,8 +106,10 @@ type Span = (u32, u32);
 /// into its bytes, so the probes sharing it (ip, icmp, tcp, udp; tcpext, ipext) do not each
 /// parse it again.
 pub struct ParsedStats {
-    /// The file as text (made valid UTF-8 once, so spans need no re-validation per use).
-    text: Box<str>,
+    /// The file as text (made valid UTF-8 once, so spans need no re-validation per use). A
+    /// `String`, not a `Box<str>`: shrinking the read buffer to fit copied every file again, and
+    /// the parsed form lives only for one namespace's collection.
+    text: String,
     /// (group span, field span, value); a span is (offset, length) in `text`.
     items: Vec<(Span, Span, crate::model::Value)>,
 }
@@ -115,9 +117,9 @@ pub struct ParsedStats {
 impl ParsedStats {
     fn new(data: Vec<u8>, parse: StatsParser) -> Result<ParsedStats, String> {
         // Valid UTF-8 (always, from a kernel) becomes the text without a copy.
-        let text: Box<str> = match String::from_utf8(data) {
-            Ok(s) => s.into_boxed_str(),
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into(),
+        let text = match String::from_utf8(data) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
         };
         let stats = parse(text.as_bytes())?;
         let base = text.as_ptr() as usize;
@@ -126,10 +128,12 @@ impl ParsedStats {
             let off = (s.as_ptr() as usize).checked_sub(base)?;
             (off + s.len() <= text.len()).then_some((off as u32, s.len() as u32))
         };
-        let items = stats
-            .iter()
-            .filter_map(|st| Some((span(st.group)?, span(st.field)?, st.value)))
-            .collect();
+        let mut items = Vec::with_capacity(stats.len());
+        items.extend(
+            stats
+                .iter()
+                .filter_map(|st| Some((span(st.group)?, span(st.field)?, st.value))),
+        );
         drop(stats);
         Ok(ParsedStats { text, items })
     }
