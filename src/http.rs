@@ -159,12 +159,12 @@ fn handle(req: &Request, engine: &Engine, history: &crate::statuspage::History) 
             ];
             let body: Box<dyn std::io::Read + Send> = if gzip {
                 headers.push(("Content-Encoding".into(), "gzip".into()));
-                Box::new(Released(flate2::read::GzEncoder::new(
+                Box::new(Released::new(flate2::read::GzEncoder::new(
                     reader,
                     flate2::Compression::fast(),
                 )))
             } else {
-                Box::new(Released(reader))
+                Box::new(Released::new(reader))
             };
             Response {
                 status: 200,
@@ -188,7 +188,7 @@ fn protobuf_response(page: std::sync::Arc<crate::model::Page>, gzip: bool) -> Re
         ),
         ("Vary".to_string(), "Accept, Accept-Encoding".to_string()),
     ];
-    let reader = Released(crate::model::protobuf::ProtobufReader::new(page));
+    let reader = Released::new(crate::model::protobuf::ProtobufReader::new(page));
     let body: Box<dyn std::io::Read + Send> = if gzip {
         headers.push(("Content-Encoding".into(), "gzip".into()));
         Box::new(flate2::read::GzEncoder::new(
@@ -206,17 +206,29 @@ fn protobuf_response(page: std::sync::Arc<crate::model::Page>, gzip: bool) -> Re
 }
 
 /// A page reader that gives the page's memory back to the system once the page is sent.
-struct Released<R>(R);
+struct Released<R>(Option<R>);
+
+impl<R> Released<R> {
+    fn new(r: R) -> Released<R> {
+        Released(Some(r))
+    }
+}
 
 impl<R: std::io::Read> std::io::Read for Released<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.read(buf)
+        match &mut self.0 {
+            Some(r) => r.read(buf),
+            None => Ok(0),
+        }
     }
 }
 
 impl<R> Drop for Released<R> {
     fn drop(&mut self) {
-        // The page's pieces were just freed (unless another scrape still streams them).
+        // The reader first, so the page's pieces are freed (unless another scrape still sends
+        // them) before the allocator's free memory goes back to the system: a field is dropped
+        // only after its owner's `drop`, which trimmed before the page was gone.
+        drop(self.0.take());
         crate::sys::release_free_memory();
     }
 }

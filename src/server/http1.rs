@@ -210,6 +210,10 @@ pub(super) fn write_response(
                 return Ok(keep);
             }
             // The head goes out with the first piece of the body (one write for small pages).
+            // Copying the pieces into this buffer is cheaper than handing them to the kernel
+            // as they are: a writev of the page's pieces (1,024 slices of ~110 bytes per call)
+            // cost a 500-namespace scrape 81-85 ms of CPU against 76-78 ms with the copy, in
+            // alternating runs.
             let mut pending = h;
             let mut buf = vec![0u8; 256 * 1024];
             loop {
