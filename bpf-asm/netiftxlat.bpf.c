@@ -27,6 +27,7 @@
 #define FALLBACK_KPROBE_STASH
 #include "fallback.h"
 #include "skbfree.h"
+#include "chain.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -289,17 +290,16 @@ static __always_inline int on_xmit(void *ctx, struct sk_buff___p *skb, struct ne
 	return 0;
 }
 
-/* net_dev_queue(struct sk_buff *skb) */
-SEC("tp_btf/net_dev_queue")
-int queue_btf(__u64 *ctx) { return on_queue((struct sk_buff___p *)ctx[0], 1); }
-SEC("raw_tp/net_dev_queue")
-int queue_raw(__u64 *ctx) { return on_queue((struct sk_buff___p *)ctx[0], 0); }
+/* net_dev_queue(struct sk_buff *skb); shared with kernellatency (include/chain.h) */
+CHAINED("tp_btf/net_dev_queue", queue_btf, on_queue((struct sk_buff___p *)ctx[0], 1))
+CHAINED("raw_tp/net_dev_queue", queue_raw, on_queue((struct sk_buff___p *)ctx[0], 0))
 
-/* net_dev_start_xmit(const struct sk_buff *skb, const struct net_device *dev) */
-SEC("tp_btf/net_dev_start_xmit")
-int start_btf(__u64 *ctx) { return on_start(ctx, (struct sk_buff___p *)ctx[0], (struct net_device___lat *)ctx[1], 1); }
-SEC("raw_tp/net_dev_start_xmit")
-int start_raw(__u64 *ctx) { return on_start(ctx, (struct sk_buff___p *)ctx[0], (struct net_device___lat *)ctx[1], 0); }
+/* net_dev_start_xmit(const struct sk_buff *skb, const struct net_device *dev); shared with
+ * socketlatency */
+CHAINED("tp_btf/net_dev_start_xmit", start_btf,
+	on_start(ctx, (struct sk_buff___p *)ctx[0], (struct net_device___lat *)ctx[1], 1))
+CHAINED("raw_tp/net_dev_start_xmit", start_raw,
+	on_start(ctx, (struct sk_buff___p *)ctx[0], (struct net_device___lat *)ctx[1], 0))
 
 /* net_dev_xmit(struct sk_buff *skb, int rc, struct net_device *dev, unsigned int skb_len):
  * the skb may be freed already: only its address and the device are used. */
