@@ -83,7 +83,12 @@ fn config(probes: &str) -> String {
 /// The exporter on `probes` (names), once each has attached: with the methods its attach
 /// points attached by (`netsleuth_probe_attach_info`).
 fn start(probes: &[&str]) -> (Exporter, std::path::PathBuf, Vec<String>) {
-    let cfg = write_config(&config(&probes.join(", ")));
+    start_with(&probes.join(", "), probes)
+}
+
+/// [`start`] with the `metrics.probes` entries `yaml` (args allowed) for the probes `names`.
+fn start_with(yaml: &str, probes: &[&str]) -> (Exporter, std::path::PathBuf, Vec<String>) {
+    let cfg = write_config(&config(yaml));
     let e = Exporter::start(&[&format!("--config.file={}", cfg.display())]);
     let methods = wait_for("every probe attached", Duration::from_secs(20), || {
         let s = e.scrape();
@@ -415,4 +420,56 @@ fn reload_disabling_reenabling_or_reconfiguring_one_probe_keeps_the_other_counti
     reload(&e, &cfg, "netiftxlat");
     assert_eq!(links_on(&e, "net_dev_queue"), 1, "{:?}", links(e.pid()));
     send_and_match(&e, &net, false, true);
+}
+
+#[test]
+fn programs_of_different_methods_stay_apart_and_raw_tp_ones_chain() {
+    if !common::privileged("chain_methods") {
+        return;
+    }
+    let _g = lock();
+    // netiftxlat restricted to raw tracepoints, kernellatency on tp_btf: a raw_tp program
+    // cannot tail-call a tp_btf one (another program type), so both keep their links.
+    let (e, cfg, methods) = start_with(
+        "{name: netiftxlat, args: {attachMethods: [raw_tp]}}, kernellatency",
+        &["netiftxlat", "kernellatency"],
+    );
+    let raw = |m: &String| m.starts_with("netiftxlat: ") == m.ends_with(": raw_tp");
+    if !methods.iter().all(raw) {
+        common::skip("chain_methods", &format!("unexpected methods: {methods:?}"));
+        return;
+    }
+    let net = Routed::new();
+    assert_eq!(links_on(&e, "net_dev_queue"), 2, "{:?}", links(e.pid()));
+    send_and_match(&e, &net, true, true);
+
+    // Both on raw tracepoints: one program again.
+    let log = reload(
+        &e,
+        &cfg,
+        "{name: netiftxlat, args: {attachMethods: [raw_tp]}}, {name: kernellatency, args: {attachMethods: [raw_tp]}}",
+    );
+    assert!(
+        log.iter().any(|l| l.contains(
+            "one program attached: raw_tp net_dev_queue: netiftxlat/queue_raw -> kernellatency/queue_raw"
+        )),
+        "{log:#?}"
+    );
+    assert_eq!(links_on(&e, "net_dev_queue"), 1, "{:?}", links(e.pid()));
+    send_and_match(&e, &net, true, true);
+
+    // bpf.chainPrograms: false: every program on its own link, still exact.
+    std::fs::write(
+        &cfg,
+        "bpf:\n  chainPrograms: false\nmetrics:\n  probes: [netiftxlat, kernellatency]\n",
+    )
+    .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(e.pid()),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    log_until(&e, "configuration reloaded", Duration::from_secs(20));
+    assert_eq!(links_on(&e, "net_dev_queue"), 2, "{:?}", links(e.pid()));
+    send_and_match(&e, &net, true, true);
 }
