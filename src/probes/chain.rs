@@ -269,7 +269,14 @@ mod tests {
             )
             .unwrap();
             for m in o.maps.iter().filter(|m| m.name.starts_with("next_")) {
-                assert_eq!((m.map_type, m.max_entries), (3, 1), "{k:?} {}", m.name);
+                // BPF_MAP_TYPE_PROG_ARRAY, one slot, a u32 key and a u32 program fd as the
+                // value ([`set_next`] writes it).
+                assert_eq!(
+                    (m.map_type, m.max_entries, m.key_size, m.value_size),
+                    (3, 1, 4, 4),
+                    "{k:?} {}",
+                    m.name
+                );
                 let prog = &m.name["next_".len()..];
                 let p = o
                     .programs
