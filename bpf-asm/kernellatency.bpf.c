@@ -26,6 +26,7 @@
 #include "latency.h"
 #include "fallback.h"
 #include "skbfree.h"
+#include "chain.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -147,11 +148,9 @@ int tcp_btf(__u64 *ctx) { return finish(ctx, (struct sk_buff___p *)ctx[1], 0); }
 SEC("raw_tp/tcp_probe")
 int tcp_raw(__u64 *ctx) { return finish(ctx, (struct sk_buff___p *)ctx[1], 0); }
 
-/* net_dev_queue(struct sk_buff *skb) */
-SEC("tp_btf/net_dev_queue")
-int queue_btf(__u64 *ctx) { return finish(ctx, (struct sk_buff___p *)ctx[0], 1); }
-SEC("raw_tp/net_dev_queue")
-int queue_raw(__u64 *ctx) { return finish(ctx, (struct sk_buff___p *)ctx[0], 1); }
+/* net_dev_queue(struct sk_buff *skb); shared with netiftxlat (include/chain.h) */
+CHAINED("tp_btf/net_dev_queue", queue_btf, finish(ctx, (struct sk_buff___p *)ctx[0], 1))
+CHAINED("raw_tp/net_dev_queue", queue_raw, finish(ctx, (struct sk_buff___p *)ctx[0], 1))
 
 /* consume_skb(struct sk_buff *skb, void *location) */
 SEC("tp_btf/consume_skb")
@@ -272,10 +271,8 @@ int tx_start_kprobe(void *ctx) { return on_tx_start((struct sock___p *)KARG0(ctx
 SEC("kprobe/inet6_csk_xmit")
 int tx_start6_kprobe(void *ctx) { return on_tx_start((struct sock___p *)KARG0(ctx), (struct sk_buff___p *)KARG1(ctx)); }
 
-SEC("tp_btf/net_dev_queue")
-int tx_end_btf(__u64 *ctx) { return on_tx_end((struct sk_buff___p *)ctx[0]); }
-SEC("raw_tp/net_dev_queue")
-int tx_end_raw(__u64 *ctx) { return on_tx_end((struct sk_buff___p *)ctx[0]); }
+CHAINED("tp_btf/net_dev_queue", tx_end_btf, on_tx_end((struct sk_buff___p *)ctx[0]))
+CHAINED("raw_tp/net_dev_queue", tx_end_raw, on_tx_end((struct sk_buff___p *)ctx[0]))
 SEC("fentry/__dev_queue_xmit")
 int tx_end_fentry(__u64 *ctx) { return on_tx_end((struct sk_buff___p *)ctx[0]); }
 SEC("kprobe/__dev_queue_xmit")

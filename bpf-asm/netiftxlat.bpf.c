@@ -18,8 +18,10 @@
  * its queue stamp goes to an LRU hash keyed by skb, deleted at
  * net_dev_start_xmit or when the skb is dropped (skb:kfree_skb, e.g. a qdisc
  * drop), so a reused address never inherits a stale timestamp.
- * Histograms: hash `lat` (bounded: 4096 (netns, stage, device) keys); the
- * key of a packet is read once at net_dev_start_xmit and kept in its frame.
+ * Histograms: hash `lat` (bounded: 4096 (netns, device) keys, both stages' histograms
+ * in one value); the key of a packet is read once at net_dev_start_xmit and kept in its
+ * frame, and both its observations are made at net_dev_xmit with one lookup (the qdisc
+ * stage's event goes at net_dev_start_xmit, where the packet's tuple can still be read).
  * Events (type 1 qdisc, 2 device) above `threshold_ns`; `location` = ns,
  * `reason` = ifindex.
  */
@@ -27,6 +29,7 @@
 #define FALLBACK_KPROBE_STASH
 #include "fallback.h"
 #include "skbfree.h"
+#include "chain.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -54,16 +57,30 @@ struct {
 
 struct lat_key {
 	__u32 netns;
-	__u32 stage; /* 0 qdisc, 1 device */
+	__u32 _pad;
 	char dev[16];
+};
+
+/* Both stages of one device: a packet's two observations take one hash lookup, at
+ * net_dev_xmit (the qdisc stage's waits in its frame until then). */
+struct lat_pair {
+	struct hist stage[2]; /* 0 qdisc, 1 device */
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
 	__type(key, struct lat_key);
-	__type(value, struct hist);
+	__type(value, struct lat_pair);
 } lat SEC(".maps");
+
+/* The zero value new entries are copied from (too large for the stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lat_pair);
+} lat_zero SEC(".maps");
 
 /* One synchronous transmit in progress on this CPU. */
 struct frame {
@@ -73,6 +90,7 @@ struct frame {
 	__u32 stage; /* 0: queued on a noqueue device, 1: handed to the driver */
 	__u32 netns; /* stage 1: the histogram key, read at net_dev_start_xmit */
 	char name[16];
+	__u64 qdisc_ns; /* stage 1: the qdisc stage's latency + 1, observed at net_dev_xmit; 0: none */
 };
 
 /* The kernel's own limit (XMIT_RECURSION_LIMIT) is 8 nested transmits. */
@@ -105,17 +123,15 @@ static __always_inline __u64 bounded(__u64 i)
 	return i & (DEPTH - 1);
 }
 
-static __always_inline void observe(void *ctx, struct sk_buff___p *skb, struct net_device___lat *dev, const struct frame *f, __u32 stage, __u64 ns)
+/* An event of `stage` for latency `ns` if it reaches the threshold. */
+static __always_inline void event(void *ctx, struct sk_buff___p *skb, struct net_device___lat *dev, __u32 netns, __u32 stage, __u64 ns)
 {
-	struct lat_key k = { .netns = f->netns, .stage = stage };
 	struct ns_event *e;
 	int ifindex = 0;
 
-	__builtin_memcpy(k.dev, f->name, sizeof(k.dev));
-	hist_observe(&lat, &k, ns);
 	if (ns < threshold_ns)
 		return;
-	e = event_reserve(ctx, k.netns, stage + 1);
+	e = event_reserve(ctx, netns, stage + 1);
 	if (!e)
 		return;
 	if (skb)
@@ -125,6 +141,45 @@ static __always_inline void observe(void *ctx, struct sk_buff___p *skb, struct n
 	e->location = ns;
 	e->reason = ifindex;
 	bpf_ringbuf_submit(e, 0);
+}
+
+/* One observation in `h` (shared between CPUs: atomics). */
+static __always_inline void hist_atomic(struct hist *h, __u64 ns)
+{
+	__u64 slot = hist_slot(ns);
+
+	if (slot >= HIST_SLOTS)
+		return;
+	__sync_fetch_and_add(&h->slots[slot], 1);
+	__sync_fetch_and_add(&h->sum_ns, ns);
+}
+
+/* The frame's device stage `ns` and its pending qdisc stage, in one lookup of its device's
+ * histograms (created when missing). */
+static __always_inline void observe(const struct frame *f, __u64 ns)
+{
+	struct lat_key k = { .netns = f->netns };
+	struct lat_pair *h;
+	__u32 zero = 0;
+
+	__builtin_memcpy(k.dev, f->name, sizeof(k.dev));
+	h = bpf_map_lookup_elem(&lat, &k);
+	if (!h) {
+		struct lat_pair *z = bpf_map_lookup_elem(&lat_zero, &zero);
+
+		if (!z)
+			return;
+		if (bpf_map_update_elem(&lat, &k, z, BPF_NOEXIST) && !bpf_map_lookup_elem(&lat, &k)) {
+			bump_percpu(&counts_full);
+			return;
+		}
+		h = bpf_map_lookup_elem(&lat, &k);
+		if (!h)
+			return;
+	}
+	if (f->qdisc_ns)
+		hist_atomic(&h->stage[0], f->qdisc_ns - 1);
+	hist_atomic(&h->stage[1], ns);
 }
 
 /*
@@ -245,6 +300,7 @@ static __always_inline int on_start(void *ctx, struct sk_buff___p *skb, struct n
 	f->dev = (__u64)dev;
 	f->ts = now;
 	f->stage = 1;
+	f->qdisc_ns = 0;
 	frame_key(f, dev, btf);
 	s->depth = d + 1;
 	if (!queued) {
@@ -254,8 +310,11 @@ static __always_inline int on_start(void *ctx, struct sk_buff___p *skb, struct n
 			bpf_map_delete_elem(&inflight, &key);
 		}
 	}
-	if (queued && now >= queued)
-		observe(ctx, skb, dev, f, 0, now - queued);
+	if (queued && now >= queued) {
+		/* Counted with the device stage at net_dev_xmit; its event now, with the tuple. */
+		f->qdisc_ns = now - queued + 1;
+		event(ctx, skb, dev, f->netns, 0, now - queued);
+	}
 	return 0;
 }
 
@@ -284,22 +343,23 @@ static __always_inline int on_xmit(void *ctx, struct sk_buff___p *skb, struct ne
 		return 0;
 	f = &s->f[bounded(found)];
 	s->depth = found;
-	if (now >= f->ts)
-		observe(ctx, 0, dev, f, 1, now - f->ts);
+	if (now >= f->ts) {
+		observe(f, now - f->ts);
+		event(ctx, 0, dev, f->netns, 1, now - f->ts);
+	}
 	return 0;
 }
 
-/* net_dev_queue(struct sk_buff *skb) */
-SEC("tp_btf/net_dev_queue")
-int queue_btf(__u64 *ctx) { return on_queue((struct sk_buff___p *)ctx[0], 1); }
-SEC("raw_tp/net_dev_queue")
-int queue_raw(__u64 *ctx) { return on_queue((struct sk_buff___p *)ctx[0], 0); }
+/* net_dev_queue(struct sk_buff *skb); shared with kernellatency (include/chain.h) */
+CHAINED("tp_btf/net_dev_queue", queue_btf, on_queue((struct sk_buff___p *)ctx[0], 1))
+CHAINED("raw_tp/net_dev_queue", queue_raw, on_queue((struct sk_buff___p *)ctx[0], 0))
 
-/* net_dev_start_xmit(const struct sk_buff *skb, const struct net_device *dev) */
-SEC("tp_btf/net_dev_start_xmit")
-int start_btf(__u64 *ctx) { return on_start(ctx, (struct sk_buff___p *)ctx[0], (struct net_device___lat *)ctx[1], 1); }
-SEC("raw_tp/net_dev_start_xmit")
-int start_raw(__u64 *ctx) { return on_start(ctx, (struct sk_buff___p *)ctx[0], (struct net_device___lat *)ctx[1], 0); }
+/* net_dev_start_xmit(const struct sk_buff *skb, const struct net_device *dev); shared with
+ * socketlatency */
+CHAINED("tp_btf/net_dev_start_xmit", start_btf,
+	on_start(ctx, (struct sk_buff___p *)ctx[0], (struct net_device___lat *)ctx[1], 1))
+CHAINED("raw_tp/net_dev_start_xmit", start_raw,
+	on_start(ctx, (struct sk_buff___p *)ctx[0], (struct net_device___lat *)ctx[1], 0))
 
 /* net_dev_xmit(struct sk_buff *skb, int rc, struct net_device *dev, unsigned int skb_len):
  * the skb may be freed already: only its address and the device are used. */

@@ -9,6 +9,7 @@
  * carries the freeing location instead, which user space symbolizes.
  */
 #include "fallback.h"
+#include "chain.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -80,17 +81,12 @@ static __always_inline int on_drop(void *ctx, struct sk_buff___p *skb, __u64 loc
 	return 0;
 }
 
-SEC("tp_btf/kfree_skb")
-int kfree_skb_btf(__u64 *ctx)
-{
-	return on_drop(ctx, (struct sk_buff___p *)ctx[0], ctx[1], have_reasons ? (__u32)ctx[2] : 0);
-}
-
-SEC("raw_tp/kfree_skb")
-int kfree_skb_raw(__u64 *ctx)
-{
-	return on_drop(ctx, (struct sk_buff___p *)ctx[0], ctx[1], have_reasons ? (__u32)ctx[2] : 0);
-}
+/* kfree_skb(skb, location, reason, ...); shared with netiftxlat and kernellatency
+ * (include/chain.h) */
+CHAINED("tp_btf/kfree_skb", kfree_skb_btf,
+	on_drop(ctx, (struct sk_buff___p *)ctx[0], ctx[1], have_reasons ? (__u32)ctx[2] : 0))
+CHAINED("raw_tp/kfree_skb", kfree_skb_raw,
+	on_drop(ctx, (struct sk_buff___p *)ctx[0], ctx[1], have_reasons ? (__u32)ctx[2] : 0))
 
 /*
  * Fallbacks (no usable skb:kfree_skb tracepoint): the function the tracepoint

@@ -22,6 +22,7 @@
 #include "latency.h"
 #define FALLBACK_KPROBE_STASH
 #include "fallback.h"
+#include "chain.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -333,11 +334,10 @@ int send_btf(__u64 *ctx) { return on_send((struct sock___p *)ctx[0], (int)ctx[1]
 SEC("raw_tp/sock_send_length")
 int send_raw(__u64 *ctx) { return on_send((struct sock___p *)ctx[0], (int)ctx[1], 0); }
 
-/* net_dev_start_xmit(const struct sk_buff *skb, const struct net_device *dev) */
-SEC("tp_btf/net_dev_start_xmit")
-int xmit_btf(__u64 *ctx) { return on_xmit(ctx, (struct sk_buff___p *)ctx[0]); }
-SEC("raw_tp/net_dev_start_xmit")
-int xmit_raw(__u64 *ctx) { return on_xmit(ctx, (struct sk_buff___p *)ctx[0]); }
+/* net_dev_start_xmit(const struct sk_buff *skb, const struct net_device *dev); shared with
+ * netiftxlat (include/chain.h) */
+CHAINED("tp_btf/net_dev_start_xmit", xmit_btf, on_xmit(ctx, (struct sk_buff___p *)ctx[0]))
+CHAINED("raw_tp/net_dev_start_xmit", xmit_raw, on_xmit(ctx, (struct sk_buff___p *)ctx[0]))
 
 /*
  * Fallbacks: sock:sk_data_ready, sock_recv_length and sock_send_length are 6.6+; before, these

@@ -369,6 +369,7 @@ fn start_bpf(
     probe_state: &Arc<crate::probes::ProbeState>,
 ) -> Option<Arc<crate::probes::ProbeSet>> {
     probe_state.set_program_stats(cfg.bpf_program_stats);
+    probe_state.set_chain_programs(cfg.bpf_chain_programs);
     if cfg.bpf_probes.is_empty() {
         engine.set_map_collectors(Vec::new());
         probe_state.release_run_stats();
@@ -470,6 +471,7 @@ fn serve(args: Args) -> i32 {
         bpf_probes: cfg.bpf_probes.clone(),
         btf: cfg.btf.clone(),
         bpf_program_stats: cfg.bpf_program_stats,
+        bpf_chain_programs: cfg.bpf_chain_programs,
         ..Config::default_config()
     };
     let status = Arc::new(crate::status::StatusBoard::default());
@@ -597,6 +599,7 @@ fn run_signals(
                         bpf_probes: cfg.bpf_probes.clone(),
                         btf: cfg.btf.clone(),
                         bpf_program_stats: cfg.bpf_program_stats,
+                        bpf_chain_programs: cfg.bpf_chain_programs,
                         ..Config::default_config()
                     };
                     if let Some(p) = pipeline {

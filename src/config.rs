@@ -33,7 +33,7 @@ struct RawConfig {
     other: serde_norway::Mapping,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawBpf {
     /// Kernel BTF to use where `/sys/kernel/btf/vmlinux` is absent (raw BTF or an ELF with
@@ -44,6 +44,24 @@ struct RawBpf {
     /// `netsleuth_bpf_program_run_seconds_total`; node-wide, so off by default.
     #[serde(default)]
     program_stats: bool,
+    /// Where several eBPF probes hook one tracepoint, attach one program there that tail-calls
+    /// the others (`src/probes/chain.rs`); `false` attaches each probe's own.
+    #[serde(default = "yes")]
+    chain_programs: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for RawBpf {
+    fn default() -> RawBpf {
+        RawBpf {
+            btf_path: None,
+            program_stats: false,
+            chain_programs: true,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -149,6 +167,8 @@ pub struct Config {
     pub btf: crate::bpf::target_btf::BtfSources,
     /// `bpf.programStats`: switch the kernel's BPF run-time stats on.
     pub bpf_program_stats: bool,
+    /// `bpf.chainPrograms`: one program per tracepoint several probes hook.
+    pub bpf_chain_programs: bool,
     /// eBPF probes named in `metrics.probes` and/or `event.probes`, merged per probe.
     pub bpf_probes: Vec<crate::probes::BpfProbeConfig>,
     /// The `conntrack` event probe (`event.probes`), if listed.
@@ -316,6 +336,7 @@ impl Config {
             event_sinks,
             btf,
             bpf_program_stats: raw.bpf.program_stats,
+            bpf_chain_programs: raw.bpf.chain_programs,
             bpf_probes,
             conntrack_events,
         })

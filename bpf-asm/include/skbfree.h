@@ -10,16 +10,17 @@
  * `SKB_FREE_PROGRAMS(drop, on_drop)` defines drop_btf, drop_raw, drop_sk_reason_fentry,
  * drop_reason_fentry, drop_fentry, drop_sk_reason_kprobe, drop_reason_kprobe and drop_kprobe,
  * each calling `on_drop(struct sk_buff___p *)`; src/probes/plan.rs `skb_free_point!` names
- * the same programs. Needs fallback.h (KARG0, KARG1).
+ * the same programs. Needs fallback.h (KARG0, KARG1); the tracepoint's two end in a tail call
+ * (chain.h: kfree_skb is shared with packetloss and the other of these probes).
  */
 #ifndef NETSLEUTH_SKBFREE_H
 #define NETSLEUTH_SKBFREE_H
 
+#include "chain.h"
+
 #define SKB_FREE_PROGRAMS(prefix, handler)                                                    \
-	SEC("tp_btf/kfree_skb")                                                                \
-	int prefix##_btf(__u64 *ctx) { return handler((struct sk_buff___p *)ctx[0]); }         \
-	SEC("raw_tp/kfree_skb")                                                                \
-	int prefix##_raw(__u64 *ctx) { return handler((struct sk_buff___p *)ctx[0]); }         \
+	CHAINED("tp_btf/kfree_skb", prefix##_btf, handler((struct sk_buff___p *)ctx[0]))      \
+	CHAINED("raw_tp/kfree_skb", prefix##_raw, handler((struct sk_buff___p *)ctx[0]))      \
 	SEC("fentry/sk_skb_reason_drop")                                                       \
 	int prefix##_sk_reason_fentry(__u64 *ctx) { return handler((struct sk_buff___p *)ctx[1]); } \
 	SEC("fentry/kfree_skb_reason")                                                         \

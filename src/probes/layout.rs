@@ -159,13 +159,27 @@ pub mod stage_key {
 pub mod txlat_key {
     use super::{f, Field, Layout};
     pub const NETNS: Field = f("netns", 0, 4);
-    pub const STAGE: Field = f("stage", 4, 4);
     pub const DEV: Field = f("dev", 8, 16);
     pub const LAYOUT: Layout = Layout {
         name: "lat_key",
         objects: &["netiftxlat"],
         size: 24,
-        fields: &[NETNS, STAGE, DEV],
+        fields: &[NETNS, DEV],
+    };
+}
+
+/// `struct lat_pair` of netiftxlat: a device's two `struct hist`, qdisc then device stage.
+pub mod txlat_pair {
+    use super::{f, Field, Layout};
+    /// `struct hist stage[2]`.
+    pub const STAGE: Field = f("stage", 0, 2 * HIST);
+    /// `sizeof(struct hist)`.
+    pub const HIST: usize = 37 * 8;
+    pub const LAYOUT: Layout = Layout {
+        name: "lat_pair",
+        objects: &["netiftxlat"],
+        size: 2 * HIST,
+        fields: &[STAGE],
     };
 }
 
@@ -267,6 +281,7 @@ pub const ALL: &[&Layout] = &[
     &rst_key::LAYOUT,
     &stage_key::LAYOUT,
     &txlat_key::LAYOUT,
+    &txlat_pair::LAYOUT,
     &bio_key::LAYOUT,
     &hist::LAYOUT,
     &flow_key::LAYOUT,

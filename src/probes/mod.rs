@@ -26,6 +26,7 @@ pub mod virtcmdlatency;
 // Not eBPF: ctnetlink multicast listeners, events only (`event.probes: [conntrack]`).
 pub mod conntrack_events;
 
+pub mod chain;
 pub mod collect;
 pub mod config;
 pub mod event;

@@ -13,7 +13,8 @@
 //! drops never reach the second tracepoint and are not observed; GSO segments split after the
 //! qdisc are observed in the device stage only.
 //!
-//! Metrics (log2 buckets from ~1 µs, bounded hash of 4096 (netns, stage, device)):
+//! Metrics (log2 buckets from ~1 µs, bounded hash of 4096 (netns, device), each holding both
+//! stages' histograms, observed together at `net_dev_xmit` with one lookup):
 //! `netsleuth_netiftxlat_qdisc_seconds{<entity>, device}` and
 //! `netsleuth_netiftxlat_device_seconds{<entity>, device}`. Events `NETIFTXLAT_QDISC` and
 //! `NETIFTXLAT_DEVICE` at or above `threshold` (default 100ms) with `latency` (seconds), `ifindex` and
@@ -21,8 +22,10 @@
 #![forbid(unsafe_code)]
 
 use super::registry::EbpfProbe;
+use std::collections::BTreeMap;
+
 use super::{
-    c_str, read_hist_map, Alternative, DecodeCtx, ProbeKind, RawEvent, RunningProbe,
+    c_str, Alternative, DecodeCtx, Log2Hist, ProbeKind, RawEvent, RunningProbe,
     DEFAULT_THRESHOLD_NS,
 };
 use crate::events::{Event, EventEntity, FieldValue};
@@ -61,11 +64,31 @@ pub fn collect(
     prefix: &mut dyn FnMut(u64) -> String,
     out: &mut Families,
 ) -> Result<(), String> {
-    let hists = read_hist_map(&p.loaded, "lat", |k| {
-        use super::layout::txlat_key as f;
-        let (netns, stage) = (f::NETNS.u32(k)?, f::STAGE.u32(k)?);
-        Some((u64::from(netns), stage, c_str(f::DEV.bytes(k)?)))
-    })?;
+    // One entry per device: its qdisc and device stages' histograms side by side.
+    let m = p.loaded.map("lat").map_err(|e| e.to_string())?;
+    let mut hists: BTreeMap<(u64, u32, String), Log2Hist> = BTreeMap::new();
+    for (k, v) in m.entries().map_err(|e| format!("read map lat: {e}"))? {
+        use super::layout::{txlat_key as f, txlat_pair as pair};
+        let (Some(netns), Some(dev)) = (f::NETNS.u32(&k), f::DEV.bytes(&k)) else {
+            continue;
+        };
+        let dev = c_str(dev);
+        for stage in 0..2u32 {
+            let at = pair::STAGE.offset + stage as usize * pair::HIST;
+            let Some(raw) = v.get(at..at + pair::HIST) else {
+                continue;
+            };
+            let mut h = Log2Hist::default();
+            h.add_raw(raw);
+            // A stage no packet went through yet has no series (as before the pairing).
+            if h.count() > 0 {
+                hists
+                    .entry((u64::from(netns), stage, dev.clone()))
+                    .or_default()
+                    .add(&h);
+            }
+        }
+    }
     for ((inode, stage, dev), h) in hists {
         let pre = prefix(inode);
         let (name, help) = if stage == 0 {

@@ -20,6 +20,9 @@ use crate::bpf::{self, LoadOptions, Loaded};
 /// fallback may need several kernel functions for what one tracepoint sees).
 pub type Alternative = (&'static str, &'static [&'static str]);
 
+/// The links of an attach point's programs, each with its program's name.
+pub type NamedLinks = Vec<(&'static str, Link)>;
+
 /// Optional attach points: a named group of points the probe uses where all of them attach,
 /// and reports unavailable (with every alternative's reason) elsewhere; the probe runs without.
 pub type OptionalGroup = (&'static str, &'static [&'static [Alternative]]);
@@ -87,7 +90,9 @@ pub struct RunningProbe {
     pub attached: Vec<Alternative>,
     /// Each optional group: the methods used, or why it is unavailable here.
     pub optional: Vec<(&'static str, Result<Vec<&'static str>, String>)>,
-    pub(super) links: Mutex<Vec<Link>>,
+    /// Each attached program's link (a program chained behind another probe's on its
+    /// tracepoint has none: see [`super::chain`]).
+    pub(super) links: Mutex<NamedLinks>,
     /// packetloss: drop reason value → name, from the kernel's BTF.
     pub reasons: Arc<BTreeMap<u64, String>>,
     /// The attached programs (of every attach point and attached optional group).
@@ -103,9 +108,15 @@ impl RunningProbe {
     /// Detach now (also happens on drop).
     pub fn detach(&self) {
         self.links.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        super::chain::clear_slots(self);
         if let Some(f) = &self.flow {
             f.detach(&self.loaded);
         }
+    }
+
+    /// Detached for good (its counters are in the totals of past probes).
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::SeqCst)
     }
 
     /// The `program` label of one of its programs: `probe/program`.
@@ -191,7 +202,7 @@ pub fn attach_point(
     l: &Loaded,
     alts: &[Alternative],
     only: Option<&[String]>,
-) -> Result<(Vec<Link>, Alternative), String> {
+) -> Result<(NamedLinks, Alternative), String> {
     let mut why = Vec::new();
     for (method, progs) in alts {
         if let Some(only) = only {
@@ -203,7 +214,7 @@ pub fn attach_point(
         let mut failed = None;
         for prog in progs.iter() {
             match l.attach(prog) {
-                Ok(link) => links.push(link),
+                Ok(link) => links.push((*prog, link)),
                 Err(e) => {
                     failed = Some(format!("{method} {prog}: {e}"));
                     break;

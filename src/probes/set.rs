@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::chain;
 use super::plan::{start_probe, RunningProbe};
 use super::reader::reader_loop;
 use super::totals::ProbeState;
@@ -30,6 +31,8 @@ pub struct ProbeSet {
     kallsyms: Arc<Mutex<Option<Kallsyms>>>,
     /// Totals and run-time stats, shared with the sets before and after this one.
     state: Arc<ProbeState>,
+    /// The tracepoints where the probes' programs run as one (chain.rs).
+    chains: Vec<chain::Chain>,
 }
 
 impl ProbeSet {
@@ -62,6 +65,8 @@ impl ProbeSet {
         let mut keep: BTreeMap<ProbeKind, Arc<RunningProbe>> = BTreeMap::new();
         if let Some(prev) = previous {
             prev.stop_threads();
+            // Every program on its own link again before any probe is detached.
+            chain::unmerge(&prev.probes);
             for p in &prev.probes {
                 if prev.btf == *btf && cfgs.contains(&p.cfg) {
                     keep.insert(p.cfg.kind, p.clone());
@@ -118,6 +123,14 @@ impl ProbeSet {
                     failed.push((c.kind, e.to_string()));
                 }
             }
+        }
+        let chains = if state.chain_programs() {
+            chain::merge(&probes)
+        } else {
+            Vec::new()
+        };
+        for c in &chains {
+            log::info!("eBPF tracepoint shared, one program attached: {c}");
         }
         let kallsyms = previous
             .map(|p| p.kallsyms.clone())
@@ -186,6 +199,7 @@ impl ProbeSet {
             threads: Mutex::new(threads),
             kallsyms,
             state,
+            chains,
         }
     }
 
@@ -197,6 +211,11 @@ impl ProbeSet {
         for (_, h) in ts {
             let _ = h.join();
         }
+    }
+
+    /// The tracepoints where several probes' programs run as one attached program.
+    pub fn chains(&self) -> &[chain::Chain] {
+        &self.chains
     }
 
     pub fn is_empty(&self) -> bool {

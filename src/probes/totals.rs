@@ -39,6 +39,8 @@ pub struct ProbeState {
     run_stats: Mutex<Option<bpf::prog::RunStats>>,
     /// `bpf.programStats`, set from the config before probes start.
     want_run_stats: AtomicBool,
+    /// `bpf.chainPrograms` off (the default is on), set from the config before probes start.
+    no_chains: AtomicBool,
 }
 
 impl ProbeState {
@@ -51,6 +53,16 @@ impl ProbeState {
     /// clock reads per run, so they are off unless asked for.
     pub fn set_program_stats(&self, on: bool) {
         self.want_run_stats.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether probes hooking one tracepoint run as one attached program (`bpf.chainPrograms`,
+    /// on by default; see [`super::chain`]).
+    pub fn set_chain_programs(&self, on: bool) {
+        self.no_chains.store(!on, Ordering::Relaxed);
+    }
+
+    pub(super) fn chain_programs(&self) -> bool {
+        !self.no_chains.load(Ordering::Relaxed)
     }
 
     /// No probe runs any more: switch the stats off if we switched them on.
