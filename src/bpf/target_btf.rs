@@ -36,8 +36,8 @@ pub static VENDOR_BTF: &[(&str, &[u8])] = &[
         include_bytes!("../../vendor-btf/6.1.0-57-amd64.btf"),
     ),
     (
-        "6.12.117+deb12-amd64",
-        include_bytes!("../../vendor-btf/6.12.117+deb12-amd64.btf"),
+        "6.12.118+deb12-amd64",
+        include_bytes!("../../vendor-btf/6.12.118+deb12-amd64.btf"),
     ),
 ];
 /// Minimal BTF embedded by kernel release (none for this architecture yet).
