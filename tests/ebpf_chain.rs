@@ -57,25 +57,6 @@ fn prog_name(id: u32) -> Option<String> {
     v["name"].as_str().map(str::to_string)
 }
 
-fn log_until(e: &Exporter, needle: &str, timeout: Duration) -> Vec<String> {
-    let rx = e.log.lock().unwrap();
-    let end = Instant::now() + timeout;
-    let mut seen = Vec::new();
-    loop {
-        let left = end.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) => {
-                let hit = l.contains(needle);
-                seen.push(l);
-                if hit {
-                    return seen;
-                }
-            }
-            Err(_) => panic!("no log line with `{needle}`; read: {seen:#?}"),
-        }
-    }
-}
-
 fn config(probes: &str) -> String {
     format!("metrics:\n  probes: [{probes}]\n")
 }
@@ -125,7 +106,7 @@ fn reload(e: &Exporter, cfg: &std::path::Path, probes: &str) -> Vec<String> {
         nix::sys::signal::Signal::SIGHUP,
     )
     .unwrap();
-    log_until(e, "configuration reloaded", Duration::from_secs(20))
+    e.log_until("configuration reloaded", Duration::from_secs(20))
 }
 
 /// a -> r -> b, r routing between two veth pairs: what r forwards crosses kernellatency's
@@ -315,40 +296,8 @@ fn shared_tracepoints_run_one_program_and_every_probe_counts_exactly() {
     // full window is timed only there (the segment carrying its last byte reaching the device).
     let q = Pair::new();
     let a = q.a.inode().to_string();
-    q.b.sysctl("net.ipv4.tcp_rmem", "4096 16384 16384");
-    q.a.sysctl("net.ipv4.tcp_wmem", "4096 1048576 4194304");
     let port: u16 = 30000 + (std::process::id() % 20000) as u16 + 7;
-    let (txc, rxc) = std::sync::mpsc::channel();
-    let dst = format!("{}:{port}", q.ip_b);
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            q.b.within(move || {
-                use std::io::Read;
-                let l = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
-                txc.send(()).unwrap();
-                let (mut c, _) = l.accept().unwrap();
-                std::thread::sleep(Duration::from_millis(300));
-                let mut buf = vec![0u8; 1 << 16];
-                while c.read(&mut buf).map(|n| n > 0).unwrap_or(false) {}
-            })
-        });
-        rxc.recv().unwrap();
-        q.a.within(move || {
-            use std::io::Write;
-            let mut c = std::net::TcpStream::connect(&dst).unwrap();
-            c.set_nonblocking(true).unwrap();
-            let chunk = vec![0u8; 1 << 16];
-            let mut sent = 0usize;
-            while sent < (64 << 20) {
-                match c.write(&chunk) {
-                    Ok(n) => sent += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) => panic!("write: {e}"),
-                }
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        });
-    });
+    q.full_window_write(port, 300, 500);
     wait_for(
         "socketlatency send observed",
         Duration::from_secs(5),
@@ -469,7 +418,7 @@ fn programs_of_different_methods_stay_apart_and_raw_tp_ones_chain() {
         nix::sys::signal::Signal::SIGHUP,
     )
     .unwrap();
-    log_until(&e, "configuration reloaded", Duration::from_secs(20));
+    e.log_until("configuration reloaded", Duration::from_secs(20));
     assert_eq!(links_on(&e, "net_dev_queue"), 2, "{:?}", links(e.pid()));
     send_and_match(&e, &net, true, true);
 }

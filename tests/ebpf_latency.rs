@@ -306,44 +306,10 @@ fn tcp_writes_held_by_a_full_window_give_sendslow() {
     let p = Pair::new();
     let a_ino = p.a.inode();
     let a = a_ino.to_string();
-    // A small receive buffer on b and a large send buffer on a: the window closes long before
-    // a's send buffer fills, so writes return with data the stack may not send yet.
-    p.b.sysctl("net.ipv4.tcp_rmem", "4096 16384 16384");
-    p.a.sysctl("net.ipv4.tcp_wmem", "4096 1048576 4194304");
+    // The window closes long before a's send buffer fills, so writes return with data the
+    // stack may not send yet; b reads nothing for 400 ms.
     let port: u16 = 30000 + (std::process::id() % 20000) as u16 + 1;
-    let (tx, rx) = std::sync::mpsc::channel();
-    let dst = format!("{}:{port}", p.ip_b);
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            p.b.within(move || {
-                use std::io::Read;
-                let l = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
-                tx.send(()).unwrap();
-                let (mut c, _) = l.accept().unwrap();
-                // The writer fills the window; nothing is read for 400 ms.
-                std::thread::sleep(Duration::from_millis(400));
-                let mut buf = vec![0u8; 1 << 16];
-                while c.read(&mut buf).map(|n| n > 0).unwrap_or(false) {}
-            })
-        });
-        rx.recv().unwrap();
-        p.a.within(move || {
-            use std::io::Write;
-            let mut c = std::net::TcpStream::connect(&dst).unwrap();
-            c.set_nonblocking(true).unwrap();
-            let chunk = vec![0u8; 1 << 16];
-            let mut sent = 0usize;
-            // Write until the socket buffer is full: the last writes leave data unsent.
-            while sent < (64 << 20) {
-                match c.write(&chunk) {
-                    Ok(n) => sent += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) => panic!("write: {e}"),
-                }
-            }
-            std::thread::sleep(Duration::from_millis(600));
-        });
-    });
+    p.full_window_write(port, 400, 600);
     let evs = wait_for("SOCKETLAT_SENDSLOW", Duration::from_secs(5), || {
         let v = events_of(&evp, "SOCKETLAT_SENDSLOW", a_ino);
         (!v.is_empty()).then_some(v)

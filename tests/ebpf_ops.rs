@@ -62,26 +62,6 @@ fn value(e: &Exporter, name: &str, want: &[(&str, &str)]) -> u64 {
     scrape_sum(e, name, want) as u64
 }
 
-/// Reads the exporter's log until a line contains `needle`; returns every line read.
-fn log_until(e: &Exporter, needle: &str, timeout: Duration) -> Vec<String> {
-    let rx = e.log.lock().unwrap();
-    let end = Instant::now() + timeout;
-    let mut seen = Vec::new();
-    loop {
-        let left = end.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) => {
-                let hit = l.contains(needle);
-                seen.push(l);
-                if hit {
-                    return seen;
-                }
-            }
-            Err(_) => panic!("no log line with `{needle}`; read: {seen:#?}"),
-        }
-    }
-}
-
 /// Sends `n` datagrams from a to b's dropped port; returns how long the sending took.
 fn send_dropped(p: &Pair, n: usize) -> Duration {
     let ip_b = p.ip_b.clone();
@@ -377,7 +357,7 @@ fn sighup_keeps_an_unchanged_probe_counting_and_restarts_a_changed_one() {
         nix::sys::signal::Signal::SIGHUP,
     )
     .unwrap();
-    let log = log_until(&e, "configuration reloaded", Duration::from_secs(10));
+    let log = e.log_until("configuration reloaded", Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let sent = sender.join().unwrap();

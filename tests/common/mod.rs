@@ -303,6 +303,28 @@ pub struct Exporter {
 }
 
 impl Exporter {
+    /// Reads the exporter's log until a line contains `needle`; returns every line read.
+    pub fn log_until(&self, needle: &str, timeout: Duration) -> Vec<String> {
+        let rx = self.log.lock().unwrap();
+        let end = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) => {
+                    let hit = l.contains(needle);
+                    seen.push(l);
+                    if hit {
+                        return seen;
+                    }
+                }
+                Err(_) => panic!("no log line with `{needle}`; read: {seen:#?}"),
+            }
+        }
+    }
+}
+
+impl Exporter {
     /// Start the real binary on a free loopback port with extra args.
     // The child is returned inside `Exporter`, whose Drop kills and waits for it.
     #[allow(clippy::zombie_processes)]
@@ -702,6 +724,48 @@ impl Pair {
             ip_a,
             ip_b,
         }
+    }
+}
+
+impl Pair {
+    /// A TCP write held by a full window: with a small receive buffer on `b` and a large send
+    /// buffer on `a`, `a` writes to `b`'s `port` until its socket buffer is full while `b`
+    /// reads nothing for `b_waits_ms`, so the last writes return with data the stack cannot send
+    /// yet; then `b` reads everything, and `a` keeps the connection for `a_waits_ms`.
+    pub fn full_window_write(&self, port: u16, b_waits_ms: u64, a_waits_ms: u64) {
+        self.b.sysctl("net.ipv4.tcp_rmem", "4096 16384 16384");
+        self.a.sysctl("net.ipv4.tcp_wmem", "4096 1048576 4194304");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let dst = format!("{}:{port}", self.ip_b);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                self.b.within(move || {
+                    use std::io::Read;
+                    let l = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
+                    tx.send(()).unwrap();
+                    let (mut c, _) = l.accept().unwrap();
+                    std::thread::sleep(Duration::from_millis(b_waits_ms));
+                    let mut buf = vec![0u8; 1 << 16];
+                    while c.read(&mut buf).map(|n| n > 0).unwrap_or(false) {}
+                })
+            });
+            rx.recv().unwrap();
+            self.a.within(move || {
+                use std::io::Write;
+                let mut c = std::net::TcpStream::connect(&dst).unwrap();
+                c.set_nonblocking(true).unwrap();
+                let chunk = vec![0u8; 1 << 16];
+                let mut sent = 0usize;
+                while sent < (64 << 20) {
+                    match c.write(&chunk) {
+                        Ok(n) => sent += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => panic!("write: {e}"),
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(a_waits_ms));
+            });
+        });
     }
 }
 
