@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{scrape_sum, wait_for, write_config, Exporter, Netns, Pair};
+use common::{scrape_sum, wait_for, write_config, Exporter, Pair, Routed};
 
 /// Tests share kernel-global tracepoints: one at a time.
 static LOCK: Mutex<()> = Mutex::new(());
@@ -107,82 +107,6 @@ fn reload(e: &Exporter, cfg: &std::path::Path, probes: &str) -> Vec<String> {
     )
     .unwrap();
     e.log_until("configuration reloaded", Duration::from_secs(20))
-}
-
-/// a -> r -> b, r routing between two veth pairs: what r forwards crosses kernellatency's
-/// forward stage (netif_receive_skb -> net_dev_queue in r) and netiftxlat's stages on r's
-/// device towards b.
-struct Routed {
-    a: Netns,
-    r: Netns,
-    _b: Netns,
-    /// r's device towards b.
-    rb_r: String,
-    ip_b: String,
-}
-
-impl Routed {
-    fn new() -> Routed {
-        let a = Netns::new("cha");
-        let r = Netns::new("chr");
-        let b = Netns::new("chb");
-        let (ar_a, ar_r) = (common::unique("ca"), common::unique("cr"));
-        let (rb_r, rb_b) = (common::unique("cs"), common::unique("cb"));
-        let net = 100 + (std::process::id() as usize % 150);
-        let (ip_a, ip_ra) = (format!("198.19.{net}.1"), format!("198.19.{net}.2"));
-        let net2 = (net + 1) % 250;
-        let (ip_rb, ip_b) = (format!("198.19.{net2}.1"), format!("198.19.{net2}.2"));
-        for (x, xn, y, yn) in [(&ar_a, &a, &ar_r, &r), (&rb_r, &r, &rb_b, &b)] {
-            common::run(
-                "ip",
-                &[
-                    "link", "add", x, "netns", &xn.name, "type", "veth", "peer", "name", y,
-                    "netns", &yn.name,
-                ],
-            );
-        }
-        a.exec("ip", &["addr", "add", &format!("{ip_a}/24"), "dev", &ar_a]);
-        r.exec("ip", &["addr", "add", &format!("{ip_ra}/24"), "dev", &ar_r]);
-        r.exec("ip", &["addr", "add", &format!("{ip_rb}/24"), "dev", &rb_r]);
-        b.exec("ip", &["addr", "add", &format!("{ip_b}/24"), "dev", &rb_b]);
-        for (ns, dev) in [(&a, &ar_a), (&r, &ar_r), (&r, &rb_r), (&b, &rb_b)] {
-            ns.exec("ip", &["link", "set", dev, "up"]);
-        }
-        a.exec("ip", &["route", "add", "default", "via", &ip_ra]);
-        b.exec("ip", &["route", "add", "default", "via", &ip_rb]);
-        r.sysctl("net.ipv4.ip_forward", "1");
-        Routed {
-            a,
-            r,
-            _b: b,
-            rb_r,
-            ip_b,
-        }
-    }
-
-    /// r's `Ip ForwDatagrams`.
-    fn forwarded(&self) -> u64 {
-        common::proc_pairs(&self.r.cat("/proc/net/snmp"))["Ip_ForwDatagrams"]
-            .parse()
-            .unwrap()
-    }
-
-    /// Packets r's device towards b transmitted (`/proc/net/dev` in r).
-    fn tx_packets(&self) -> u64 {
-        common::proc_net_dev(&self.r.cat("/proc/net/dev"))[&self.rb_r][9]
-    }
-
-    /// `n` datagrams a -> b (through r).
-    fn send(&self, n: usize) {
-        let dst = format!("{}:9", self.ip_b);
-        self.a.within(move || {
-            let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-            for _ in 0..n {
-                s.send_to(&[0u8; 100], &dst).unwrap();
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        });
-    }
 }
 
 /// (kernellatency forward observations, netiftxlat qdisc observations, netiftxlat device

@@ -651,59 +651,17 @@ fn routed_packets_show_in_kernellatency_forward() {
     }
     let _g = lock();
     let e = start("kernellatency", &tmp_events());
-    let a = common::Netns::new("kla");
-    let r = common::Netns::new("klr");
-    let b = common::Netns::new("klb");
-    let (ar_a, ar_r) = (common::unique("ka"), common::unique("kr"));
-    let (rb_r, rb_b) = (common::unique("ks"), common::unique("kb"));
-    let net = 100 + (std::process::id() as usize % 150);
-    let (ip_a, ip_ra) = (format!("198.19.{net}.1"), format!("198.19.{net}.2"));
-    let net2 = (net + 1) % 250;
-    let (ip_rb, ip_b) = (format!("198.19.{net2}.1"), format!("198.19.{net2}.2"));
-    common::run(
-        "ip",
-        &[
-            "link", "add", &ar_a, "netns", &a.name, "type", "veth", "peer", "name", &ar_r, "netns",
-            &r.name,
-        ],
-    );
-    common::run(
-        "ip",
-        &[
-            "link", "add", &rb_r, "netns", &r.name, "type", "veth", "peer", "name", &rb_b, "netns",
-            &b.name,
-        ],
-    );
-    a.exec("ip", &["addr", "add", &format!("{ip_a}/24"), "dev", &ar_a]);
-    r.exec("ip", &["addr", "add", &format!("{ip_ra}/24"), "dev", &ar_r]);
-    r.exec("ip", &["addr", "add", &format!("{ip_rb}/24"), "dev", &rb_r]);
-    b.exec("ip", &["addr", "add", &format!("{ip_b}/24"), "dev", &rb_b]);
-    for (ns, dev) in [(&a, &ar_a), (&r, &ar_r), (&r, &rb_r), (&b, &rb_b)] {
-        ns.exec("ip", &["link", "set", dev, "up"]);
-    }
-    a.exec("ip", &["route", "add", "default", "via", &ip_ra]);
-    b.exec("ip", &["route", "add", "default", "via", &ip_rb]);
-    r.sysctl("net.ipv4.ip_forward", "1");
+    let net = common::Routed::new();
+    let (a, r) = (&net.a, &net.r);
     let ri = r.inode().to_string();
-    let fwd = || -> u64 {
-        common::proc_pairs(&r.cat("/proc/net/snmp"))["Ip_ForwDatagrams"]
-            .parse()
-            .unwrap()
-    };
+    let fwd = || net.forwarded();
     let fwd0 = fwd();
     let before = value(
         &e,
         "netsleuth_kernellatency_forward_seconds_count",
         &[("netns", &ri)],
     );
-    let dst = format!("{ip_b}:9");
-    a.within(move || {
-        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-        for _ in 0..30 {
-            s.send_to(&[0u8; 100], &dst).unwrap();
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    });
+    net.send(30);
     // The 30 datagrams, then b's ICMP port-unreachable answers (rate-limited) on the way back.
     wait_for(
         "forwarded packets observed in r",
