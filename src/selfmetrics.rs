@@ -126,14 +126,10 @@ fn boot_time() -> Option<u64> {
         .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
 }
 
+/// The soft `RLIMIT_NOFILE` (what `Max open files` in `/proc/self/limits` says), none when
+/// unlimited.
 fn max_fds() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = s.lines().find(|l| l.starts_with("Max open files"))?;
-    line["Max open files".len()..]
-        .split_ascii_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    Some(sys::nofile_limit()).filter(|&n| n != libc::RLIM_INFINITY)
 }
 
 /// The open descriptors of a process, from its `/proc/<pid>/fd`: the directory's size where the
@@ -208,5 +204,13 @@ mod tests {
     fn self_figures() {
         let p = read_self().unwrap();
         assert!(p.threads >= 1 && p.open_fds >= 3 && p.rss_bytes > 0);
+        // The soft limit, as /proc/self/limits shows it.
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+        let soft = limits
+            .lines()
+            .find_map(|l| l.strip_prefix("Max open files"))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap();
+        assert_eq!(p.max_fds, soft.parse().ok());
     }
 }

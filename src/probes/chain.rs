@@ -16,7 +16,6 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 
 use super::plan::RunningProbe;
-use super::ProbeKind;
 use crate::bpf::object::ProgramKind;
 
 /// A tracepoint where programs of several probes run as one: the method, the tracepoint and
@@ -231,23 +230,24 @@ pub(super) fn clear_slots(p: &RunningProbe) {
     }
 }
 
-/// The probes whose programs [`merge`] may chain on a shared tracepoint (their objects have
-/// program arrays), for the docs and tests.
-pub fn chainable_kinds() -> Vec<ProbeKind> {
-    ProbeKind::ALL
-        .iter()
-        .copied()
-        .filter(|k| {
-            crate::bpf::embedded::object(k.probe().object())
-                .and_then(|o| crate::bpf::object::Object::parse(o).ok())
-                .is_some_and(|o| o.maps.iter().any(|m| m.name.starts_with("next_")))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::ProbeKind;
     use super::*;
+
+    /// The probes whose programs [`merge`] may chain on a shared tracepoint (their objects have
+    /// program arrays).
+    fn chainable_kinds() -> Vec<ProbeKind> {
+        ProbeKind::ALL
+            .iter()
+            .copied()
+            .filter(|k| {
+                crate::bpf::embedded::object(k.probe().object())
+                    .and_then(|o| crate::bpf::object::Object::parse(o).ok())
+                    .is_some_and(|o| o.maps.iter().any(|m| m.name.starts_with("next_")))
+            })
+            .collect()
+    }
 
     #[test]
     fn every_chained_program_has_its_array_and_a_tracepoint() {

@@ -31,8 +31,6 @@ pub struct ProbeSet {
     kallsyms: Arc<Mutex<Option<Kallsyms>>>,
     /// Totals and run-time stats, shared with the sets before and after this one.
     state: Arc<ProbeState>,
-    /// The tracepoints where the probes' programs run as one (chain.rs).
-    chains: Vec<chain::Chain>,
 }
 
 impl ProbeSet {
@@ -124,13 +122,10 @@ impl ProbeSet {
                 }
             }
         }
-        let chains = if state.chain_programs() {
-            chain::merge(&probes)
-        } else {
-            Vec::new()
-        };
-        for c in &chains {
-            log::info!("eBPF tracepoint shared, one program attached: {c}");
+        if state.chain_programs() {
+            for c in chain::merge(&probes) {
+                log::info!("eBPF tracepoint shared, one program attached: {c}");
+            }
         }
         let kallsyms = previous
             .map(|p| p.kallsyms.clone())
@@ -199,7 +194,6 @@ impl ProbeSet {
             threads: Mutex::new(threads),
             kallsyms,
             state,
-            chains,
         }
     }
 
@@ -211,11 +205,6 @@ impl ProbeSet {
         for (_, h) in ts {
             let _ = h.join();
         }
-    }
-
-    /// The tracepoints where several probes' programs run as one attached program.
-    pub fn chains(&self) -> &[chain::Chain] {
-        &self.chains
     }
 
     pub fn is_empty(&self) -> bool {
