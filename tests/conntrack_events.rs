@@ -631,12 +631,20 @@ fn ftp_expectation_new_and_destroy() {
         )
     });
     server.join().unwrap();
-    let evs = wait_for("ConntrackExpDestroy", Duration::from_secs(20), || {
-        let evs = file_events(&events, r_ino);
-        evs.iter()
-            .any(|v| v["type"] == "ConntrackExpDestroy")
-            .then_some(evs)
-    });
+    // The kernel reports the expectation's destruction when the data connection's conntrack is
+    // created, and that conntrack's NEW only when it is confirmed, later: wait for both.
+    let evs = wait_for(
+        "ConntrackExpDestroy and the data connection's ConntrackNew",
+        Duration::from_secs(20),
+        || {
+            let evs = file_events(&events, r_ino);
+            let destroyed = evs.iter().any(|v| v["type"] == "ConntrackExpDestroy");
+            let data = evs.iter().any(|v| {
+                v["type"] == "ConntrackNew" && v["fields"]["sport"] == u64::from(data_port)
+            });
+            (destroyed && data).then_some(evs)
+        },
+    );
     std::thread::sleep(Duration::from_millis(300));
     let reference = ce.stop();
     let exp_evs: Vec<&J> = evs
