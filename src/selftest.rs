@@ -263,8 +263,14 @@ fn collect(probes: &[&str], inode: u64) -> Result<Capture, String> {
     );
     for name in probes {
         let spec = collectors::find(name).ok_or_else(|| format!("no probe {name}"))?;
-        let all: serde_norway::Value =
-            serde_norway::from_str("{fields: '.*'}").expect("static YAML");
+        // Every field, and for netdev every device: the checks count traffic on the test
+        // namespaces' `lo`, which netdev leaves out of namespaces but the host's by default.
+        let every = if *name == "netdev" {
+            "{fields: '.*', loopback: all}"
+        } else {
+            "{fields: '.*'}"
+        };
+        let all: serde_norway::Value = serde_norway::from_str(every).expect("static YAML");
         let mut args = ProbeArgs::from_yaml(name, &all)?;
         let probe = match (spec.build)(&mut args) {
             Ok(p) => p,

@@ -43,7 +43,7 @@ inventory:
     containerd: [{CTD_STATE}]
     docker: [{DOCKER_ROOT}]
 metrics:
-  probes: [netdev, io, fd]
+  probes: [{{name: netdev, args: {{loopback: all}}}}, io, fd]
 "#
     ))
 }
@@ -244,7 +244,8 @@ fn own_netns() -> u64 {
     netns_of_pid(std::process::id() as i32)
 }
 
-/// Entity labels of every namespace in a scrape, by netns inode (from netdev `lo` series).
+/// Entity labels of every namespace in a scrape, by netns inode (from netdev `lo` series:
+/// every namespace has one, and the configs here export every namespace's, `loopback: all`).
 fn entities(s: &Scrape) -> BTreeMap<String, BTreeMap<String, String>> {
     s.find("netsleuth_netdev_receive_bytes_total", &[("device", "lo")])
         .into_iter()
@@ -575,7 +576,7 @@ inventory:
     containerd: [{CTD_STATE}]
     docker: [{DOCKER_ROOT}]
 metrics:
-  probes: [netdev, io, fd]
+  probes: [{{name: netdev, args: {{loopback: all}}}}, io, fd]
   additionalLabels:
     - app=${{labels:app}}
     - tier=t-${{labels:tier}}
@@ -702,7 +703,7 @@ inventory:
   stateRoots:
     containerd: [{CTD_STATE}]
 metrics:
-  probes: [netdev, tcpreset]
+  probes: [{{name: netdev, args: {{loopback: all}}}}, tcpreset]
   additionalLabels:
     - app=${{labels:app}}
     - tier=t-${{labels:tier}}
@@ -812,7 +813,7 @@ fn podman_labels_fill_additional_labels() {
 inventory:
   maxStaleness: 0s
 metrics:
-  probes: [netdev]
+  probes: [{name: netdev, args: {loopback: all}}]
   additionalLabels: ["app=${labels:app}", "team=${labels:team}"]
 "#,
     );
@@ -903,6 +904,8 @@ inventory:
   maxStaleness: 0s
   stateRoots:
     containerd: [{CTD_STATE}]
+metrics:
+  probes: [{{name: netdev, args: {{loopback: all}}}}]
 event:
   probes: [tcpreset]
   sinks: [{{name: file, args: {{path: {}}}}}]

@@ -1085,11 +1085,11 @@ fn mounts(pid: u32) -> BTreeMap<String, (String, String)> {
         .collect()
 }
 
-/// The entity labels of a namespace (from its netdev `lo` series).
+/// The entity labels of a namespace (from its one `netsleuth_sock_sockets_used` series).
 fn entity(s: &Scrape, netns: u64) -> Option<BTreeMap<String, String>> {
     s.find(
-        "netsleuth_netdev_receive_bytes_total",
-        &[("netns", &netns.to_string()), ("device", "lo")],
+        "netsleuth_sock_sockets_used",
+        &[("netns", &netns.to_string())],
     )
     .first()
     .map(|x| {

@@ -777,8 +777,8 @@ fn process_namespaces_and_churn() {
         });
         let s = e.scrape();
         let got = s.one(
-            "netsleuth_netdev_receive_bytes_total",
-            &[("netns", &inode.to_string()), ("device", "lo")],
+            "netsleuth_sock_sockets_used",
+            &[("netns", &inode.to_string())],
         );
         assert_eq!(got.labels["kind"], "process", "round {round}");
         assert_eq!(got.labels["name"], comm, "round {round}: inode {inode}");
@@ -856,11 +856,8 @@ fn process_name_follows_exec() {
     });
     let s = e.scrape();
     assert_eq!(
-        s.one(
-            "netsleuth_netdev_receive_bytes_total",
-            &[("netns", &inode), ("device", "lo")]
-        )
-        .labels["name"],
+        s.one("netsleuth_sock_sockets_used", &[("netns", &inode)])
+            .labels["name"],
         "sh"
     );
     child.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
@@ -870,11 +867,8 @@ fn process_name_follows_exec() {
     });
     let s = e.scrape();
     assert_eq!(
-        s.one(
-            "netsleuth_netdev_receive_bytes_total",
-            &[("netns", &inode), ("device", "lo")]
-        )
-        .labels["name"],
+        s.one("netsleuth_sock_sockets_used", &[("netns", &inode)])
+            .labels["name"],
         "sleep"
     );
     drop(child);

@@ -75,7 +75,7 @@ fn netdev_netlink_counters_equal_ip() {
         });
     }
     let cfg = write_config(
-        "metrics:\n  probes:\n  - {name: netdev, args: {fields: 'receive_.*|transmit_.*'}}\n",
+        "metrics:\n  probes:\n  - {name: netdev, args: {fields: 'receive_.*|transmit_.*', loopback: all}}\n",
     );
     let e = Exporter::start(&[&format!("--config.file={}", cfg.display())]);
     let s = e.scrape();

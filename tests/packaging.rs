@@ -216,7 +216,12 @@ const DROP_PORT: u16 = 47_311;
 fn yaml() -> String {
     let mut y = String::from("metrics:\n  probes:\n");
     for c in DEFAULT_COLLECTORS {
-        y.push_str(&format!("  - {c}\n"));
+        if *c == "netdev" {
+            // Every namespace's `lo`, which the named netns below has traffic on.
+            y.push_str("  - {name: netdev, args: {loopback: all}}\n");
+        } else {
+            y.push_str(&format!("  - {c}\n"));
+        }
     }
     y.push_str("  - packetloss\n  - tcpreset\ninventory:\n  maxStaleness: 0s\n");
     y

@@ -110,7 +110,7 @@ fn real_prometheus_scrapes_the_exporter() {
         assert_eq!(target["labels"]["job"], "netsleuth");
         assert_eq!(target["lastError"], "");
         let inode = ns.inode().to_string();
-        let q = format!("/api/v1/query?query=netsleuth_netdev_receive_bytes_total%7Bnetns%3D%22{inode}%22%2Cdevice%3D%22lo%22%7D");
+        let q = format!("/api/v1/query?query=netsleuth_tcp_curr_estab%7Bnetns%3D%22{inode}%22%7D");
         let v = wait_for("series in prometheus", Duration::from_secs(30), || {
             let (_, _, body) = http_get(&api, &q, &[]);
             let v: serde_json::Value = serde_json::from_slice(&body).ok()?;

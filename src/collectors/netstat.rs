@@ -12,8 +12,10 @@ use super::{CollectError, Collector, FieldFilter, NetnsCtx, ProbeArgs, ProbeSpec
 use crate::model::{MetricKind, Sink};
 
 pub const DEFAULT_TCPEXT: &str = "TcpExt_(Listen.*|Syncookies.*|TCPSynRetrans|TCPTimeouts|TCPOFOQueue|TCPRcvQDrop|TCPFastRetrans|TCPRetransFail|TCPAbortOn.*|TCPAbortFailed|TCPACKSkipped.*|TCPMemoryPressures|TCPMemoryPressuresChrono|PAWSActive|PAWSEstab|EmbryonicRsts|TCPWinProbe|TCPKeepAlive|TCPMTUPFail|TCPMTUPSuccess|TCPZeroWindowDrop|TCPBacklogDrop|PFMemallocDrop|TCPWqueueTooBig|TCPLossProbes|TCPReqQFullDrop|TCPReqQFullDoCookies)";
+/// Of the ECN counters only InCEPkts (congestion experienced) is on by default: NoECT, ECT(0)
+/// and ECT(1) tally codepoints on healthy traffic.
 pub const DEFAULT_IPEXT: &str =
-    "IpExt_(InOctets|OutOctets|InNoRoutes|InTruncatedPkts|InCsumErrors|InNoECTPkts|InECT0Pkts|InECT1Pkts|InCEPkts)";
+    "IpExt_(InOctets|OutOctets|InNoRoutes|InTruncatedPkts|InCsumErrors|InCEPkts)";
 
 pub const DEFAULT_MPTCPEXT: &str = "MPTcpExt_.*";
 

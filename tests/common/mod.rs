@@ -890,14 +890,14 @@ pub fn write_config(yaml: &str) -> std::path::PathBuf {
 pub const EVERY_PROBE_EVERY_FIELD: &str = r#"
 metrics:
   probes:
-  - {name: netdev, args: {fields: '.*'}}
+  - {name: netdev, args: {fields: '.*', loopback: all}}
   - {name: ip, args: {fields: '.*'}}
   - {name: icmp, args: {fields: '.*'}}
   - {name: tcp, args: {fields: '.*'}}
   - {name: udp, args: {fields: '.*'}}
   - {name: tcpext, args: {fields: '.*'}}
   - {name: ipext, args: {fields: '.*'}}
-  - {name: sock}
+  - {name: sock, args: {fields: '.*'}}
   - {name: softnet}
   - {name: io}
   - {name: fd}
