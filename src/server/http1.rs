@@ -210,27 +210,37 @@ pub(super) fn write_response(
                 return Ok(keep);
             }
             // The head goes out with the first piece of the body (one write for small pages).
-            // Copying the pieces into this buffer is cheaper than handing them to the kernel
-            // as they are: a writev of the page's pieces (1,024 slices of ~110 bytes per call)
-            // cost a 500-namespace scrape 81-85 ms of CPU against 76-78 ms with the copy, in
-            // alternating runs.
-            let mut pending = h;
-            let mut buf = vec![0u8; 256 * 1024];
+            // The page is read straight into the frame that is written, after room for the
+            // chunk-size line, so each byte is copied once in this process. (Copying the
+            // pieces is cheaper than handing them to the kernel as they are: a writev of the
+            // page's pieces, 1,024 slices of ~110 bytes per call, cost a 500-namespace scrape
+            // 81-85 ms of CPU against 76-78 ms with a copy, in alternating runs.)
+            const LINE: usize = 16; // room for `{n:x}\r\n`
+            const CHUNK: usize = 256 * 1024;
+            let mut frame = vec![0u8; LINE + CHUNK + 2];
+            let mut head = Some(h);
             loop {
-                let n = match r.read(&mut buf) {
+                let n = match r.read(&mut frame[LINE..LINE + CHUNK]) {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e),
                 };
-                if chunked {
-                    pending.extend_from_slice(format!("{n:x}\r\n").as_bytes());
-                    pending.extend_from_slice(&buf[..n]);
-                    pending.extend_from_slice(b"\r\n");
+                let (start, end) = if chunked {
+                    let line = format!("{n:x}\r\n");
+                    let start = LINE - line.len();
+                    frame[start..LINE].copy_from_slice(line.as_bytes());
+                    frame[LINE + n..LINE + n + 2].copy_from_slice(b"\r\n");
+                    (start, LINE + n + 2)
                 } else {
-                    pending.extend_from_slice(&buf[..n]);
+                    (LINE, LINE + n)
+                };
+                match head.take() {
+                    Some(mut h) => {
+                        h.extend_from_slice(&frame[start..end]);
+                        conn.write_all(&h)?;
+                    }
+                    None => conn.write_all(&frame[start..end])?,
                 }
-                conn.write_all(&pending)?;
-                pending.clear();
                 if n == 0 {
                     break;
                 }
