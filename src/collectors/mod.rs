@@ -420,21 +420,19 @@ impl NetnsHandles {
 /// Read a whole procfs file from offset 0 (`pread`, so a kept file needs no seek): at offset
 /// 0 a seq_file starts over, showing the kernel's figures now.
 fn pread_all(f: &std::fs::File, expect: usize) -> std::io::Result<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
-    let mut out = vec![0u8; expect.max(1024)];
-    let mut n = 0;
+    let mut out = Vec::with_capacity(expect.max(1024));
     loop {
-        if n == out.len() {
-            out.resize(out.len() * 2, 0);
+        if out.len() == out.capacity() {
+            out.reserve(out.capacity());
         }
-        match f.read_at(&mut out[n..], n as u64) {
+        let at = out.len() as u64;
+        match crate::sys::pread_append(f, &mut out, at) {
             Ok(0) => break,
-            Ok(k) => n += k,
+            Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    out.truncate(n);
     Ok(out)
 }
 
@@ -829,6 +827,38 @@ pub fn parse_int(s: &[u8]) -> Option<crate::model::Value> {
 mod tests {
     use super::*;
     use crate::model::Value;
+
+    /// A kept file is read whole from offset 0 whatever the first guess of its size, again
+    /// after it changed, and an empty one reads as empty; procfs files too.
+    #[test]
+    fn pread_all_reads_whole_files_from_the_start() {
+        let path = std::env::temp_dir().join(format!("netsleuth-pread-{}", std::process::id()));
+        let big: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &big).unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        for expect in [0, 1024, 70_000, 200_000] {
+            assert_eq!(pread_all(&f, expect).unwrap(), big, "expect {expect}");
+        }
+        std::fs::write(&path, b"short").unwrap();
+        assert_eq!(pread_all(&f, 1024).unwrap(), b"short");
+        std::fs::write(&path, b"").unwrap();
+        assert!(pread_all(&f, 1024).unwrap().is_empty());
+        std::fs::remove_file(&path).unwrap();
+        let f = std::fs::File::open("/proc/self/net/snmp").unwrap();
+        let want = std::fs::read("/proc/self/net/snmp").unwrap();
+        let got = pread_all(&f, 0).unwrap();
+        // The counters move between the two reads; the lines and the header lines do not.
+        let lines = |b: &[u8]| b.split(|&c| c == b'\n').count();
+        assert_eq!(lines(&got), lines(&want));
+        let headers = |b: &[u8]| -> Vec<Vec<u8>> {
+            b.split(|&c| c == b'\n')
+                .step_by(2)
+                .map(<[u8]>::to_vec)
+                .collect()
+        };
+        assert_eq!(headers(&got), headers(&want));
+        assert!(got.starts_with(b"Ip: Forwarding DefaultTTL"), "{got:?}");
+    }
 
     #[test]
     fn parse_int_edges() {
