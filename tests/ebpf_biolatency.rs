@@ -126,13 +126,13 @@ fn dd_in(ns: &Netns, cgroup_procs: Option<&Path>, args: &[String]) -> u32 {
     pid
 }
 
-/// The exporter with biolatency (and netdev, whose per-namespace series show when the inventory
-/// knows `ns`: events are attributed through it).
+/// The exporter with biolatency (and netdev with every namespace's `lo`, whose series show when
+/// the inventory knows `ns`: events are attributed through it).
 fn start(events: &Path, event_args: &str, ns: &Netns) -> Exporter {
     let cfg = write_config(&format!(
         r#"
 metrics:
-  probes: [biolatency, netdev]
+  probes: [biolatency, {{name: netdev, args: {{loopback: all}}}}]
 event:
   probes: [{{name: biolatency, args: {event_args}}}]
   sinks: [{{name: file, args: {{path: {}}}}}]
