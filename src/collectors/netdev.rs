@@ -707,15 +707,9 @@ face |bytes packets errs drop fifo frame compressed multicast nohandler|bytes pa
         .unwrap();
         let devices = |args: &str, host: bool| {
             let c = build_probe(specs(), "netdev", args);
-            let ctx = NetnsCtx::new(1, dir.join("net"), &dir, false, &[]).with_host(host);
-            let mut f = crate::model::Families::new();
-            c.collect(&ctx, &mut f.sink("")).unwrap();
-            let mut s = String::new();
-            f.render(&mut s);
-            samples(&s)
-                .iter()
+            samples_of_dir(c.as_ref(), &dir, host)
+                .into_iter()
                 .filter(|l| l.starts_with("netsleuth_netdev_receive_bytes_total"))
-                .map(|l| l.to_string())
                 .collect::<Vec<_>>()
         };
         let lo = "netsleuth_netdev_receive_bytes_total{device=\"lo\"} 11";

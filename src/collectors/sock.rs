@@ -267,17 +267,7 @@ mod tests {
             "sockets: used 4\nTCP: inuse 1 orphan 2 tw 3 alloc 4 mem 5\nUDP: inuse 6 mem 7\n",
         )
         .unwrap();
-        let render = |host: bool| {
-            let ctx = NetnsCtx::new(1, dir.join("net"), &dir, false, &[]).with_host(host);
-            let mut f = crate::model::Families::new();
-            c.collect(&ctx, &mut f.sink("")).unwrap();
-            let mut s = String::new();
-            f.render(&mut s);
-            samples(&s)
-                .iter()
-                .map(|l| l.to_string())
-                .collect::<Vec<_>>()
-        };
+        let render = |host: bool| samples_of_dir(c.as_ref(), &dir, host);
         assert_eq!(
             render(false),
             vec![

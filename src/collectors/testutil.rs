@@ -45,6 +45,17 @@ pub fn run(c: &dyn Collector, fixture: &str, pids: &[i32]) -> (String, Result<()
     (s, r)
 }
 
+/// Run a collector on `<dir>/net` (with `dir` as proc root) as the host's namespace or
+/// another's; the rendered sample lines.
+pub fn samples_of_dir(c: &dyn Collector, dir: &Path, host: bool) -> Vec<String> {
+    let ctx = NetnsCtx::new(1, dir.join("net"), dir, false, &[]).with_host(host);
+    let mut f = Families::new();
+    c.collect(&ctx, &mut f.sink("")).unwrap();
+    let mut s = String::new();
+    f.render(&mut s);
+    samples(&s).iter().map(|l| l.to_string()).collect()
+}
+
 /// Run a collector in this process's namespace as a worker that has not entered it would.
 pub fn collect_not_entered(c: &dyn Collector) -> Result<(), CollectError> {
     let ctx = NetnsCtx::new(1, "/proc/self/net".into(), Path::new("/proc"), false, &[]);
