@@ -24,7 +24,7 @@ fn ev(kind: &str, ns: &str, seq: u64) -> Event {
     e.k8s_namespace = ns.into();
     e.k8s_pod = format!("pod-{}", seq % 7);
     e.kind = "pod".into();
-    Event::new(kind, e)
+    Event::new(kind.to_string(), e)
         .with("protocol", FieldValue::Str("TCP".into()))
         .with("saddr", FieldValue::Addr("10.0.0.1".parse().unwrap()))
         .with("sport", FieldValue::UInt(40000 + seq % 1000))
@@ -597,7 +597,7 @@ fn live_events_stream_filters_sse_and_stalled_client() {
         std::thread::spawn(move || read_events_progress(&mut sse, N as usize, true, &pr));
     // 20000 events of 2 kinds × 2 namespaces with deep stacks (~2 KB each), paced so readers
     // keep up but the stalled one overflows its queue (4096) once its socket buffers are full.
-    let stack: Vec<String> = (0..40)
+    let stack: std::sync::Arc<[String]> = (0..40)
         .map(|i| format!("some_kernel_function_{i}+0x1f [kernel]"))
         .collect();
     for i in 0..N {

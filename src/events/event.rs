@@ -1,9 +1,12 @@
 //! The event model and its two renderings: KubeSkoop's log line and a JSON line with the same
 //! data.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::inventory::{Entity, EntityKind};
@@ -11,7 +14,8 @@ use crate::inventory::{Entity, EntityKind};
 /// A typed field value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FieldValue {
-    Str(String),
+    /// A name from a fixed set (protocol, state) borrowed, anything else owned.
+    Str(Cow<'static, str>),
     Int(i64),
     UInt(u64),
     Addr(IpAddr),
@@ -70,28 +74,70 @@ impl EventEntity {
     }
 }
 
+/// The entities of the events a reader makes, one per namespace for as long as the inventory
+/// hands out the same entity (the same `Arc`, kept here so it cannot be freed and its address
+/// reused): each event takes a reference instead of copies of the entity's strings, which a
+/// sink thread would then read from another CPU's cache and free into another thread's heap.
+#[derive(Default)]
+pub struct EntityCache(HashMap<u64, (Option<Arc<Entity>>, Arc<EventEntity>)>);
+
+impl EntityCache {
+    /// At most this many namespaces are kept; beyond, the cache starts over.
+    const MAX: usize = 4096;
+
+    pub fn get(&mut self, netns: u64, e: Option<Arc<Entity>>) -> Arc<EventEntity> {
+        if let Some((known, ev)) = self.0.get(&netns) {
+            let same = match (known, &e) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            if same {
+                return ev.clone();
+            }
+        }
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+        let ev = Arc::new(match &e {
+            Some(e) => EventEntity::from_entity(e),
+            None => EventEntity::unknown(netns),
+        });
+        self.0.insert(netns, (e, ev.clone()));
+        ev
+    }
+
+    /// Forget every entity (namespaces gone since are released).
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
 /// One event.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
     pub time: SystemTime,
     /// `PACKETLOSS`, `TCPRESET_NOSOCK`, ... (KubeSkoop's names).
-    pub kind: String,
-    pub entity: EventEntity,
+    pub kind: Cow<'static, str>,
+    /// Shared: a reader makes one per namespace and hands each event a reference, so an event
+    /// carries no string of its entity's to allocate, copy between threads and free.
+    pub entity: Arc<EventEntity>,
     /// Ordered fields: protocol, saddr, sport, daddr, dport, then probe-specific ones.
     pub fields: Vec<(&'static str, FieldValue)>,
     /// Kernel stack, innermost first, as `sym+0xoff [module]`, from the kernel function that
-    /// acted (the probe's own frames cut: [`crate::probes::stack`]).
-    pub stack: Vec<String>,
+    /// acted (the probe's own frames cut: [`crate::probes::stack`]). Shared by the events
+    /// that carry the same stack id in a read.
+    pub stack: Arc<[String]>,
 }
 
 impl Event {
-    pub fn new(kind: impl Into<String>, entity: EventEntity) -> Event {
+    pub fn new(kind: impl Into<Cow<'static, str>>, entity: impl Into<Arc<EventEntity>>) -> Event {
         Event {
             time: SystemTime::now(),
             kind: kind.into(),
-            entity,
+            entity: entity.into(),
             fields: Vec::new(),
-            stack: Vec::new(),
+            stack: Arc::new([]),
         }
     }
 
@@ -212,7 +258,7 @@ impl Event {
         let mut fields = serde_json::Map::new();
         for (k, v) in &self.fields {
             let jv = match v {
-                FieldValue::Str(s) => serde_json::Value::from(s.as_str()),
+                FieldValue::Str(s) => serde_json::Value::from(&**s),
                 FieldValue::Int(i) => serde_json::Value::from(*i),
                 FieldValue::UInt(u) => serde_json::Value::from(*u),
                 FieldValue::Addr(a) => serde_json::Value::from(a.to_string()),
@@ -236,7 +282,7 @@ impl Event {
             "name": self.entity.name,
             "labels": labels,
             "fields": fields,
-            "stack": self.stack,
+            "stack": &*self.stack,
         })
     }
 }
@@ -267,6 +313,52 @@ fn quote(v: &str) -> String {
 pub(crate) mod tests {
     use super::*;
 
+    fn named(inode: u64, name: &str) -> Arc<Entity> {
+        let kind = crate::inventory::EntityKind::Named;
+        Arc::new(Entity::new(
+            inode,
+            None,
+            kind,
+            name.into(),
+            vec![],
+            None,
+            None,
+        ))
+    }
+
+    #[test]
+    fn entity_cache_shares_one_entity_until_the_inventory_changes_it() {
+        let mut c = EntityCache::default();
+        let blue = named(7, "blue");
+        let a = c.get(7, Some(blue.clone()));
+        assert_eq!(
+            (a.netns, a.kind.as_str(), a.name.as_str()),
+            (7, "named", "blue")
+        );
+        // The same entity again: the same reference, nothing copied.
+        assert!(Arc::ptr_eq(&a, &c.get(7, Some(blue.clone()))));
+        // The inventory publishes a changed entity as a new one: taken anew.
+        let b = c.get(7, Some(named(7, "green")));
+        assert_eq!(b.name, "green");
+        assert!(!Arc::ptr_eq(&a, &b));
+        // A namespace the inventory does not know, then knows.
+        let u = c.get(8, None);
+        assert_eq!(
+            (u.netns, u.kind.as_str(), u.name.as_str()),
+            (8, "unknown", "")
+        );
+        assert!(Arc::ptr_eq(&u, &c.get(8, None)));
+        assert_eq!(c.get(8, Some(named(8, "red"))).name, "red");
+        assert_eq!(c.get(8, None).kind, "unknown");
+        // Bounded: never more than MAX namespaces kept.
+        for i in 0..(EntityCache::MAX as u64 + 10) {
+            c.get(100 + i, None);
+        }
+        assert!(c.0.len() <= EntityCache::MAX, "{}", c.0.len());
+        c.clear();
+        assert!(c.0.is_empty());
+    }
+
     pub(crate) fn sample() -> Event {
         let mut e = Event::new(
             "TCPRESET_NOSOCK",
@@ -292,7 +384,8 @@ pub(crate) mod tests {
         e.stack = vec![
             "tcp_v4_send_reset+0x1f".into(),
             "tcp_v4_rcv+0x8a [kernel]".into(),
-        ];
+        ]
+        .into();
         e
     }
 
@@ -309,7 +402,7 @@ pub(crate) mod tests {
     #[test]
     fn write_json_equals_to_json() {
         let mut e = sample().with("rtt", FieldValue::Seconds(0.25));
-        e.entity.name = "we\"ird name\n".into();
+        Arc::make_mut(&mut e.entity).name = "we\"ird name\n".into();
         let mut out = Vec::new();
         e.write_json(&mut out);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
@@ -330,7 +423,7 @@ pub(crate) mod tests {
                 "note",
                 FieldValue::Str("tab\there \\ \"q\" \u{7f} \u{e9}".into()),
             );
-        e.stack = vec!["kfree_skb_reason+0x1f".into(), "a\u{1}b".into()];
+        e.stack = vec!["kfree_skb_reason+0x1f".into(), "a\u{1}b".into()].into();
         let mut fast = Vec::new();
         e.write_json(&mut fast);
         let mut slow = Vec::new();
@@ -371,7 +464,7 @@ pub(crate) mod tests {
             }
         }
         slow.extend_from_slice(b"},\"stack\":");
-        serde_json::to_writer(&mut slow, &e.stack).unwrap();
+        serde_json::to_writer(&mut slow, &*e.stack).unwrap();
         slow.push(b'}');
         assert_eq!(
             String::from_utf8(fast).unwrap(),

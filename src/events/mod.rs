@@ -19,7 +19,7 @@ pub mod loki_proto;
 mod sink;
 pub mod stream;
 
-pub use event::{Event, EventEntity, FieldValue};
+pub use event::{EntityCache, Event, EventEntity, FieldValue};
 pub use sink::{DropReason, EventSink, SinkConfig, SinkCounters, StderrSink};
 
 /// Counters of the pipeline as a whole.

@@ -152,7 +152,7 @@ mod tests {
     fn ev(kind: &str, ns: &str) -> Arc<Event> {
         let mut e = EventEntity::unknown(1);
         e.k8s_namespace = ns.into();
-        Arc::new(Event::new(kind, e))
+        Arc::new(Event::new(kind.to_string(), e))
     }
 
     #[test]

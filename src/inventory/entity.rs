@@ -83,7 +83,7 @@ pub struct Entity {
 }
 
 impl Entity {
-    pub(super) fn new(
+    pub(crate) fn new(
         inode: u64,
         cookie: Option<u64>,
         kind: EntityKind,

@@ -18,6 +18,8 @@
 //! issuing task, attributed to the issuing task's namespace (its pod).
 #![forbid(unsafe_code)]
 
+use std::sync::Arc;
+
 use std::collections::BTreeMap;
 
 use super::registry::{EbpfProbe, Setup};
@@ -139,23 +141,23 @@ pub fn collect(p: &RunningProbe, out: &mut Families) -> Result<(), String> {
     Ok(())
 }
 
-pub fn decode(ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
+pub fn decode(ctx: &DecodeCtx<'_>, r: &RawEvent, entity: Arc<EventEntity>) -> Option<Event> {
     let mut ev = Event::new(EVENT, entity);
     let b = r.bio();
     let (ma, mi) = split_dev(b.dev);
     ev.fields
-        .push(("device", FieldValue::Str(device_name(b.dev))));
+        .push(("device", FieldValue::Str(device_name(b.dev).into())));
     ev.fields
-        .push(("dev", FieldValue::Str(format!("{ma}:{mi}"))));
+        .push(("dev", FieldValue::Str(format!("{ma}:{mi}").into())));
     ev.fields.push((
         "operation",
-        FieldValue::Str(op_name(ctx.probe, u32::from(b.op))),
+        FieldValue::Str(op_name(ctx.probe, u32::from(b.op)).into()),
     ));
     ev.fields
         .push(("bytes", FieldValue::UInt(u64::from(b.bytes))));
     ev.fields.push(b.latency.field());
     ev.fields.push(("pid", FieldValue::UInt(u64::from(b.pid))));
-    ev.fields.push(("comm", FieldValue::Str(b.comm)));
+    ev.fields.push(("comm", FieldValue::Str(b.comm.into())));
     Some(ev)
 }
 

@@ -124,7 +124,11 @@ impl RawEvent {
 
 /// The event of a two-stage latency probe: its type by `ns_event.type` (2: the second stage's),
 /// the packet's or socket's tuple, the latency.
-pub fn stage_latency_event(r: &RawEvent, entity: EventEntity, types: [&'static str; 2]) -> Event {
+pub fn stage_latency_event(
+    r: &RawEvent,
+    entity: std::sync::Arc<EventEntity>,
+    types: [&'static str; 2],
+) -> Event {
     let mut ev = Event::new(types[usize::from(r.kind == 2)], entity);
     r.tuple_fields(&mut ev);
     ev.fields.push(r.latency().field());
@@ -181,7 +185,7 @@ pub struct BioView {
 
 /// Protocol label: `TCP`, `UDP`, `ICMP`, `ICMPv6`, `SCTP`, `IP/<n>` for other IP protocols,
 /// `other` for non-IP packets.
-pub fn protocol_name(family: u16, l4: u8) -> String {
+pub fn protocol_name(family: u16, l4: u8) -> std::borrow::Cow<'static, str> {
     if family != 2 && family != 10 {
         return "other".into();
     }
@@ -191,7 +195,7 @@ pub fn protocol_name(family: u16, l4: u8) -> String {
         1 => "ICMP".into(),
         58 => "ICMPv6".into(),
         132 => "SCTP".into(),
-        n => format!("IP/{n}"),
+        n => format!("IP/{n}").into(),
     }
 }
 

@@ -22,6 +22,8 @@
 //! `KERNELLAT_FORWARD` at or above `threshold` (default 100ms) with `latency` and the tuple.
 #![forbid(unsafe_code)]
 
+use std::sync::Arc;
+
 use super::registry::EbpfProbe;
 use super::{
     Alternative, DecodeCtx, OptionalGroup, ProbeKind, RawEvent, RunningProbe, DEFAULT_THRESHOLD_NS,
@@ -110,7 +112,7 @@ pub fn collect(
     Ok(())
 }
 
-pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
+pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: Arc<EventEntity>) -> Option<Event> {
     Some(super::event::stage_latency_event(r, entity, [RX, FORWARD]))
 }
 

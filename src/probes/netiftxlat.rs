@@ -21,6 +21,8 @@
 //! (qdisc stage) the packet's tuple.
 #![forbid(unsafe_code)]
 
+use std::sync::Arc;
+
 use super::registry::EbpfProbe;
 use std::collections::BTreeMap;
 
@@ -108,7 +110,7 @@ pub fn collect(
     Ok(())
 }
 
-pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
+pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: Arc<EventEntity>) -> Option<Event> {
     let mut ev = super::event::stage_latency_event(r, entity, [QDISC, DEVICE]);
     ev.fields
         .push(("ifindex", FieldValue::UInt(u64::from(r.tx().ifindex))));

@@ -13,7 +13,7 @@
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::registry::{EbpfProbe, Setup};
 use super::{
@@ -145,17 +145,17 @@ pub fn collect(
     Ok(())
 }
 
-pub fn decode(ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
+pub fn decode(ctx: &DecodeCtx<'_>, r: &RawEvent, entity: Arc<EventEntity>) -> Option<Event> {
     let mut ev = Event::new(EVENT, entity);
     r.tuple_fields(&mut ev);
     let d = r.drop();
     let reason = reason_label(ctx.probe, d.reason.into(), d.location, ctx.kallsyms);
-    ev.fields.push(("reason", FieldValue::Str(reason)));
+    ev.fields.push(("reason", FieldValue::Str(reason.into())));
     let loc = match ctx.kallsyms {
         Some(k) => k.symbolize(d.location),
         None => format!("{:#x}", d.location),
     };
-    ev.fields.push(("location", FieldValue::Str(loc)));
+    ev.fields.push(("location", FieldValue::Str(loc.into())));
     Some(ev)
 }
 

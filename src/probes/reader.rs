@@ -16,7 +16,7 @@ use super::totals::ProbeState;
 use super::{stack, EVENT_TYPES};
 use crate::bpf::kallsyms::Kallsyms;
 use crate::bpf::{self, Loaded};
-use crate::events::{Event, EventEntity, FieldValue, Pipeline};
+use crate::events::{EntityCache, Event, FieldValue, Pipeline};
 use crate::inventory::Inventory;
 
 /// `peer_kind`, `peer_namespace`, `peer_pod`, `peer_name` of an event with a tuple: the
@@ -43,7 +43,7 @@ pub fn add_peer_fields(ev: &mut Event, snap: &crate::inventory::Snapshot, own: u
         .filter(|e| e.inode != own)
         .cloned();
     let get = |f: fn(&crate::inventory::Entity) -> String| {
-        FieldValue::Str(peer.as_deref().map(f).unwrap_or_default())
+        FieldValue::Str(peer.as_deref().map(f).unwrap_or_default().into())
     };
     ev.fields
         .push(("peer_kind", get(|e| e.kind.as_str().to_string())));
@@ -100,6 +100,7 @@ pub(super) fn reader_loop(
     let mut ready = Vec::new();
     let mut raw = Vec::new();
     let mut last_refresh = Instant::now();
+    let mut entities = EntityCache::default();
     while !stop.load(Ordering::Relaxed) {
         ready.clear();
         if let Err(e) = epoll.wait(&mut ready, rings.len().max(1), 200) {
@@ -110,6 +111,7 @@ pub(super) fn reader_loop(
         }
         if last_refresh.elapsed() > Duration::from_secs(60) {
             last_refresh = Instant::now();
+            entities.clear();
             if let Some(k) = kallsyms.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
                 let _ = k.refresh();
             }
@@ -131,14 +133,12 @@ pub(super) fn reader_loop(
                 probe: p,
                 kallsyms: ks.as_ref(),
             };
-            let mut stacks: HashMap<i32, Vec<String>> = HashMap::new();
+            let mut stacks: HashMap<i32, Arc<[String]>> = HashMap::new();
             for r in &raw {
                 let ago = Duration::from_nanos(mono_now.saturating_sub(r.ts));
                 let at = inst_now.checked_sub(ago).unwrap_or(inst_now);
-                let entity = inventory
-                    .entity_at(u64::from(r.netns), at)
-                    .map(|e| EventEntity::from_entity(&e))
-                    .unwrap_or_else(|| EventEntity::unknown(u64::from(r.netns)));
+                let netns = u64::from(r.netns);
+                let entity = entities.get(netns, inventory.entity_at(netns, at));
                 let Some(mut ev) = p.cfg.kind.probe().decode(&ctx, r, entity) else {
                     continue;
                 };
@@ -147,7 +147,7 @@ pub(super) fn reader_loop(
                 if r.stack_id >= 0 {
                     ev.stack = stacks
                         .entry(r.stack_id)
-                        .or_insert_with(|| read_stack(&p.loaded, r.stack_id, ctx.kallsyms))
+                        .or_insert_with(|| read_stack(&p.loaded, r.stack_id, ctx.kallsyms).into())
                         .clone();
                 }
                 let kind: &'static str = event_type_static(&ev.kind);

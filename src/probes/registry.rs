@@ -59,7 +59,7 @@ pub type PerDevice =
 /// How a probe reads its maps into families (once per scrape).
 pub type CollectFn = fn(&RunningProbe, &mut CollectCtx<'_>) -> Result<(), String>;
 /// How a probe decodes one record of its ring buffer.
-pub type DecodeFn = fn(&DecodeCtx<'_>, &RawEvent, EventEntity) -> Option<Event>;
+pub type DecodeFn = fn(&DecodeCtx<'_>, &RawEvent, Arc<EventEntity>) -> Option<Event>;
 
 /// One eBPF probe: everything the shared machinery needs to know of it. Each probe module
 /// has one `pub static PROBE: EbpfProbe`, written with `..EbpfProbe::DEFAULT` for what it
@@ -168,7 +168,12 @@ impl EbpfProbe {
     pub fn collect(&self, p: &RunningProbe, cx: &mut CollectCtx<'_>) -> Result<(), String> {
         (self.collect)(p, cx)
     }
-    pub fn decode(&self, cx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
+    pub fn decode(
+        &self,
+        cx: &DecodeCtx<'_>,
+        r: &RawEvent,
+        entity: Arc<EventEntity>,
+    ) -> Option<Event> {
         self.decode.and_then(|f| f(cx, r, entity))
     }
 }

@@ -21,6 +21,8 @@
 //! with `latency` (seconds) and the socket's tuple (local side first).
 #![forbid(unsafe_code)]
 
+use std::sync::Arc;
+
 use super::registry::EbpfProbe;
 use super::{Alternative, DecodeCtx, ProbeKind, RawEvent, RunningProbe, DEFAULT_THRESHOLD_NS};
 use crate::events::{Event, EventEntity};
@@ -84,7 +86,7 @@ pub fn collect(
     )
 }
 
-pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
+pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: Arc<EventEntity>) -> Option<Event> {
     Some(super::event::stage_latency_event(
         r,
         entity,

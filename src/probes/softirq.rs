@@ -12,6 +12,8 @@
 //! (default 100ms) with `latency` (seconds), `cpu` and `softirq`.
 #![forbid(unsafe_code)]
 
+use std::sync::Arc;
+
 use super::registry::{EbpfProbe, Setup};
 use super::{
     Alternative, DecodeCtx, Log2Hist, ProbeKind, RawEvent, RunningProbe, DEFAULT_THRESHOLD_NS,
@@ -111,7 +113,7 @@ pub fn collect(p: &RunningProbe, out: &mut Families) -> Result<(), String> {
     Ok(())
 }
 
-pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
+pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: Arc<EventEntity>) -> Option<Event> {
     let kind = if r.kind == 2 { EXEC } else { SCHED };
     let mut ev = Event::new(kind, entity);
     let s = r.softirq();

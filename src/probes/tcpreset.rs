@@ -12,6 +12,8 @@
 //! `ACTIVE`, `RECEIVE` (bounded hash: 4096 (netns, type) keys).
 #![forbid(unsafe_code)]
 
+use std::sync::Arc;
+
 use super::registry::EbpfProbe;
 use super::{sum_u64_map, tcp_state, Alternative, DecodeCtx, ProbeKind, RawEvent, RunningProbe};
 use crate::events::{Event, EventEntity, FieldValue};
@@ -95,7 +97,7 @@ pub fn collect(
     Ok(())
 }
 
-pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
+pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: Arc<EventEntity>) -> Option<Event> {
     let (kind, _) = type_of(r.kind)?;
     let mut ev = Event::new(kind, entity);
     r.tuple_fields(&mut ev);

@@ -6,6 +6,8 @@
 //! `TCPRETRANS` with tuple, `state`, `kind` (`data` or `synack`) and optional stack.
 #![forbid(unsafe_code)]
 
+use std::sync::Arc;
+
 use super::registry::EbpfProbe;
 use super::{sum_u64_map, tcp_state, Alternative, DecodeCtx, ProbeKind, RawEvent, RunningProbe};
 use crate::events::{Event, EventEntity, FieldValue};
@@ -57,7 +59,7 @@ pub fn collect(
     Ok(())
 }
 
-pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
+pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: Arc<EventEntity>) -> Option<Event> {
     let mut ev = Event::new(EVENT, entity);
     r.tuple_fields(&mut ev);
     ev.fields

@@ -8,6 +8,8 @@
 //! `threshold` (default 100ms) with `latency`.
 #![forbid(unsafe_code)]
 
+use std::sync::Arc;
+
 use super::registry::EbpfProbe;
 use super::{
     Alternative, DecodeCtx, Log2Hist, ProbeKind, RawEvent, RunningProbe, DEFAULT_THRESHOLD_NS,
@@ -53,7 +55,7 @@ pub fn collect(p: &RunningProbe, out: &mut Families) -> Result<(), String> {
     Ok(())
 }
 
-pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: EventEntity) -> Option<Event> {
+pub fn decode(_ctx: &DecodeCtx<'_>, r: &RawEvent, entity: Arc<EventEntity>) -> Option<Event> {
     let mut ev = Event::new(EVENT, entity);
     ev.fields.push(r.latency().field());
     Some(ev)

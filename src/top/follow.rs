@@ -278,7 +278,7 @@ mod tests {
         // (The stderr sink's probe fields after the tuple are in the probe's order; `/events`
         // sends them by name: one field here, so both agree.)
         let mut ev = ev;
-        ev.stack = vec!["tcp_v4_send_reset+0x1f".into(), "tcp_v4_rcv+0x8".into()];
+        ev.stack = vec!["tcp_v4_send_reset+0x1f".into(), "tcp_v4_rcv+0x8".into()].into();
         let line = serde_json::to_string(&ev.to_json()).unwrap();
         let w: WireEvent = serde_json::from_str(&line).unwrap();
         assert_eq!(w.log_line(), ev.log_line());

@@ -152,7 +152,7 @@ impl Batcher {
         }
         prom.push('}');
         self.streams.push(Stream {
-            kind: ev.kind.clone(),
+            kind: ev.kind.to_string(),
             k8s_namespace: ns.clone(),
             json,
             prom,

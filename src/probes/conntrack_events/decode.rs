@@ -426,7 +426,7 @@ const MASTER_KEYS: [&str; 7] = [
 /// `icmp_id icmp_type icmp_code`), the reply tuple as `reply_*`, then `state` (TCP), `status`,
 /// `replied`, `mark`, `zone`, `id`, `timeout`; expectations: the expected tuple, the master's
 /// as `master_*`, `helper`, `zone`, `id`, `timeout`, `flags`.
-pub fn to_event(c: &CtEvent, entity: EventEntity) -> Event {
+pub fn to_event(c: &CtEvent, entity: impl Into<std::sync::Arc<EventEntity>>) -> Event {
     let mut ev = Event::new(c.kind.name(), entity);
     let proto = c.orig.proto.or(c.master.as_ref().and_then(|m| m.proto));
     if let Some(p) = proto {
@@ -445,12 +445,14 @@ pub fn to_event(c: &CtEvent, entity: EventEntity) -> Event {
             .push(("state", FieldValue::Str(tcp_state_name(s).into())));
     }
     if let Some(s) = c.status {
-        ev.fields.push(("status", FieldValue::Str(status_names(s))));
+        ev.fields
+            .push(("status", FieldValue::Str(status_names(s).into())));
         let replied = if s & 2 != 0 { "true" } else { "false" };
         ev.fields.push(("replied", FieldValue::Str(replied.into())));
     }
     if let Some(h) = &c.helper {
-        ev.fields.push(("helper", FieldValue::Str(h.clone())));
+        ev.fields
+            .push(("helper", FieldValue::Str(h.clone().into())));
     }
     let expectation = matches!(c.kind, CtKind::ExpNew | CtKind::ExpDestroy);
     if !expectation {

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 use super::*;
+use crate::events::EntityCache;
 
 /// `NETLINK_NETFILTER`.
 const NETLINK_NETFILTER: isize = 12;
@@ -91,6 +92,8 @@ struct Reader {
     next_token: u64,
     buf: Vec<u8>,
     parsed: Vec<CtEvent>,
+    /// The events' entities, one per namespace while the inventory's entity stays the same.
+    entities: EntityCache,
     warned_unloaded: bool,
     warned_full: bool,
     /// A missing capability was logged (once: it fails every namespace alike; the host's own
@@ -122,6 +125,7 @@ pub(super) fn reader_loop(
         next_token: 0,
         buf: Vec::with_capacity(RECV_BUF),
         parsed: Vec::new(),
+        entities: EntityCache::default(),
         warned_unloaded: false,
         warned_full: false,
         warned_cap: false,
@@ -135,6 +139,8 @@ pub(super) fn reader_loop(
         if changed || last_sync.elapsed() >= SYNC_EVERY {
             r.sync(&snap);
             r.check_drops();
+            // Namespaces gone since are released; the rest are looked up again once.
+            r.entities.clear();
             last_sync = Instant::now();
             last_snap = Some(snap);
         }
@@ -312,10 +318,8 @@ impl Reader {
                         }
                         STATS.published[i].fetch_add(1, Ordering::Relaxed);
                         let entity = self
-                            .inventory
-                            .entity_at(l.inode, Instant::now())
-                            .map(|e| EventEntity::from_entity(&e))
-                            .unwrap_or_else(|| EventEntity::unknown(l.inode));
+                            .entities
+                            .get(l.inode, self.inventory.entity_at(l.inode, Instant::now()));
                         if let Some(p) = &self.pipeline {
                             p.publish(to_event(&c, entity));
                         }

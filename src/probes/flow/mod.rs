@@ -346,7 +346,7 @@ pub fn series_of(
     let mut s = SeriesKey {
         netns: k.netns,
         direction: if k.egress { "egress" } else { "ingress" },
-        protocol: super::protocol_name(u16::from(k.family), k.proto),
+        protocol: super::protocol_name(u16::from(k.family), k.proto).into_owned(),
         ports: args.enable_ports.then_some((k.lport, k.rport)),
         peer_kind: String::new(),
         peer_k8s_namespace: String::new(),
