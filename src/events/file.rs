@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
-use super::{DropReason, Event, EventSink, SinkCounters};
+use super::{DropReason, Event, EventSink, JsonParts, SinkCounters};
 
 pub const DEFAULT_MAX_SIZE: u64 = 100 * 1024 * 1024;
 pub const DEFAULT_MAX_BACKUPS: u32 = 5;
@@ -45,7 +45,8 @@ pub struct FileSink {
     buf: Vec<u8>,
     /// Events in `buf`.
     buffered: u64,
-    line: Vec<u8>,
+    /// The JSON of the entities and stacks recent events shared.
+    parts: JsonParts,
 }
 
 fn backup(path: &Path, i: u32) -> PathBuf {
@@ -63,9 +64,9 @@ impl FileSink {
             cfg,
             file: None,
             size: 0,
-            buf: Vec::with_capacity(WRITE_BUF),
+            buf: Vec::with_capacity(WRITE_BUF + 4096),
             buffered: 0,
-            line: Vec::with_capacity(512),
+            parts: JsonParts::default(),
         };
         s.reopen()?;
         Ok(s)
@@ -138,19 +139,20 @@ impl EventSink for FileSink {
     }
 
     fn write(&mut self, ev: &Event, c: &SinkCounters) {
-        self.line.clear();
-        ev.write_json(&mut self.line);
-        self.line.push(b'\n');
-        let len = self.line.len() as u64;
-        let pending = self.size + self.buf.len() as u64;
-        if pending > 0 && pending + len > self.cfg.max_size {
+        // The line goes straight into the write buffer; when it would take the live file past
+        // maxSize, what was before it is written out first and the file rotated.
+        let start = self.buf.len();
+        self.parts.write(ev, &mut self.buf);
+        self.buf.push(b'\n');
+        if self.size + start as u64 > 0 && self.size + self.buf.len() as u64 > self.cfg.max_size {
+            let line = self.buf.split_off(start);
             self.write_out(c);
             if let Err(e) = self.rotate() {
                 log::warn!("event sink file {}: rotation: {e}", self.cfg.path.display());
                 c.failed.fetch_add(1, Ordering::Relaxed);
             }
+            self.buf.extend_from_slice(&line);
         }
-        self.buf.extend_from_slice(&self.line);
         self.buffered += 1;
         if self.buf.len() >= WRITE_BUF {
             self.write_out(c);
