@@ -7,7 +7,8 @@
 //! Events come from templates cloned per event, as a probe's reader makes them: the entity and
 //! the stack shared, the fields copied.
 //!
-//! Run: `cargo bench --bench events` (event count via NETSLEUTH_BENCH_EVENTS=1000000).
+//! Run: `cargo bench --bench events` (event count via NETSLEUTH_BENCH_EVENTS=1000000, rounds of
+//! floor and file sink via NETSLEUTH_BENCH_ROUNDS=3).
 
 use std::io::Write;
 use std::sync::atomic::Ordering;
