@@ -398,7 +398,12 @@ impl Inventory {
     /// vanished since (for [`GRACE`]); else the current one (an event may precede the first scan
     /// that saw a new namespace). `None` if the inode is unknown.
     pub fn entity_at(&self, inode: u64, at: Instant) -> Option<Arc<Entity>> {
-        let snap = self.snapshot();
+        self.entity_at_in(&self.snapshot(), inode, at)
+    }
+
+    /// [`Inventory::entity_at`] with the current entities from `snap` (a reader takes one
+    /// snapshot for a batch of events instead of one per event).
+    pub fn entity_at_in(&self, snap: &Snapshot, inode: u64, at: Instant) -> Option<Arc<Entity>> {
         let cur = snap.by_inode(inode);
         if let Some(e) = cur.filter(|e| e.first_seen <= at) {
             return Some(e.clone());

@@ -134,15 +134,17 @@ pub(super) fn reader_loop(
                 kallsyms: ks.as_ref(),
             };
             let mut stacks: HashMap<i32, Arc<[String]>> = HashMap::new();
+            // One snapshot for the batch: its entities and addresses for every event in it.
+            let snap = inventory.snapshot();
             for r in &raw {
                 let ago = Duration::from_nanos(mono_now.saturating_sub(r.ts));
                 let at = inst_now.checked_sub(ago).unwrap_or(inst_now);
                 let netns = u64::from(r.netns);
-                let entity = entities.get(netns, inventory.entity_at(netns, at));
+                let entity = entities.get(netns, inventory.entity_at_in(&snap, netns, at));
                 let Some(mut ev) = p.cfg.kind.probe().decode(&ctx, r, entity) else {
                     continue;
                 };
-                add_peer_fields(&mut ev, &inventory.snapshot(), u64::from(r.netns));
+                add_peer_fields(&mut ev, &snap, u64::from(r.netns));
                 ev.time = sys_now.checked_sub(ago).unwrap_or(sys_now);
                 if r.stack_id >= 0 {
                     ev.stack = stacks
