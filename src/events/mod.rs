@@ -151,7 +151,8 @@ struct Spare {
     rx: Receiver<Arc<Event>>,
 }
 
-/// Events kept for reuse: more than a sink's burst takes, a few hundred KiB at most.
+/// Events kept for reuse: about 1 MiB at most (an event with a dozen fields and their strings
+/// is under 1 KiB), held until `publish` reuses them.
 const SPARE: usize = 1024;
 
 impl Spare {

@@ -81,7 +81,7 @@ pub(super) fn reader_loop(
                 Ok(rb)
             });
         match r {
-            Ok(rb) => rings.push((p.clone(), rb)),
+            Ok(rb) => rings.push((p.clone(), rb, StackIds::default())),
             Err(e) => log::error!("eBPF probe {}: no events: {e}", p.cfg.kind.name()),
         }
     }
@@ -116,7 +116,7 @@ pub(super) fn reader_loop(
                 let _ = k.refresh();
             }
         }
-        for (p, rb) in rings.iter_mut() {
+        for (p, rb, ids) in rings.iter_mut() {
             raw.clear();
             rb.consume(|rec| {
                 if let Some(r) = RawEvent::parse(rec) {
@@ -124,6 +124,7 @@ pub(super) fn reader_loop(
                 }
             });
             if raw.is_empty() {
+                ids.sweep(p);
                 continue;
             }
             let mono_now = crate::sys::monotonic_ns();
@@ -158,13 +159,56 @@ pub(super) fn reader_loop(
                     pl.publish(ev);
                 }
             }
-            // Free the stack ids: the map never fills up for good.
-            if let Ok(m) = p.loaded.map("stacks") {
-                for id in stacks.keys() {
-                    let _ = m.delete(&(*id as u32).to_ne_bytes());
-                }
-            }
+            // After the batch: an event that took an old id while the batch was read is in it.
+            ids.seen(stacks.keys().copied());
+            ids.sweep(p);
         }
+    }
+}
+
+/// How long a stack id stays in the probe's stack map after the last event that carried it.
+const STACK_GRACE: Duration = Duration::from_secs(2);
+
+/// The stack ids events carried, with when they were last seen, so that each is deleted from
+/// the stack map (which would otherwise fill up for good) only once no event has carried it
+/// for [`STACK_GRACE`]. Deleting a batch's ids right after the batch lost the stack of an
+/// event that took the same id (the same stack) while the batch was being read and came in
+/// the next one: it found its id gone and had an empty stack (ten drops at the same site,
+/// CI). Now that takes a stack unseen for two seconds recurring in the moment its id is
+/// deleted. An id is never read after it may have been deleted and reused for another stack:
+/// nothing here keeps a stack's frames past its id's deletion.
+#[derive(Default)]
+struct StackIds {
+    last: HashMap<i32, Instant>,
+    swept: Option<Instant>,
+}
+
+impl StackIds {
+    fn seen(&mut self, ids: impl Iterator<Item = i32>) {
+        let now = Instant::now();
+        for id in ids {
+            self.last.insert(id, now);
+        }
+    }
+
+    /// Delete the ids unseen for [`STACK_GRACE`] (looked at four times per grace at most).
+    fn sweep(&mut self, p: &RunningProbe) {
+        let now = Instant::now();
+        if self.last.is_empty() || self.swept.is_some_and(|t| now - t < STACK_GRACE / 4) {
+            return;
+        }
+        self.swept = Some(now);
+        let Ok(m) = p.loaded.map("stacks") else {
+            self.last.clear();
+            return;
+        };
+        self.last.retain(|id, seen| {
+            let keep = now.duration_since(*seen) < STACK_GRACE;
+            if !keep {
+                let _ = m.delete(&(*id as u32).to_ne_bytes());
+            }
+            keep
+        });
     }
 }
 
