@@ -215,10 +215,7 @@ impl Event {
     fn write_json_fields(&self, out: &mut Vec<u8>) {
         let mut num = itoa::Buffer::new();
         out.extend_from_slice(b",\"fields\":{");
-        for (i, (k, v)) in self.fields.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
+        json_seq(out, &self.fields, |out, (k, v)| {
             json_str(out, k);
             out.push(b':');
             match v {
@@ -242,7 +239,7 @@ impl Event {
                     let _ = serde_json::to_writer(&mut *out, f);
                 }
             }
-        }
+        });
         out.push(b'}');
     }
 
@@ -332,27 +329,33 @@ fn write_entity_json(e: &EventEntity, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"name\":");
     json_str(out, &e.name);
     out.extend_from_slice(b",\"labels\":{");
-    for (i, (k, v)) in e.labels.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
+    json_seq(out, &e.labels, |out, (k, v)| {
         json_str(out, k);
         out.push(b':');
         json_str(out, v);
-    }
+    });
     out.push(b'}');
 }
 
 /// `,"stack":[…]`.
 fn write_stack_json(stack: &[String], out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"stack\":[");
-    for (i, f) in stack.iter().enumerate() {
+    json_seq(out, stack, |out, f| json_str(out, f));
+    out.push(b']');
+}
+
+/// `items`, each written by `item`, separated by commas.
+fn json_seq<T>(
+    out: &mut Vec<u8>,
+    items: impl IntoIterator<Item = T>,
+    mut item: impl FnMut(&mut Vec<u8>, T),
+) {
+    for (i, x) in items.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        json_str(out, f);
+        item(out, x);
     }
-    out.push(b']');
 }
 
 /// The JSON of the entities and stacks recent events shared, for a sink that writes many
@@ -395,33 +398,35 @@ impl JsonParts {
     /// `ev` as [`Event::write_json`] writes it, appended to `out`.
     pub fn write(&mut self, ev: &Event, out: &mut Vec<u8>) {
         ev.write_json_head(out);
-        let i = Self::slot(Arc::as_ptr(&ev.entity) as usize);
-        match &self.entities[i] {
-            Some((e, json)) if Arc::ptr_eq(e, &ev.entity) => out.extend_from_slice(json),
-            _ => {
-                let mut json = Vec::with_capacity(160);
-                write_entity_json(&ev.entity, &mut json);
-                out.extend_from_slice(&json);
-                self.entities[i] = Some((ev.entity.clone(), json));
-            }
-        }
+        Self::part(&mut self.entities, &ev.entity, out, write_entity_json);
         ev.write_json_fields(out);
         if ev.stack.is_empty() {
             // Every stackless event has an empty slice of its own: nothing worth keeping.
             write_stack_json(&[], out);
         } else {
-            let i = Self::slot(Arc::as_ptr(&ev.stack) as *const String as usize);
-            match &self.stacks[i] {
-                Some((s, json)) if Arc::ptr_eq(s, &ev.stack) => out.extend_from_slice(json),
-                _ => {
-                    let mut json = Vec::with_capacity(128);
-                    write_stack_json(&ev.stack, &mut json);
-                    out.extend_from_slice(&json);
-                    self.stacks[i] = Some((ev.stack.clone(), json));
-                }
-            }
+            Self::part(&mut self.stacks, &ev.stack, out, write_stack_json);
         }
         out.push(b'}');
+    }
+
+    /// The JSON of `of` from its slot, made by `make` (and kept there) if the slot holds
+    /// another's.
+    fn part<T: ?Sized>(
+        slots: &mut [Part<Arc<T>>],
+        of: &Arc<T>,
+        out: &mut Vec<u8>,
+        make: impl Fn(&T, &mut Vec<u8>),
+    ) {
+        let slot = &mut slots[Self::slot(Arc::as_ptr(of) as *const u8 as usize)];
+        match slot {
+            Some((kept, json)) if Arc::ptr_eq(kept, of) => out.extend_from_slice(json),
+            _ => {
+                let mut json = Vec::with_capacity(160);
+                make(of, &mut json);
+                out.extend_from_slice(&json);
+                *slot = Some((of.clone(), json));
+            }
+        }
     }
 }
 

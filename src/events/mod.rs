@@ -542,6 +542,11 @@ mod tests {
                 };
                 let at = ev as *const Event as usize;
                 self.1.lock().unwrap().push((at, seq, ev.fields.len()));
+                if self.0 == "b" {
+                    // The second to finish, by far: both sinks checking at once whether they
+                    // hold the last reference would both see two, and neither hand it back.
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
                 c.sent.fetch_add(1, Ordering::Relaxed);
             }
         }

@@ -145,7 +145,7 @@ pub(super) fn reader_loop(
                 let Some(mut ev) = p.cfg.kind.probe().decode(&ctx, r, entity) else {
                     continue;
                 };
-                add_peer_fields(&mut ev, &snap, u64::from(r.netns));
+                add_peer_fields(&mut ev, &snap, netns);
                 ev.time = sys_now.checked_sub(ago).unwrap_or(sys_now);
                 if r.stack_id >= 0 {
                     ev.stack = stacks
