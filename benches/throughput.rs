@@ -17,7 +17,8 @@
 //! (`src/probes/chain.rs`), so the probes can run below this floor; the ratio to the floor is
 //! printed too (target: 64-byte UDP >= 90 %). A fifth pass runs the probes with
 //! `bpf.chainPrograms: false` (every program on its own link): what chaining saves, in the same
-//! run.
+//! run. Beside the ratios of the medians, each round's own ratios are printed (their median and
+//! range): a round's passes are seconds apart, and the machine's speed drifts between rounds.
 //!
 //! The exporter runs in namespace A, which plays the node: B is its pod, and A's end of the
 //! veth is the host side of the pod's veth, the device the `flow` probe attaches to by default
@@ -600,6 +601,23 @@ fn main() {
         tcp_floor.push(t);
         udp_floor.push(u);
     }
+    // Each round's own ratios, the median and range over the rounds: a round's passes are
+    // seconds apart, the rounds a minute, and the machine's speed drifts more between rounds
+    // than within one (computed before the medians below sort the figures).
+    let paired = |a: &[f64], b: &[f64]| {
+        let mut v: Vec<f64> = a.iter().zip(b).map(|(x, y)| 100.0 * x / y).collect();
+        let (lo, hi) = v
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(*x), h.max(*x)));
+        format!("{:.1} % ({lo:.1}-{hi:.1} %)", median(&mut v))
+    };
+    let per_round = [
+        ("TCP with/without", paired(&tcp_on, &tcp_off)),
+        ("UDP with/without", paired(&udp_on, &udp_off)),
+        ("TCP with/floor", paired(&tcp_on, &tcp_floor)),
+        ("UDP with/floor", paired(&udp_on, &udp_floor)),
+        ("UDP unchained/floor", paired(&udp_apart, &udp_floor)),
+    ];
     let (t0, t1) = (median(&mut tcp_off), median(&mut tcp_on));
     let (u0, u1) = (median(&mut udp_off), median(&mut udp_on));
     println!();
@@ -642,6 +660,10 @@ fn main() {
         100.0 * t2 / t0,
         100.0 * u2 / u0
     );
+    println!("each round's own ratio, median (range):");
+    for (what, r) in &per_round {
+        println!("  {what:<20} {r}");
+    }
     println!();
     println!(
         "kernel run time per program (bpf.programStats on; {:.1} s of traffic):",
