@@ -275,7 +275,18 @@ fn sync(
             .filter_map(|l| l.link_netnsid)
             .any(|id| !nsids.contains_key(&id))
     };
-    if unknown(nsids) {
+    // A pod device not attached yet: its namespace id may be one a namespace that is gone had
+    // (the kernel reuses them), so the ids are mapped afresh rather than trusted.
+    let fresh = {
+        let d = state.devices.lock().unwrap_or_else(|e| e.into_inner());
+        links.iter().any(|l| {
+            l.kind == "veth"
+                && l.link_netnsid.is_some()
+                && p.cfg.flow.interface_matches(&l.name) != Some(false)
+                && d.get(&l.index).is_none_or(|a| a.name != l.name)
+        })
+    };
+    if fresh || unknown(nsids) {
         *nsids = map_nsids(&mut sock, inv);
         // A namespace the inventory has not seen yet (a pod that just started): rescan, at
         // most once a second.
