@@ -557,6 +557,11 @@ fn udp_off_node(from: &Pod, to: &[String]) {
     let to: Vec<String> = to.iter().map(|ip| format!("{ip}:9")).collect();
     let src = format!("{}:0", from.ip4);
     from.ns.within(move || {
+        // On CPU 0: the veth hands the datagrams to the host side, and the bridge to the
+        // other ports, on the sender's CPU, so every one is counted in CPU 0's flow table.
+        let mut cpu0 = nix::sched::CpuSet::new();
+        cpu0.set(0).unwrap();
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu0).unwrap();
         let s = UdpSocket::bind(src).unwrap();
         for d in &to {
             s.send_to(&[0u8; 10], d).unwrap();
@@ -650,7 +655,8 @@ fn flow_map_bound_and_max_series() {
     }
     let e = NodeExporter::start(
         &node,
-        "{mapEntries: 4, maxSeries: 3, clusterCIDRs: ['198.18.0.0/15']}",
+        // No per-CPU tables: the hash alone holds the keys.
+        "{mapEntries: 4, maxSeries: 3, cpuTableEntries: 0, clusterCIDRs: ['198.18.0.0/15']}",
     );
     wait_for("attached", Duration::from_secs(10), || {
         (e.scrape().sum("netsleuth_flow_devices", &[]) == Some(2.0)).then_some(())
@@ -714,6 +720,156 @@ fn flow_map_bound_and_max_series() {
         again.sum("netsleuth_flow_series_overflowed_total", &[]),
         Some(1.0)
     );
+}
+
+/// Keys of the kernel hash `flows4` whose namespace is `netns` (bpftool, checking only).
+fn hash_keys_of(netns: u64) -> usize {
+    let out = run("bpftool", &["map", "dump", "name", "flows4", "-j"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // One map: its entries; several of that name: each map with its `elements`.
+    v.as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| match m["elements"].as_array() {
+            Some(e) => e.clone(),
+            None => vec![m.clone()],
+        })
+        .filter(|e| e["formatted"]["key"]["netns"].as_u64() == Some(netns))
+        .count()
+}
+
+/// Waits for both of the node's pods to be attached and their bridge ports to forward.
+fn attached_and_forwarding(node: &Node, e: &NodeExporter, pods: [&Pod; 2]) {
+    wait_for("attached", Duration::from_secs(10), || {
+        (e.scrape().sum("netsleuth_flow_devices", &[]) == Some(2.0)).then_some(())
+    });
+    for dev in pods.map(|p| &p.host_dev) {
+        wait_for("bridge ports forwarding", Duration::from_secs(5), || {
+            node.ns
+                .exec("ip", &["-d", "link", "show", "dev", dev])
+                .contains("state forwarding")
+                .then_some(())
+        });
+    }
+}
+
+/// The per-CPU tables in front of the hashes (`cpuTableEntries: 2`, two slots a CPU, every
+/// key probing both): the first two keys of CPU 0 take its slots, the others go to the hash,
+/// and every packet is counted once. A dead pod's table id is retired with its hash entries
+/// after the grace period (all counted as reaped), and a new pod's key reclaims its slot.
+#[test]
+fn flow_cpu_tables_spill_retire_and_reclaim() {
+    let test = "flow_cpu_tables_spill_retire_and_reclaim";
+    if !common::privileged_with(test, &["iptables", "bpftool"]) {
+        return;
+    }
+    let _g = lock();
+    let mut node = Node::new();
+    node.v6 = false;
+    let a = node.pod();
+    let b = node.pod();
+    for p in [&a, &b] {
+        p.ns.exec("iptables", &["-A", "OUTPUT", "-p", "igmp", "-j", "DROP"]);
+    }
+    let e = NodeExporter::start(
+        &node,
+        "{cpuTableEntries: 2, clusterCIDRs: ['198.18.0.0/15']}",
+    );
+    attached_and_forwarding(&node, &e, [&a, &b]);
+    let (ino_a, ino_b) = (a.ns.inode(), b.ns.inode());
+    let (name_a, ip_a) = (a.ns.name.clone(), a.ip4.clone());
+    let (ns_a, ns_b) = (ino_a.to_string(), ino_b.to_string());
+    // Twelve datagrams from A (on CPU 0) to twelve addresses of no namespace: A egress to
+    // each (12 keys), and the bridge floods each to B: B ingress from A (1 key). The first
+    // datagram's two keys take CPU 0's two slots; A's other eleven go to the hash.
+    let off: Vec<String> = (200..212)
+        .map(|h| format!("198.18.{}.{h}", node.net))
+        .collect();
+    udp_off_node(&a, &off);
+    let egress_a = [("netns", ns_a.as_str()), ("direction", "egress")];
+    let ingress_b = [("netns", ns_b.as_str()), ("direction", "ingress")];
+    wait_for("24 packets counted", Duration::from_secs(5), || {
+        (e.scrape().sum("netsleuth_flow_packets_total", &[]) == Some(24.0)).then_some(())
+    });
+    let s = e.scrape();
+    let series = s.find("netsleuth_flow_packets_total", &egress_a);
+    assert_eq!(series.len(), 12, "{series:?}");
+    assert!(series.iter().all(|x| x.value == "1"), "{series:?}");
+    let from_a = [
+        ("netns", ns_b.as_str()),
+        ("direction", "ingress"),
+        ("peer_address", ip_a.as_str()),
+    ];
+    let found = s.find("netsleuth_flow_packets_total", &from_a);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].value, "12");
+    assert_eq!(found[0].labels["peer_name"], name_a);
+    // 10-byte payloads: 38 IP bytes each.
+    assert_eq!(
+        s.sum("netsleuth_flow_bytes_total", &egress_a),
+        Some(12.0 * 38.0)
+    );
+    assert_eq!(
+        s.sum("netsleuth_flow_bytes_total", &ingress_b),
+        Some(12.0 * 38.0)
+    );
+    assert_eq!(
+        s.sum("netsleuth_bpf_map_full_total", &[("probe", "flow")]),
+        Some(0.0)
+    );
+    assert_eq!(hash_keys_of(ino_a), 11, "A's keys in the hash");
+    assert_eq!(hash_keys_of(ino_b), 0, "B's key in the hash");
+    let reaped = || {
+        e.scrape()
+            .sum(
+                "netsleuth_bpf_map_entries_reaped_total",
+                &[("probe", "flow")],
+            )
+            .unwrap_or(0.0)
+    };
+    assert_eq!(reaped(), 0.0);
+    // A goes: after the grace period its eleven hash entries are deleted and its table id
+    // (one slot) retired.
+    let gone = Instant::now();
+    drop(a);
+    wait_for("A reaped", Duration::from_secs(75), || {
+        (reaped() == 12.0).then_some(())
+    });
+    eprintln!("A reaped {:?} after it went", gone.elapsed());
+    let s = e.scrape();
+    assert!(s.find("netsleuth_flow_packets_total", &egress_a).is_empty());
+    assert_eq!(hash_keys_of(ino_a), 0);
+    // B's key from A lives on (A's address is no longer a peer on the node).
+    assert_eq!(s.sum("netsleuth_flow_packets_total", &from_a), Some(12.0));
+    // A new pod C: its one key reclaims A's retired slot (B's slot is live); B's key from C
+    // finds both slots live and goes to the hash.
+    let c = node.pod();
+    c.ns.exec("iptables", &["-A", "OUTPUT", "-p", "igmp", "-j", "DROP"]);
+    attached_and_forwarding(&node, &e, [&b, &c]);
+    udp_off_node(&c, &[format!("198.18.{}.220", node.net)]);
+    // By inode: C may well get A's (it is free again), and its name label follows once the
+    // inventory has seen it.
+    let ns_c = c.ns.inode().to_string();
+    let egress_c = [("netns", ns_c.as_str()), ("direction", "egress")];
+    let t0 = Instant::now();
+    while e.flow(&egress_c).1 != 1 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "C's datagram not counted: {:?}",
+            e.scrape().find("netsleuth_flow_packets_total", &[])
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(e.flow(&egress_c), (38, 1));
+    assert_eq!(hash_keys_of(c.ns.inode()), 0, "C's key in the hash");
+    assert_eq!(hash_keys_of(ino_b), 1, "B's keys in the hash");
+    let from_c = [
+        ("netns", ns_b.as_str()),
+        ("direction", "ingress"),
+        ("peer_address", c.ip4.as_str()),
+    ];
+    assert_eq!(e.flow(&from_c), (38, 1));
+    assert_eq!(e.flow(&from_a), (12 * 38, 12));
 }
 
 /// `tc` output of a device's hook in the node namespace.

@@ -266,11 +266,40 @@ pub mod dev_info {
     use super::{f, Field, Layout};
     pub const NETNS: Field = f("netns", 0, 4);
     pub const FLAGS: Field = f("flags", 4, 4);
+    pub const TABLE_ID: Field = f("table_id", 8, 4);
     pub const LAYOUT: Layout = Layout {
         name: "dev_info",
         objects: &["flow"],
-        size: 8,
-        fields: &[NETNS, FLAGS],
+        size: 12,
+        fields: &[NETNS, FLAGS, TABLE_ID],
+    };
+}
+
+/// `struct flow_slot4` (flow's per-CPU `table4`): a `flow_key4` whose `netns` holds the
+/// namespace's table id, then a `flow_val`.
+pub mod flow_slot4 {
+    use super::{f, Field, Layout};
+    pub const KEY: Field = f("key", 0, 16);
+    pub const VAL: Field = f("val", 16, 16);
+    pub const LAYOUT: Layout = Layout {
+        name: "flow_slot4",
+        objects: &["flow"],
+        size: 32,
+        fields: &[KEY, VAL],
+    };
+}
+
+/// `struct flow_slot` (flow's per-CPU `table6`): a `flow_key` (table id in `netns`), 4 bytes
+/// of padding, a `flow_val`.
+pub mod flow_slot {
+    use super::{f, Field, Layout};
+    pub const KEY: Field = f("key", 0, 28);
+    pub const VAL: Field = f("val", 32, 16);
+    pub const LAYOUT: Layout = Layout {
+        name: "flow_slot",
+        objects: &["flow"],
+        size: 48,
+        fields: &[KEY, VAL],
     };
 }
 
@@ -287,6 +316,8 @@ pub const ALL: &[&Layout] = &[
     &flow_key::LAYOUT,
     &flow_key4::LAYOUT,
     &flow_val::LAYOUT,
+    &flow_slot4::LAYOUT,
+    &flow_slot::LAYOUT,
     &dev_info::LAYOUT,
 ];
 

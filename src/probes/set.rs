@@ -2,7 +2,7 @@
 //! reader, map reaper, flow's device thread) and the reaping of dead namespaces' map entries.
 #![forbid(unsafe_code)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -281,9 +281,26 @@ pub fn reap_dead_namespaces(
 ) -> usize {
     let snap = inventory.snapshot();
     let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-    let mut in_maps = std::collections::HashSet::new();
-    let mut dead = std::collections::HashSet::new();
+    let mut in_maps = HashSet::new();
+    let mut dead = HashSet::new();
     let mut total = 0;
+    // Whether namespace `ino` is dead past the grace period (its entries may go).
+    let mut gone = |ino: u64| -> bool {
+        in_maps.insert(ino);
+        if snap.by_inode(ino).is_some() {
+            seen.insert(ino, None);
+            return false;
+        }
+        match seen.get(&ino).copied() {
+            // Never listed: unknown, kept.
+            None => false,
+            Some(None) => {
+                seen.insert(ino, Some(now));
+                false
+            }
+            Some(Some(since)) => now.saturating_duration_since(since) > crate::inventory::GRACE,
+        }
+    };
     for p in probes {
         let mut n = 0u64;
         for name in p.cfg.kind.probe().netns_maps() {
@@ -298,28 +315,24 @@ pub fn reap_dead_namespaces(
                     continue;
                 };
                 let ino = u64::from(ino);
-                in_maps.insert(ino);
-                if snap.by_inode(ino).is_some() {
-                    seen.insert(ino, None);
-                    continue;
-                }
-                match seen.get(&ino).copied() {
-                    // Never listed: unknown, kept.
-                    None => {}
-                    Some(None) => {
-                        seen.insert(ino, Some(now));
+                if gone(ino) {
+                    if m.delete(&k).unwrap_or(false) {
+                        n += 1;
                     }
-                    Some(Some(since))
-                        if now.saturating_duration_since(since) > crate::inventory::GRACE =>
-                    {
-                        if m.delete(&k).unwrap_or(false) {
-                            n += 1;
-                        }
-                        dead.insert(ino);
-                    }
-                    Some(Some(_)) => {}
+                    dead.insert(ino);
                 }
             }
+        }
+        // flow's per-CPU tables: the namespace's id is retired, its slots no longer read.
+        if let Some(st) = p.flow.as_ref() {
+            let ids: HashSet<u32> = st
+                .table_netns()
+                .into_iter()
+                .filter(|n| gone(u64::from(*n)))
+                .collect();
+            let (retired, slots) = st.retire_tables(&p.loaded, &ids);
+            n += slots;
+            dead.extend(retired.iter().map(|n| u64::from(*n)));
         }
         if n > 0 {
             totals.with(|c| *c.reaped.entry(p.cfg.kind.name()).or_default() += n);

@@ -28,12 +28,101 @@ pub struct DevInfo {
 }
 
 impl DevInfo {
-    fn bytes(&self) -> [u8; 8] {
+    /// `struct dev_info` with the namespace's table id (0: not in the per-CPU tables).
+    fn bytes(&self, table_id: u32) -> [u8; 12] {
         use crate::probes::layout::dev_info as f;
         let mut b = [0u8; f::LAYOUT.size];
         b[f::NETNS.offset..][..f::NETNS.size].copy_from_slice(&self.netns.to_ne_bytes());
         b[f::FLAGS.offset..][..f::FLAGS.size].copy_from_slice(&self.flags.to_ne_bytes());
+        b[f::TABLE_ID.offset..][..f::TABLE_ID.size].copy_from_slice(&table_id.to_ne_bytes());
         b
+    }
+}
+
+/// How many slots (per CPU) of the per-CPU tables hold one of `ids`.
+fn table_slots_of(loaded: &Loaded, ids: &HashSet<u32>) -> u64 {
+    let mut n = 0;
+    for (name, _) in TABLES {
+        let Ok(m) = loaded.map(name) else { continue };
+        let stride = m.cpu_stride().max(1);
+        let Ok(entries) = m.entries() else { continue };
+        for (_, v) in entries {
+            n += v
+                .chunks(stride)
+                .filter_map(|s| s.get(..4)?.try_into().ok().map(u32::from_ne_bytes))
+                .filter(|id| ids.contains(id))
+                .count() as u64;
+        }
+    }
+    n
+}
+
+/// Entries of the kernel array `table_ids` (`bpf-asm/flow.bpf.c`): a live id `i` is at
+/// `i % TABLE_IDS`.
+const TABLE_IDS: u32 = 4096;
+
+/// The namespaces' ids in the per-CPU tables. A slot's key carries the id instead of the
+/// namespace's inode so that a retired namespace's slots are told apart from those of a new
+/// namespace that gets the same inode: ids are never reused (a u32 counter), and live ids
+/// never share an entry of `table_ids`, whose entry says to the kernel whether an id is live
+/// (a slot of a retired id is free to reclaim).
+#[derive(Default)]
+pub struct TableIds {
+    ids: Mutex<TableIdsInner>,
+}
+
+#[derive(Default)]
+struct TableIdsInner {
+    of_netns: HashMap<u32, u32>,
+    netns_of: HashMap<u32, u32>,
+    last: u32,
+}
+
+impl TableIds {
+    /// Namespace `netns`'s id, allocated (and made live in the kernel) if it has none; 0 when
+    /// every entry of `table_ids` holds a live id (its packets then go to the hashes).
+    fn id_for(&self, l: &Loaded, netns: u32) -> Result<u32, String> {
+        let mut t = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = t.of_netns.get(&netns) {
+            return Ok(*id);
+        }
+        if t.netns_of.len() >= TABLE_IDS as usize {
+            return Ok(0);
+        }
+        let mut id = t.last;
+        loop {
+            id = id.wrapping_add(1).max(1);
+            if !t.netns_of.keys().any(|x| x % TABLE_IDS == id % TABLE_IDS) {
+                break;
+            }
+        }
+        l.map("table_ids")
+            .and_then(|m| m.update(&(id % TABLE_IDS).to_ne_bytes(), &id.to_ne_bytes(), 0))
+            .map_err(|e| format!("table_ids[{}]: {e}", id % TABLE_IDS))?;
+        t.last = id;
+        t.of_netns.insert(netns, id);
+        t.netns_of.insert(id, netns);
+        Ok(id)
+    }
+
+    /// Retires namespace `netns`'s id: its slots are no longer read, and the kernel may
+    /// reclaim them. Returns whether it had one.
+    fn retire(&self, l: &Loaded, netns: u32) -> bool {
+        let mut t = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(id) = t.of_netns.remove(&netns) else {
+            return false;
+        };
+        t.netns_of.remove(&id);
+        if let Ok(m) = l.map("table_ids") {
+            let _ = m.update(&(id % TABLE_IDS).to_ne_bytes(), &0u32.to_ne_bytes(), 0);
+        }
+        true
+    }
+
+    /// Live id → namespace inode.
+    pub fn live(&self) -> HashMap<u32, u32> {
+        let t = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        t.netns_of.clone()
     }
 }
 
@@ -41,22 +130,33 @@ impl DevInfo {
 /// inlined: cheaper per packet), the others in the hash `devices` (`bpf-asm/flow.bpf.c`).
 const DEV_DIRECT: u32 = 4096;
 
-/// Sets device `ifindex`'s entry in whichever kernel map holds it.
-fn dev_put(l: &Loaded, ifindex: u32, info: DevInfo) -> Result<(), String> {
+/// Writes device `ifindex`'s entry into whichever kernel map holds it.
+fn dev_write(l: &Loaded, ifindex: u32, info: DevInfo, table_id: u32) -> Result<(), String> {
     let name = if ifindex < DEV_DIRECT {
         "devices_direct"
     } else {
         "devices"
     };
     l.map(name)
-        .and_then(|m| m.update(&ifindex.to_ne_bytes(), &info.bytes(), 0))
+        .and_then(|m| m.update(&ifindex.to_ne_bytes(), &info.bytes(table_id), 0))
         .map_err(|e| format!("{name}[{ifindex}]: {e}"))
+}
+
+/// Sets device `ifindex`'s entry, with its namespace's table id (allocated if new; none when
+/// `cpuTableEntries` is 0).
+fn dev_put(p: &RunningProbe, state: &State, ifindex: u32, info: DevInfo) -> Result<(), String> {
+    let id = if p.cfg.flow.cpu_table_entries > 0 {
+        state.tables.id_for(&p.loaded, info.netns)?
+    } else {
+        0
+    };
+    dev_write(&p.loaded, ifindex, info, id)
 }
 
 /// Removes device `ifindex`'s entry (in the array: netns 0, "not attached").
 fn dev_del(l: &Loaded, ifindex: u32) {
     if ifindex < DEV_DIRECT {
-        let _ = dev_put(l, ifindex, DevInfo { netns: 0, flags: 0 });
+        let _ = dev_write(l, ifindex, DevInfo { netns: 0, flags: 0 }, 0);
     } else if let Ok(m) = l.map("devices") {
         let _ = m.delete(&ifindex.to_ne_bytes());
     }
@@ -67,6 +167,8 @@ pub struct State {
     /// `tcx` or `tc`.
     pub method: &'static str,
     devices: Mutex<BTreeMap<u32, Attached>>,
+    /// The namespaces' ids in the per-CPU tables.
+    pub tables: TableIds,
     /// Series admitted under `maxSeries`, and those summed into the overflow series.
     pub(super) admission: Mutex<Admission>,
 }
@@ -89,6 +191,7 @@ impl State {
         State {
             method,
             devices: Mutex::new(BTreeMap::new()),
+            tables: TableIds::default(),
             admission: Mutex::new(Admission::default()),
         }
     }
@@ -100,6 +203,37 @@ impl State {
             dev_del(loaded, *ifindex);
         }
         d.clear();
+    }
+
+    /// Retires the table ids of `dead` namespaces that no attached device counts for (their
+    /// slots are no longer read and may be reclaimed); returns the namespaces retired and how
+    /// many slots (per CPU) they held.
+    pub fn retire_tables(&self, loaded: &Loaded, dead: &HashSet<u32>) -> (Vec<u32>, u64) {
+        let attached: HashSet<u32> = {
+            let d = self.devices.lock().unwrap_or_else(|e| e.into_inner());
+            d.values().map(|a| a.info.netns).collect()
+        };
+        let live = self.tables.live();
+        let ids: HashSet<u32> = live
+            .iter()
+            .filter(|(_, n)| dead.contains(n) && !attached.contains(n))
+            .map(|(id, _)| *id)
+            .collect();
+        if ids.is_empty() {
+            return (Vec::new(), 0);
+        }
+        let slots = table_slots_of(loaded, &ids);
+        let retired = ids
+            .iter()
+            .filter_map(|id| live.get(id).copied())
+            .filter(|n| self.tables.retire(loaded, *n))
+            .collect();
+        (retired, slots)
+    }
+
+    /// The namespaces that hold table ids.
+    pub fn table_netns(&self) -> Vec<u32> {
+        self.tables.live().into_values().collect()
     }
 
     /// The attached devices' names (sorted by ifindex).
@@ -330,13 +464,13 @@ fn sync(
     for (ifindex, (name, info)) in want {
         if let Some(a) = d.get_mut(&ifindex) {
             if a.info != info {
-                dev_put(&p.loaded, ifindex, info)?;
+                dev_put(p, state, ifindex, info)?;
                 a.info = info;
             }
             continue;
         }
         // The entry first: a packet of an attached device without one is not counted.
-        if let Err(e) = dev_put(&p.loaded, ifindex, info) {
+        if let Err(e) = dev_put(p, state, ifindex, info) {
             log::warn!("flow: device {name}: devices map: {e}");
             continue;
         }
@@ -368,7 +502,11 @@ fn sync(
 /// Sets the local entity of device `ifindex` in the kernel maps (before attaching:
 /// packets of a device without an entry are not counted).
 pub fn set_device(p: &RunningProbe, ifindex: u32, info: DevInfo) -> Result<(), String> {
-    dev_put(&p.loaded, ifindex, info)
+    let state = p
+        .flow
+        .as_ref()
+        .ok_or("the flow probe has no device state")?;
+    dev_put(p, state, ifindex, info)
 }
 
 /// Attaches both programs to device `ifindex` of the calling thread's namespace with `method`

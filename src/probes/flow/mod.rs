@@ -32,7 +32,13 @@
 //! `mapEntries` (16384) keys each; an update that finds its map full is counted in
 //! `netsleuth_bpf_map_full_total{probe="flow"}`. They are per-CPU hashes, allocated as flows
 //! appear (16 bytes per possible CPU per key; no locked adds per packet), and a scrape sums the
-//! CPUs' values. `maxSeries` (10000) caps
+//! CPUs' values. In front of them, per CPU, the tables `table4` and `table6` (`cpuTableEntries`,
+//! 512 slots each): open addressing over a per-CPU array, whose lookup the verifier inlines, so
+//! a packet of a key the CPU already holds costs no hash lookup. A slot's key carries the
+//! namespace's table id ([`TableIds`]) instead of its inode; the id is retired when the reaper
+//! deletes the namespace's map entries, and its slots are then skipped here and reclaimed by
+//! the kernel. Per CPU a key lives in one place, a slot or the hash, so a scrape sums both.
+//! `maxSeries` (10000) caps
 //! the flow series per scrape: series are admitted first come, first served and stay admitted
 //! while their kernel keys exist (so their counters never jump); the others are summed into one
 //! series per family with `peer_address="overflow"` and no entity labels; what leaves it (a
@@ -72,6 +78,9 @@ const DEV_FLIP: u32 = 1;
 
 pub const DEFAULT_MAP_ENTRIES: u32 = 16384;
 pub const DEFAULT_MAX_SERIES: usize = 10_000;
+/// Slots per CPU of each of the tables `table4` and `table6` (`cpuTableEntries`).
+pub const DEFAULT_CPU_TABLE_ENTRIES: u32 = 512;
+const MAX_CPU_TABLE_ENTRIES: u64 = 1 << 16;
 
 /// An address prefix (`10.0.0.0/8`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,6 +168,9 @@ pub struct FlowArgs {
     pub peer_prefix_v6: u8,
     /// `mapEntries`: size of each of the kernel maps `flows4` (IPv4) and `flows` (IPv6).
     pub map_entries: u32,
+    /// `cpuTableEntries`: slots of each per-CPU table in front of them (`table4`, `table6`);
+    /// 0: none, every packet goes to the hashes.
+    pub cpu_table_entries: u32,
 }
 
 impl Default for FlowArgs {
@@ -174,6 +186,7 @@ impl Default for FlowArgs {
             peer_prefix_v4: 24,
             peer_prefix_v6: 48,
             map_entries: DEFAULT_MAP_ENTRIES,
+            cpu_table_entries: DEFAULT_CPU_TABLE_ENTRIES,
         }
     }
 }
@@ -218,6 +231,14 @@ impl FlowArgs {
                 return Err("arg `mapEntries`: must be at least 1".into());
             }
             self.map_entries = n as u32;
+        }
+        if let Some(n) = num(a, "cpuTableEntries", MAX_CPU_TABLE_ENTRIES)? {
+            if n != 0 && !n.is_power_of_two() {
+                return Err(format!(
+                    "arg `cpuTableEntries`: `{n}` is neither 0 nor a power of two"
+                ));
+            }
+            self.cpu_table_entries = n as u32;
         }
         if let Some(n) = num(a, "peerPrefixV4", 32)? {
             self.peer_prefix_v4 = n as u8;
@@ -269,12 +290,23 @@ pub type Globals = Vec<(String, Vec<u8>)>;
 
 /// `.rodata` and map sizes for the object.
 pub fn globals(args: &FlowArgs) -> (Globals, Vec<(String, u32)>) {
+    let slots = args.cpu_table_entries;
+    let mut sizes: Vec<(String, u32)> = FLOW_MAPS
+        .iter()
+        .map(|m| (m.to_string(), args.map_entries))
+        .collect();
+    // No table: one unused slot each (an array has at least one).
+    sizes.extend(TABLES.iter().map(|(m, _)| (m.to_string(), slots.max(1))));
     (
-        vec![("with_ports".into(), vec![u8::from(args.enable_ports)])],
-        FLOW_MAPS
-            .iter()
-            .map(|m| (m.to_string(), args.map_entries))
-            .collect(),
+        vec![
+            ("with_ports".into(), vec![u8::from(args.enable_ports)]),
+            ("with_table".into(), vec![u8::from(slots > 0)]),
+            (
+                "table_mask".into(),
+                slots.saturating_sub(1).to_ne_bytes().to_vec(),
+            ),
+        ],
+        sizes,
     )
 }
 mod devices;
@@ -284,6 +316,10 @@ pub use devices::*;
 /// The kernel maps of flows: IPv4 keys (`struct flow_key4`, 16 bytes) and IPv6 keys
 /// (`struct flow_key`, 28 bytes).
 const FLOW_MAPS: &[&str] = &["flows4", "flows"];
+
+/// The per-CPU tables in front of them (`struct flow_slot4`, `struct flow_slot`) and the
+/// size of their slots' key.
+const TABLES: &[(&str, usize)] = &[("table4", 16), ("table6", 28)];
 
 /// A key of the kernel maps `flows4` and `flows`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -402,6 +438,46 @@ pub fn collect(
             for v in v.chunks(stride.max(1)) {
                 e.0 = e.0.wrapping_add(f::BYTES.u64(v).unwrap_or(0));
                 e.1 = e.1.wrapping_add(f::PACKETS.u64(v).unwrap_or(0));
+            }
+        }
+    }
+    // The per-CPU tables: a slot holds a key (the namespace's table id in place of its inode)
+    // and its counts on that CPU; slots of no live id (free, or retired) are skipped.
+    let live = state.tables.live();
+    for (name, key_len) in TABLES {
+        if args.cpu_table_entries == 0 {
+            break;
+        }
+        use super::layout::{flow_slot as s6, flow_slot4 as s4, flow_val as f};
+        let (kf, vf) = if *key_len == 16 {
+            (s4::KEY, s4::VAL)
+        } else {
+            (s6::KEY, s6::VAL)
+        };
+        let m = p.loaded.map(name).map_err(|e| e.to_string())?;
+        let stride = m.cpu_stride().max(1);
+        for (_, v) in m.entries().map_err(|e| format!("read map {name}: {e}"))? {
+            for slot in v.chunks(stride) {
+                let Some(mut key) = kf.bytes(slot).map(<[u8]>::to_vec) else {
+                    continue;
+                };
+                let Some(netns) = key
+                    .get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_ne_bytes)
+                    .and_then(|id| live.get(&id))
+                else {
+                    continue;
+                };
+                key[..4].copy_from_slice(&netns.to_ne_bytes());
+                let (Some(k), Some(val)) = (parse_key(&key), vf.bytes(slot)) else {
+                    continue;
+                };
+                let e = series
+                    .entry(series_of(args, &k, &|a| (peer.borrow_mut())(a)))
+                    .or_default();
+                e.0 = e.0.wrapping_add(f::BYTES.u64(val).unwrap_or(0));
+                e.1 = e.1.wrapping_add(f::PACKETS.u64(val).unwrap_or(0));
             }
         }
     }
@@ -575,6 +651,53 @@ mod tests {
         assert!(Cidr::parse("0.0.0.0/0")
             .unwrap()
             .contains("1.2.3.4".parse().unwrap()));
+    }
+
+    fn args(yaml: &str) -> Result<FlowArgs, String> {
+        let v: serde_norway::Value = serde_norway::from_str(yaml).unwrap();
+        let mut a = ProbeArgs::from_yaml("flow", &v)?;
+        let mut f = FlowArgs::default();
+        f.take(&mut a)?;
+        Ok(f)
+    }
+
+    #[test]
+    fn cpu_table_entries_and_globals() {
+        assert_eq!(args("{}").unwrap().cpu_table_entries, 512);
+        assert_eq!(args("{cpuTableEntries: 0}").unwrap().cpu_table_entries, 0);
+        assert_eq!(args("{cpuTableEntries: 4}").unwrap().cpu_table_entries, 4);
+        assert_eq!(
+            args("{cpuTableEntries: 65536}").unwrap().cpu_table_entries,
+            65536
+        );
+        let e = args("{cpuTableEntries: 1000}").unwrap_err();
+        assert!(e.contains("`1000` is neither 0 nor a power of two"), "{e}");
+        let e = args("{cpuTableEntries: 131072}").unwrap_err();
+        assert!(e.contains("between 0 and 65536"), "{e}");
+        let e = args("{cpuTableEntries: -1}").unwrap_err();
+        assert!(e.contains("cpuTableEntries"), "{e}");
+        // The tables' size and mask, and whether they are used, go to the object.
+        let g = |yaml: &str| globals(&args(yaml).unwrap());
+        let (vars, sizes) = g("{cpuTableEntries: 256, mapEntries: 100}");
+        let var = |n: &str| vars.iter().find(|(k, _)| k == n).unwrap().1.clone();
+        assert_eq!(var("with_table"), vec![1]);
+        assert_eq!(var("table_mask"), 255u32.to_ne_bytes().to_vec());
+        assert_eq!(
+            sizes,
+            [
+                ("flows4", 100),
+                ("flows", 100),
+                ("table4", 256),
+                ("table6", 256)
+            ]
+            .map(|(n, v)| (n.to_string(), v))
+            .to_vec()
+        );
+        let (vars, sizes) = g("{cpuTableEntries: 0}");
+        let var = |n: &str| vars.iter().find(|(k, _)| k == n).unwrap().1.clone();
+        assert_eq!(var("with_table"), vec![0]);
+        assert_eq!(var("table_mask"), 0u32.to_ne_bytes().to_vec());
+        assert_eq!(sizes[2..], [("table4".into(), 1), ("table6".into(), 1)]);
     }
 
     #[test]
