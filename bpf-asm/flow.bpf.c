@@ -200,6 +200,8 @@ struct {
 #define TABLE_PROBES 4
 #define TABLE_IDS 4096
 
+#define barrier() __asm__ __volatile__("" ::: "memory")
+
 struct flow_slot4 {
 	struct flow_key4 key;
 	struct flow_val val;
@@ -294,13 +296,17 @@ static __always_inline int add_slot(void *table, const __u64 *w, int n, __u64 by
 			return 1;
 		}
 		if (s[0] == 0 || retired(s[0])) {
+			/* in this order (the compiler barriers keep it): the counts, the key, its
+			 * first word last */
 			v->bytes = bytes;
 			v->packets = packets;
+			barrier();
 			if (n > 2) {
 				s[3] = w[3];
 				s[2] = w[2];
 			}
 			s[1] = w[1];
+			barrier();
 			s[0] = w[0];
 			return 1;
 		}

@@ -75,6 +75,8 @@ pub struct TableIds {
 struct TableIdsInner {
     of_netns: HashMap<u32, u32>,
     netns_of: HashMap<u32, u32>,
+    /// The `table_ids` entries live ids take (`id % TABLE_IDS`).
+    entries: HashSet<u32>,
     last: u32,
 }
 
@@ -86,13 +88,13 @@ impl TableIds {
         if let Some(id) = t.of_netns.get(&netns) {
             return Ok(*id);
         }
-        if t.netns_of.len() >= TABLE_IDS as usize {
+        if t.entries.len() >= TABLE_IDS as usize {
             return Ok(0);
         }
         let mut id = t.last;
         loop {
             id = id.wrapping_add(1).max(1);
-            if !t.netns_of.keys().any(|x| x % TABLE_IDS == id % TABLE_IDS) {
+            if !t.entries.contains(&(id % TABLE_IDS)) {
                 break;
             }
         }
@@ -102,6 +104,7 @@ impl TableIds {
         t.last = id;
         t.of_netns.insert(netns, id);
         t.netns_of.insert(id, netns);
+        t.entries.insert(id % TABLE_IDS);
         Ok(id)
     }
 
@@ -113,6 +116,7 @@ impl TableIds {
             return false;
         };
         t.netns_of.remove(&id);
+        t.entries.remove(&(id % TABLE_IDS));
         if let Ok(m) = l.map("table_ids") {
             let _ = m.update(&(id % TABLE_IDS).to_ne_bytes(), &0u32.to_ne_bytes(), 0);
         }
