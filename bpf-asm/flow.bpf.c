@@ -102,6 +102,10 @@ const volatile __u8 with_ports = 0;
 /* Set by user space before load: the per-CPU tables' size - 1 (a power of two - 1), and
  * whether they are used at all (`cpuTableEntries` > 0). */
 const volatile __u32 table_mask = 0;
+/* 64 - log2(size) (63 for one slot): a slot index is the top bits of the key's multiplicative
+ * hash, the only bits of a product that every bit of the key reaches (the low bits would
+ * ignore the address's last bytes, where a cluster's addresses differ). */
+const volatile __u32 table_shift = 63;
 const volatile __u8 with_table = 0;
 
 struct dev_info {
@@ -191,9 +195,11 @@ struct {
  * a slot, once claimed, keeps its key until its id is retired (user space clears the id's
  * entry in `table_ids` when the namespace is reaped, and never reuses an id), and is then
  * reclaimed by the next key of this CPU that probes it. A key that finds no slot within
- * TABLE_PROBES goes to the hash. Each CPU writes only its own table and, per CPU, a key lives
- * in one place (a slot or the hash) for as long as it exists, so user space sums both
- * without counting anything twice. Claiming writes the counts, then the key, the word with
+ * TABLE_PROBES goes to the hash. Each CPU writes only its own table; per CPU a key holds at
+ * most one slot (a key claims a slot only after probing its whole path without finding
+ * itself), and every packet is added in exactly one place, a slot or the hash (a key in the
+ * hash may get a slot later, when one on its path is retired), so user space sums both and
+ * counts nothing twice. Claiming writes the counts, then the key, the word with
  * the id last: user space reads a slot from its first word on and skips a slot whose id is
  * 0 or retired.
  */
@@ -282,36 +288,45 @@ static __always_inline int add_slot(void *table, const __u64 *w, int n, __u64 by
 		h = (h ^ w[2]) * 0x9E3779B97F4A7C15ULL;
 		h = (h ^ w[3]) * 0x9E3779B97F4A7C15ULL;
 	}
-	__u32 i = (__u32)(h >> 32);
+	__u32 i = (__u32)(h >> table_shift);
+	__u64 *free = 0;
 #pragma unroll
 	for (int p = 0; p < TABLE_PROBES; p++) {
 		__u32 idx = (i + p) & table_mask;
 		__u64 *s = bpf_map_lookup_elem(table, &idx);
 		if (!s)
-			return 0;
-		struct flow_val *v = (void *)(s + n);
+			break;
 		if (s[0] == w[0] && s[1] == w[1] && (n == 2 || (s[2] == w[2] && s[3] == w[3]))) {
+			struct flow_val *v = (void *)(s + n);
 			v->bytes += bytes;
 			v->packets += packets;
 			return 1;
 		}
-		if (s[0] == 0 || retired(s[0])) {
-			/* in this order (the compiler barriers keep it): the counts, the key, its
-			 * first word last */
-			v->bytes = bytes;
-			v->packets = packets;
-			barrier();
-			if (n > 2) {
-				s[3] = w[3];
-				s[2] = w[2];
-			}
-			s[1] = w[1];
-			barrier();
-			s[0] = w[0];
-			return 1;
+		if (s[0] == 0) {
+			/* never claimed: no key went past it */
+			if (!free)
+				free = s;
+			break;
 		}
+		if (!free && retired(s[0]))
+			free = s;
 	}
-	return 0;
+	if (!free)
+		return 0;
+	/* in this order (the compiler barriers keep it): the counts, the key, its first word
+	 * last */
+	struct flow_val *v = (void *)(free + n);
+	v->bytes = bytes;
+	v->packets = packets;
+	barrier();
+	if (n > 2) {
+		free[3] = w[3];
+		free[2] = w[2];
+	}
+	free[1] = w[1];
+	barrier();
+	free[0] = w[0];
+	return 1;
 }
 
 static __always_inline int add(struct flow_key *key, __u32 table_id, __u64 bytes, __u64 packets)

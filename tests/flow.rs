@@ -872,6 +872,44 @@ fn flow_cpu_tables_spill_retire_and_reclaim() {
     assert_eq!(e.flow(&from_a), (12 * 38, 12));
 }
 
+/// The default tables spread a cluster's addresses: 24 remote addresses that differ only in
+/// their last octet all get slots of CPU 0's 512 (their slot index comes from the top bits of
+/// the key's hash, which every byte of the address reaches), none goes to the hash.
+#[test]
+fn flow_cpu_table_spreads_neighbouring_addresses() {
+    let test = "flow_cpu_table_spreads_neighbouring_addresses";
+    if !common::privileged_with(test, &["iptables", "bpftool"]) {
+        return;
+    }
+    let _g = lock();
+    let mut node = Node::new();
+    node.v6 = false;
+    let a = node.pod();
+    let b = node.pod();
+    for p in [&a, &b] {
+        p.ns.exec("iptables", &["-A", "OUTPUT", "-p", "igmp", "-j", "DROP"]);
+    }
+    let e = NodeExporter::start(&node, "{clusterCIDRs: ['198.18.0.0/15']}");
+    attached_and_forwarding(&node, &e, [&a, &b]);
+    let off: Vec<String> = (200..224)
+        .map(|h| format!("198.18.{}.{h}", node.net))
+        .collect();
+    udp_off_node(&a, &off);
+    wait_for("48 packets counted", Duration::from_secs(5), || {
+        (e.scrape().sum("netsleuth_flow_packets_total", &[]) == Some(48.0)).then_some(())
+    });
+    let ino_a = a.ns.inode().to_string();
+    let series = e.scrape();
+    let series = series.find(
+        "netsleuth_flow_packets_total",
+        &[("netns", ino_a.as_str()), ("direction", "egress")],
+    );
+    assert_eq!(series.len(), 24, "{series:?}");
+    assert!(series.iter().all(|x| x.value == "1"), "{series:?}");
+    assert_eq!(hash_keys_of(a.ns.inode()), 0, "A's keys in the hash");
+    assert_eq!(hash_keys_of(b.ns.inode()), 0, "B's key in the hash");
+}
+
 /// `tc` output of a device's hook in the node namespace.
 fn tc_show(node: &Node, what: &str, dev: &str, hook: Option<&str>) -> String {
     let mut args = vec![what, "show", "dev", dev];

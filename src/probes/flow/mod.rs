@@ -37,7 +37,8 @@
 //! a packet of a key the CPU already holds costs no hash lookup. A slot's key carries the
 //! namespace's table id ([`TableIds`]) instead of its inode; the id is retired when the reaper
 //! deletes the namespace's map entries, and its slots are then skipped here and reclaimed by
-//! the kernel. Per CPU a key lives in one place, a slot or the hash, so a scrape sums both.
+//! the kernel. Every packet is added in one place, a slot of its CPU or the hash, so a scrape
+//! sums both.
 //! `maxSeries` (10000) caps
 //! the flow series per scrape: series are admitted first come, first served and stay admitted
 //! while their kernel keys exist (so their counters never jump); the others are summed into one
@@ -304,6 +305,10 @@ pub fn globals(args: &FlowArgs) -> (Globals, Vec<(String, u32)>) {
             (
                 "table_mask".into(),
                 slots.saturating_sub(1).to_ne_bytes().to_vec(),
+            ),
+            (
+                "table_shift".into(),
+                (64 - slots.max(2).trailing_zeros()).to_ne_bytes().to_vec(),
             ),
         ],
         sizes,
@@ -682,6 +687,7 @@ mod tests {
         let var = |n: &str| vars.iter().find(|(k, _)| k == n).unwrap().1.clone();
         assert_eq!(var("with_table"), vec![1]);
         assert_eq!(var("table_mask"), 255u32.to_ne_bytes().to_vec());
+        assert_eq!(var("table_shift"), 56u32.to_ne_bytes().to_vec());
         assert_eq!(
             sizes,
             [
@@ -697,6 +703,7 @@ mod tests {
         let var = |n: &str| vars.iter().find(|(k, _)| k == n).unwrap().1.clone();
         assert_eq!(var("with_table"), vec![0]);
         assert_eq!(var("table_mask"), 0u32.to_ne_bytes().to_vec());
+        assert_eq!(var("table_shift"), 63u32.to_ne_bytes().to_vec());
         assert_eq!(sizes[2..], [("table4".into(), 1), ("table6".into(), 1)]);
     }
 
