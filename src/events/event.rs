@@ -286,8 +286,8 @@ fn json_str(out: &mut Vec<u8>, v: &str) {
 /// fixed-size copies into `N` zeroed bytes, which the compiler makes register loads and
 /// stores, and a truncation: copied by length, each took a call to memcpy (about twenty short
 /// strings an event; `perf` put a quarter of serialising in those calls). Longer ones are
-/// copied by length. (Made in a buffer on the stack and copied over at once, the narrow stores then read
-/// as one wide load stalled the CPU more than the calls cost.)
+/// copied by length. (Made in a buffer on the stack and copied over at once, the narrow
+/// stores then read as one wide load stalled the CPU more than the calls cost.)
 #[inline(always)]
 fn put<const N: usize>(out: &mut Vec<u8>, s: &[u8]) {
     let n = s.len();
