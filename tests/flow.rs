@@ -644,34 +644,13 @@ fn flow_map_bound_and_max_series() {
         return;
     }
     let _g = lock();
-    let mut node = Node::new();
-    node.v6 = false;
-    let a = node.pod();
-    let _b = node.pod();
-    // Nothing but our datagrams: the pods' own IGMP reports would take map entries at
-    // random times (the bridge, made without snooping, sends none).
-    for p in [&a, &_b] {
-        p.ns.exec("iptables", &["-A", "OUTPUT", "-p", "igmp", "-j", "DROP"]);
-    }
+    let (node, a, _b) = quiet_v4_node();
     let e = NodeExporter::start(
         &node,
         // No per-CPU tables: the hash alone holds the keys.
         "{mapEntries: 4, maxSeries: 3, cpuTableEntries: 0, clusterCIDRs: ['198.18.0.0/15']}",
     );
-    wait_for("attached", Duration::from_secs(10), || {
-        (e.scrape().sum("netsleuth_flow_devices", &[]) == Some(2.0)).then_some(())
-    });
-    // Both bridge ports must forward already (a port comes up through linkwatch, which runs
-    // non-urgent events at most once a second), or the flood below misses B: A's frames are
-    // counted at A's port before the bridge sees them, B's only if the bridge forwards them.
-    for dev in [&a.host_dev, &_b.host_dev] {
-        wait_for("bridge ports forwarding", Duration::from_secs(5), || {
-            node.ns
-                .exec("ip", &["-d", "link", "show", "dev", dev])
-                .contains("state forwarding")
-                .then_some(())
-        });
-    }
+    attached_and_forwarding(&node, &e, [&a, &_b]);
     // Six datagrams to six addresses. Keys: A egress to each (6), and B's port of the bridge
     // floods them all to B's veth: B ingress from A (1, created by the first datagram). The
     // map holds 4: A to the first three and B from A; the last three updates find it full.
@@ -738,7 +717,29 @@ fn hash_keys_of(netns: u64) -> usize {
         .count()
 }
 
-/// Waits for both of the node's pods to be attached and their bridge ports to forward.
+impl Node {
+    /// A pod that sends nothing of its own: its IGMP reports would take map entries and
+    /// table slots at random times (the bridge, made without snooping, sends none).
+    fn quiet_pod(&mut self) -> Pod {
+        let p = self.pod();
+        p.ns.exec("iptables", &["-A", "OUTPUT", "-p", "igmp", "-j", "DROP"]);
+        p
+    }
+}
+
+/// An IPv4-only node with two quiet pods: nothing but a test's datagrams is counted.
+fn quiet_v4_node() -> (Node, Pod, Pod) {
+    let mut node = Node::new();
+    node.v6 = false;
+    let a = node.quiet_pod();
+    let b = node.quiet_pod();
+    (node, a, b)
+}
+
+/// Waits for both of the node's pods to be attached and their bridge ports to forward: a port
+/// comes up through linkwatch, which runs non-urgent events at most once a second, and a
+/// flood that finds B's port not forwarding misses B (A's frames are counted at A's port
+/// before the bridge sees them, B's only if the bridge forwards them).
 fn attached_and_forwarding(node: &Node, e: &NodeExporter, pods: [&Pod; 2]) {
     wait_for("attached", Duration::from_secs(10), || {
         (e.scrape().sum("netsleuth_flow_devices", &[]) == Some(2.0)).then_some(())
@@ -764,13 +765,7 @@ fn flow_cpu_tables_spill_retire_and_reclaim() {
         return;
     }
     let _g = lock();
-    let mut node = Node::new();
-    node.v6 = false;
-    let a = node.pod();
-    let b = node.pod();
-    for p in [&a, &b] {
-        p.ns.exec("iptables", &["-A", "OUTPUT", "-p", "igmp", "-j", "DROP"]);
-    }
+    let (mut node, a, b) = quiet_v4_node();
     let e = NodeExporter::start(
         &node,
         "{cpuTableEntries: 2, clusterCIDRs: ['198.18.0.0/15']}",
@@ -843,8 +838,7 @@ fn flow_cpu_tables_spill_retire_and_reclaim() {
     assert_eq!(s.sum("netsleuth_flow_packets_total", &from_a), Some(12.0));
     // A new pod C: its one key reclaims A's retired slot (B's slot is live); B's key from C
     // finds both slots live and goes to the hash.
-    let c = node.pod();
-    c.ns.exec("iptables", &["-A", "OUTPUT", "-p", "igmp", "-j", "DROP"]);
+    let c = node.quiet_pod();
     attached_and_forwarding(&node, &e, [&b, &c]);
     udp_off_node(&c, &[format!("198.18.{}.220", node.net)]);
     // By inode: C may well get A's (it is free again), and its name label follows once the
@@ -882,13 +876,7 @@ fn flow_cpu_table_spreads_neighbouring_addresses() {
         return;
     }
     let _g = lock();
-    let mut node = Node::new();
-    node.v6 = false;
-    let a = node.pod();
-    let b = node.pod();
-    for p in [&a, &b] {
-        p.ns.exec("iptables", &["-A", "OUTPUT", "-p", "igmp", "-j", "DROP"]);
-    }
+    let (node, a, b) = quiet_v4_node();
     let e = NodeExporter::start(&node, "{clusterCIDRs: ['198.18.0.0/15']}");
     attached_and_forwarding(&node, &e, [&a, &b]);
     let off: Vec<String> = (200..224)
