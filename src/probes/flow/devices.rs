@@ -42,14 +42,14 @@ impl DevInfo {
 /// How many slots (per CPU) of the per-CPU tables hold one of `ids`.
 fn table_slots_of(loaded: &Loaded, ids: &HashSet<u32>) -> u64 {
     let mut n = 0;
-    for (name, _) in TABLES {
+    for (name, ..) in TABLES {
         let Ok(m) = loaded.map(name) else { continue };
         let stride = m.cpu_stride().max(1);
         let Ok(entries) = m.entries() else { continue };
         for (_, v) in entries {
             n += v
                 .chunks(stride)
-                .filter_map(|s| s.get(..4)?.try_into().ok().map(u32::from_ne_bytes))
+                .filter_map(|s| crate::probes::layout::flow_key::NETNS.u32(s))
                 .filter(|id| ids.contains(id))
                 .count() as u64;
         }

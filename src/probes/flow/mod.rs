@@ -58,6 +58,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::layout::{flow_slot, flow_slot4, Field};
 use super::registry::{EbpfProbe, Setup};
 use super::{Alternative, ProbeKind, RunningProbe};
 use crate::bpf::attach::{self, Link};
@@ -297,7 +298,7 @@ pub fn globals(args: &FlowArgs) -> (Globals, Vec<(String, u32)>) {
         .map(|m| (m.to_string(), args.map_entries))
         .collect();
     // No table: one unused slot each (an array has at least one).
-    sizes.extend(TABLES.iter().map(|(m, _)| (m.to_string(), slots.max(1))));
+    sizes.extend(TABLES.iter().map(|(m, ..)| (m.to_string(), slots.max(1))));
     (
         vec![
             ("with_ports".into(), vec![u8::from(args.enable_ports)]),
@@ -322,9 +323,13 @@ pub use devices::*;
 /// (`struct flow_key`, 28 bytes).
 const FLOW_MAPS: &[&str] = &["flows4", "flows"];
 
-/// The per-CPU tables in front of them (`struct flow_slot4`, `struct flow_slot`) and the
-/// size of their slots' key.
-const TABLES: &[(&str, usize)] = &[("table4", 16), ("table6", 28)];
+/// The per-CPU tables in front of them (`struct flow_slot4`, `struct flow_slot`) with their
+/// slots' key and value fields. A slot's key starts at offset 0, so its table id is at the
+/// key's `netns`.
+const TABLES: &[(&str, Field, Field)] = &[
+    ("table4", flow_slot4::KEY, flow_slot4::VAL),
+    ("table6", flow_slot::KEY, flow_slot::VAL),
+];
 
 /// A key of the kernel maps `flows4` and `flows`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -430,59 +435,50 @@ pub fn collect(
     let mut memo: HashMap<IpAddr, Option<Arc<Entity>>> = HashMap::new();
     let peer = |a: IpAddr| memo.entry(a).or_insert_with(|| peer(a)).clone();
     let peer = std::cell::RefCell::new(peer);
+    use super::layout::{flow_key, flow_val as f};
+    // One CPU's `struct flow_val` of key `k`, added to its series.
+    let mut add = |k: &FlowKey, v: &[u8]| {
+        let e = series
+            .entry(series_of(args, k, &|a| (peer.borrow_mut())(a)))
+            .or_default();
+        e.0 = e.0.wrapping_add(f::BYTES.u64(v).unwrap_or(0));
+        e.1 = e.1.wrapping_add(f::PACKETS.u64(v).unwrap_or(0));
+    };
     for name in FLOW_MAPS {
         let m = p.loaded.map(name).map_err(|e| e.to_string())?;
-        let stride = m.cpu_stride();
+        let stride = m.cpu_stride().max(1);
         for (k, v) in m.entries().map_err(|e| format!("read map {name}: {e}"))? {
             let Some(k) = parse_key(&k) else { continue };
-            use super::layout::flow_val as f;
-            let e = series
-                .entry(series_of(args, &k, &|a| (peer.borrow_mut())(a)))
-                .or_default();
             // Per CPU: one value per possible CPU, summed.
-            for v in v.chunks(stride.max(1)) {
-                e.0 = e.0.wrapping_add(f::BYTES.u64(v).unwrap_or(0));
-                e.1 = e.1.wrapping_add(f::PACKETS.u64(v).unwrap_or(0));
+            for v in v.chunks(stride) {
+                add(&k, v);
             }
         }
     }
     // The per-CPU tables: a slot holds a key (the namespace's table id in place of its inode)
     // and its counts on that CPU; slots of no live id (free, or retired) are skipped.
     let live = state.tables.live();
-    for (name, key_len) in TABLES {
-        if args.cpu_table_entries == 0 {
-            break;
-        }
-        use super::layout::{flow_slot as s6, flow_slot4 as s4, flow_val as f};
-        let (kf, vf) = if *key_len == 16 {
-            (s4::KEY, s4::VAL)
-        } else {
-            (s6::KEY, s6::VAL)
-        };
+    let tables = if args.cpu_table_entries > 0 {
+        TABLES
+    } else {
+        &[]
+    };
+    for (name, kf, vf) in tables {
         let m = p.loaded.map(name).map_err(|e| e.to_string())?;
         let stride = m.cpu_stride().max(1);
         for (_, v) in m.entries().map_err(|e| format!("read map {name}: {e}"))? {
             for slot in v.chunks(stride) {
+                let Some(netns) = flow_key::NETNS.u32(slot).and_then(|id| live.get(&id)) else {
+                    continue;
+                };
                 let Some(mut key) = kf.bytes(slot).map(<[u8]>::to_vec) else {
                     continue;
                 };
-                let Some(netns) = key
-                    .get(..4)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u32::from_ne_bytes)
-                    .and_then(|id| live.get(&id))
-                else {
-                    continue;
-                };
-                key[..4].copy_from_slice(&netns.to_ne_bytes());
-                let (Some(k), Some(val)) = (parse_key(&key), vf.bytes(slot)) else {
-                    continue;
-                };
-                let e = series
-                    .entry(series_of(args, &k, &|a| (peer.borrow_mut())(a)))
-                    .or_default();
-                e.0 = e.0.wrapping_add(f::BYTES.u64(val).unwrap_or(0));
-                e.1 = e.1.wrapping_add(f::PACKETS.u64(val).unwrap_or(0));
+                key[flow_key::NETNS.offset..][..flow_key::NETNS.size]
+                    .copy_from_slice(&netns.to_ne_bytes());
+                if let (Some(k), Some(val)) = (parse_key(&key), vf.bytes(slot)) {
+                    add(&k, val);
+                }
             }
         }
     }
